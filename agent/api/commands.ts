@@ -1,0 +1,77 @@
+/**
+ * The command union: every API action parsed into one typed command. HTTP (and
+ * any other front end) only builds commands; one dispatcher handles them with a
+ * switch on `action` ending in an exhaustiveness check.
+ */
+import { ApiError } from "../errors.js";
+import { parseDeleteImages, parseDescribeHosts, parseDescribeImages, parseImportImage } from "./schemas-images.js";
+import type { DeleteImagesParams, DescribeHostsParams, DescribeImagesParams, ImportImageParams } from "./schemas-images.js";
+import {
+  parseDescribeInstances,
+  parseDescribeInstancesStatus,
+  parseRebootInstances,
+  parseStartInstances,
+  parseStopInstances,
+  parseTerminateInstances,
+} from "./schemas-instances.js";
+import type {
+  DescribeInstancesParams,
+  DescribeInstancesStatusParams,
+  RebootInstancesParams,
+  StartInstancesParams,
+  StopInstancesParams,
+  TerminateInstancesParams,
+} from "./schemas-instances.js";
+import { parseRunInstances, type RunInstancesParams } from "./schemas-run.js";
+
+export type * from "./schemas-images.js";
+export type * from "./schemas-instances.js";
+export type { DataDiskParams, LocalDiskType, RunInstancesParams } from "./schemas-run.js";
+export type { Filter, Paging } from "./schemas.js";
+export { expandInstanceNames, hostNameProblem, parseInstanceType, MAX_USER_DATA_BYTES } from "./schemas-run.js";
+
+export type Command =
+  | { action: "RunInstances"; params: RunInstancesParams }
+  | { action: "DescribeInstances"; params: DescribeInstancesParams }
+  | { action: "DescribeInstancesStatus"; params: DescribeInstancesStatusParams }
+  | { action: "StartInstances"; params: StartInstancesParams }
+  | { action: "StopInstances"; params: StopInstancesParams }
+  | { action: "RebootInstances"; params: RebootInstancesParams }
+  | { action: "TerminateInstances"; params: TerminateInstancesParams }
+  | { action: "ImportImage"; params: ImportImageParams }
+  | { action: "DescribeImages"; params: DescribeImagesParams }
+  | { action: "DeleteImages"; params: DeleteImagesParams }
+  | { action: "DescribeHosts"; params: DescribeHostsParams };
+
+export type Action = Command["action"];
+
+type ParamsOf<A extends Action> = Extract<Command, { action: A }>["params"];
+
+const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
+  RunInstances: parseRunInstances,
+  DescribeInstances: parseDescribeInstances,
+  DescribeInstancesStatus: parseDescribeInstancesStatus,
+  StartInstances: parseStartInstances,
+  StopInstances: parseStopInstances,
+  RebootInstances: parseRebootInstances,
+  TerminateInstances: parseTerminateInstances,
+  ImportImage: parseImportImage,
+  DescribeImages: parseDescribeImages,
+  DeleteImages: parseDeleteImages,
+  DescribeHosts: parseDescribeHosts,
+};
+
+export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);
+
+export function isAction(name: string): name is Action {
+  return Object.prototype.hasOwnProperty.call(PARSERS, name);
+}
+
+/** Parses a request body for an action; throws ApiError (InvalidAction, MissingParameter, InvalidParameter…). */
+export function parseCommand(action: string, body: unknown): Command {
+  if (!isAction(action)) {
+    throw new ApiError("InvalidAction", `action ${JSON.stringify(action)} does not exist on this host agent`);
+  }
+  const parse = PARSERS[action] as (body: unknown) => Command["params"];
+  return { action, params: parse(body) } as Command;
+}

@@ -1,0 +1,150 @@
+/**
+ * Image and host actions: ImportImage, DescribeImages, DeleteImages
+ * (reference/seeds-cvm-api.md §1.12) and DescribeHosts (§2.4 HostItem).
+ */
+import { fileURLToPath } from "node:url";
+import { z } from "zod";
+import {
+  boundedString,
+  fail,
+  filterList,
+  idList,
+  paging,
+  parseWith,
+  toFilters,
+  toPaging,
+  unique,
+  unsupportedFields,
+  type Filter,
+  type Paging,
+} from "./schemas.js";
+
+export type ImageSource = { kind: "file"; path: string } | { kind: "http"; href: string };
+
+export interface ImportImageParams {
+  architecture: "x86_64" | "arm_64";
+  osType: string;
+  osVersion: string;
+  /** As sent. */
+  imageUrl: string;
+  /** The URL, checked: a local absolute path or an http(s) URL. */
+  source: ImageSource;
+  imageName: string;
+  /** "" when absent. */
+  imageDescription: string;
+  dryRun: boolean;
+  force: boolean;
+  bootMode: "Legacy BIOS" | "UEFI";
+}
+
+export const IMAGE_FILTER_NAMES = ["image-id", "image-name", "image-state", "image-type"] as const;
+export type ImageFilterName = (typeof IMAGE_FILTER_NAMES)[number];
+
+export interface DescribeImagesParams extends Paging {
+  imageIds?: string[];
+  filters: Filter<ImageFilterName>[];
+}
+
+export interface DeleteImagesParams {
+  imageIds: string[];
+  dryRun: boolean;
+}
+
+export const HOST_FILTER_NAMES = ["host-id", "zone", "host-name", "host-state"] as const;
+export type HostFilterName = (typeof HOST_FILTER_NAMES)[number];
+
+export interface DescribeHostsParams extends Paging {
+  filters: Filter<HostFilterName>[];
+}
+
+/** file:///absolute/path (host empty or localhost) or http(s)://host/…; else undefined. */
+export function parseImageSource(raw: string): ImageSource | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol === "file:") {
+    if (url.host !== "" && url.host !== "localhost") return undefined;
+    if (!raw.toLowerCase().startsWith("file:///") && !raw.toLowerCase().startsWith("file://localhost/")) return undefined;
+    try {
+      const path = fileURLToPath(url);
+      return path.startsWith("/") && path !== "/" ? { kind: "file", path } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  if ((url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "") return { kind: "http", href: url.href };
+  return undefined;
+}
+
+const importImageSchema = z
+  .object({
+    Architecture: z.enum(["x86_64", "arm_64"]),
+    OsType: boundedString(64),
+    OsVersion: boundedString(64),
+    ImageUrl: z.string().superRefine((v, ctx) => {
+      if (!parseImageSource(v)) {
+        fail(ctx, "InvalidParameter.InvalidParameterUrlError", "must be file:///absolute/path or an http:// or https:// URL");
+      }
+    }),
+    ImageName: boundedString(60),
+    ImageDescription: z
+      .string()
+      .superRefine((v, ctx) => {
+        if ([...v].length > 256) fail(ctx, "InvalidParameterValue.TooLong", "is longer than 256 characters");
+      })
+      .optional(),
+    DryRun: z.boolean().optional(),
+    Force: z.boolean().optional(),
+    BootMode: z.enum(["Legacy BIOS", "UEFI"]).optional(),
+    ...unsupportedFields(["PublicImage", "LicenseType", "ImageFamily", "ImportImageDataDisk", "TagSpecification"]),
+  })
+  .strict();
+
+export function parseImportImage(body: unknown): ImportImageParams {
+  const r = parseWith(importImageSchema, body);
+  return {
+    architecture: r.Architecture,
+    osType: r.OsType,
+    osVersion: r.OsVersion,
+    imageUrl: r.ImageUrl,
+    source: parseImageSource(r.ImageUrl)!,
+    imageName: r.ImageName,
+    imageDescription: r.ImageDescription ?? "",
+    dryRun: r.DryRun ?? false,
+    force: r.Force ?? false,
+    bootMode: r.BootMode ?? "Legacy BIOS",
+  };
+}
+
+const describeImagesSchema = z
+  .object({ ImageIds: idList("image").optional(), Filters: filterList(IMAGE_FILTER_NAMES).optional(), ...paging })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.ImageIds !== undefined && v.Filters !== undefined) {
+      fail(ctx, "InvalidParameterCombination", "ImageIds and Filters cannot be given together");
+    }
+  });
+
+export function parseDescribeImages(body: unknown): DescribeImagesParams {
+  const r = parseWith(describeImagesSchema, body);
+  const params: DescribeImagesParams = { ...toPaging(r), filters: toFilters<ImageFilterName>(r.Filters) };
+  if (r.ImageIds) params.imageIds = unique(r.ImageIds);
+  return params;
+}
+
+const deleteImagesSchema = z.object({ ImageIds: idList("image"), DryRun: z.boolean().optional() }).strict();
+
+export function parseDeleteImages(body: unknown): DeleteImagesParams {
+  const r = parseWith(deleteImagesSchema, body);
+  return { imageIds: unique(r.ImageIds), dryRun: r.DryRun ?? false };
+}
+
+const describeHostsSchema = z.object({ Filters: filterList(HOST_FILTER_NAMES).optional(), ...paging }).strict();
+
+export function parseDescribeHosts(body: unknown): DescribeHostsParams {
+  const r = parseWith(describeHostsSchema, body);
+  return { ...toPaging(r), filters: toFilters<HostFilterName>(r.Filters) };
+}

@@ -1,0 +1,141 @@
+/**
+ * Instance lifecycle actions other than RunInstances: strict schemas and the
+ * typed parameters they produce (reference/seeds-cvm-api.md §1.10).
+ */
+import { z } from "zod";
+import { fail, filterList, idList, paging, parseWith, toFilters, toPaging, unique, type Filter, type Paging } from "./schemas.js";
+
+export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
+const STOP_TYPES = ["SOFT", "HARD", "SOFT_FIRST"] as const;
+
+export const INSTANCE_FILTER_NAMES = ["instance-id", "instance-name", "instance-state", "image-id", "host-id"] as const;
+export type InstanceFilterName = (typeof INSTANCE_FILTER_NAMES)[number];
+
+export interface DescribeInstancesParams extends Paging {
+  /** Deduplicated; absent when not given. */
+  instanceIds?: string[];
+  /** [] when absent. AND across filters, OR across one filter's values. */
+  filters: Filter<InstanceFilterName>[];
+}
+
+export interface DescribeInstancesStatusParams extends Paging {
+  instanceIds?: string[];
+}
+
+export interface StartInstancesParams {
+  instanceIds: string[];
+}
+
+export interface StopInstancesParams {
+  instanceIds: string[];
+  stopType: StopType;
+  /** Billing mode after stop; accepted, meaningless on a dedicated host. */
+  stoppedMode?: "KEEP_CHARGING" | "STOP_CHARGING";
+  dryRun: boolean;
+}
+
+export interface RebootInstancesParams {
+  instanceIds: string[];
+  mode: StopType;
+}
+
+export interface TerminateInstancesParams {
+  instanceIds: string[];
+  dryRun: boolean;
+  releaseAddress: boolean;
+}
+
+const describeInstancesSchema = z
+  .object({ InstanceIds: idList("instance").optional(), Filters: filterList(INSTANCE_FILTER_NAMES).optional(), ...paging })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.InstanceIds !== undefined && v.Filters !== undefined) {
+      fail(ctx, "InvalidParameterCombination", "InstanceIds and Filters cannot be given together");
+    }
+  });
+
+export function parseDescribeInstances(body: unknown): DescribeInstancesParams {
+  const r = parseWith(describeInstancesSchema, body);
+  const params: DescribeInstancesParams = { ...toPaging(r), filters: toFilters<InstanceFilterName>(r.Filters) };
+  if (r.InstanceIds) params.instanceIds = unique(r.InstanceIds);
+  return params;
+}
+
+const describeStatusSchema = z.object({ InstanceIds: idList("instance").optional(), ...paging }).strict();
+
+export function parseDescribeInstancesStatus(body: unknown): DescribeInstancesStatusParams {
+  const r = parseWith(describeStatusSchema, body);
+  const params: DescribeInstancesStatusParams = toPaging(r);
+  if (r.InstanceIds) params.instanceIds = unique(r.InstanceIds);
+  return params;
+}
+
+const startSchema = z.object({ InstanceIds: idList("instance") }).strict();
+
+export function parseStartInstances(body: unknown): StartInstancesParams {
+  return { instanceIds: unique(parseWith(startSchema, body).InstanceIds) };
+}
+
+/**
+ * StoppedMode: the seed documents it with the StopType values (SOFT, HARD,
+ * SOFT_FIRST) but gives KEEP_CHARGING as its example, which is the public CVM
+ * meaning. Both are accepted: a StopType value there is read as StopType (when
+ * StopType is absent; when both are given they must agree).
+ */
+const stopSchema = z
+  .object({
+    InstanceIds: idList("instance"),
+    StopType: z.enum(STOP_TYPES).optional(),
+    ForceStop: z.boolean().optional(),
+    StoppedMode: z.enum(["KEEP_CHARGING", "STOP_CHARGING", ...STOP_TYPES]).optional(),
+    DryRun: z.boolean().optional(),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    const modeAsType = (STOP_TYPES as readonly string[]).includes(v.StoppedMode ?? "") ? (v.StoppedMode as StopType) : undefined;
+    if (v.StopType !== undefined && modeAsType !== undefined && v.StopType !== modeAsType) {
+      fail(ctx, "InvalidParameterCombination", `StopType ${v.StopType} contradicts StoppedMode ${modeAsType}`);
+      return;
+    }
+    const explicit = v.StopType ?? modeAsType;
+    if (explicit !== undefined && v.ForceStop !== undefined) {
+      const forceImplied = explicit !== "SOFT";
+      if (v.ForceStop !== forceImplied) {
+        fail(ctx, "InvalidParameterCombination", `ForceStop ${v.ForceStop} contradicts StopType ${explicit}`);
+      }
+    }
+  });
+
+/** Explicit StopType wins; else ForceStop true → SOFT_FIRST; else SOFT. */
+export function parseStopInstances(body: unknown): StopInstancesParams {
+  const r = parseWith(stopSchema, body);
+  const modeAsType = (STOP_TYPES as readonly string[]).includes(r.StoppedMode ?? "") ? (r.StoppedMode as StopType) : undefined;
+  const stopType: StopType = r.StopType ?? modeAsType ?? (r.ForceStop ? "SOFT_FIRST" : "SOFT");
+  const params: StopInstancesParams = { instanceIds: unique(r.InstanceIds), stopType, dryRun: r.DryRun ?? false };
+  if (r.StoppedMode === "KEEP_CHARGING" || r.StoppedMode === "STOP_CHARGING") params.stoppedMode = r.StoppedMode;
+  return params;
+}
+
+const rebootSchema = z
+  .object({ InstanceIds: idList("instance"), ForceReboot: z.boolean().optional(), StopType: z.enum(STOP_TYPES).optional() })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.ForceReboot !== undefined && v.StopType !== undefined) {
+      fail(ctx, "InvalidParameterCombination", "ForceReboot cannot be combined with StopType");
+    }
+  });
+
+/** StopType as given; ForceReboot true → SOFT_FIRST; default SOFT. */
+export function parseRebootInstances(body: unknown): RebootInstancesParams {
+  const r = parseWith(rebootSchema, body);
+  return { instanceIds: unique(r.InstanceIds), mode: r.StopType ?? (r.ForceReboot ? "SOFT_FIRST" : "SOFT") };
+}
+
+const terminateSchema = z
+  .object({ InstanceIds: idList("instance"), DryRun: z.boolean().optional(), ReleaseAddress: z.boolean().optional() })
+  .strict();
+
+export function parseTerminateInstances(body: unknown): TerminateInstancesParams {
+  const r = parseWith(terminateSchema, body);
+  return { instanceIds: unique(r.InstanceIds), dryRun: r.DryRun ?? false, releaseAddress: r.ReleaseAddress ?? false };
+}

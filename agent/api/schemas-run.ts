@@ -1,0 +1,330 @@
+/**
+ * RunInstances: the strict request schema, its typed parameters, and the pure
+ * naming helpers (InstanceName templates, HostName rules).
+ * Rules come from reference/seeds-cvm-api.md §1.10 (RunInstances) and §2.
+ */
+import { z } from "zod";
+import {
+  boundedString,
+  fail,
+  idList,
+  idString,
+  intInRange,
+  parseWith,
+  unique,
+  unsupportedFields,
+  type Ctx,
+} from "./schemas.js";
+
+export type LocalDiskType = "LOCAL_BASIC" | "LOCAL_SSD";
+
+export interface DataDiskParams {
+  diskType: LocalDiskType;
+  diskSizeGiB: number;
+  deleteWithInstance: boolean;
+  diskId?: string;
+  snapshotId?: string;
+}
+
+export interface RunInstancesParams {
+  instanceChargeType: "CDHPAID";
+  placement: { zone?: string; projectId?: number; hostId?: string; hostIds?: string[] };
+  /** As sent, e.g. `CDH_2C4G`. */
+  instanceType: string;
+  cpu: number;
+  memoryGiB: number;
+  imageId: string;
+  systemDisk: { diskType: LocalDiskType; diskSizeGiB: number; diskSizeGiven: boolean; diskId?: string };
+  /** [] when absent. */
+  dataDisks: DataDiskParams[];
+  virtualPrivateCloud?: {
+    vpcId: string;
+    subnetId: string;
+    privateIpAddresses?: string[];
+    asVpcGateway: boolean;
+    ipv6AddressCount?: number;
+  };
+  instanceCount: number;
+  /** As sent; use expandInstanceNames(instanceName, instanceCount) for the names. */
+  instanceName?: string;
+  hostName?: string;
+  loginSettings?: { password?: string; keyIds?: string[]; keepImageLogin: boolean };
+  /** Base64 text as sent (validated). */
+  userData?: string;
+  /** The decoded user data. */
+  userDataBytes?: Buffer;
+  clientToken?: string;
+  dryRun: boolean;
+  disableApiTermination: boolean;
+  projectId?: number;
+}
+
+export const MAX_USER_DATA_BYTES = 16384;
+export const DEFAULT_SYSTEM_DISK_GIB = 50;
+
+const OTHER_CVM_CHARGE_TYPES = ["PREPAID", "POSTPAID_BY_HOUR", "SPOTPAID"];
+const CLOUD_DISK_TYPES = ["CLOUD_BASIC", "CLOUD_SSD", "CLOUD_PREMIUM", "CLOUD_HSSD"];
+
+function localDiskType() {
+  return z.string().superRefine((v, ctx) => {
+    if (v === "LOCAL_BASIC" || v === "LOCAL_SSD") return;
+    const why = CLOUD_DISK_TYPES.includes(v) ? "cloud disks do not exist on a dedicated host" : `'${v}' is not a disk type`;
+    fail(ctx, "InvalidParameterValue", `must be LOCAL_BASIC or LOCAL_SSD: ${why}`);
+  });
+}
+
+const INSTANCE_TYPE_RE = /^CDH_([1-9][0-9]{0,5})C([1-9][0-9]{0,7})G$/;
+
+/** `CDH_<cores>C<GiB>G` → cpu and memory, or undefined. */
+export function parseInstanceType(value: string): { cpu: number; memoryGiB: number } | undefined {
+  const m = INSTANCE_TYPE_RE.exec(value);
+  if (!m) return undefined;
+  return { cpu: Number(m[1]), memoryGiB: Number(m[2]) };
+}
+
+/**
+ * The Linux HostName rule of RunInstances (seed ~19925): 2–31 characters; dots
+ * split it into segments of letters, digits and `-`; not all digits; `.` and `-`
+ * neither first nor last nor repeated; no `.-` or `-.`. Returns the broken rule.
+ */
+export function hostNameProblem(name: string): string | undefined {
+  if (name.length < 2 || name.length > 31) return `must be 2 to 31 characters long, got ${name.length}`;
+  if (!/^[A-Za-z0-9.-]+$/.test(name)) return "may contain only letters, digits, '-' and '.'";
+  if (/^[.-]|[.-]$/.test(name)) return "must not start or end with '.' or '-'";
+  if (/\.\.|--/.test(name)) return "must not contain '..' or '--'";
+  if (/\.-|-\./.test(name)) return "must not contain '.-' or '-.'";
+  if (/^[0-9.]+$/.test(name)) return "must not be all digits";
+  return undefined;
+}
+
+const TEMPLATE_RE = /\{R:(\d+)\}/g;
+
+/**
+ * The display names of `count` instances created with `name`.
+ * The seed (RunInstances, ~19964) says only: at most 60 characters, "the part
+ * after a dot is filtered out", example `server_{R:3}`. The expansion follows
+ * CVM's public documentation of the same parameter:
+ * - every `{R:x}` becomes x, x+1, …, x+count-1 (server_{R:3} → server_3, server_4);
+ * - without a template and count > 1, the suffixes 1..count are appended
+ *   directly (server_ → server_1, server_2); count = 1 keeps the name.
+ * The dot rule is applied first: `web.example` names the instance `web`.
+ */
+export function expandInstanceNames(name: string, count: number): string[] {
+  const dot = name.indexOf(".");
+  const base = dot >= 0 ? name.slice(0, dot) : name;
+  const names: string[] = [];
+  const hasTemplate = new RegExp(TEMPLATE_RE.source).test(base);
+  for (let i = 0; i < count; i++) {
+    if (hasTemplate) names.push(base.replace(TEMPLATE_RE, (_m, start: string) => String(Number(start) + i)));
+    else names.push(count > 1 ? `${base}${i + 1}` : base);
+  }
+  return names;
+}
+
+const STRICT_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function checkUserData(value: string, ctx: Ctx): void {
+  if (value === "" || !STRICT_BASE64.test(value)) {
+    fail(ctx, "InvalidParameterValue", "must be base64 text (alphabet A-Z a-z 0-9 + /, padded with '=')");
+    return;
+  }
+  const size = Buffer.byteLength(value, "base64");
+  if (size > MAX_USER_DATA_BYTES) {
+    fail(ctx, "InvalidParameterValue", `decodes to ${size} bytes; at most ${MAX_USER_DATA_BYTES} are allowed`);
+  }
+}
+
+const placementSchema = z
+  .object({
+    Zone: z.string().optional(),
+    ProjectId: z.number().int().optional(),
+    HostId: idString("host").optional(),
+    HostIds: idList("host").optional(),
+  })
+  .strict();
+
+const systemDiskSchema = z
+  .object({
+    DiskType: localDiskType().optional(),
+    DiskSize: intInRange(1, 16384).optional(),
+    DiskId: z.string().optional(),
+  })
+  .strict();
+
+const dataDiskSchema = z
+  .object({
+    DiskType: localDiskType().optional(),
+    DiskSize: intInRange(1, 16384),
+    DeleteWithInstance: z.boolean().optional(),
+    DiskId: z.string().optional(),
+    SnapshotId: z.string().optional(),
+  })
+  .strict();
+
+const vpcSchema = z
+  .object({
+    VpcId: z.string(),
+    SubnetId: z.string(),
+    PrivateIpAddresses: z.array(z.string()).optional(),
+    AsVpcGateway: z.boolean().optional(),
+    Ipv6AddressCount: intInRange(0, 100).optional(),
+  })
+  .strict();
+
+const loginSettingsSchema = z
+  .object({
+    Password: z.string().optional(),
+    KeyIds: z.array(idString("keyPair")).optional(),
+    KeepImageLogin: z.enum(["TRUE", "FALSE"]).optional(),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.Password !== undefined && v.KeyIds !== undefined) {
+      fail(ctx, "InvalidParameterCombination", "Password and KeyIds cannot both be set in LoginSettings");
+    } else if (v.KeepImageLogin === "TRUE" && (v.Password !== undefined || v.KeyIds !== undefined)) {
+      fail(ctx, "InvalidParameterCombination", "KeepImageLogin TRUE cannot be combined with Password or KeyIds");
+    }
+  });
+
+/** Accepted so that common CVM clients work; only "no public network" is allowed. */
+const internetAccessibleSchema = z
+  .object({ InternetMaxBandwidthOut: z.number().int().optional(), PublicIpAssigned: z.boolean().optional() })
+  .passthrough()
+  .superRefine((v, ctx) => {
+    if ((v.InternetMaxBandwidthOut ?? 0) !== 0 || v.PublicIpAssigned === true) {
+      fail(ctx, "InvalidParameterValue", "asks for public network access: there is no public network on this host");
+    }
+  });
+
+const RUN_UNSUPPORTED = [
+  "InstanceChargePrepaid",
+  "MinCount",
+  "SpotPrice",
+  "ActionTimer",
+  "DisasterRecoverGroupIds",
+  "ProjectSpecification",
+  "InstanceMarketOptions",
+  "Metadata",
+  "CpuTopology",
+  "CamRoleName",
+  "HpcClusterId",
+  "LaunchTemplate",
+  "DedicatedClusterId",
+  "ChcIds",
+  "PartitionNumber",
+  "EnableJumboFrame",
+  "NetworkInterfaces",
+] as const;
+
+export const runInstancesSchema = z
+  .object({
+    InstanceChargeType: z
+      .string()
+      .superRefine((v, ctx) => {
+        if (v === "CDHPAID") return;
+        const what = OTHER_CVM_CHARGE_TYPES.includes(v) ? `'${v}' is a CVM charge type` : `'${v}' is not a charge type`;
+        fail(ctx, "InvalidParameterValue", `must be CDHPAID: ${what}; only CDHPAID on a dedicated host`);
+      })
+      .optional(),
+    Placement: placementSchema.optional(),
+    InstanceType: z.string().superRefine((v, ctx) => {
+      if (!parseInstanceType(v)) {
+        fail(ctx, "InvalidInstanceType.Malformed", `'${v}' is not CDH_<cores>C<GiB>G with whole numbers of at least 1, e.g. CDH_2C4G`);
+      }
+    }),
+    ImageId: idString("image"),
+    SystemDisk: systemDiskSchema.optional(),
+    DataDisks: z.array(dataDiskSchema).optional(),
+    VirtualPrivateCloud: vpcSchema.optional(),
+    InstanceCount: intInRange(1, 100).optional(),
+    InstanceName: boundedString(60, "InvalidInstanceName.TooLong").optional(),
+    HostName: z
+      .string()
+      .superRefine((v, ctx) => {
+        const problem = hostNameProblem(v);
+        if (problem) fail(ctx, "InvalidParameterValue", problem);
+      })
+      .optional(),
+    LoginSettings: loginSettingsSchema.optional(),
+    UserData: z.string().superRefine(checkUserData).optional(),
+    ClientToken: z
+      .string()
+      .superRefine((v, ctx) => {
+        if (!/^[\x20-\x7e]*$/.test(v)) fail(ctx, "InvalidParameterValue", "must be printable ASCII");
+        else if (v.length === 0) fail(ctx, "InvalidParameterValue", "must not be empty");
+        else if (v.length > 64) fail(ctx, "InvalidClientToken.TooLong", `is ${v.length} characters long; at most 64 are allowed`);
+      })
+      .optional(),
+    DryRun: z.boolean().optional(),
+    // Accepted and ignored: CVM clients commonly send them.
+    EnhancedService: z.record(z.unknown()).optional(),
+    PurchaseSource: z.string().optional(),
+    SecurityGroupIds: z.array(z.string()).optional(),
+    InternetAccessible: internetAccessibleSchema.optional(),
+    TagSpecification: z.array(z.unknown()).optional(),
+    DisableApiTermination: z.boolean().optional(),
+    ProjectId: z.number().int().optional(),
+    ...unsupportedFields(RUN_UNSUPPORTED),
+  })
+  .strict();
+
+type RunInstancesRequest = z.output<typeof runInstancesSchema>;
+
+export function parseRunInstances(body: unknown): RunInstancesParams {
+  const r: RunInstancesRequest = parseWith(runInstancesSchema, body);
+  const type = parseInstanceType(r.InstanceType)!;
+  const params: RunInstancesParams = {
+    instanceChargeType: "CDHPAID",
+    placement: {},
+    instanceType: r.InstanceType,
+    cpu: type.cpu,
+    memoryGiB: type.memoryGiB,
+    imageId: r.ImageId,
+    systemDisk: {
+      diskType: (r.SystemDisk?.DiskType ?? "LOCAL_BASIC") as LocalDiskType,
+      diskSizeGiB: r.SystemDisk?.DiskSize ?? DEFAULT_SYSTEM_DISK_GIB,
+      diskSizeGiven: r.SystemDisk?.DiskSize !== undefined,
+    },
+    dataDisks: (r.DataDisks ?? []).map((d) => {
+      const disk: DataDiskParams = {
+        diskType: (d.DiskType ?? "LOCAL_BASIC") as LocalDiskType,
+        diskSizeGiB: d.DiskSize,
+        deleteWithInstance: d.DeleteWithInstance ?? true,
+      };
+      if (d.DiskId !== undefined) disk.diskId = d.DiskId;
+      if (d.SnapshotId !== undefined) disk.snapshotId = d.SnapshotId;
+      return disk;
+    }),
+    instanceCount: r.InstanceCount ?? 1,
+    dryRun: r.DryRun ?? false,
+    disableApiTermination: r.DisableApiTermination ?? false,
+  };
+  const p = r.Placement;
+  if (p?.Zone !== undefined) params.placement.zone = p.Zone;
+  if (p?.ProjectId !== undefined) params.placement.projectId = p.ProjectId;
+  if (p?.HostId !== undefined) params.placement.hostId = p.HostId;
+  if (p?.HostIds !== undefined) params.placement.hostIds = unique(p.HostIds);
+  if (r.SystemDisk?.DiskId !== undefined) params.systemDisk.diskId = r.SystemDisk.DiskId;
+  const v = r.VirtualPrivateCloud;
+  if (v) {
+    params.virtualPrivateCloud = { vpcId: v.VpcId, subnetId: v.SubnetId, asVpcGateway: v.AsVpcGateway ?? false };
+    if (v.PrivateIpAddresses !== undefined) params.virtualPrivateCloud.privateIpAddresses = [...v.PrivateIpAddresses];
+    if (v.Ipv6AddressCount !== undefined) params.virtualPrivateCloud.ipv6AddressCount = v.Ipv6AddressCount;
+  }
+  if (r.InstanceName !== undefined) params.instanceName = r.InstanceName;
+  if (r.HostName !== undefined) params.hostName = r.HostName;
+  const l = r.LoginSettings;
+  if (l) {
+    params.loginSettings = { keepImageLogin: l.KeepImageLogin === "TRUE" };
+    if (l.Password !== undefined) params.loginSettings.password = l.Password;
+    if (l.KeyIds !== undefined) params.loginSettings.keyIds = unique(l.KeyIds);
+  }
+  if (r.UserData !== undefined) {
+    params.userData = r.UserData;
+    params.userDataBytes = Buffer.from(r.UserData, "base64");
+  }
+  if (r.ClientToken !== undefined) params.clientToken = r.ClientToken;
+  const projectId = r.ProjectId ?? p?.ProjectId;
+  if (projectId !== undefined) params.projectId = projectId;
+  return params;
+}

@@ -1,0 +1,247 @@
+/**
+ * TC3-HMAC-SHA256, the CVM API's signature v3 (reference/seeds-cvm-api.md §4.6).
+ * Pure functions: no clock, no I/O; the caller passes `now` and a secret lookup.
+ *
+ * What the official Node SDK (tencentcloud-sdk-nodejs-common, sign.js) does and
+ * what the verifier therefore accepts:
+ * - It signs `content-type;host`, with the Content-Type value as sent (not
+ *   lower-cased) and the host WITHOUT its port (URL.hostname), while the Host
+ *   header it sends carries the port. The Go SDK adds `x-tc-action` with a
+ *   lower-cased value. The verifier therefore tries the canonical headers with the
+ *   values as received and with the values lower-cased (the seed's rule), each
+ *   with the Host header as received and with its port removed: at most four
+ *   HMACs, every one compared in constant time.
+ * - The credential scope's service is the first label of the endpoint host
+ *   (`127` for 127.0.0.1); any service is accepted because it only enters the
+ *   key derivation, but the scope date must be the UTC date of X-TC-Timestamp.
+ * - TC3 does not sign X-TC-Action unless the client chooses to: a replay within
+ *   the skew window could change the action. That is the protocol's limit.
+ */
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { ApiError } from "../errors.js";
+
+export const TC3_ALGORITHM = "TC3-HMAC-SHA256";
+
+type HeaderValue = string | string[] | undefined;
+
+export interface SignTc3Options {
+  secretId: string;
+  secretKey: string;
+  /** Credential-scope service, e.g. `cvm` or `127`. */
+  service: string;
+  /** The host value that is signed (the SDK signs the host name without port). */
+  host: string;
+  /** X-TC-Timestamp, seconds since the epoch. */
+  timestamp: number;
+  payload: string | Buffer;
+  contentType: string;
+  /** When given, `x-tc-action` is signed too (as the Go SDK does). */
+  action?: string;
+  /** More headers to sign: lower-case name → value. */
+  extraSignedHeaders?: Readonly<Record<string, string>>;
+  /** Default POST. */
+  method?: string;
+  /** Canonical query string (without `?`); default empty, as for POST. */
+  query?: string;
+}
+
+export interface VerifyTc3Options {
+  method: string;
+  /** Request headers with lower-case names (as node:http gives them). */
+  headers: Readonly<Record<string, HeaderValue>>;
+  body: Buffer;
+  lookupSecret: (secretId: string) => string | undefined;
+  /** Current time, seconds since the epoch. */
+  now: number;
+  /** Default 300. */
+  maxSkewSeconds?: number;
+  /** The URL's query string without `?` (empty for the SDK's POST requests). */
+  query?: string;
+}
+
+export interface VerifiedTc3 {
+  secretId: string;
+  service: string;
+}
+
+export function sha256Hex(data: string | Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+function hmac(key: string | Buffer, data: string): Buffer {
+  return createHmac("sha256", key).update(data, "utf8").digest();
+}
+
+/** The UTC date (YYYY-MM-DD) of a timestamp in seconds. */
+export function utcDate(timestamp: number): string {
+  return new Date(timestamp * 1000).toISOString().slice(0, 10);
+}
+
+export interface CanonicalParts {
+  method: string;
+  query: string;
+  /** Signed headers in signing order: [lower-case name, canonical value]. */
+  headers: ReadonlyArray<readonly [string, string]>;
+  payloadHash: string;
+}
+
+export function canonicalRequest(parts: CanonicalParts): string {
+  const canonicalHeaders = parts.headers.map(([k, v]) => `${k}:${v}\n`).join("");
+  const signedHeaders = parts.headers.map(([k]) => k).join(";");
+  return [parts.method.toUpperCase(), "/", parts.query, canonicalHeaders, signedHeaders, parts.payloadHash].join("\n");
+}
+
+export function stringToSign(timestamp: number | string, scope: string, canonical: string): string {
+  return `${TC3_ALGORITHM}\n${timestamp}\n${scope}\n${sha256Hex(canonical)}`;
+}
+
+/** Hex signature for a string to sign, with the key derived from date and service. */
+export function tc3Signature(secretKey: string, date: string, service: string, toSign: string): string {
+  const kDate = hmac(`TC3${secretKey}`, date);
+  const kService = hmac(kDate, service);
+  const kSigning = hmac(kService, "tc3_request");
+  return createHmac("sha256", kSigning).update(toSign, "utf8").digest("hex");
+}
+
+/** Builds the Authorization header for a request (tests and our own tooling). */
+export function signTc3(options: SignTc3Options): string {
+  const headerMap = new Map<string, string>();
+  headerMap.set("content-type", options.contentType.trim().toLowerCase());
+  headerMap.set("host", options.host.trim().toLowerCase());
+  if (options.action !== undefined) headerMap.set("x-tc-action", options.action.trim().toLowerCase());
+  for (const [name, value] of Object.entries(options.extraSignedHeaders ?? {})) {
+    headerMap.set(name.trim().toLowerCase(), value.trim().toLowerCase());
+  }
+  const headers = [...headerMap.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const canonical = canonicalRequest({
+    method: options.method ?? "POST",
+    query: options.query ?? "",
+    headers,
+    payloadHash: sha256Hex(options.payload),
+  });
+  const date = utcDate(options.timestamp);
+  const scope = `${date}/${options.service}/tc3_request`;
+  const signature = tc3Signature(options.secretKey, date, options.service, stringToSign(options.timestamp, scope, canonical));
+  const signedHeaders = headers.map(([k]) => k).join(";");
+  return `${TC3_ALGORITHM} Credential=${options.secretId}/${scope}, SignedHeaders=${signedHeaders}, Signature=${signature}`;
+}
+
+export interface ParsedAuthorization {
+  secretId: string;
+  date: string;
+  service: string;
+  signedHeaders: string[];
+  signature: string;
+}
+
+const AUTH_RE =
+  /^TC3-HMAC-SHA256\s+Credential=([^/\s,]+)\/(\d{4}-\d{2}-\d{2})\/([^/\s,]+)\/tc3_request\s*,\s*SignedHeaders=([a-z0-9;_-]+)\s*,\s*Signature=([0-9a-f]{64})\s*$/;
+
+/** Parses an Authorization header; throws AuthFailure.SignatureFailure when it cannot. */
+export function parseAuthorization(header: string): ParsedAuthorization {
+  const m = AUTH_RE.exec(header.trim());
+  if (!m) {
+    throw new ApiError(
+      "AuthFailure.SignatureFailure",
+      "Authorization is not `TC3-HMAC-SHA256 Credential=<SecretId>/<date>/<service>/tc3_request, SignedHeaders=<headers>, Signature=<64 hex>`",
+    );
+  }
+  const [, secretId, date, service, signed, signature] = m as unknown as [string, string, string, string, string, string];
+  const signedHeaders = signed.split(";");
+  if (signedHeaders.some((h) => h === "") || new Set(signedHeaders).size !== signedHeaders.length) {
+    throw new ApiError("AuthFailure.SignatureFailure", "SignedHeaders has an empty or repeated header name");
+  }
+  for (const required of ["content-type", "host"]) {
+    if (!signedHeaders.includes(required)) {
+      throw new ApiError("AuthFailure.SignatureFailure", `SignedHeaders must include ${required}`);
+    }
+  }
+  return { secretId, date, service, signedHeaders, signature };
+}
+
+function single(value: HeaderValue): string | undefined {
+  return Array.isArray(value) ? value.join(",") : value;
+}
+
+/** Verifies a request's TC3 signature. Returns the caller's SecretId or throws ApiError. */
+export function verifyTc3(options: VerifyTc3Options): VerifiedTc3 {
+  const maxSkew = options.maxSkewSeconds ?? 300;
+  const authorization = single(options.headers["authorization"]);
+  if (authorization === undefined || authorization === "") {
+    throw new ApiError("MissingParameter", "missing header Authorization");
+  }
+  const rawTimestamp = single(options.headers["x-tc-timestamp"]);
+  if (rawTimestamp === undefined || rawTimestamp.trim() === "") {
+    throw new ApiError("MissingParameter", "missing header X-TC-Timestamp");
+  }
+  if (!/^\d{1,12}$/.test(rawTimestamp.trim())) {
+    throw new ApiError("InvalidParameter", "X-TC-Timestamp must be a UNIX timestamp in seconds");
+  }
+  const timestamp = Number(rawTimestamp.trim());
+  const auth = parseAuthorization(authorization);
+  if (Math.abs(options.now - timestamp) > maxSkew) {
+    throw new ApiError(
+      "AuthFailure.SignatureExpire",
+      `X-TC-Timestamp ${timestamp} is more than ${maxSkew} s away from the host's clock`,
+    );
+  }
+  const secretKey = options.lookupSecret(auth.secretId);
+  if (secretKey === undefined) {
+    throw new ApiError("AuthFailure.SecretIdNotFound", "the SecretId in the credential is not configured on this host");
+  }
+  if (auth.date !== utcDate(timestamp)) {
+    throw new ApiError(
+      "AuthFailure.SignatureFailure",
+      `credential date ${auth.date} is not the UTC date of X-TC-Timestamp (${utcDate(timestamp)})`,
+    );
+  }
+  const values: string[] = [];
+  for (const name of auth.signedHeaders) {
+    const value = single(options.headers[name]);
+    if (value === undefined) {
+      throw new ApiError("AuthFailure.SignatureFailure", `signed header ${name} is not in the request`);
+    }
+    values.push(value.trim());
+  }
+  const scope = `${auth.date}/${auth.service}/tc3_request`;
+  const payloadHash = sha256Hex(options.body);
+  const method = options.method.toUpperCase();
+  const query = options.query ?? "";
+  const provided = Buffer.from(auth.signature, "hex");
+  let matched = false;
+  for (const candidate of candidateHeaderSets(auth.signedHeaders, values)) {
+    const canonical = canonicalRequest({ method, query, headers: candidate, payloadHash });
+    const expected = Buffer.from(
+      tc3Signature(secretKey, auth.date, auth.service, stringToSign(timestamp, scope, canonical)),
+      "hex",
+    );
+    // Evaluate every candidate (no early exit) so timing does not tell which one matched.
+    if (expected.length === provided.length && timingSafeEqual(expected, provided)) matched = true;
+  }
+  if (!matched) {
+    throw new ApiError("AuthFailure.SignatureFailure", "the request signature does not match; check the SecretKey and the signing steps");
+  }
+  return { secretId: auth.secretId, service: auth.service };
+}
+
+/** Values as received / lower-cased, each with the host as received / without its port. */
+function candidateHeaderSets(names: string[], values: string[]): Array<Array<readonly [string, string]>> {
+  const seen = new Set<string>();
+  const out: Array<Array<readonly [string, string]>> = [];
+  for (const lower of [false, true]) {
+    for (const stripPort of [false, true]) {
+      const set = names.map((name, i) => {
+        let v = values[i] ?? "";
+        if (name === "host" && stripPort) v = v.replace(/:\d+$/, "");
+        if (lower) v = v.toLowerCase();
+        return [name, v] as const;
+      });
+      const key = JSON.stringify(set);
+      if (!seen.has(key)) {
+        seen.add(key);
+        out.push(set);
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,422 @@
+/**
+ * The agent's configuration: one schema, every key with its default and unit,
+ * validated once at start, frozen, passed down. Nothing else reads process.env.
+ *
+ * Precedence: defaults < JSON file < environment variables CDH_AGENT_<KEY>.
+ * The file uses the snake_case keys below; the result (AgentConfig) uses
+ * camelCase names and parsed values (api_listen → apiListen: {host, port}, the
+ * secret_id/secret_key pair merged into credentials, host_id derived when unset).
+ */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { validate as validateCron } from "node-cron";
+import { z } from "zod";
+
+export const DEFAULT_CONFIG_FILE = "/etc/cdh-agent/config.json";
+export const ENV_PREFIX = "CDH_AGENT_";
+
+const HOST_ID_RE = /^host-[a-z0-9]{8}$/;
+/** libvirt object names: keep to a conservative, shell- and XML-safe set. */
+const LIBVIRT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const TIB = 1024 ** 4;
+
+const credentialSchema = z
+  .object({
+    secret_id: z.string().min(1, "secret_id must not be empty"),
+    secret_key: z.string().min(1, "secret_key must not be empty"),
+  })
+  .strict();
+
+const seconds = () => z.number().int().positive();
+
+/**
+ * Every key, its default (the one place defaults live) and its unit.
+ * `.describe()` texts are what env.example and the README document.
+ */
+export const configSchema = z
+  .object({
+    /** Directory for disks, config drives, images and the journal. */
+    data_dir: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent")
+      .describe("directory for disks, config drives, images and the journal (absolute path)"),
+    /** Address of the controller API, "host:port" or "[ipv6]:port". */
+    api_listen: z.string().default("127.0.0.1:8620")
+      .describe("address of the controller API, host:port or [ipv6]:port"),
+    /** One credential pair (SecretId); both of secret_id/secret_key or neither. */
+    secret_id: z.string().min(1, "must not be empty").optional()
+      .describe("SecretId of one API credential pair (with secret_key)"),
+    /** One credential pair (SecretKey). */
+    secret_key: z.string().min(1, "must not be empty").optional()
+      .describe("SecretKey of one API credential pair (with secret_id)"),
+    /** More credential pairs; merged with the pair above. */
+    credentials: z.array(credentialSchema).default([])
+      .describe('more credential pairs, JSON array of {"secret_id","secret_key"}'),
+    /** libvirt connection URI. */
+    libvirt_uri: z.string().min(1, "must not be empty").default("qemu:///system")
+      .describe("libvirt connection URI"),
+    /** Domain type: kvm, qemu (TCG) or auto (kvm when /dev/kvm exists). */
+    virt_type: z.enum(["kvm", "qemu", "auto"]).default("auto")
+      .describe("domain type: kvm, qemu (TCG) or auto (kvm when /dev/kvm exists)"),
+    /** This host's ID, "host-" + 8 lowercase alphanumerics; derived from /etc/machine-id when unset. */
+    host_id: z.string().regex(HOST_ID_RE, 'must be "host-" followed by 8 lowercase letters or digits').optional()
+      .describe("this host's ID (host-xxxxxxxx); derived from /etc/machine-id when unset"),
+    /** Controller base URL for reports; "" = no controller (reports are only logged). */
+    controller_url: z.string().default("")
+      .describe('controller URL for reports (http or https); empty = reports are only logged'),
+    /** node-cron expression (with a seconds field) for scheduled reports. */
+    report_schedule: z.string().default("*/30 * * * * *")
+      .describe("node-cron expression (6 fields, with seconds) for scheduled reports"),
+    /** Timeout of one report request, milliseconds. */
+    report_timeout_ms: z.number().int().positive().default(5000)
+      .describe("timeout of one report request (milliseconds)"),
+    /** CPU cores kept for the host. */
+    reserved_cpu: z.number().int().nonnegative().default(0)
+      .describe("CPU cores kept for the host (cores)"),
+    /** Memory kept for the host, GiB. */
+    reserved_memory_gib: z.number().nonnegative().default(1)
+      .describe("memory kept for the host (GiB)"),
+    /** Disk kept for the host on the data directory's filesystem, GiB. */
+    reserved_disk_gib: z.number().nonnegative().default(10)
+      .describe("disk kept for the host on the data directory's filesystem (GiB)"),
+    /** vCPUs sold per physical core (ratio, > 0, ≤ 16). */
+    cpu_allocation_ratio: z.number().positive().max(16).default(1.0)
+      .describe("vCPUs per host core (ratio, > 0 and <= 16)"),
+    /** Guest memory per host memory (ratio, > 0, ≤ 16). */
+    memory_allocation_ratio: z.number().positive().max(16).default(1.0)
+      .describe("guest memory per host memory (ratio, > 0 and <= 16)"),
+    /** How long a soft stop waits for the guest before it fails (or goes hard), seconds. */
+    soft_stop_timeout_s: seconds().default(60)
+      .describe("how long a soft stop waits for the guest (seconds)"),
+    /** Interval between ACPI shutdown requests during a soft stop, seconds. */
+    soft_stop_retry_s: seconds().default(10)
+      .describe("interval between repeated ACPI shutdown requests during a soft stop (seconds)"),
+    /** Interval of the full reconcile with libvirt, seconds. */
+    reconcile_interval_s: seconds().default(60)
+      .describe("interval of the full reconcile with libvirt (seconds)"),
+    /** pino log level. */
+    log_level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info")
+      .describe("log level: trace, debug, info, warn, error, fatal or silent"),
+    /** libvirt network for NICs until subnets arrive. */
+    default_network: z.string().regex(LIBVIRT_NAME_RE, "must be a libvirt network name").default("cdh-default")
+      .describe("libvirt network for instance NICs"),
+    /** Reported Placement.Zone. */
+    host_zone: z.string().min(1, "must not be empty").default("zone-1")
+      .describe("zone reported as Placement.Zone"),
+    /** Timeout of one image download, seconds. */
+    image_download_timeout_s: seconds().default(3600)
+      .describe("timeout of one image download (seconds)"),
+    /** Largest accepted image, bytes (default 1 TiB). */
+    max_image_bytes: z.number().int().positive().default(TIB)
+      .describe("largest accepted image (bytes)"),
+  })
+  .strict();
+
+export type ConfigKey = keyof typeof configSchema.shape;
+/** Every key, in schema order (the README and env.example document each). */
+export const CONFIG_KEYS = Object.freeze(Object.keys(configSchema.shape) as ConfigKey[]);
+
+/** "data_dir" → "CDH_AGENT_DATA_DIR". */
+export function envVarName(key: ConfigKey): string {
+  return ENV_PREFIX + key.toUpperCase();
+}
+
+export interface Credential {
+  readonly secretId: string;
+  readonly secretKey: string;
+}
+
+export interface AgentConfig {
+  readonly dataDir: string;
+  readonly apiListen: { readonly host: string; readonly port: number };
+  readonly credentials: readonly Credential[];
+  readonly libvirtUri: string;
+  readonly virtType: "kvm" | "qemu" | "auto";
+  readonly hostId: string;
+  readonly controllerUrl: string;
+  readonly reportSchedule: string;
+  readonly reportTimeoutMs: number;
+  readonly reservedCpu: number;
+  readonly reservedMemoryGib: number;
+  readonly reservedDiskGib: number;
+  readonly cpuAllocationRatio: number;
+  readonly memoryAllocationRatio: number;
+  readonly softStopTimeoutS: number;
+  readonly softStopRetryS: number;
+  readonly reconcileIntervalS: number;
+  readonly logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+  readonly defaultNetwork: string;
+  readonly hostZone: string;
+  readonly imageDownloadTimeoutS: number;
+  readonly maxImageBytes: number;
+}
+
+export interface ConfigProblem {
+  /** The config key (snake_case), or "" for a problem with the file itself. */
+  key: string;
+  /** Where the value came from: "default", "file /path", "environment variable CDH_AGENT_X". */
+  source: string;
+  message: string;
+}
+
+/** Every configuration problem; the message names each key, its source and what was wrong. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  readonly problems: readonly ConfigProblem[];
+  /** The first problem's key (convenience). */
+  readonly key: string;
+
+  constructor(problems: ConfigProblem[], options?: { cause?: unknown }) {
+    const lines = problems.map((p) =>
+      p.key ? `config key "${p.key}" (from ${p.source}): ${p.message}` : `${p.source}: ${p.message}`,
+    );
+    super(lines.length === 1 ? lines[0]! : `invalid configuration:\n  ${lines.join("\n  ")}`, options);
+    this.problems = problems;
+    this.key = problems[0]?.key ?? "";
+  }
+}
+
+/** "host-" + 8 base36 characters from sha256 of the machine id (surrounding whitespace ignored). */
+export function deriveHostId(machineId: string): string {
+  const id = machineId.trim();
+  if (id === "") throw new Error("cannot derive a host ID from an empty machine id");
+  const digest = createHash("sha256").update(id).digest();
+  const n = digest.readBigUInt64BE(0) % 36n ** 8n;
+  return "host-" + n.toString(36).padStart(8, "0");
+}
+
+export interface LoadConfigOptions {
+  /** Config file path; default /etc/cdh-agent/config.json (which may be missing). */
+  file?: string;
+  env: Record<string, string | undefined>;
+  /** Returns the file's text, or undefined when it does not exist. Default: fs. */
+  readFile?: (path: string) => string | undefined;
+  /** Contents of /etc/machine-id; used to derive host_id when it is not set. */
+  machineId?: string;
+}
+
+function defaultReadFile(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+type Kind = "string" | "number" | "boolean" | "json";
+
+function kindOf(schema: z.ZodTypeAny): Kind {
+  let s: z.ZodTypeAny = schema;
+  for (;;) {
+    if (s instanceof z.ZodDefault) s = s._def.innerType;
+    else if (s instanceof z.ZodOptional) s = s._def.innerType;
+    else if (s instanceof z.ZodEffects) s = s._def.schema;
+    else break;
+  }
+  if (s instanceof z.ZodNumber) return "number";
+  if (s instanceof z.ZodBoolean) return "boolean";
+  if (s instanceof z.ZodString || s instanceof z.ZodEnum) return "string";
+  return "json";
+}
+
+const NUMBER_RE = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
+function coerceEnv(kind: Kind, raw: string): { ok: true; value: unknown } | { ok: false; message: string } {
+  const text = raw.trim();
+  switch (kind) {
+    case "string":
+      return { ok: true, value: raw };
+    case "number":
+      if (!NUMBER_RE.test(text)) return { ok: false, message: `expected a number, got ${JSON.stringify(raw)}` };
+      return { ok: true, value: Number(text) };
+    case "boolean":
+      if (/^(true|1|yes)$/i.test(text)) return { ok: true, value: true };
+      if (/^(false|0|no)$/i.test(text)) return { ok: true, value: false };
+      return { ok: false, message: `expected true or false, got ${JSON.stringify(raw)}` };
+    case "json":
+      try {
+        return { ok: true, value: JSON.parse(text) };
+      } catch (err) {
+        return { ok: false, message: `expected JSON: ${(err as Error).message}` };
+      }
+  }
+}
+
+function describeIssue(issue: z.ZodIssue): string {
+  const where = issue.path.length > 0 ? `at ${issue.path.join(".")}: ` : "";
+  return where + issue.message;
+}
+
+/** "[::1]:8620" → {host: "::1", port: 8620}; "0.0.0.0:80" → {host: "0.0.0.0", port: 80}. */
+function parseListen(value: string): { host: string; port: number } | string {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(value) ?? /^([^:[\]]+):(\d+)$/.exec(value);
+  if (!m) return `expected host:port or [ipv6]:port, got ${JSON.stringify(value)}`;
+  const host = m[1]!;
+  const port = Number(m[2]);
+  if (value.startsWith("[") && isIP(host) !== 6) return `${JSON.stringify(host)} is not an IPv6 address`;
+  if (!value.startsWith("[") && isIP(host) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) {
+    return `${JSON.stringify(host)} is not an IP address or host name`;
+  }
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return `port ${m[2]} is not in 1..65535`;
+  return { host, port };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object" && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+type RawConfig = z.infer<typeof configSchema>;
+
+/** Reads, merges and validates the configuration. Throws ConfigError naming every bad key. */
+export function loadConfig(options: LoadConfigOptions): AgentConfig {
+  const readFile = options.readFile ?? defaultReadFile;
+  const filePath = options.file ?? DEFAULT_CONFIG_FILE;
+  const fileSource = `file ${filePath}`;
+  const problems: ConfigProblem[] = [];
+
+  // 1. The file (a missing default file is fine; a missing explicit file is not).
+  let fileValues: Record<string, unknown> = {};
+  let text: string | undefined;
+  try {
+    text = readFile(filePath);
+  } catch (err) {
+    throw new ConfigError([{ key: "", source: fileSource, message: `cannot read: ${(err as Error).message}` }], { cause: err });
+  }
+  if (text === undefined && options.file !== undefined) {
+    throw new ConfigError([{ key: "", source: fileSource, message: "does not exist" }]);
+  }
+  if (text !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new ConfigError([{ key: "", source: fileSource, message: `is not valid JSON: ${(err as Error).message}` }], { cause: err });
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new ConfigError([{ key: "", source: fileSource, message: "must hold a JSON object" }]);
+    }
+    fileValues = parsed as Record<string, unknown>;
+    for (const key of Object.keys(fileValues)) {
+      if (!(CONFIG_KEYS as readonly string[]).includes(key)) {
+        problems.push({ key, source: fileSource, message: `unknown key (known keys: ${CONFIG_KEYS.join(", ")})` });
+      }
+    }
+  }
+
+  // 2. The environment: unknown CDH_AGENT_* variables are errors.
+  const envNames = new Map(CONFIG_KEYS.map((k) => [envVarName(k), k] as const));
+  for (const name of Object.keys(options.env)) {
+    if (name.startsWith(ENV_PREFIX) && !envNames.has(name) && options.env[name] !== undefined) {
+      problems.push({ key: "", source: `environment variable ${name}`, message: "unknown variable (no such config key)" });
+    }
+  }
+
+  // 3. Each key: env > file > default, validated by its own schema so errors name their source.
+  const raw: Record<string, unknown> = {};
+  const sources: Record<string, string> = {};
+  for (const key of CONFIG_KEYS) {
+    const schema = configSchema.shape[key] as z.ZodTypeAny;
+    const envName = envVarName(key);
+    const envValue = options.env[envName];
+    let value: unknown;
+    let source = "default";
+    if (envValue !== undefined && !(envValue === "" && schema instanceof z.ZodOptional)) {
+      source = `environment variable ${envName}`;
+      const coerced = coerceEnv(kindOf(schema), envValue);
+      if (!coerced.ok) {
+        problems.push({ key, source, message: coerced.message });
+        continue;
+      }
+      value = coerced.value;
+    } else if (Object.hasOwn(fileValues, key)) {
+      source = fileSource;
+      value = fileValues[key];
+    }
+    sources[key] = source;
+    const result = schema.safeParse(value);
+    if (!result.success) {
+      for (const issue of result.error.issues) problems.push({ key, source, message: describeIssue(issue) });
+      continue;
+    }
+    raw[key] = result.data;
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  const cfg = raw as RawConfig;
+  const at = (key: ConfigKey) => sources[key] ?? "default";
+
+  // 4. Checks that need more than one key or more than a schema.
+  const listen = parseListen(cfg.api_listen);
+  if (typeof listen === "string") problems.push({ key: "api_listen", source: at("api_listen"), message: listen });
+
+  if (cfg.controller_url !== "") {
+    let ok = false;
+    try {
+      const url = new URL(cfg.controller_url);
+      ok = url.protocol === "http:" || url.protocol === "https:";
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      problems.push({ key: "controller_url", source: at("controller_url"), message: `must be an http(s) URL or empty, got ${JSON.stringify(cfg.controller_url)}` });
+    }
+  }
+
+  if (!validateCron(cfg.report_schedule)) {
+    problems.push({ key: "report_schedule", source: at("report_schedule"), message: `not a valid node-cron expression: ${JSON.stringify(cfg.report_schedule)}` });
+  }
+
+  if ((cfg.secret_id === undefined) !== (cfg.secret_key === undefined)) {
+    const missing = cfg.secret_id === undefined ? "secret_id" : "secret_key";
+    const present = missing === "secret_id" ? "secret_key" : "secret_id";
+    problems.push({ key: missing, source: at(present), message: `${present} is set but ${missing} is not: set both or neither` });
+  }
+  const credentials: Credential[] = [];
+  const pairs = [
+    ...(cfg.secret_id !== undefined && cfg.secret_key !== undefined ? [{ secret_id: cfg.secret_id, secret_key: cfg.secret_key }] : []),
+    ...cfg.credentials,
+  ];
+  for (const pair of pairs) {
+    const same = credentials.find((c) => c.secretId === pair.secret_id);
+    if (same === undefined) credentials.push({ secretId: pair.secret_id, secretKey: pair.secret_key });
+    else if (same.secretKey !== pair.secret_key) {
+      problems.push({ key: "credentials", source: at("credentials"), message: `SecretId ${JSON.stringify(pair.secret_id)} appears twice with different keys` });
+    }
+  }
+
+  let hostId = cfg.host_id;
+  if (hostId === undefined) {
+    if (options.machineId !== undefined && options.machineId.trim() !== "") hostId = deriveHostId(options.machineId);
+    else problems.push({ key: "host_id", source: "default", message: "is not set and no machine id is available to derive it from" });
+  }
+
+  if (problems.length > 0 || typeof listen === "string" || hostId === undefined) throw new ConfigError(problems);
+
+  return deepFreeze<AgentConfig>({
+    dataDir: cfg.data_dir,
+    apiListen: listen,
+    credentials,
+    libvirtUri: cfg.libvirt_uri,
+    virtType: cfg.virt_type,
+    hostId,
+    controllerUrl: cfg.controller_url,
+    reportSchedule: cfg.report_schedule,
+    reportTimeoutMs: cfg.report_timeout_ms,
+    reservedCpu: cfg.reserved_cpu,
+    reservedMemoryGib: cfg.reserved_memory_gib,
+    reservedDiskGib: cfg.reserved_disk_gib,
+    cpuAllocationRatio: cfg.cpu_allocation_ratio,
+    memoryAllocationRatio: cfg.memory_allocation_ratio,
+    softStopTimeoutS: cfg.soft_stop_timeout_s,
+    softStopRetryS: cfg.soft_stop_retry_s,
+    reconcileIntervalS: cfg.reconcile_interval_s,
+    logLevel: cfg.log_level,
+    defaultNetwork: cfg.default_network,
+    hostZone: cfg.host_zone,
+    imageDownloadTimeoutS: cfg.image_download_timeout_s,
+    maxImageBytes: cfg.max_image_bytes,
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * The error catalogue: every code the agent can return on its controller API,
+ * with a one-line description. The codes are the CVM API 2017-03-12 ones
+ * (reference/seeds-cvm-api.md §3, §4.3) so that SDK users can switch on them.
+ *
+ * Choices worth knowing:
+ * - An Authorization header that cannot be parsed is answered with
+ *   AuthFailure.SignatureFailure (CVM has no dedicated code for it); a missing
+ *   Authorization or X-TC-Timestamp header is MissingParameter.
+ * - The seed names no code for an image file in an unusable format; the agent
+ *   uses InvalidImageFormat (not a CVM code) for that case.
+ */
+
+export const ERROR_CODES = Object.freeze({
+  // Authentication (signature v3)
+  "AuthFailure.SignatureFailure": "The request signature is wrong or the Authorization header cannot be parsed.",
+  "AuthFailure.SignatureExpire": "X-TC-Timestamp is more than 5 minutes away from the host's clock.",
+  "AuthFailure.SecretIdNotFound": "The SecretId in the credential is not configured on this host.",
+  // Protocol and common parameters
+  InvalidAction: "The action does not exist, or the request was not sent to POST /.",
+  NoSuchVersion: "The API version is not 2017-03-12.",
+  UnsupportedProtocol: "The HTTP method is not supported; use POST.",
+  MissingParameter: "A required parameter or header is missing.",
+  InvalidParameter: "A parameter is unknown, has the wrong JSON type, or the request body is unusable.",
+  InvalidParameterValue: "A parameter value breaks a rule.",
+  "InvalidParameterValue.LimitExceeded": "A list parameter has more items than allowed.",
+  "InvalidParameterValue.Range": "A numeric parameter is outside its allowed range.",
+  "InvalidParameterValue.TooLong": "A string parameter is longer than allowed.",
+  InvalidParameterCombination: "Two parameters were given together that cannot be combined.",
+  InvalidFilter: "A filter name is not supported by this action.",
+  // Identifiers and names
+  "InvalidInstanceId.Malformed": "An instance ID is not `ins-` followed by 8 lowercase letters or digits.",
+  "InvalidInstanceId.NotFound": "No instance with this ID exists on this host.",
+  "InvalidImageId.Malformed": "An image ID is not `img-` followed by 8 lowercase letters or digits.",
+  "InvalidImageId.NotFound": "No image with this ID exists on this host.",
+  "InvalidImageId.IncorrectState": "The image's state does not allow this operation.",
+  "InvalidImageName.Duplicate": "An image with this name already exists on this host.",
+  "InvalidHostId.Malformed": "A host ID is not `host-` followed by 8 lowercase letters or digits.",
+  "InvalidHostId.NotFound": "The host ID is not this host's ID.",
+  "InvalidKeyPairId.Malformed": "A key ID is not `skey-` followed by 8 lowercase letters or digits.",
+  "InvalidKeyPairId.NotFound": "No key pair with this ID exists.",
+  "InvalidInstanceType.Malformed": "InstanceType is not of the form CDH_<cores>C<GiB>G.",
+  "InvalidInstanceName.TooLong": "InstanceName is longer than 60 characters.",
+  "InvalidClientToken.TooLong": "ClientToken is longer than 64 ASCII characters.",
+  InvalidPassword: "The password does not meet the complexity rules.",
+  // Images
+  "InvalidParameter.InvalidParameterUrlError": "ImageUrl is not a file:// absolute path or an http(s):// URL.",
+  "InvalidParameter.UrlError": "ImageUrl could not be read.",
+  "InvalidImageOsType.Unsupported": "The image's OsType is not supported.",
+  "InvalidImageOsVersion.Unsupported": "The image's OsVersion is not supported.",
+  InvalidImageFormat: "The image file is not in a format the host can use (agent-specific code).",
+  // Resources and state
+  "ResourceInsufficient.SpecifiedInstanceType": "The host has not enough CPU, memory or disk left for the request.",
+  ResourceInsufficient: "The host has not enough resources left.",
+  ResourceInUse: "The resource is in use.",
+  ResourceNotFound: "The resource does not exist.",
+  "UnsupportedOperation.InstanceStateRunning": "The operation is not allowed while the instance is RUNNING.",
+  "UnsupportedOperation.InstanceStateStopped": "The operation is not allowed while the instance is STOPPED.",
+  "UnsupportedOperation.InstanceStateStopping": "The operation is not allowed while the instance is STOPPING.",
+  "UnsupportedOperation.InstanceStateStarting": "The operation is not allowed while the instance is STARTING.",
+  "UnsupportedOperation.InstanceStateRebooting": "The operation is not allowed while the instance is REBOOTING.",
+  "UnsupportedOperation.InstanceStatePending": "The operation is not allowed while the instance is PENDING.",
+  "UnsupportedOperation.InstanceStateTerminating": "The operation is not allowed while the instance is TERMINATING.",
+  "UnsupportedOperation.InstanceStateLaunchFailed": "The operation is not allowed while the instance is LAUNCH_FAILED.",
+  UnsupportedOperation: "The operation is not supported.",
+  InvalidInstanceState: "The instance's current state does not allow this operation.",
+  "MutexOperation.TaskRunning": "Another operation on the same resource is still running.",
+  // Outcomes
+  DryRunOperation: "The request would have succeeded; DryRun was set so nothing was done.",
+  RequestLimitExceeded: "Too many requests; retry later.",
+  InternalError: "Internal error on the host agent.",
+  FailedOperation: "The operation failed.",
+} as const);
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function isKnownCode(code: string): code is ErrorCode {
+  return Object.prototype.hasOwnProperty.call(ERROR_CODES, code);
+}
+
+/** An error that reaches the controller as `{"Error": {"Code", "Message"}}`. */
+export class ApiError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ApiError";
+    this.code = code;
+  }
+}

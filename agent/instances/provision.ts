@@ -1,0 +1,98 @@
+/**
+ * Making and unmaking an instance's host resources: its directory, system disk and
+ * domain. Every step is idempotent, so recovery after a crash simply runs the same
+ * function again (roll forward) or the teardown (roll back).
+ */
+import { mkdir, rm, readdir, readFile } from "node:fs/promises";
+import type { Logger } from "pino";
+import type { Hypervisor, VirtType } from "../../drivers/libvirt/types.js";
+import type { ImageTool } from "../../drivers/storage/types.js";
+import type { ImageCatalog } from "../images.js";
+import type { InstanceRecord } from "../model.js";
+import type { DataPaths } from "../paths.js";
+import { writeFileAtomic } from "../util/atomic-file.js";
+import { buildDomainSpec } from "./domain-spec.js";
+
+const GiB = 1024 ** 3;
+
+export interface ProvisionContext {
+  hypervisor: Hypervisor;
+  imageTool: ImageTool;
+  images: ImageCatalog;
+  paths: DataPaths;
+  virtType: VirtType;
+  agentVersion: string;
+  logger: Logger;
+  /**
+   * Fault injection for the crash tests: called at named points of create and
+   * terminate; the agent kills itself there when its fail_point setting names the point.
+   */
+  checkpoint: (point: string) => void;
+}
+
+/**
+ * Creates the system disk and the domain, and starts it. Safe to run again after a
+ * crash at any point: a defined domain means its disk was complete; without one the
+ * disk is made anew.
+ */
+export async function provisionInstance(ctx: ProvisionContext, record: InstanceRecord, signal?: AbortSignal): Promise<void> {
+  const { hypervisor, imageTool, paths } = ctx;
+  const existing = await hypervisor.getDomain(record.instanceId);
+  if (!existing) {
+    const image = ctx.images.requireUsable(record.imageId);
+    await mkdir(paths.instanceDir(record.instanceId), { recursive: true, mode: 0o711 });
+    await rm(record.systemDisk.path, { force: true });
+    signal?.throwIfAborted();
+    await imageTool.createOverlay({
+      backing: image.path,
+      backingFormat: "qcow2",
+      target: record.systemDisk.path,
+      sizeBytes: Math.max(record.systemDisk.sizeGiB * GiB, image.virtualSizeBytes),
+    });
+    ctx.checkpoint("create:overlay-created");
+    signal?.throwIfAborted();
+    await hypervisor.defineDomain(
+      buildDomainSpec({
+        record,
+        virtType: ctx.virtType,
+        paths,
+        agentVersion: ctx.agentVersion,
+        firmware: image.bootMode === "UEFI" ? "uefi" : "bios",
+      }),
+    );
+    ctx.checkpoint("create:domain-defined");
+  }
+  signal?.throwIfAborted();
+  const state = existing?.state ?? "shut off";
+  if (state === "shut off" || state === "crashed") await hypervisor.start(record.instanceId);
+}
+
+/** Removes the domain and every file of the instance. Idempotent. */
+export async function teardownInstance(ctx: ProvisionContext, instanceId: string): Promise<void> {
+  await ctx.hypervisor.destroy(instanceId);
+  ctx.checkpoint("terminate:destroyed");
+  await ctx.hypervisor.undefine(instanceId);
+  ctx.checkpoint("terminate:undefined");
+  await rm(ctx.paths.instanceDir(instanceId), { recursive: true, force: true });
+  await rm(`${ctx.paths.launchFailedDir}/${instanceId}.json`, { force: true });
+}
+
+/** Instances whose launch failed keep a record (no domain holds it) until terminated. */
+export async function saveLaunchFailed(paths: DataPaths, record: InstanceRecord): Promise<void> {
+  await writeFileAtomic(`${paths.launchFailedDir}/${record.instanceId}.json`, JSON.stringify(record));
+}
+
+export async function loadLaunchFailed(paths: DataPaths): Promise<InstanceRecord[]> {
+  let names: string[];
+  try {
+    names = await readdir(paths.launchFailedDir);
+  } catch {
+    return [];
+  }
+  const out: InstanceRecord[] = [];
+  for (const name of names) {
+    if (!/^ins-[a-z0-9]{8}\.json$/.test(name)) continue;
+    out.push(JSON.parse(await readFile(`${paths.launchFailedDir}/${name}`, "utf8")) as InstanceRecord);
+  }
+  return out;
+}

@@ -1,0 +1,341 @@
+/**
+ * The instance lifecycle as the controller sees it: RunInstances, Start, Stop, Reboot,
+ * Terminate. Each request is checked against every instance it names before anything
+ * changes (all or nothing); the state check and the switch to the transitional state
+ * happen in one synchronous step, so concurrent requests cannot both pass. The work
+ * then runs in the background, serialised per instance.
+ */
+import { randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import { ApiError, type ErrorCode } from "../errors.js";
+import type { Journal } from "../journal.js";
+import {
+  ALLOWED_FROM,
+  isoSeconds,
+  newId,
+  newMac,
+  stateErrorCode,
+  type InstanceAction,
+  type InstanceRecord,
+  type TransitionState,
+} from "../model.js";
+import type { DataPaths } from "../paths.js";
+import { KeyedLock } from "../util/keyed-lock.js";
+import { admissionShortfall, type HostResource } from "../capacity.js";
+import { hardReboot, hardStop, powerOn, softReboot, softStop, type PowerContext } from "./power.js";
+import { provisionInstance, saveLaunchFailed, teardownInstance, type ProvisionContext } from "./provision.js";
+import type { InstanceEntry, InstanceRegistry, Transition } from "./registry.js";
+
+export interface RequestContext {
+  requestId: string;
+}
+
+export interface RunRequest {
+  instanceType: string;
+  cpu: number;
+  memoryGiB: number;
+  imageId: string;
+  systemDisk: { diskType: "LOCAL_BASIC" | "LOCAL_SSD"; sizeGiB: number };
+  names: string[];
+  hostName?: string;
+  userData?: string;
+  clientToken?: string;
+  dryRun?: boolean;
+}
+
+export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
+
+export class InstanceService {
+  private readonly lock = new KeyedLock();
+  /** Background operations still running (tests and shutdown wait for them). */
+  private readonly running = new Set<Promise<void>>();
+
+  constructor(
+    private readonly o: {
+      registry: InstanceRegistry;
+      journal: Journal;
+      paths: DataPaths;
+      provision: ProvisionContext;
+      power: PowerContext;
+      hostResource: () => HostResource;
+      defaultNetwork: string;
+      logger: Logger;
+    },
+  ) {}
+
+
+  // ---------------------------------------------------------------- RunInstances
+
+  async run(req: RunRequest, ctx: RequestContext): Promise<string[]> {
+    const { registry, provision } = this.o;
+    if (req.clientToken) {
+      const earlier = [...registry.all()]
+        .filter((e) => e.record.clientToken === req.clientToken)
+        .sort((a, b) => a.record.launchIndex - b.record.launchIndex);
+      if (earlier.length) return earlier.map((e) => e.record.instanceId);
+    }
+    const image = provision.images.requireUsable(req.imageId);
+    const GiB = 1024 ** 3;
+    if (req.systemDisk.sizeGiB * GiB < image.virtualSizeBytes) {
+      throw new ApiError(
+        "InvalidParameterValue",
+        `SystemDisk.DiskSize ${req.systemDisk.sizeGiB} GiB is smaller than image ${req.imageId} (${Math.ceil(image.virtualSizeBytes / GiB)} GiB)`,
+      );
+    }
+    const count = req.names.length;
+    const shortfall = admissionShortfall(
+      this.o.hostResource(),
+      { cpu: req.cpu, memoryGiB: req.memoryGiB, diskGiB: req.systemDisk.sizeGiB },
+      count,
+    );
+    if (shortfall) {
+      throw new ApiError("ResourceInsufficient.SpecifiedInstanceType", `${count} x ${req.instanceType} does not fit on this host: ${shortfall}`);
+    }
+    if (req.dryRun) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
+
+    // From here to the registry insert there is no await: admission and reservation are one step.
+    const macs = new Set([...registry.all()].flatMap((e) => e.record.nics.map((n) => n.mac)));
+    const createdTime = isoSeconds(new Date());
+    const entries: InstanceEntry[] = req.names.map((name, launchIndex) => {
+      let instanceId = newId("ins");
+      while (registry.has(instanceId)) instanceId = newId("ins");
+      const mac = newMac(macs);
+      macs.add(mac);
+      const record: InstanceRecord = {
+        version: 1,
+        instanceId,
+        uuid: randomUUID(),
+        instanceName: name,
+        ...(req.hostName ? { hostName: req.hostName } : {}),
+        instanceType: req.instanceType,
+        cpu: req.cpu,
+        memoryGiB: req.memoryGiB,
+        imageId: req.imageId,
+        osName: image.osName,
+        systemDisk: { diskType: req.systemDisk.diskType, sizeGiB: req.systemDisk.sizeGiB, path: this.o.paths.systemDisk(instanceId) },
+        nics: [{ mac, network: this.o.defaultNetwork }],
+        createdTime,
+        ...(req.clientToken ? { clientToken: req.clientToken } : {}),
+        launchIndex,
+        ...(req.userData ? { userData: req.userData } : {}),
+        latestOperation: { action: "RunInstances", state: "OPERATING", requestId: ctx.requestId },
+      };
+      return {
+        record,
+        power: "absent",
+        launchFailed: false,
+        transition: { state: "PENDING", action: "RunInstances", abort: new AbortController() },
+        reboots: 0,
+      };
+    });
+    for (const entry of entries) registry.add(entry);
+    try {
+      await Promise.all(
+        entries.map((e) =>
+          this.o.journal.write({ kind: "create", instanceId: e.record.instanceId, record: e.record, requestId: ctx.requestId, startedAt: createdTime }),
+        ),
+      );
+    } catch (error) {
+      for (const e of entries) {
+        registry.remove(e.record.instanceId);
+        await this.o.journal.remove({ kind: "create", instanceId: e.record.instanceId }).catch(() => undefined);
+      }
+      throw error;
+    }
+    this.o.provision.checkpoint("create:journaled");
+    for (const entry of entries) this.background(entry.record.instanceId, entry.transition!, () => this.create(entry, ctx));
+    return entries.map((e) => e.record.instanceId);
+  }
+
+  /** Provisions one instance (also used by recovery to finish an interrupted create). */
+  async create(entry: InstanceEntry, ctx: RequestContext): Promise<void> {
+    const id = entry.record.instanceId;
+    const log = this.o.logger.child({ instanceId: id, requestId: ctx.requestId });
+    try {
+      await provisionInstance(this.o.provision, entry.record, entry.transition?.abort.signal);
+      await this.o.power.refreshPower(id);
+      this.o.provision.checkpoint("create:started");
+      this.finish(entry, "RunInstances", ctx, undefined);
+      log.info("instance launched");
+    } catch (error) {
+      log.error({ err: error }, "launch failed; removing what was made");
+      await teardownInstance(this.o.provision, id).catch((e: unknown) => log.error({ err: e }, "cleanup after failed launch failed"));
+      entry.launchFailed = true;
+      entry.power = "absent";
+      this.finish(entry, "RunInstances", ctx, error);
+      await saveLaunchFailed(this.o.paths, entry.record);
+    } finally {
+      await this.o.journal.remove({ kind: "create", instanceId: id });
+    }
+  }
+
+  // ---------------------------------------------------------------- power
+
+  start(ids: string[], ctx: RequestContext): void {
+    const entries = this.validate(ids, "StartInstances");
+    for (const entry of entries) {
+      const t = this.begin(entry, "StartInstances", "STARTING", ctx);
+      this.background(entry.record.instanceId, t, async () => {
+        await this.settle(entry, t, "StartInstances", ctx, () => powerOn(this.o.power, entry.record.instanceId));
+      });
+    }
+  }
+
+  stop(ids: string[], stopType: StopType, ctx: RequestContext): void {
+    const entries = this.validate(ids, stopType === "HARD" ? "StopInstancesHard" : "StopInstances");
+    for (const entry of entries) {
+      if (stopType === "HARD") entry.transition?.abort.abort(new Error("pre-empted by a hard stop"));
+      const t = this.begin(entry, "StopInstances", "STOPPING", ctx);
+      this.background(entry.record.instanceId, t, async () => {
+        await this.settle(entry, t, "StopInstances", ctx, async () => {
+          const id = entry.record.instanceId;
+          if (stopType === "HARD") return hardStop(this.o.power, id);
+          if (await softStop(this.o.power, id, t.abort.signal)) return;
+          if (stopType === "SOFT_FIRST") return hardStop(this.o.power, id);
+          throw new ApiError("FailedOperation", `the guest did not shut down within ${this.o.power.softStopTimeoutMs / 1000} s (ACPI ignored?); use StopType HARD or SOFT_FIRST`);
+        });
+      });
+    }
+  }
+
+  reboot(ids: string[], mode: StopType, ctx: RequestContext): void {
+    const entries = this.validate(ids, "RebootInstances");
+    for (const entry of entries) {
+      const t = this.begin(entry, "RebootInstances", "REBOOTING", ctx);
+      this.background(entry.record.instanceId, t, async () => {
+        await this.settle(entry, t, "RebootInstances", ctx, async () => {
+          const id = entry.record.instanceId;
+          if (mode !== "HARD" && (await softReboot(this.o.power, id, t.abort.signal))) {
+            // A guest that powered off instead of rebooting is started again.
+            if (!this.isOn(id)) await powerOn(this.o.power, id);
+            return;
+          }
+          if (mode === "SOFT") throw new ApiError("FailedOperation", `the guest did not reboot within ${this.o.power.softStopTimeoutMs / 1000} s; use ForceReboot`);
+          if (this.isOn(id)) await hardReboot(this.o.power, id);
+          else await powerOn(this.o.power, id);
+        });
+      });
+    }
+  }
+
+  private isOn(id: string): boolean {
+    const p = this.o.registry.get(id)?.power;
+    return p === "running" || p === "blocked" || p === "paused" || p === "in shutdown" || p === "pmsuspended";
+  }
+
+  // ---------------------------------------------------------------- terminate
+
+  async terminate(ids: string[], ctx: RequestContext): Promise<void> {
+    const entries = this.validate(ids, "TerminateInstances");
+    const ts: Transition[] = [];
+    for (const entry of entries) {
+      entry.transition?.abort.abort(new Error("pre-empted by TerminateInstances"));
+      ts.push(this.begin(entry, "TerminateInstances", "TERMINATING", ctx));
+    }
+    const startedAt = isoSeconds(new Date());
+    await Promise.all(
+      entries.map((e) => this.o.journal.write({ kind: "terminate", instanceId: e.record.instanceId, record: e.record, requestId: ctx.requestId, startedAt })),
+    );
+    this.o.provision.checkpoint("terminate:journaled");
+    entries.forEach((entry, i) => this.background(entry.record.instanceId, ts[i]!, () => this.destroyInstance(entry.record.instanceId, ctx)));
+  }
+
+  /** Tears the instance down and forgets it (also used by recovery). */
+  async destroyInstance(instanceId: string, ctx: RequestContext): Promise<void> {
+    const log = this.o.logger.child({ instanceId, requestId: ctx.requestId });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await teardownInstance(this.o.provision, instanceId);
+        break;
+      } catch (error) {
+        // The journal entry stays; the instance stays TERMINATING until it is gone.
+        log.error({ err: error, attempt }, "terminate failed; retrying");
+        await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** attempt)));
+      }
+    }
+    this.o.registry.remove(instanceId);
+    await this.o.journal.remove({ kind: "terminate", instanceId });
+    log.info("instance terminated");
+  }
+
+  /** Recovery: finishes a create or a terminate that a crash interrupted. */
+  resume(entry: InstanceEntry, kind: "create" | "terminate", ctx: RequestContext): void {
+    const action = kind === "create" ? "RunInstances" : "TerminateInstances";
+    const t = this.begin(entry, action, kind === "create" ? "PENDING" : "TERMINATING", ctx);
+    this.background(entry.record.instanceId, t, () =>
+      kind === "create" ? this.create(entry, ctx) : this.destroyInstance(entry.record.instanceId, ctx),
+    );
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  /** Every ID must name a known instance in a state the action is allowed from; else nothing changes. */
+  validate(ids: string[], action: InstanceAction): InstanceEntry[] {
+    const missing = ids.filter((id) => !this.o.registry.has(id));
+    if (missing.length) throw new ApiError("InvalidInstanceId.NotFound", `no such instance on this host: ${missing.join(", ")}`);
+    const entries = [...new Set(ids)].map((id) => this.o.registry.get(id)!);
+    for (const entry of entries) {
+      const state = this.o.registry.stateOf(entry);
+      if (!ALLOWED_FROM[action].has(state)) {
+        const verb = action === "StopInstancesHard" ? "StopInstances (HARD)" : action;
+        throw new ApiError(stateErrorCode(state) as ErrorCode, `${verb} is not allowed for ${entry.record.instanceId} in state ${state}`);
+      }
+    }
+    return entries;
+  }
+
+  private begin(entry: InstanceEntry, action: string, state: TransitionState, ctx: RequestContext): Transition {
+    const transition: Transition = { state, action, abort: new AbortController() };
+    entry.record.latestOperation = { action, state: "OPERATING", requestId: ctx.requestId };
+    this.o.registry.setTransition(entry.record.instanceId, transition);
+    return transition;
+  }
+
+  /** Runs an operation's work under the instance lock and records its outcome, unless it was pre-empted. */
+  private async settle(entry: InstanceEntry, t: Transition, action: string, ctx: RequestContext, work: () => Promise<void>): Promise<void> {
+    if (t.abort.signal.aborted) return;
+    try {
+      await work();
+      if (entry.transition === t) this.finish(entry, action, ctx, undefined);
+    } catch (error) {
+      if (t.abort.signal.aborted && entry.transition !== t) return; // pre-empted: the newer operation reports
+      this.o.logger.warn({ instanceId: entry.record.instanceId, requestId: ctx.requestId, err: error }, `${action} failed`);
+      if (entry.transition === t) this.finish(entry, action, ctx, error);
+    }
+  }
+
+  private finish(entry: InstanceEntry, action: string, ctx: RequestContext, error: unknown): void {
+    entry.record.latestOperation = error
+      ? {
+          action,
+          state: "FAILED",
+          requestId: ctx.requestId,
+          errorCode: error instanceof ApiError ? error.code : "InternalError",
+          errorMessage: error instanceof Error ? error.message : String(error),
+        }
+      : { action, state: "SUCCESS", requestId: ctx.requestId };
+    this.o.registry.setTransition(entry.record.instanceId, undefined);
+    this.o.registry.touched(entry.record.instanceId, `${action} ${entry.record.latestOperation.state}`);
+    if (!entry.launchFailed) {
+      this.o.provision.hypervisor.setMetadata(entry.record.instanceId, JSON.stringify(entry.record)).catch((e: unknown) => {
+        this.o.logger.warn({ instanceId: entry.record.instanceId, err: e }, "could not save the instance record in libvirt");
+      });
+    }
+  }
+
+  private background(instanceId: string, t: Transition, work: () => Promise<void>): void {
+    const p = this.lock
+      .run(instanceId, async () => {
+        if (t.abort.signal.aborted && t.state !== "TERMINATING") return;
+        await work();
+      })
+      .catch((error: unknown) => this.o.logger.error({ instanceId, err: error }, "operation crashed"))
+      .finally(() => this.running.delete(p));
+    this.running.add(p);
+  }
+
+  /** Resolves when every background operation has ended. */
+  async idle(): Promise<void> {
+    while (this.running.size) await Promise.allSettled([...this.running]);
+  }
+}

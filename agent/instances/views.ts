@@ -1,0 +1,88 @@
+/** Instances as the CVM API shows them (Instance, InstanceStatus), with Describe's filters and paging. */
+import type { InstanceState } from "../model.js";
+import type { InstanceEntry, InstanceRegistry } from "./registry.js";
+
+export interface Filter {
+  Name: string;
+  Values: string[];
+}
+
+export interface HostView {
+  hostId: string;
+  zone: string;
+}
+
+export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: HostView): Record<string, unknown> {
+  const r = entry.record;
+  const op = r.latestOperation;
+  return {
+    Placement: { Zone: host.zone, HostId: host.hostId, ProjectId: 0 },
+    InstanceId: r.instanceId,
+    Uuid: r.uuid,
+    InstanceType: r.instanceType,
+    CPU: r.cpu,
+    Memory: r.memoryGiB,
+    InstanceName: r.instanceName,
+    InstanceChargeType: "CDHPAID",
+    InstanceState: state,
+    RestrictState: "NORMAL",
+    SystemDisk: { DiskType: r.systemDisk.diskType, DiskSize: r.systemDisk.sizeGiB, DiskId: null },
+    DataDisks: [],
+    PrivateIpAddresses: [],
+    PublicIpAddresses: [],
+    ImageId: r.imageId,
+    OsName: r.osName ?? null,
+    CreatedTime: r.createdTime,
+    LatestOperation: op?.action ?? null,
+    LatestOperationState: op?.state ?? null,
+    LatestOperationRequestId: op?.requestId ?? null,
+    LatestOperationErrorMsg: op?.errorMessage ?? null,
+    LatestOperationCode: op?.errorCode ?? null,
+    LoginSettings: { KeyIds: [] },
+    DefaultLoginUser: "root",
+    DefaultLoginPort: 22,
+    Architecture: "x86_64",
+    Hypervisor: 1,
+    DisableApiTermination: false,
+    HostName: r.hostName ?? null,
+    MacAddresses: r.nics.map((n) => n.mac),
+  };
+}
+
+const FILTERS: Record<string, (entry: InstanceEntry, state: InstanceState, host: HostView) => string> = {
+  "instance-id": (e) => e.record.instanceId,
+  "instance-name": (e) => e.record.instanceName,
+  "instance-state": (_e, s) => s,
+  "image-id": (e) => e.record.imageId,
+  "host-id": (_e, _s, h) => h.hostId,
+};
+
+/** Filters are ANDed; the values within one filter are ORed (seed API §2.4). */
+export function selectInstances(options: {
+  registry: InstanceRegistry;
+  host: HostView;
+  instanceIds?: string[];
+  filters?: Filter[];
+  offset: number;
+  limit: number;
+}): { total: number; page: Array<{ entry: InstanceEntry; state: InstanceState }> } {
+  const { registry, host } = options;
+  let rows: Array<{ entry: InstanceEntry; state: InstanceState }>;
+  if (options.instanceIds?.length) {
+    rows = [...new Set(options.instanceIds)].flatMap((id) => {
+      const entry = registry.get(id);
+      return entry ? [{ entry, state: registry.stateOf(entry) }] : [];
+    });
+  } else {
+    rows = [...registry.all()]
+      .map((entry) => ({ entry, state: registry.stateOf(entry) }))
+      .sort((a, b) => a.entry.record.createdTime.localeCompare(b.entry.record.createdTime) || a.entry.record.launchIndex - b.entry.record.launchIndex);
+  }
+  for (const f of options.filters ?? []) {
+    const get = FILTERS[f.Name];
+    if (!get) continue;
+    const wanted = new Set(f.Values);
+    rows = rows.filter((r) => wanted.has(get(r.entry, r.state, host)));
+  }
+  return { total: rows.length, page: rows.slice(options.offset, options.offset + options.limit) };
+}

@@ -1,0 +1,201 @@
+/**
+ * Wires the agent together from a validated config: drivers, the instance registry,
+ * recovery, the event stream, the API server and the reporter.
+ */
+import { mkdir, readFile, chmod } from "node:fs/promises";
+import { randomBytes, randomUUID } from "node:crypto";
+import type { Logger } from "pino";
+import { LocalRunner } from "../drivers/exec/local.js";
+import type { CommandRunner } from "../drivers/exec/runner.js";
+import { VirshHypervisor } from "../drivers/libvirt/virsh.js";
+import { VirshNetworks } from "../drivers/libvirt/networks.js";
+import type { VirtType } from "../drivers/libvirt/types.js";
+import { QemuImg } from "../drivers/storage/qemu-img.js";
+import { getHostFacts } from "../drivers/host/facts.js";
+import { createApiServer } from "./api/server.js";
+import { computeHostResource, type HostResource } from "./capacity.js";
+import type { AgentConfig, Credential } from "./config.js";
+import { createDispatcher } from "./dispatch.js";
+import { ImageCatalog } from "./images.js";
+import { Journal } from "./journal.js";
+import { isoSeconds } from "./model.js";
+import { DataPaths } from "./paths.js";
+import { Reporter } from "./reporter.js";
+import { InstanceRegistry } from "./instances/registry.js";
+import { InstanceService } from "./instances/service.js";
+import { InstanceSync } from "./instances/sync.js";
+import { toCvmInstance } from "./instances/views.js";
+import { writeFileAtomic } from "./util/atomic-file.js";
+import type { HostIdentity } from "./host.js";
+
+export const AGENT_VERSION = "0.1.0";
+
+export interface RunningAgent {
+  readonly port: number;
+  readonly hostId: string;
+  readonly service: InstanceService;
+  readonly images: ImageCatalog;
+  close(): Promise<void>;
+}
+
+export async function startAgent(options: { config: AgentConfig; logger: Logger; runner?: CommandRunner }): Promise<RunningAgent> {
+  const { config, logger } = options;
+  const paths = new DataPaths(config.dataDir);
+  await mkdir(paths.root, { recursive: true, mode: 0o711 });
+  await chmod(paths.root, 0o711); // QEMU (user libvirt-qemu) must reach the disks below it
+  await mkdir(paths.tmpDir, { recursive: true, mode: 0o700 });
+
+  const runner = options.runner ?? new LocalRunner({ defaultTimeoutMs: 120_000, logger });
+  const hypervisor = new VirshHypervisor({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir, logger });
+  const imageTool = new QemuImg({ runner });
+
+  await waitForLibvirt(hypervisor, logger);
+  const virtType = await chooseVirtType(config.virtType, hypervisor, logger);
+  await new VirshNetworks({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir }).ensureIsolated({
+    name: config.defaultNetwork,
+    bridge: "cdhbr0",
+  });
+
+  const facts = await getHostFacts({ dataDir: config.dataDir });
+  const identity: HostIdentity = {
+    hostId: config.hostId,
+    hostName: facts.hostname,
+    hostIp: facts.primaryIpv4,
+    zone: config.hostZone,
+    createdTime: isoSeconds(new Date()),
+    hostType: "CDH_LIBVIRT",
+  };
+
+  let reporter: Reporter | undefined;
+  const registry = new InstanceRegistry((reason) => reporter?.trigger(reason));
+  const journal = new Journal(paths.journalDir);
+  const usersOf = (imageId: string) => [...registry.all()].filter((e) => e.record.imageId === imageId).map((e) => e.record.instanceId);
+  const images = new ImageCatalog({
+    paths,
+    imageTool,
+    logger: logger.child({ component: "images" }),
+    maxImageBytes: config.maxImageBytes,
+    downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
+    usersOf,
+  });
+  const hostResource = (): HostResource =>
+    computeHostResource(
+      { cpus: facts.cpuCount, memoryBytes: facts.memoryBytes, diskBytes: facts.diskTotalBytes, diskType: "LOCAL_BASIC" },
+      {
+        reservedCpu: config.reservedCpu,
+        reservedMemoryGiB: config.reservedMemoryGib,
+        reservedDiskGiB: config.reservedDiskGib,
+        cpuAllocationRatio: config.cpuAllocationRatio,
+        memoryAllocationRatio: config.memoryAllocationRatio,
+      },
+      [...registry.all()]
+        .filter((e) => !e.launchFailed)
+        .map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB, diskGiB: e.record.systemDisk.sizeGiB })),
+    );
+
+  let sync: InstanceSync | undefined;
+  const refreshPower = (id: string) => sync!.refreshPower(id);
+  const checkpoint = (point: string) => {
+    if (config.failPoint !== point) return;
+    logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
+    process.kill(process.pid, "SIGKILL");
+  };
+  const provision = { hypervisor, imageTool, images, paths, virtType, agentVersion: AGENT_VERSION, logger, checkpoint };
+  const service = new InstanceService({
+    registry,
+    journal,
+    paths,
+    provision,
+    power: {
+      hypervisor,
+      registry,
+      softStopTimeoutMs: config.softStopTimeoutS * 1000,
+      softStopRetryMs: config.softStopRetryS * 1000,
+      refreshPower,
+    },
+    hostResource,
+    defaultNetwork: config.defaultNetwork,
+    logger: logger.child({ component: "instances" }),
+  });
+  sync = new InstanceSync({
+    hypervisor,
+    registry,
+    journal,
+    paths,
+    service,
+    logger: logger.child({ component: "sync" }),
+    reconcileIntervalMs: config.reconcileIntervalS * 1000,
+  });
+
+  await images.load();
+  await sync.recover();
+  sync.start();
+
+  const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
+  const dispatch = createDispatcher({ service, images, registry, identity, hostResource, libvirtConnected: () => registry.isConnected() });
+  const api = createApiServer({
+    listen: config.apiListen,
+    credentials,
+    dispatch,
+    logger: logger.child({ component: "api" }),
+  });
+  const { port } = await api.listen();
+  logger.info({ listen: `${config.apiListen.host}:${port}`, hostId: config.hostId, virtType }, "cdh-agent is serving");
+
+  reporter = new Reporter({
+    controllerUrl: config.controllerUrl,
+    schedule: config.reportSchedule,
+    timeoutMs: config.reportTimeoutMs,
+    hostId: config.hostId,
+    epoch: randomUUID(),
+    logger: logger.child({ component: "reporter" }),
+    snapshot: () => ({
+      HostResource: { ...hostResource() },
+      Instances: [...registry.all()].map((e) => toCvmInstance(e, registry.stateOf(e), { hostId: config.hostId, zone: config.hostZone })),
+    }),
+  });
+  reporter.start();
+
+  return {
+    port,
+    hostId: config.hostId,
+    service,
+    images,
+    async close() {
+      reporter?.stop();
+      sync?.stop();
+      await api.close();
+      await runner.close();
+    },
+  };
+}
+
+async function waitForLibvirt(hypervisor: VirshHypervisor, logger: Logger): Promise<void> {
+  for (let attempt = 1; attempt <= 30; attempt++) {
+    if (await hypervisor.ping()) return;
+    if (attempt === 1) logger.warn("libvirtd does not answer yet; waiting up to 30 s");
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  throw new Error("libvirtd did not answer within 30 s");
+}
+
+async function chooseVirtType(wanted: "kvm" | "qemu" | "auto", hypervisor: VirshHypervisor, logger: Logger): Promise<VirtType> {
+  if (wanted !== "auto") return wanted;
+  const { kvmUsable } = await hypervisor.capabilities();
+  if (kvmUsable) return "kvm";
+  logger.warn("/dev/kvm is not usable: guests run under TCG emulation (virt_type qemu), which is slow");
+  return "qemu";
+}
+
+/** Without configured credentials the agent makes one pair, keeps it (root only) and says where. */
+async function generatedCredentials(paths: DataPaths, logger: Logger): Promise<Credential[]> {
+  try {
+    const saved = JSON.parse(await readFile(paths.credentialsFile, "utf8")) as { secret_id: string; secret_key: string };
+    return [{ secretId: saved.secret_id, secretKey: saved.secret_key }];
+  } catch {
+    const pair = { secret_id: `AKID${randomBytes(16).toString("hex")}`, secret_key: randomBytes(24).toString("base64url") };
+    await writeFileAtomic(paths.credentialsFile, JSON.stringify(pair, null, 1) + "\n", 0o600);
+    logger.warn({ file: paths.credentialsFile }, "no API credentials configured; generated a pair into this file (root only)");
+    return [{ secretId: pair.secret_id, secretKey: pair.secret_key }];
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * The agent's instance model: the record it keeps in each domain's <metadata>,
+ * the CVM instance states, and the pure rules that connect them.
+ */
+import { randomBytes } from "node:crypto";
+import type { DomainPowerState } from "../drivers/libvirt/types.js";
+
+/** CVM instance states (seed API §2.1), plus UNKNOWN while libvirt cannot be asked. */
+export type InstanceState =
+  | "PENDING"
+  | "LAUNCH_FAILED"
+  | "RUNNING"
+  | "STOPPED"
+  | "STARTING"
+  | "STOPPING"
+  | "REBOOTING"
+  | "SHUTDOWN"
+  | "TERMINATING"
+  | "UNKNOWN";
+
+/** States an operation in progress shows. */
+export type TransitionState = "PENDING" | "STARTING" | "STOPPING" | "REBOOTING" | "TERMINATING";
+
+export type OperationState = "OPERATING" | "SUCCESS" | "FAILED";
+
+export interface LatestOperation {
+  action: string;
+  state: OperationState;
+  requestId: string;
+  /** Set when state is FAILED. */
+  errorCode?: string;
+  errorMessage?: string;
+}
+
+export interface SystemDiskRecord {
+  diskType: "LOCAL_BASIC" | "LOCAL_SSD";
+  sizeGiB: number;
+  /** Absolute path of the qcow2 overlay. */
+  path: string;
+}
+
+export interface NicRecord {
+  mac: string;
+  network: string;
+}
+
+/**
+ * What the agent knows about an instance, stored in its domain's <metadata>.
+ * Version it: a newer agent must read records an older one wrote.
+ */
+export interface InstanceRecord {
+  version: 1;
+  instanceId: string;
+  uuid: string;
+  instanceName: string;
+  hostName?: string;
+  instanceType: string;
+  cpu: number;
+  memoryGiB: number;
+  imageId: string;
+  osName?: string;
+  systemDisk: SystemDiskRecord;
+  nics: NicRecord[];
+  /** ISO 8601, seconds precision, UTC. */
+  createdTime: string;
+  clientToken?: string;
+  /** Position within its RunInstances batch (0-based), as cloud-init's launch_index. */
+  launchIndex: number;
+  /** Base64 as the API received it; for the guest (config drive, metadata). */
+  userData?: string;
+  latestOperation?: LatestOperation;
+}
+
+/** libvirt's view of the domain, as the agent last saw it. */
+export type PowerView = DomainPowerState | "unknown" | "absent";
+
+/**
+ * libvirt state → CVM state, when no agent operation is in progress.
+ * - running, blocked (waiting on a resource), in shutdown (guest still finishing)
+ *   and paused (QEMU paused it, e.g. on an I/O error; still holds its resources)
+ *   are all RUNNING from the controller's point of view.
+ * - shut off and crashed (with on_crash=destroy QEMU is gone) are STOPPED.
+ * - pmsuspended is a guest that suspended itself to RAM; it wakes on input: RUNNING.
+ * - "no state" and "unknown" (libvirt unreachable) are UNKNOWN: never report STOPPED
+ *   for a machine we cannot see.
+ */
+export const POWER_TO_STATE: Readonly<Record<PowerView, InstanceState>> = Object.freeze({
+  running: "RUNNING",
+  blocked: "RUNNING",
+  paused: "RUNNING",
+  "in shutdown": "RUNNING",
+  pmsuspended: "RUNNING",
+  "shut off": "STOPPED",
+  crashed: "STOPPED",
+  "no state": "UNKNOWN",
+  unknown: "UNKNOWN",
+  absent: "UNKNOWN",
+});
+
+export function deriveState(input: {
+  launchFailed: boolean;
+  transition: TransitionState | undefined;
+  power: PowerView;
+}): InstanceState {
+  if (input.launchFailed) return "LAUNCH_FAILED";
+  if (input.transition) return input.transition;
+  return POWER_TO_STATE[input.power];
+}
+
+export function isPoweredOn(power: PowerView): boolean {
+  return POWER_TO_STATE[power] === "RUNNING";
+}
+
+export type InstanceAction =
+  | "StartInstances"
+  | "StopInstances"
+  | "StopInstancesHard"
+  | "RebootInstances"
+  | "TerminateInstances";
+
+/**
+ * The states each action is allowed from (seed API §1.10). A hard stop is accepted at
+ * any moment the machine may be on, also while a soft stop, a start or a reboot is
+ * under way: it pre-empts them. Terminate likewise pre-empts those operations.
+ */
+export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceState>>> = Object.freeze({
+  StartInstances: new Set<InstanceState>(["STOPPED"]),
+  StopInstances: new Set<InstanceState>(["RUNNING"]),
+  StopInstancesHard: new Set<InstanceState>(["RUNNING", "STOPPING", "STARTING", "REBOOTING"]),
+  RebootInstances: new Set<InstanceState>(["RUNNING"]),
+  TerminateInstances: new Set<InstanceState>([
+    "RUNNING",
+    "STOPPED",
+    "LAUNCH_FAILED",
+    "STARTING",
+    "STOPPING",
+    "REBOOTING",
+    "SHUTDOWN",
+    "UNKNOWN",
+  ]),
+});
+
+const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freeze({
+  PENDING: "Pending",
+  LAUNCH_FAILED: "LaunchFailed",
+  RUNNING: "Running",
+  STOPPED: "Stopped",
+  STARTING: "Starting",
+  STOPPING: "Stopping",
+  REBOOTING: "Rebooting",
+  SHUTDOWN: "Shutdown",
+  TERMINATING: "Terminating",
+  UNKNOWN: "Unknown",
+});
+
+/** The CVM error code for "this action is not allowed in that state". */
+export function stateErrorCode(state: InstanceState): string {
+  if (state === "SHUTDOWN" || state === "UNKNOWN") return "InvalidInstanceState";
+  return `UnsupportedOperation.InstanceState${STATE_ERROR_SUFFIX[state]}`;
+}
+
+const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
+
+/** A CVM-shaped ID: prefix, a dash, 8 lowercase alphanumerics. */
+export function newId(prefix: "ins" | "img" | "disk" | "skey" | "snap"): string {
+  const bytes = randomBytes(8);
+  let out = "";
+  for (const b of bytes) out += ID_ALPHABET[b % 36];
+  return `${prefix}-${out}`;
+}
+
+/** A locally administered MAC in QEMU's 52:54:00 range. */
+export function newMac(taken: ReadonlySet<string>): string {
+  for (;;) {
+    const b = randomBytes(3);
+    const mac = `52:54:00:${[...b].map((x) => x.toString(16).padStart(2, "0")).join(":")}`;
+    if (!taken.has(mac)) return mac;
+  }
+}
+
+export function isoSeconds(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+export function parseRecord(json: string): InstanceRecord {
+  const value = JSON.parse(json) as InstanceRecord;
+  if (value.version !== 1 || typeof value.instanceId !== "string") {
+    throw new Error(`unsupported instance record (version ${String((value as { version?: unknown }).version)})`);
+  }
+  return value;
+}

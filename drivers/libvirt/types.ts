@@ -1,0 +1,161 @@
+/**
+ * The agent's view of libvirt: a narrow port that speaks the agent's own types.
+ * Only drivers/libvirt reads virsh's text or XML; everything above sees these.
+ */
+
+export type VirtType = "kvm" | "qemu";
+
+/** libvirt's domain states, as `virsh domstate` names them. */
+export type DomainPowerState =
+  | "running"
+  | "blocked"
+  | "paused"
+  | "in shutdown"
+  | "shut off"
+  | "crashed"
+  | "pmsuspended"
+  | "no state";
+
+export interface DomainDiskSpec {
+  /** "disk" for block devices, "cdrom" for ISO images (config drive, ISO mount, rescue). */
+  device: "disk" | "cdrom";
+  /** Target device name: vda, vdb, … for virtio disks; sda, sdb, … for SATA CD-ROMs. */
+  target: string;
+  bus: "virtio" | "sata";
+  /** Absolute path of the image file; absent for an empty CD-ROM tray. */
+  path?: string;
+  format: "qcow2" | "raw";
+  /** Serial number the guest sees (/dev/disk/by-id/virtio-<serial>). */
+  serial?: string;
+  readonly?: boolean;
+  /** Boot order (1 = first); omitted = not bootable. */
+  bootOrder?: number;
+}
+
+export interface DomainNicSpec {
+  /** 52:54:00:xx:xx:xx */
+  mac: string;
+  /** libvirt network name, or a host bridge name. */
+  source: { network: string } | { bridge: string };
+  /** Optional nwfilter reference with its parameters (anti-spoofing). */
+  filter?: { name: string; parameters: Record<string, string> };
+  /** Host-side tap device name (e.g. "vnet-<id>"); libvirt picks one when absent. */
+  targetDev?: string;
+}
+
+export interface DomainSpec {
+  /** The domain name; the agent uses the instance ID (ins-xxxxxxxx). */
+  name: string;
+  /** The domain UUID; the instance's Uuid. Also the SMBIOS system UUID. */
+  uuid: string;
+  virtType: VirtType;
+  vcpus: number;
+  memoryMiB: number;
+  /** "bios" (SeaBIOS) or "uefi" (OVMF). */
+  firmware: "bios" | "uefi";
+  /** For uefi: the per-domain NVRAM file. */
+  nvramPath?: string;
+  disks: DomainDiskSpec[];
+  nics: DomainNicSpec[];
+  /** The serial console is written to this file (a log under the data dir). */
+  consoleLogPath: string;
+  /** Adds the org.qemu.guest_agent.0 virtio-serial channel. */
+  guestAgent: boolean;
+  /** VNC always listens on 127.0.0.1 with an automatic port. */
+  vnc: boolean;
+  smbios: {
+    manufacturer: string;
+    product: string;
+    version: string;
+    serial: string;
+    family: string;
+  };
+  /** The agent's own record, stored under <metadata> in the agent's namespace. Opaque JSON text. */
+  metadata: string;
+}
+
+export interface DomainSummary {
+  name: string;
+  uuid: string;
+  state: DomainPowerState;
+  /** True for a domain with a persistent definition. */
+  persistent: boolean;
+}
+
+export interface DomainDetails {
+  spec: DomainSpec;
+  state: DomainPowerState;
+}
+
+/** One line of `virsh event --all --loop`, parsed. */
+export interface DomainEvent {
+  domain: string;
+  /** The event family: "lifecycle", "reboot", "agent-lifecycle", "device-removed", … */
+  kind: string;
+  /** For lifecycle: "Started", "Stopped", "Suspended", "Resumed", "Shutdown", "Defined", "Undefined", "Crashed", "PMSuspended". */
+  event: string;
+  /** libvirt's detail text, e.g. "Booted", "Shutdown", "Destroyed", "Finished", "Failed". */
+  detail: string;
+  at: Date;
+}
+
+export interface EventWatch {
+  stop(): void;
+}
+
+export interface EventHandlers {
+  onEvent: (event: DomainEvent) => void;
+  /** Called when the event stream is (re)established: the caller should reconcile. */
+  onConnected: () => void;
+  /** Called when the stream broke (libvirtd gone?); it is restarted with backoff. */
+  onDisconnected: (reason: string) => void;
+}
+
+export interface Hypervisor {
+  /** True when libvirtd answers. */
+  ping(): Promise<boolean>;
+  /** Host capabilities the agent cares about. */
+  capabilities(): Promise<{ kvmUsable: boolean }>;
+  defineDomain(spec: DomainSpec): Promise<void>;
+  /** Domain details (spec parsed back from its XML), or null when no such domain exists. */
+  getDomain(name: string): Promise<DomainDetails | null>;
+  listDomains(): Promise<DomainSummary[]>;
+  domainState(name: string): Promise<DomainPowerState | null>;
+  start(name: string): Promise<void>;
+  /** ACPI power button. */
+  shutdown(name: string): Promise<void>;
+  /** Pulls the plug. A domain already off is not an error. */
+  destroy(name: string): Promise<void>;
+  /** ACPI reboot request. */
+  reboot(name: string): Promise<void>;
+  /** Hard reset (power cycle without stopping QEMU). */
+  reset(name: string): Promise<void>;
+  /** Removes the definition (and its NVRAM). A missing domain is not an error. */
+  undefine(name: string): Promise<void>;
+  /** Replaces the agent's record in <metadata> (persistent config, and live when running). */
+  setMetadata(name: string, metadata: string): Promise<void>;
+  /** Starts one supervised `virsh event --all --loop` child, restarted if it dies. */
+  watchEvents(handlers: EventHandlers): EventWatch;
+}
+
+/** Typed failures; only drivers/libvirt maps virsh's stderr to these. */
+export class LibvirtError extends Error {
+  override name = "LibvirtError";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+export class DomainNotFoundError extends LibvirtError {
+  override name = "DomainNotFoundError";
+  constructor(readonly domain: string, options?: { cause?: unknown }) {
+    super(`domain ${domain} does not exist`, options);
+  }
+}
+/** The operation does not fit the domain's current state (e.g. start of a running domain). */
+export class DomainStateError extends LibvirtError {
+  override name = "DomainStateError";
+}
+/** libvirtd could not be reached. */
+export class LibvirtUnavailableError extends LibvirtError {
+  override name = "LibvirtUnavailableError";
+}

@@ -1,0 +1,296 @@
+/**
+ * The Hypervisor port over virsh: every call is `virsh -c URI <subcommand> …`
+ * as an argv array through the CommandRunner. Domains are always named with
+ * `--domain NAME`, so a name can never be taken for an option.
+ */
+import { randomUUID } from "node:crypto";
+import { constants as fsConstants } from "node:fs";
+import { access, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { CommandRunner, RunResult } from "../exec/runner.js";
+import { buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
+import { translateVirshError, virshFailureKind } from "./errors.js";
+import { superviseEvents, type BackoffOptions, type DriverLogger } from "./events.js";
+import type {
+  DomainDetails,
+  DomainPowerState,
+  DomainSpec,
+  DomainSummary,
+  EventHandlers,
+  EventWatch,
+  Hypervisor,
+} from "./types.js";
+
+export interface VirshHypervisorOptions {
+  runner: CommandRunner;
+  /** libvirt connection URI, e.g. qemu:///system. */
+  uri: string;
+  /** Directory for the temporary domain XML files given to `virsh define`. */
+  tmpDir: string;
+  logger?: DriverLogger;
+  /** Timeout of each virsh call, in milliseconds. Default: the runner's default. */
+  timeoutMs?: number;
+  /** Restart backoff of the event child (defaults: 0.5 s doubling to 10 s, reset after 30 s). */
+  eventBackoff?: Partial<BackoffOptions>;
+  /**
+   * Whether KVM is usable on the host. Default: /dev/kvm exists and can be opened
+   * read-write by this process (fs.access). `virsh domcapabilities` is not trusted:
+   * it answers even where KVM does not work.
+   */
+  kvmUsable?: () => Promise<boolean>;
+}
+
+/** virDomainState numbers, as `virsh domstats --state` prints them. */
+const STATE_BY_NUMBER: Readonly<Record<string, DomainPowerState>> = {
+  "0": "no state",
+  "1": "running",
+  "2": "blocked",
+  "3": "paused",
+  "4": "in shutdown",
+  "5": "shut off",
+  "6": "crashed",
+  "7": "pmsuspended",
+};
+
+const STATE_NAMES: ReadonlySet<string> = new Set(Object.values(STATE_BY_NUMBER));
+
+/** Separates the outputs of the sub-commands of the one `virsh` call in listDomains. */
+const SECTION_MARK = "@@cdh-agent-section@@";
+
+async function defaultKvmUsable(): Promise<boolean> {
+  try {
+    await access("/dev/kvm", fsConstants.R_OK | fsConstants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export class VirshHypervisor implements Hypervisor {
+  private readonly runner: CommandRunner;
+  private readonly uri: string;
+  private readonly tmpDir: string;
+  private readonly logger: DriverLogger | undefined;
+  private readonly timeoutMs: number | undefined;
+  private readonly eventBackoff: Partial<BackoffOptions> | undefined;
+  private readonly kvmCheck: () => Promise<boolean>;
+
+  constructor(options: VirshHypervisorOptions) {
+    this.runner = options.runner;
+    this.uri = options.uri;
+    this.tmpDir = options.tmpDir;
+    this.logger = options.logger;
+    this.timeoutMs = options.timeoutMs;
+    this.eventBackoff = options.eventBackoff;
+    this.kvmCheck = options.kvmUsable ?? defaultKvmUsable;
+  }
+
+  /** Runs `virsh -c URI ...args`; failures are translated to typed errors. */
+  private async virsh(args: readonly string[], what: string, domain?: string): Promise<RunResult> {
+    try {
+      return await this.runner.run(["virsh", "-c", this.uri, ...args], {
+        ...(this.timeoutMs !== undefined ? { timeoutMs: this.timeoutMs } : {}),
+      });
+    } catch (error) {
+      throw translateVirshError(error, what, domain);
+    }
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      await this.virsh(["uri"], "uri");
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async capabilities(): Promise<{ kvmUsable: boolean }> {
+    return { kvmUsable: await this.kvmCheck() };
+  }
+
+  async defineDomain(spec: DomainSpec): Promise<void> {
+    const xml = buildDomainXml(spec);
+    const file = join(this.tmpDir, `domain-${randomUUID()}.xml`);
+    await writeFile(file, xml, { mode: 0o600 });
+    try {
+      await this.virsh(["define", "--file", file, "--validate"], `define ${spec.name}`, spec.name);
+      this.logger?.debug({ domain: spec.name }, "domain defined");
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async getDomain(name: string): Promise<DomainDetails | null> {
+    const state = await this.domainState(name);
+    if (state === null) return null;
+    let xml: string;
+    try {
+      // The persistent definition: what the agent defined, without the live
+      // additions (auto-named vnetN devices, aliases, pty paths).
+      xml = (await this.virsh(["dumpxml", "--domain", name, "--inactive"], `dumpxml ${name}`, name)).stdout;
+    } catch (error) {
+      if (virshFailureKind((error as Error).cause) === "not-found") return null; // undefined meanwhile
+      throw error;
+    }
+    return { spec: parseDomainXml(xml), state };
+  }
+
+  /**
+   * One virsh process for all domains: names and UUIDs, the persistent ones, and
+   * every state (domstats reads them in one libvirt call, without taking domain
+   * job locks thanks to --nowait).
+   */
+  async listDomains(): Promise<DomainSummary[]> {
+    const script = [
+      "list --all --uuid --name",
+      `echo ${SECTION_MARK}`,
+      "list --all --persistent --uuid",
+      `echo ${SECTION_MARK}`,
+      "domstats --state --nowait",
+    ].join("; ");
+    const { stdout } = await this.virsh([script], "list");
+    return parseDomainList(stdout);
+  }
+
+  async domainState(name: string): Promise<DomainPowerState | null> {
+    try {
+      const { stdout } = await this.virsh(["domstate", "--domain", name], `domstate ${name}`, name);
+      const state = stdout.trim();
+      return STATE_NAMES.has(state) ? (state as DomainPowerState) : "no state";
+    } catch (error) {
+      if (virshFailureKind((error as Error).cause) === "not-found") return null;
+      throw error;
+    }
+  }
+
+  async start(name: string): Promise<void> {
+    await this.virsh(["start", "--domain", name], `start ${name}`, name);
+  }
+
+  async shutdown(name: string): Promise<void> {
+    await this.virsh(["shutdown", "--domain", name, "--mode", "acpi"], `shutdown ${name}`, name);
+  }
+
+  async destroy(name: string): Promise<void> {
+    try {
+      await this.virsh(["destroy", "--domain", name], `destroy ${name}`, name);
+    } catch (error) {
+      if (virshFailureKind((error as Error).cause) === "not-running") return;
+      throw error;
+    }
+  }
+
+  async reboot(name: string): Promise<void> {
+    await this.virsh(["reboot", "--domain", name, "--mode", "acpi"], `reboot ${name}`, name);
+  }
+
+  async reset(name: string): Promise<void> {
+    await this.virsh(["reset", "--domain", name], `reset ${name}`, name);
+  }
+
+  async undefine(name: string): Promise<void> {
+    try {
+      await this.virsh(
+        ["undefine", "--domain", name, "--nvram", "--managed-save", "--snapshots-metadata", "--checkpoints-metadata"],
+        `undefine ${name}`,
+        name,
+      );
+    } catch (error) {
+      if (virshFailureKind((error as Error).cause) === "not-found") return;
+      throw error;
+    }
+  }
+
+  async setMetadata(name: string, metadata: string): Promise<void> {
+    const state = await this.domainState(name);
+    if (state === null) {
+      // Let virsh say it, so that the error carries the real cause.
+      await this.metadataCall(name, metadata, false);
+      return;
+    }
+    const live = state !== "shut off";
+    try {
+      await this.metadataCall(name, metadata, live);
+    } catch (error) {
+      // The domain stopped between domstate and metadata: the config is what counts.
+      if (live && virshFailureKind((error as Error).cause) === "not-running") {
+        await this.metadataCall(name, metadata, false);
+        return;
+      }
+      throw error;
+    }
+  }
+
+  private async metadataCall(name: string, metadata: string, live: boolean): Promise<void> {
+    const args = [
+      "metadata",
+      "--domain",
+      name,
+      "--uri",
+      METADATA_NAMESPACE,
+      "--key",
+      METADATA_PREFIX,
+      "--set",
+      buildMetadataElement(metadata),
+      "--config",
+      ...(live ? ["--live"] : []),
+    ];
+    await this.virsh(args, `metadata ${name}`, name);
+  }
+
+  watchEvents(handlers: EventHandlers): EventWatch {
+    return superviseEvents({
+      runner: this.runner,
+      argv: ["virsh", "-c", this.uri, "event", "--all", "--loop", "--timestamp"],
+      ping: () => this.ping(),
+      handlers,
+      ...(this.eventBackoff ? { backoff: this.eventBackoff } : {}),
+      ...(this.logger ? { logger: this.logger } : {}),
+    });
+  }
+}
+
+/**
+ * Reads the output of listDomains' virsh script. A domain undefined between the
+ * sub-commands has no state and is left out; one defined meanwhile is not listed
+ * yet. The next reconcile sees both.
+ */
+export function parseDomainList(stdout: string): DomainSummary[] {
+  const sections = stdout.split(SECTION_MARK);
+  if (sections.length !== 3) throw new Error(`unexpected virsh list output: ${stdout.slice(0, 200)}`);
+  const [all = "", persistent = "", stats = ""] = sections;
+
+  const persistentUuids = new Set(
+    persistent
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l.length > 0),
+  );
+
+  const states = new Map<string, DomainPowerState>();
+  let current: string | undefined;
+  for (const line of stats.split("\n")) {
+    const header = /^Domain: '(.*)'\s*$/.exec(line);
+    if (header) {
+      current = header[1];
+      continue;
+    }
+    const state = /^\s+state\.state=(\d+)\s*$/.exec(line);
+    if (state && current !== undefined) states.set(current, STATE_BY_NUMBER[state[1] ?? ""] ?? "no state");
+  }
+
+  const domains: DomainSummary[] = [];
+  for (const raw of all.split("\n")) {
+    const line = raw.trim();
+    if (line === "") continue;
+    const space = line.indexOf(" ");
+    if (space < 0) continue;
+    const uuid = line.slice(0, space);
+    const name = line.slice(space + 1).trim();
+    const state = states.get(name);
+    if (state === undefined) continue;
+    domains.push({ name, uuid, state, persistent: persistentUuids.has(uuid) });
+  }
+  return domains;
+}

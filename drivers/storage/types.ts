@@ -1,0 +1,34 @@
+/** What qemu-img tells about an image file. */
+export interface ImageInfo {
+  /** The format qemu-img detected from the content: qcow2, raw, vmdk, vpc (vhd), … */
+  format: string;
+  virtualSizeBytes: number;
+  /** Bytes the file really takes on disk. */
+  actualSizeBytes: number;
+  /** The backing file, if any (absolute as qemu-img reports it). */
+  backingFile?: string;
+  backingFormat?: string;
+  /** For qcow2: whether qemu-img check-style corruption flags are set. */
+  corrupt?: boolean;
+}
+
+export interface ImageTool {
+  /** `qemu-img info --output=json`; the format is read from the content, never from the name. */
+  info(path: string, options?: { signal?: AbortSignal }): Promise<ImageInfo>;
+  /** Every file in the backing chain, top first (`--backing-chain`). */
+  backingChain(path: string): Promise<Array<ImageInfo & { filename: string }>>;
+  /** `qemu-img convert` into qcow2 (or raw). */
+  convert(options: {
+    source: string;
+    sourceFormat: string;
+    target: string;
+    targetFormat: "qcow2" | "raw";
+    signal?: AbortSignal;
+  }): Promise<void>;
+  /** A qcow2 overlay on a backing file, with the given virtual size. */
+  createOverlay(options: { backing: string; backingFormat: "qcow2" | "raw"; target: string; sizeBytes: number }): Promise<void>;
+  /** An empty image. */
+  create(options: { target: string; format: "qcow2" | "raw"; sizeBytes: number }): Promise<void>;
+  /** Grows an image (never shrinks). */
+  resize(options: { target: string; format: "qcow2" | "raw"; sizeBytes: number }): Promise<void>;
+}

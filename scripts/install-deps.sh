@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what cdh-agent needs on a Debian 12 host, and only what is missing.
+#   install-deps.sh            the agent's runtime packages
+#   install-deps.sh --test     also what the test suite and benchmarks need
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+runtime=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils genisoimage xorriso ovmf iproute2 ca-certificates)
+testing=(openssh-server openssh-client busybox-static syslinux syslinux-common extlinux mtools fdisk dosfstools cpio gzip
+         debootstrap e2fsprogs systemd nginx-light curl)
+want=("${runtime[@]}")
+[ "${1:-}" = "--test" ] && want+=("${testing[@]}")
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "install-deps: Node.js 20 or later is required" >&2
+  exit 1
+fi
+cd "$here"
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "install-deps: npm ci"
+  # The registry these hosts reach lacks some platform-only optional packages
+  # (rollup's android/darwin builds), and npm ci refuses a lock file without
+  # them; npm install honours the same lock file and skips what it cannot get.
+  if ! npm ci --no-audit --no-fund --loglevel=error >/tmp/cdh-npm-ci.log 2>&1; then
+    echo "install-deps: npm ci refused the lock file; installing from it with npm install"
+    npm install --no-audit --no-fund --loglevel=error
+  fi
+fi

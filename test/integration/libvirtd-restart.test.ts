@@ -1,0 +1,58 @@
+/**
+ * libvirtd restarts while instances run: QEMU keeps running, the agent's event stream
+ * breaks and comes back, states read UNKNOWN while libvirt is away (never STOPPED) and
+ * are true again afterwards; a guest that powers off after the restart is still seen.
+ */
+import { execa } from "execa";
+import { resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
+import { ensureTinyImages } from "../support/tiny-image.js";
+import { waitForSerial, TINY_READY_PATTERN } from "../support/serial.js";
+
+describe("a restart of libvirtd while instances run", () => {
+  let agent: AgentProcess;
+  let ids: string[] = [];
+
+  beforeAll(async () => {
+    const images = await ensureTinyImages();
+    agent = await startAgentProcess({ repoRoot: inject("repoRoot"), env: { CDH_AGENT_RECONCILE_INTERVAL_S: "3600" } });
+    const img = await importImage(agent.client, images.raw.normal, "restart-normal");
+    ids = (await agent.client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: img, SystemDisk: { DiskSize: 1 }, InstanceCount: 2 })).InstanceIdSet!;
+    for (const id of ids) {
+      await waitForState(agent.client, id, "RUNNING");
+      await waitForSerial(`${agent.dataDir}/instances/${id}/console.log`, TINY_READY_PATTERN, { timeoutMs: 60_000 });
+    }
+  });
+
+  afterAll(async () => {
+    if (!agent) return;
+    await agent.client.TerminateInstances({ InstanceIds: ids }).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 3000));
+    await agent.kill("SIGTERM");
+  });
+
+  it("reports UNKNOWN while libvirtd is down, then the true states, and keeps following events", async () => {
+    const root = inject("repoRoot");
+    const pid = (await execa("pgrep", ["-x", "libvirtd"])).stdout.trim().split("\n")[0]!;
+    await execa("kill", [pid]);
+    // While it is down, nothing is called STOPPED.
+    const deadline = Date.now() + 15_000;
+    let sawUnknown = false;
+    while (Date.now() < deadline && !sawUnknown) {
+      const s = await agent.client.DescribeInstancesStatus({ InstanceIds: ids });
+      const states = s.InstanceStatusSet!.map((x) => x.InstanceState);
+      expect(states).not.toContain("STOPPED");
+      sawUnknown = states.every((x) => x === "UNKNOWN");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(sawUnknown).toBe(true);
+    await execa("bash", [resolve(root, "scripts/libvirtd-up.sh"), "--netns", "cdhtest"]);
+    for (const id of ids) await waitForState(agent.client, id, "RUNNING", 60_000);
+
+    // The event stream is back: a guest-side power-off (sysrq o) shows as STOPPED without a reconcile.
+    await execa("virsh", ["-c", "qemu:///system", "send-key", ids[0]!, "KEY_LEFTALT", "KEY_SYSRQ", "KEY_O"]);
+    await waitForState(agent.client, ids[0]!, "STOPPED", 20_000);
+    expect(await waitForState(agent.client, ids[1]!, "RUNNING", 1_000)).toBe("RUNNING");
+  });
+});

@@ -1,0 +1,167 @@
+/**
+ * Runs the compiled agent as a real process (as systemd would), with a private data
+ * directory, and talks to it with the official Tencent Cloud SDK.
+ */
+import { execa, type ResultPromise } from "execa";
+import { createServer, connect } from "node:net";
+import { mkdtemp, mkdir, chmod, open } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
+
+export const SECRET_ID = "AKIDcdhagenttest0000000000000001";
+export const SECRET_KEY = "cdh-agent-test-secret-key-0001";
+export const TEST_NETWORK = "cdhtest-net";
+export type CvmClient = InstanceType<typeof tencentcloud.cvm.v20170312.Client>;
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+export function sdkClient(port: number, secretKey = SECRET_KEY, secretId = SECRET_ID): CvmClient {
+  return new tencentcloud.cvm.v20170312.Client({
+    credential: { secretId, secretKey },
+    region: "ap-guangzhou",
+    profile: { httpProfile: { endpoint: `127.0.0.1:${port}`, protocol: "http://", reqTimeout: 30 } },
+  });
+}
+
+export interface AgentProcess {
+  readonly port: number;
+  readonly dataDir: string;
+  readonly logFile: string;
+  client: CvmClient;
+  /** Kills the agent with a signal and waits for it to be gone. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Waits for the agent to exit by itself (e.g. at a fail point). */
+  exited(): Promise<{ signal?: string; exitCode?: number }>;
+  /** Starts a fresh agent process on the same data directory and port. */
+  restart(extraEnv?: Record<string, string>): Promise<AgentProcess>;
+}
+
+export interface StartOptions {
+  repoRoot: string;
+  dataDir?: string;
+  port?: number;
+  env?: Record<string, string>;
+}
+
+export async function startAgentProcess(options: StartOptions): Promise<AgentProcess> {
+  const dataDir = options.dataDir ?? (await makeDataDir());
+  const port = options.port ?? (await freePort());
+  const logFile = join(dataDir, "..", `agent-${port}.log`);
+  const env: Record<string, string> = {
+    CDH_AGENT_DATA_DIR: dataDir,
+    CDH_AGENT_API_LISTEN: `127.0.0.1:${port}`,
+    CDH_AGENT_SECRET_ID: SECRET_ID,
+    CDH_AGENT_SECRET_KEY: SECRET_KEY,
+    CDH_AGENT_VIRT_TYPE: "qemu",
+    CDH_AGENT_HOST_ID: "host-cdhtest1",
+    CDH_AGENT_LIBVIRT_URI: "qemu:///system",
+    CDH_AGENT_CPU_ALLOCATION_RATIO: "8",
+    CDH_AGENT_RESERVED_MEMORY_GIB: "2",
+    CDH_AGENT_SOFT_STOP_TIMEOUT_S: "12",
+    CDH_AGENT_SOFT_STOP_RETRY_S: "4",
+    CDH_AGENT_DEFAULT_NETWORK: TEST_NETWORK,
+    CDH_AGENT_LOG_LEVEL: "debug",
+    CDH_AGENT_CONTROLLER_URL: "",
+    ...options.env,
+  };
+  // The agent reads only CDH_AGENT_* and the basics a process needs.
+  const baseEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" };
+  const log = await open(logFile, "a");
+  const child: ResultPromise = execa("node", [resolve(options.repoRoot, "dist/agent/cli.js"), "run"], {
+    env: { ...baseEnv, ...env },
+    extendEnv: false,
+    stdout: log.fd,
+    stderr: log.fd,
+    reject: false,
+    cleanup: true,
+  });
+  const exitedPromise = child.then((r) => ({ signal: r.signal, exitCode: r.exitCode }));
+  exitedPromise.finally(() => log.close().catch(() => undefined));
+
+  await waitForPort(port, exitedPromise, logFile);
+  const handle: AgentProcess = {
+    port,
+    dataDir,
+    logFile,
+    client: sdkClient(port),
+    async kill(signal = "SIGKILL") {
+      child.kill(signal);
+      await exitedPromise;
+    },
+    exited: () => exitedPromise,
+    restart: (extraEnv) => startAgentProcess({ ...options, dataDir, port, env: { ...options.env, ...extraEnv } }),
+  };
+  return handle;
+}
+
+export async function makeDataDir(): Promise<string> {
+  const base = "/var/tmp/cdh-agent-tests";
+  await mkdir(base, { recursive: true });
+  await chmod(base, 0o755);
+  const dir = await mkdtemp(join(base, "run-"));
+  await chmod(dir, 0o755);
+  const data = join(dir, "data");
+  await mkdir(data, { mode: 0o711 });
+  return data;
+}
+
+async function waitForPort(port: number, exited: Promise<unknown>, logFile: string): Promise<void> {
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (gone) throw new Error(`the agent exited before it listened; see ${logFile}`);
+    const ok = await new Promise<boolean>((res) => {
+      const s = connect(port, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), res(true)));
+      s.once("error", () => res(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the agent did not listen on ${port} within 60 s; see ${logFile}`);
+}
+
+/** Polls DescribeInstancesStatus until the instance is in `state` (or one of them). */
+export async function waitForState(client: CvmClient, instanceId: string, state: string | string[], timeoutMs = 120_000): Promise<string> {
+  const wanted = Array.isArray(state) ? state : [state];
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    const r = await client.DescribeInstancesStatus({ InstanceIds: [instanceId] });
+    last = r.InstanceStatusSet?.[0]?.InstanceState ?? "(absent)";
+    if (wanted.includes(last)) return last;
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  throw new Error(`instance ${instanceId} did not reach ${wanted.join("|")} within ${timeoutMs} ms (last: ${last})`);
+}
+
+/** Imports an image through the API and waits until it is NORMAL. */
+export async function importImage(client: CvmClient, path: string, name: string): Promise<string> {
+  const r = await client.ImportImage({
+    ImageUrl: `file://${path}`,
+    ImageName: name,
+    OsType: "Linux",
+    OsVersion: "tiny",
+    Architecture: "x86_64",
+  });
+  const imageId = r.ImageId!;
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const d = await client.DescribeImages({ ImageIds: [imageId] });
+    const state = d.ImageSet?.[0]?.ImageState;
+    if (state === "NORMAL") return imageId;
+    if (state !== "IMPORTING") throw new Error(`import of ${path} ended in ${state}`);
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  throw new Error(`import of ${path} did not finish`);
+}
