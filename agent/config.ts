@@ -108,6 +108,9 @@ export const configSchema = z
     /** Largest accepted image, bytes (default 1 TiB). */
     max_image_bytes: z.number().int().positive().default(TIB)
       .describe("largest accepted image (bytes)"),
+    /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
+    fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
+      .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),
   })
   .strict();
 
@@ -148,6 +151,7 @@ export interface AgentConfig {
   readonly hostZone: string;
   readonly imageDownloadTimeoutS: number;
   readonly maxImageBytes: number;
+  readonly failPoint: string;
 }
 
 export interface ConfigProblem {
@@ -418,5 +422,6 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     hostZone: cfg.host_zone,
     imageDownloadTimeoutS: cfg.image_download_timeout_s,
     maxImageBytes: cfg.max_image_bytes,
+    failPoint: cfg.fail_point,
   });
 }

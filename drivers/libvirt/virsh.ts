@@ -4,8 +4,7 @@
  * `--domain NAME`, so a name can never be taken for an option.
  */
 import { randomUUID } from "node:crypto";
-import { constants as fsConstants } from "node:fs";
-import { access, rm, writeFile } from "node:fs/promises";
+import { rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandRunner, RunResult } from "../exec/runner.js";
 import { buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
@@ -57,10 +56,17 @@ const STATE_NAMES: ReadonlySet<string> = new Set(Object.values(STATE_BY_NUMBER))
 /** Separates the outputs of the sub-commands of the one `virsh` call in listDomains. */
 const SECTION_MARK = "@@cdh-agent-section@@";
 
+/**
+ * /dev/kvm is usable by QEMU when it is a character device that libvirt's
+ * QEMU user can open: access(2) is no answer when the agent runs as root, so
+ * the mode bits are read instead (group or other read-write, as udev sets it
+ * for the kvm group).
+ */
 async function defaultKvmUsable(): Promise<boolean> {
   try {
-    await access("/dev/kvm", fsConstants.R_OK | fsConstants.W_OK);
-    return true;
+    const st = await stat("/dev/kvm");
+    if (!st.isCharacterDevice()) return false;
+    return (st.mode & 0o060) === 0o060 || (st.mode & 0o006) === 0o006;
   } catch {
     return false;
   }

@@ -56,6 +56,7 @@ describe("loadConfig", () => {
       hostZone: "zone-1",
       imageDownloadTimeoutS: 3600,
       maxImageBytes: 1024 ** 4,
+      failPoint: "",
     });
   });
 
