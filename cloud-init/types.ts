@@ -1,0 +1,85 @@
+/**
+ * What a guest should know about itself, and the documents rendered from it.
+ *
+ * `GuestConfig` is built purely from the instance record (plus host settings);
+ * `GuestDocuments` is rendered purely from a `GuestConfig`. The config drive and
+ * every metadata tree are fed from the same `GuestDocuments`, so they never disagree.
+ */
+
+/** One NIC as the guest sees it. nics[0] is the primary NIC, `eth0` in the guest. */
+export interface GuestNic {
+  /** 52:54:00:xx:xx:xx, lowercase. */
+  readonly mac: string;
+  readonly ipv4: string;
+  readonly prefixLength: number;
+  readonly gateway: string;
+  readonly vpcId: string;
+  readonly subnetId: string;
+}
+
+/** A public key bound to the instance. */
+export interface GuestKey {
+  /** skey-xxxxxxxx */
+  readonly keyId: string;
+  readonly keyName: string;
+  /** One OpenSSH line: "ssh-rsa AAAA... comment". */
+  readonly publicKey: string;
+}
+
+export interface GuestConfig {
+  /** ins-xxxxxxxx */
+  readonly instanceId: string;
+  /** The instance's UUID: cloud-init's instance-id, fixed for the instance's life. */
+  readonly uuid: string;
+  readonly instanceName: string;
+  readonly hostname: string;
+  readonly osType: "linux" | "windows";
+  /** Placement.Zone */
+  readonly availabilityZone: string;
+  readonly region: string;
+  readonly hostId: string;
+  readonly instanceType: string;
+  readonly imageId: string;
+  /** Position within its RunInstances batch (0-based). */
+  readonly launchIndex: number;
+  /** Changes with every change the guest should apply (password, keys, hostname, network). */
+  readonly generation: number;
+  /** ISO 8601 UTC, seconds. */
+  readonly createdTime: string;
+  readonly nics: readonly GuestNic[];
+  readonly nameservers: readonly string[];
+  readonly ntpServers: readonly string[];
+  readonly publicKeys: readonly GuestKey[];
+  /** Linux: SHA-512 crypt ("$6$...") of the login user's password. Never the plain text. */
+  readonly passwordHash?: string;
+  /** Windows: the password in plain text, for cloudbase-init (admin_pass). */
+  readonly windowsPassword?: string;
+  /** The login user: "root" on Linux, "Administrator" on Windows. */
+  readonly loginUser: string;
+  /** False once key pairs are bound (password login is then disabled). */
+  readonly passwordLogin: boolean;
+  /** User data, decoded from the API's base64. */
+  readonly userData?: Buffer;
+}
+
+/** The documents every guest-facing channel serves; plain JSON values. */
+export interface GuestDocuments {
+  readonly openstack: {
+    readonly metaData: Record<string, unknown>;
+    readonly vendorData: Record<string, unknown>;
+    readonly networkData: Record<string, unknown>;
+    readonly userData?: Buffer;
+  };
+  readonly ec2: {
+    readonly metaData: Record<string, unknown>;
+    readonly userData?: Buffer;
+  };
+  /** The Tencent `qcloud_action/os.conf` for images without cloud-init. */
+  readonly tencentOsConf: string;
+  /** NoCloud (`cidata`) variant: meta-data, user-data, network-config (YAML/JSON text). */
+  readonly nocloud: {
+    readonly metaData: string;
+    readonly userData: Buffer;
+    readonly networkConfig: string;
+  };
+}
