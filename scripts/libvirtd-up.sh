@@ -15,6 +15,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# Debian's udev rule makes /dev/kvm root:kvm 0660, and libvirt-qemu is in group kvm.
+# Hosts without udev (containers, these CI machines) leave it root 0600; libvirt 9
+# then probes QEMU with KVM but finds KVM unusable for its QEMU user afterwards, and
+# throws its capability cache away on every call (each define takes a minute).
+if [ -c /dev/kvm ] && getent group kvm >/dev/null && [ "$(stat -c %a /dev/kvm)" = 600 ]; then
+  chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+  echo "libvirtd-up: /dev/kvm was root-only; made it root:kvm 0660 as Debian's udev rule does"
+fi
+
 running_pid() { pgrep -x libvirtd | head -n1 || true; }
 ns_of() { ip netns identify "$1" 2>/dev/null || true; }
 
