@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-runtime=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils genisoimage xorriso ovmf iproute2 ca-certificates)
+runtime=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils genisoimage xorriso ovmf iproute2 nftables ca-certificates)
 testing=(openssh-server openssh-client busybox-static syslinux syslinux-common extlinux mtools fdisk dosfstools cpio gzip
          debootstrap e2fsprogs systemd nginx-light curl)
 want=("${runtime[@]}")
