@@ -116,23 +116,23 @@ export function buildSite(config: GuestConfig, docs: GuestDocuments): Site {
 
   // Tencent and EC2.
   site.add("/", TENCENT_VERSIONS.join("\n"), TEXT);
-  const versions: Array<[string, "upper" | "lower"]> = [
-    ["1.0", "upper"],
-    ["2017-09-19", "upper"],
-    ["latest", "lower"],
-    [EC2_VERSION, "lower"],
+  const versions: Array<[string, "upper" | "lower", Flavour]> = [
+    ["1.0", "upper", "tencent"],
+    ["2017-09-19", "upper", "tencent"],
+    ["latest", "lower", "tencent"],
+    [EC2_VERSION, "lower", "ec2"],
   ];
   const hasUserData = userData !== undefined && userData.length > 0;
   const versionListing = hasUserData ? "meta-data/\nuser-data" : "meta-data/";
-  for (const [version, macCase] of versions) {
+  for (const [version, macCase, flavour] of versions) {
     site.add(`/${version}`, versionListing, TEXT);
     site.add(`/${version}/`, versionListing, TEXT);
-    site.folder(`/${version}/meta-data`, metaData(config, docs, macCase));
+    site.folder(`/${version}/meta-data`, metaData(config, docs, macCase, flavour));
     addMacAliases(site, `/${version}/meta-data`, config, macCase);
     if (hasUserData) site.add(`/${version}/user-data`, userData, BINARY);
   }
   // The versionless form (`/meta-data/local-ipv4`, the seed's legacy URLs) is 1.0.
-  site.folder("/meta-data", metaData(config, docs, "upper"));
+  site.folder("/meta-data", metaData(config, docs, "upper", "tencent"));
   addMacAliases(site, "/meta-data", config, "upper");
 
   // OpenStack.
@@ -154,10 +154,23 @@ export function buildSite(config: GuestConfig, docs: GuestDocuments): Site {
   return site.map;
 }
 
+/**
+ * Which document wins where the two disagree. Only `instance-id` does today: the seed's
+ * Tencent tree answers the `ins-` ID, the EC2 document (cloud-init/documents.ts) the
+ * UUID, so that cloud-init falling back from the config drive to the EC2 datasource
+ * keeps the instance's identity. `2009-04-04` is read only by EC2 clients (cloud-init's
+ * Ec2 and OpenStack datasources), so it follows the EC2 document; the Tencent versions
+ * and `latest` follow the seed.
+ */
+type Flavour = "tencent" | "ec2";
+
+/** Keys of the EC2 document the tree renders itself (from the config). */
+const RENDERED_FROM_CONFIG = new Set(["public-keys", "network", "user-data", "mac", "meta-data"]);
+
 /** The meta-data folder: EC2 keys from the documents, overlaid with what the config says. */
-function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | "lower"): Folder {
+function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | "lower", flavour: Flavour): Folder {
   const md = new Folder();
-  importJson(md, docs.ec2.metaData, new Set(["public-keys", "network", "user-data", "mac", "meta-data"]));
+  importJson(md, docs.ec2.metaData, RENDERED_FROM_CONFIG);
   const mac = (m: string) => (macCase === "upper" ? m.toUpperCase() : m.toLowerCase());
   const primary = config.nics[0];
 
@@ -199,6 +212,7 @@ function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | 
     config.publicKeys.forEach((key, index) => keys.folder(String(index)).leaf("openssh-key", oneLine(key.publicKey)));
     keys.listing = config.publicKeys.map((key, index) => `${index}=${oneLine(key.keyName)}`).join("\n");
   }
+  if (flavour === "ec2") importJson(md, docs.ec2.metaData, RENDERED_FROM_CONFIG);
   return md;
 }
 

@@ -82,7 +82,8 @@ export function guestDocuments(cfg: GuestConfig): GuestDocuments {
     },
     ec2: {
       metaData: {
-        "instance-id": cfg.instanceId,
+        // Like cloud-init/documents.ts: the EC2 document names the instance by its UUID.
+        "instance-id": cfg.uuid,
         "reservation-id": "r-00000001",
         "security-groups": ["default", "web"],
         "block-device-mapping": { ami: "vda", root: "/dev/vda" },

@@ -150,7 +150,9 @@ describe("the Tencent tree", () => {
 
 describe("the EC2 tree", () => {
   it("has what cloud-init's Ec2 datasource reads at 2009-04-04, and 404 for versions it probes first", async () => {
-    expect((await get("/2009-04-04/meta-data/instance-id")).text).toBe("ins-3g445roi");
+    // 2009-04-04 is read by EC2 clients only: it names the instance as the EC2 document does (the UUID).
+    expect((await get("/2009-04-04/meta-data/instance-id")).text).toBe("cfac763a-7094-446b-a8a9-b995e638471a");
+    expect((await get("/latest/meta-data/instance-id")).text).toBe("ins-3g445roi");
     expect((await get("/2016-09-02/meta-data/instance-id")).status).toBe(404);
     expect((await get("/2009-04-04/meta-data/hostname")).text).toBe("web-1");
     expect((await get("/2009-04-04/meta-data/local-hostname")).text).toBe("web-1");
