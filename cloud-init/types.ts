@@ -15,6 +15,8 @@ export interface GuestNic {
   readonly gateway: string;
   readonly vpcId: string;
   readonly subnetId: string;
+  /** The link MTU, when the host network needs one other than the guest's default (1500). */
+  readonly mtu?: number;
 }
 
 /** A public key bound to the instance. */
@@ -81,5 +83,7 @@ export interface GuestDocuments {
     readonly metaData: string;
     readonly userData: Buffer;
     readonly networkConfig: string;
+    /** The same `#cloud-config` as the OpenStack vendor data (NoCloud reads `vendor-data` too). */
+    readonly vendorData?: string;
   };
 }
