@@ -18,6 +18,11 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The tests read guest documents with cloud-init's own code; cloud-init must never
+  # configure this host itself.
+  if printf '%s\n' "${missing[@]}" | grep -qx cloud-init; then
+    mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
