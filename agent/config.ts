@@ -54,9 +54,9 @@ export const configSchema = z
     /** libvirt connection URI. */
     libvirt_uri: z.string().min(1, "must not be empty").default("qemu:///system")
       .describe("libvirt connection URI"),
-    /** Domain type: kvm, qemu (TCG) or auto (kvm when /dev/kvm exists). */
+    /** Domain type: kvm, qemu (TCG) or auto (kvm when /dev/kvm is usable by QEMU, else qemu with a warning). */
     virt_type: z.enum(["kvm", "qemu", "auto"]).default("auto")
-      .describe("domain type: kvm, qemu (TCG) or auto (kvm when /dev/kvm exists)"),
+      .describe("domain type: kvm, qemu (TCG) or auto (kvm when /dev/kvm is usable by QEMU, else qemu with a warning)"),
     /** This host's ID, "host-" + 8 lowercase alphanumerics; derived from /etc/machine-id when unset. */
     host_id: z.string().regex(HOST_ID_RE, 'must be "host-" followed by 8 lowercase letters or digits').optional()
       .describe("this host's ID (host-xxxxxxxx); derived from /etc/machine-id when unset"),
