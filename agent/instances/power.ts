@@ -56,15 +56,31 @@ export async function powerOn(ctx: PowerContext, instanceId: string): Promise<vo
   if (!entry || !isPoweredOn(entry.power)) throw new Error(`domain ${instanceId} did not start (state ${entry?.power ?? "gone"})`);
 }
 
-/** ACPI reboot; true when the guest reset itself within the timeout. */
+/**
+ * ACPI reboot, re-sent every retry interval (a guest still in its firmware or early
+ * boot misses the button, as with a soft stop); true when the guest reset itself, or
+ * went off, within the timeout.
+ */
 export async function softReboot(ctx: PowerContext, instanceId: string, signal: AbortSignal): Promise<boolean> {
   const before = ctx.registry.get(instanceId)?.reboots ?? 0;
-  await ctx.hypervisor.reboot(instanceId);
-  return ctx.registry.waitFor(instanceId, (e) => e.reboots > before || isOff(e), {
-    timeoutMs: ctx.softStopTimeoutMs,
-    signal,
-    poll: () => ctx.refreshPower(instanceId),
-  });
+  const done = (e: InstanceEntry) => e.reboots > before || isOff(e);
+  const deadline = Date.now() + ctx.softStopTimeoutMs;
+  while (Date.now() < deadline) {
+    signal.throwIfAborted();
+    try {
+      await ctx.hypervisor.reboot(instanceId);
+    } catch (error) {
+      if (!(error instanceof DomainStateError)) throw error;
+      await ctx.refreshPower(instanceId);
+    }
+    const rebooted = await ctx.registry.waitFor(instanceId, done, {
+      timeoutMs: Math.max(1, Math.min(ctx.softStopRetryMs, deadline - Date.now())),
+      signal,
+      poll: () => ctx.refreshPower(instanceId),
+    });
+    if (rebooted) return true;
+  }
+  return false;
 }
 
 /** A reset: the machine restarts at once, as with a power cycle. */

@@ -5,7 +5,7 @@
  */
 import { mkdir, rm, readdir, readFile } from "node:fs/promises";
 import type { Logger } from "pino";
-import type { Hypervisor, VirtType } from "../../drivers/libvirt/types.js";
+import { DomainNotFoundError, type Hypervisor, type VirtType } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
 import type { ImageCatalog } from "../images.js";
 import type { InstanceRecord } from "../model.js";
@@ -69,7 +69,12 @@ export async function provisionInstance(ctx: ProvisionContext, record: InstanceR
 
 /** Removes the domain and every file of the instance. Idempotent. */
 export async function teardownInstance(ctx: ProvisionContext, instanceId: string): Promise<void> {
-  await ctx.hypervisor.destroy(instanceId);
+  try {
+    await ctx.hypervisor.destroy(instanceId);
+  } catch (error) {
+    // Gone already (a terminate interrupted after its undefine): nothing to stop.
+    if (!(error instanceof DomainNotFoundError)) throw error;
+  }
   ctx.checkpoint("terminate:destroyed");
   await ctx.hypervisor.undefine(instanceId);
   ctx.checkpoint("terminate:undefined");

@@ -17,6 +17,7 @@ import {
   stateErrorCode,
   type InstanceAction,
   type InstanceRecord,
+  type LatestOperation,
   type TransitionState,
 } from "../model.js";
 import type { DataPaths } from "../paths.js";
@@ -155,18 +156,21 @@ export class InstanceService {
       await provisionInstance(this.o.provision, entry.record, entry.transition?.abort.signal);
       await this.o.power.refreshPower(id);
       this.o.provision.checkpoint("create:started");
-      this.finish(entry, "RunInstances", ctx, undefined);
-      log.info("instance launched");
     } catch (error) {
       log.error({ err: error }, "launch failed; removing what was made");
       await teardownInstance(this.o.provision, id).catch((e: unknown) => log.error({ err: e }, "cleanup after failed launch failed"));
       entry.launchFailed = true;
       entry.power = "absent";
-      this.finish(entry, "RunInstances", ctx, error);
-      await saveLaunchFailed(this.o.paths, entry.record);
-    } finally {
+      await saveLaunchFailed(this.o.paths, { ...entry.record, latestOperation: failedOperation("RunInstances", ctx, error) });
       await this.o.journal.remove({ kind: "create", instanceId: id });
+      this.finish(entry, "RunInstances", ctx, error);
+      return;
     }
+    // The journal goes before the answer is visible: a client that sees RUNNING and
+    // SUCCESS never races a recovery of this create.
+    await this.o.journal.remove({ kind: "create", instanceId: id });
+    this.finish(entry, "RunInstances", ctx, undefined);
+    log.info("instance launched");
   }
 
   // ---------------------------------------------------------------- power
@@ -306,13 +310,7 @@ export class InstanceService {
 
   private finish(entry: InstanceEntry, action: string, ctx: RequestContext, error: unknown): void {
     entry.record.latestOperation = error
-      ? {
-          action,
-          state: "FAILED",
-          requestId: ctx.requestId,
-          errorCode: error instanceof ApiError ? error.code : "InternalError",
-          errorMessage: error instanceof Error ? error.message : String(error),
-        }
+      ? failedOperation(action, ctx, error)
       : { action, state: "SUCCESS", requestId: ctx.requestId };
     this.o.registry.setTransition(entry.record.instanceId, undefined);
     this.o.registry.touched(entry.record.instanceId, `${action} ${entry.record.latestOperation.state}`);
@@ -338,4 +336,14 @@ export class InstanceService {
   async idle(): Promise<void> {
     while (this.running.size) await Promise.allSettled([...this.running]);
   }
+}
+
+function failedOperation(action: string, ctx: RequestContext, error: unknown): LatestOperation {
+  return {
+    action,
+    state: "FAILED",
+    requestId: ctx.requestId,
+    errorCode: error instanceof ApiError ? error.code : "InternalError",
+    errorMessage: error instanceof Error ? error.message : String(error),
+  };
 }

@@ -38,7 +38,7 @@ describe("SIGKILL in the middle of an operation, then restart", () => {
   });
 
   afterAll(async () => {
-    await agent?.kill("SIGTERM");
+    await agent?.shutdown();
   });
 
   async function crashAt(point: string): Promise<void> {
@@ -46,8 +46,11 @@ describe("SIGKILL in the middle of an operation, then restart", () => {
     agent = await agent.restart({ CDH_AGENT_FAIL_POINT: point });
   }
 
-  async function recover(): Promise<void> {
-    const dead = await agent.exited();
+  async function recover(point: string): Promise<void> {
+    const dead = await Promise.race([
+      agent.exited(),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`the agent never reached ${point}`)), 60_000)),
+    ]);
     expect(dead.signal).toBe("SIGKILL");
     agent = await agent.restart({ CDH_AGENT_FAIL_POINT: "" });
   }
@@ -63,7 +66,7 @@ describe("SIGKILL in the middle of an operation, then restart", () => {
       } catch {
         // Killed before it could answer (create:journaled): the ClientToken finds the instance after the restart.
       }
-      await recover();
+      await recover(point);
       const again = await agent.client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: imageId, SystemDisk: { DiskSize: 1 }, ClientToken: `crash-${point}` });
       expect(again.InstanceIdSet).toHaveLength(1);
       if (id) expect(again.InstanceIdSet![0]).toBe(id);
@@ -88,7 +91,7 @@ describe("SIGKILL in the middle of an operation, then restart", () => {
       await waitForState(agent.client, id, "RUNNING");
       await crashAt(point);
       await agent.client.TerminateInstances({ InstanceIds: [id] }).catch(() => undefined);
-      await recover();
+      await recover(point);
       await waitGone(agent.client, id);
       expect(await domainsOf([id])).toEqual([]);
       expect(existsSync(`${agent.dataDir}/instances/${id}`)).toBe(false);

@@ -26,10 +26,7 @@ describe("a restart of libvirtd while instances run", () => {
   });
 
   afterAll(async () => {
-    if (!agent) return;
-    await agent.client.TerminateInstances({ InstanceIds: ids }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 3000));
-    await agent.kill("SIGTERM");
+    await agent?.shutdown();
   });
 
   it("reports UNKNOWN while libvirtd is down, then the true states, and keeps following events", async () => {

@@ -23,7 +23,7 @@ describe("instance lifecycle through the official SDK", () => {
   });
 
   afterAll(async () => {
-    await agent?.kill("SIGTERM");
+    await agent?.shutdown();
   });
 
   it("imports a raw image into a qcow2 in the cache, with its format read from the content", async () => {
@@ -86,10 +86,10 @@ describe("instance lifecycle through the official SDK", () => {
     await waitForSerial(log, /CDH-TINY-POWEROFF/, { timeoutMs: 30_000, fromOffset: offset });
     await waitForState(client, id, "STOPPED", 30_000);
 
+    offset = await serialLogSize(log);
     await client.StartInstances({ InstanceIds: [id] });
     await waitForState(client, id, "RUNNING", 30_000);
-    offset = await serialLogSize(log);
-    await waitForSerial(log, TINY_READY_PATTERN, { timeoutMs: 60_000 });
+    await waitForSerial(log, TINY_READY_PATTERN, { timeoutMs: 60_000, fromOffset: offset });
 
     // A soft reboot: the guest goes down and comes up again, and stays RUNNING in libvirt.
     offset = await serialLogSize(log);

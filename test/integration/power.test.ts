@@ -28,12 +28,7 @@ describe("power operations on real guests", () => {
   });
 
   afterAll(async () => {
-    if (!agent) return;
-    const all = await agent.client.DescribeInstances({ Limit: 100 });
-    const ids = (all.InstanceSet ?? []).map((i) => i.InstanceId!);
-    if (ids.length) await agent.client.TerminateInstances({ InstanceIds: ids }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 3000));
-    await agent.kill("SIGTERM");
+    await agent?.shutdown();
   });
 
   async function runOne(imageId: string, name: string): Promise<string> {

@@ -62,10 +62,7 @@ describe("refusals change nothing", () => {
   });
 
   afterAll(async () => {
-    if (!agent) return;
-    await agent.client.TerminateInstances({ InstanceIds: [running] }).catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 3000));
-    await agent.kill("SIGTERM");
+    await agent?.shutdown();
   });
 
   it("refuses bad signatures, unknown keys and stale timestamps", async () => {

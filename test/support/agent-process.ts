@@ -43,6 +43,11 @@ export interface AgentProcess {
   exited(): Promise<{ signal?: string; exitCode?: number }>;
   /** Starts a fresh agent process on the same data directory and port. */
   restart(extraEnv?: Record<string, string>): Promise<AgentProcess>;
+  /**
+   * Terminates every instance this agent holds, waits until they are gone, then stops
+   * the agent: the next test file starts on a host with no instances of this one.
+   */
+  shutdown(): Promise<void>;
 }
 
 export interface StartOptions {
@@ -99,6 +104,23 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
     },
     exited: () => exitedPromise,
     restart: (extraEnv) => startAgentProcess({ ...options, dataDir, port, env: { ...options.env, ...extraEnv } }),
+    async shutdown() {
+      const client = handle.client;
+      const deadline = Date.now() + 120_000;
+      while (Date.now() < deadline) {
+        const alive = await client.DescribeInstances({ Limit: 100 }).catch(() => undefined);
+        if (!alive) break;
+        const ids = (alive.InstanceSet ?? []).filter((i) => i.InstanceState !== "TERMINATING").map((i) => i.InstanceId!);
+        if ((alive.TotalCount ?? 0) === 0) break;
+        if (ids.length) {
+          // An instance mid-operation refuses; it is asked again on the next round.
+          for (const id of ids) await client.TerminateInstances({ InstanceIds: [id] }).catch(() => undefined);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      child.kill("SIGTERM");
+      await exitedPromise;
+    },
   };
   return handle;
 }
