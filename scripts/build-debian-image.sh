@@ -87,23 +87,30 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     || { apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >&2; }
 fi
 
+# Removes a work directory, unmounting whatever is still mounted under it first; never
+# deletes through a mount (it leaves the directory then).
+remove_workdir() {
+  local d=$1 m
+  for m in $(awk -v r="$d" 'index($2, r "/") == 1 { print $2 }' /proc/self/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null || true
+  done
+  if awk -v r="$d" 'index($2, r "/") == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
+    log "leaving $d in place: something is still mounted under it"
+  else
+    rm -rf "$d"
+  fi
+}
+# Work directories a killed build left behind (we hold the lock: no build is running).
+for stale in "$out/.$name.build."*; do
+  if [ -d "$stale" ]; then log "removing $stale, left by an interrupted build"; remove_workdir "$stale"; fi
+done
+
 # The work directory sits beside the outputs (same filesystem: the final mv is a rename).
 work=$(mktemp -d "$out/.$name.build.XXXXXX")
 root="$work/root"
 debs="$cache/debs/$suite"
 mkdir -p "$root" "$debs"
-cleanup() {
-  local m
-  # Unmount anything still mounted under the root before deleting it; never delete through a mount.
-  for m in $(awk -v r="$root" '$2 ~ "^"r"/" { print $2 }' /proc/self/mounts | sort -r); do
-    umount -l "$m" 2>/dev/null || true
-  done
-  if awk -v r="$root" '$2 ~ "^"r"/" { found = 1 } END { exit !found }' /proc/self/mounts; then
-    log "leaving $work in place: something is still mounted under it"
-  else
-    rm -rf "$work"
-  fi
-}
+cleanup() { remove_workdir "$work"; }
 trap cleanup EXIT
 
 # --- the root filesystem ------------------------------------------------------------
