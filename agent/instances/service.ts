@@ -42,6 +42,25 @@ export interface RunRequest {
   userData?: string;
   clientToken?: string;
   dryRun?: boolean;
+  /** LoginSettings: a password (checked by the caller's schema only for shape) or key pairs. */
+  login?: { password?: string; keyIds?: string[]; keepImageLogin?: boolean };
+  /** VirtualPrivateCloud: the subnet and, optionally, the address of the primary NIC. */
+  vpc?: { vpcId: string; subnetId: string; privateIpAddress?: string };
+}
+
+/** ResetInstancesPassword. */
+export interface ResetPasswordRequest {
+  instanceIds: string[];
+  password: string;
+  userName?: string;
+  forceStop: boolean;
+}
+
+/** AssociateInstancesKeyPairs / DisassociateInstancesKeyPairs. */
+export interface KeyBindingRequest {
+  instanceIds: string[];
+  keyIds: string[];
+  forceStop: boolean;
 }
 
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
@@ -225,6 +244,29 @@ export class InstanceService {
   private isOn(id: string): boolean {
     const p = this.o.registry.get(id)?.power;
     return p === "running" || p === "blocked" || p === "paused" || p === "in shutdown" || p === "pmsuspended";
+  }
+
+  // ---------------------------------------------------------------- logins
+
+  /** Binds key pairs to instances (replacing earlier ones); the guests get them through their config. */
+  async associateKeyPairs(req: KeyBindingRequest, ctx: RequestContext): Promise<void> {
+    void req;
+    void ctx;
+    throw new ApiError("UnsupportedOperation", "AssociateInstancesKeyPairs is not wired yet");
+  }
+
+  /** Removes key pairs from instances. */
+  async disassociateKeyPairs(req: KeyBindingRequest, ctx: RequestContext): Promise<void> {
+    void req;
+    void ctx;
+    throw new ApiError("UnsupportedOperation", "DisassociateInstancesKeyPairs is not wired yet");
+  }
+
+  /** Sets a new login password: live through the guest agent, else per ForceStop, else at next boot. */
+  async resetPassword(req: ResetPasswordRequest, ctx: RequestContext): Promise<void> {
+    void req;
+    void ctx;
+    throw new ApiError("UnsupportedOperation", "ResetInstancesPassword is not wired yet");
   }
 
   // ---------------------------------------------------------------- terminate
