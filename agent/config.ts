@@ -12,6 +12,7 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { validate as validateCron } from "node-cron";
 import { z } from "zod";
+import { intToIp, ipToInt, isIpv4, parseCidr, type Subnet } from "./network/subnets.js";
 
 export const DEFAULT_CONFIG_FILE = "/etc/cdh-agent/config.json";
 export const ENV_PREFIX = "CDH_AGENT_";
@@ -20,6 +21,18 @@ const HOST_ID_RE = /^host-[a-z0-9]{8}$/;
 /** libvirt object names: keep to a conservative, shell- and XML-safe set. */
 const LIBVIRT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const TIB = 1024 ** 4;
+
+const subnetSchema = z
+  .object({
+    subnet_id: z.string().regex(/^subnet-[a-z0-9]{1,32}$/, 'must be "subnet-" followed by lowercase letters or digits'),
+    vpc_id: z.string().regex(/^vpc-[a-z0-9]{1,32}$/, 'must be "vpc-" followed by lowercase letters or digits'),
+    network: z.string().regex(LIBVIRT_NAME_RE, "must be a libvirt network name"),
+    bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/, "must be a bridge device name (at most 15 characters)"),
+    cidr: z.string(),
+    gateway: z.string().optional(),
+    dns: z.array(z.string()).optional(),
+  })
+  .strict();
 
 const credentialSchema = z
   .object({
@@ -108,6 +121,21 @@ export const configSchema = z
     /** Largest accepted image, bytes (default 1 TiB). */
     max_image_bytes: z.number().int().positive().default(TIB)
       .describe("largest accepted image (bytes)"),
+    /** Guest subnets; empty = one isolated subnet on default_network (10.201.0.0/24). */
+    subnets: z.array(subnetSchema).default([])
+      .describe('guest subnets, JSON array of {"subnet_id","vpc_id","network","bridge","cidr","gateway"?,"dns"?}; empty = one isolated subnet 10.201.0.0/24 on default_network'),
+    /** Port the metadata endpoint listens on at each subnet's gateway (guests use 80 through a redirect). */
+    metadata_port: z.number().int().min(1).max(65535).default(8775)
+      .describe("port of the metadata endpoint on each subnet gateway; guests reach it at 169.254.169.254:80 and 169.254.0.23:80"),
+    /** Require IMDSv2 session tokens on every metadata request. */
+    metadata_require_token: z.boolean().default(false)
+      .describe("require IMDSv2 session tokens on every metadata request (true/false)"),
+    /** NTP servers given to guests. */
+    ntp_servers: z.array(z.string().min(1)).default([])
+      .describe("NTP servers given to guests, JSON array of host names or addresses"),
+    /** Region name guests see in their metadata. */
+    region: z.string().min(1, "must not be empty").default("local")
+      .describe("region name guests see in their metadata"),
     /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
     fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
       .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),
@@ -152,6 +180,11 @@ export interface AgentConfig {
   readonly imageDownloadTimeoutS: number;
   readonly maxImageBytes: number;
   readonly failPoint: string;
+  readonly subnets: readonly Subnet[];
+  readonly metadataPort: number;
+  readonly metadataRequireToken: boolean;
+  readonly ntpServers: readonly string[];
+  readonly region: string;
 }
 
 export interface ConfigProblem {
@@ -378,6 +411,48 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     const present = missing === "secret_id" ? "secret_key" : "secret_id";
     problems.push({ key: missing, source: at(present), message: `${present} is set but ${missing} is not: set both or neither` });
   }
+  const subnets: Subnet[] = [];
+  const subnetInputs = cfg.subnets.length > 0
+    ? cfg.subnets
+    : [{ subnet_id: "subnet-default", vpc_id: "vpc-default", network: cfg.default_network, bridge: "cdhbr0", cidr: "10.201.0.0/24" }];
+  subnetInputs.forEach((input, i) => {
+    const where = (what: string) => `subnets[${i}].${what}`;
+    const cidr = parseCidr(input.cidr);
+    if (typeof cidr === "string") {
+      problems.push({ key: "subnets", source: at("subnets"), message: `${where("cidr")}: ${cidr}` });
+      return;
+    }
+    const gateway = input.gateway ?? intToIp(ipToInt(cidr.address) + 1);
+    const size = 2 ** (32 - cidr.prefixLength);
+    const g = isIpv4(gateway) ? ipToInt(gateway) - ipToInt(cidr.address) : -1;
+    if (g <= 0 || g >= size - 1) {
+      problems.push({ key: "subnets", source: at("subnets"), message: `${where("gateway")}: ${JSON.stringify(gateway)} is not a host address of ${input.cidr}` });
+      return;
+    }
+    const dns = input.dns ?? [gateway];
+    const badDns = dns.find((d) => !isIpv4(d));
+    if (badDns !== undefined) {
+      problems.push({ key: "subnets", source: at("subnets"), message: `${where("dns")}: ${JSON.stringify(badDns)} is not an IPv4 address` });
+      return;
+    }
+    for (const other of subnets) {
+      if (other.subnetId === input.subnet_id || other.network === input.network || other.bridge === input.bridge) {
+        problems.push({ key: "subnets", source: at("subnets"), message: `${where("subnet_id")}: ${input.subnet_id} repeats the id, network or bridge of ${other.subnetId}` });
+        return;
+      }
+    }
+    subnets.push({
+      subnetId: input.subnet_id,
+      vpcId: input.vpc_id,
+      network: input.network,
+      bridge: input.bridge,
+      address: cidr.address,
+      prefixLength: cidr.prefixLength,
+      gateway,
+      dns,
+    });
+  });
+
   const credentials: Credential[] = [];
   const pairs = [
     ...(cfg.secret_id !== undefined && cfg.secret_key !== undefined ? [{ secret_id: cfg.secret_id, secret_key: cfg.secret_key }] : []),
@@ -423,5 +498,10 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     imageDownloadTimeoutS: cfg.image_download_timeout_s,
     maxImageBytes: cfg.max_image_bytes,
     failPoint: cfg.fail_point,
+    subnets,
+    metadataPort: cfg.metadata_port,
+    metadataRequireToken: cfg.metadata_require_token,
+    ntpServers: cfg.ntp_servers,
+    region: cfg.region,
   });
 }

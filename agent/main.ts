@@ -18,7 +18,7 @@ import type { AgentConfig, Credential } from "./config.js";
 import { createDispatcher } from "./dispatch.js";
 import { ImageCatalog } from "./images.js";
 import { Journal } from "./journal.js";
-import { isoSeconds } from "./model.js";
+import { isoSeconds, type InstanceRecord } from "./model.js";
 import { DataPaths } from "./paths.js";
 import { Reporter } from "./reporter.js";
 import { InstanceRegistry } from "./instances/registry.js";
@@ -26,6 +26,10 @@ import { InstanceService } from "./instances/service.js";
 import { InstanceSync } from "./instances/sync.js";
 import { toCvmInstance } from "./instances/views.js";
 import { writeFileAtomic } from "./util/atomic-file.js";
+import { GuestDocumentsService } from "./guests.js";
+import { KeyPairStore, keyPairsFile } from "./logins/keypairs.js";
+import { createMetadataServer, type MetadataServer } from "./metadata/server.js";
+import { ensureMetadataRedirect } from "../drivers/network/metadata-redirect.js";
 import type { HostIdentity } from "./host.js";
 
 export const AGENT_VERSION = "0.1.0";
@@ -51,10 +55,14 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
 
   await waitForLibvirt(hypervisor, logger);
   const virtType = await chooseVirtType(config.virtType, hypervisor, logger);
-  await new VirshNetworks({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir }).ensureIsolated({
-    name: config.defaultNetwork,
-    bridge: "cdhbr0",
-  });
+  const networks = new VirshNetworks({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir });
+  for (const subnet of config.subnets) {
+    await networks.ensureIsolated({
+      name: subnet.network,
+      bridge: subnet.bridge,
+      ip: { address: subnet.gateway, prefixLength: subnet.prefixLength },
+    });
+  }
 
   const facts = await getHostFacts({ dataDir: config.dataDir });
   const identity: HostIdentity = {
@@ -100,7 +108,27 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
     process.kill(process.pid, "SIGKILL");
   };
-  const provision = { hypervisor, imageTool, images, paths, virtType, agentVersion: AGENT_VERSION, logger, checkpoint };
+  const keyPairs = new KeyPairStore({ file: keyPairsFile(paths) });
+  const guests = new GuestDocumentsService({
+    runner,
+    hypervisor,
+    paths,
+    registry,
+    keyPairs,
+    host: { subnets: config.subnets, hostId: config.hostId, zone: config.hostZone, region: config.region, ntpServers: config.ntpServers },
+    logger: logger.child({ component: "guests" }),
+  });
+  const provision = {
+    hypervisor,
+    imageTool,
+    images,
+    paths,
+    virtType,
+    agentVersion: AGENT_VERSION,
+    logger,
+    checkpoint,
+    buildConfigDrive: (record: InstanceRecord) => guests.buildDrive(record),
+  };
   const service = new InstanceService({
     registry,
     journal,
@@ -114,7 +142,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       refreshPower,
     },
     hostResource,
-    defaultNetwork: config.defaultNetwork,
+    subnets: config.subnets,
+    keyPairs,
+    refreshGuest: (record) => guests.refresh(record),
     logger: logger.child({ component: "instances" }),
   });
   sync = new InstanceSync({
@@ -130,9 +160,12 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   await images.load();
   await sync.recover();
   sync.start();
+  await guests.warm();
+  const metadata = await startMetadata({ config, runner, guests, logger });
 
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
-  const dispatch = createDispatcher({ service, images, registry, identity, hostResource, libvirtConnected: () => registry.isConnected() });
+  const dispatchDeps = { service, images, registry, identity, hostResource, keyPairs, libvirtConnected: () => registry.isConnected() };
+  const dispatch = createDispatcher(dispatchDeps);
   const api = createApiServer({
     listen: config.apiListen,
     credentials,
@@ -165,9 +198,41 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       reporter?.stop();
       sync?.stop();
       await api.close();
+      await metadata?.close();
       await runner.close();
     },
   };
+}
+
+/**
+ * The metadata endpoint: one listener per subnet gateway, and the nftables redirect
+ * that brings guests' 169.254.169.254:80 and 169.254.0.23:80 there. Without nftables
+ * guests still have their config drive; the agent says so and goes on.
+ */
+async function startMetadata(o: { config: AgentConfig; runner: CommandRunner; guests: GuestDocumentsService; logger: Logger }): Promise<MetadataServer | undefined> {
+  const { config, logger } = o;
+  const server = createMetadataServer({
+    listen: config.subnets.map((s) => ({ host: s.gateway, port: config.metadataPort })),
+    resolve: (local, remote) => o.guests.resolve(local, remote),
+    logger,
+    requireToken: config.metadataRequireToken,
+  });
+  try {
+    await server.listen();
+  } catch (error) {
+    logger.error({ err: error }, "the metadata endpoint could not listen; guests rely on their config drive");
+    return undefined;
+  }
+  try {
+    await ensureMetadataRedirect({
+      runner: o.runner,
+      bridges: config.subnets.map((s) => ({ bridge: s.bridge, gateway: s.gateway })),
+      port: config.metadataPort,
+    });
+  } catch (error) {
+    logger.error({ err: error }, "could not install the metadata redirect (nftables); guests rely on their config drive");
+  }
+  return server;
 }
 
 async function waitForLibvirt(hypervisor: VirshHypervisor, logger: Logger): Promise<void> {

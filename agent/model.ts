@@ -19,7 +19,7 @@ export type InstanceState =
   | "UNKNOWN";
 
 /** States an operation in progress shows. */
-export type TransitionState = "PENDING" | "STARTING" | "STOPPING" | "REBOOTING" | "TERMINATING";
+export type TransitionState = "PENDING" | "STARTING" | "STOPPING" | "REBOOTING" | "TERMINATING" | "UPDATING";
 
 export type OperationState = "OPERATING" | "SUCCESS" | "FAILED";
 
@@ -41,7 +41,20 @@ export interface SystemDiskRecord {
 
 export interface NicRecord {
   mac: string;
+  /** libvirt network name. */
   network: string;
+  /** Static IPv4 address (records written before subnets have none). */
+  ipv4?: string;
+  subnetId?: string;
+  vpcId?: string;
+}
+
+/** What the guest applies at login; never a plain password (a Windows one lives in a root-only file). */
+export interface LoginRecord {
+  /** SHA-512 crypt of the Linux login user's password. */
+  passwordHash?: string;
+  /** Bound key pairs (skey-…), in binding order. */
+  keyIds: string[];
 }
 
 /**
@@ -69,6 +82,11 @@ export interface InstanceRecord {
   /** Base64 as the API received it; for the guest (config drive, metadata). */
   userData?: string;
   latestOperation?: LatestOperation;
+  /** From the image: decides where passwords go (cloud-init vs cloudbase-init). */
+  osType?: "linux" | "windows";
+  login?: LoginRecord;
+  /** Bumped with every change the guest should apply (password, keys, hostname, network). */
+  configGeneration?: number;
 }
 
 /** libvirt's view of the domain, as the agent last saw it. */
@@ -103,7 +121,8 @@ export function deriveState(input: {
   power: PowerView;
 }): InstanceState {
   if (input.launchFailed) return "LAUNCH_FAILED";
-  if (input.transition) return input.transition;
+  // UPDATING (a login change being applied) keeps the state the instance shows.
+  if (input.transition && input.transition !== "UPDATING") return input.transition;
   return POWER_TO_STATE[input.power];
 }
 

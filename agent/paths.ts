@@ -16,6 +16,18 @@ export class DataPaths {
   consoleLog(instanceId: string): string {
     return join(this.instanceDir(instanceId), "console.log");
   }
+  /** The config drive (ISO 9660, label config-2), rebuilt on every change the guest should see. */
+  configDrive(instanceId: string): string {
+    return join(this.instanceDir(instanceId), "config.iso");
+  }
+  /** A Windows guest's password (root only), for cloudbase-init. */
+  windowsPassword(instanceId: string): string {
+    return join(this.instanceDir(instanceId), "admin-password");
+  }
+  /** The password a guest posted to the metadata endpoint (cloudbase-init), once. */
+  postedPassword(instanceId: string): string {
+    return join(this.instanceDir(instanceId), "posted-password");
+  }
   nvram(instanceId: string): string {
     return join(this.instanceDir(instanceId), "nvram.fd");
   }

@@ -37,8 +37,15 @@ export function buildDomainSpec(options: {
         serial: record.instanceId,
         bootOrder: 1,
       },
+      // The config drive: read-only, IDE (machine pc; cloud kernels lack AHCI).
+      { device: "cdrom", target: "hdc", bus: "ide", path: paths.configDrive(record.instanceId), format: "raw", readonly: true },
     ],
-    nics: record.nics.map((nic) => ({ mac: nic.mac, source: { network: nic.network } })),
+    nics: record.nics.map((nic) => ({
+      mac: nic.mac,
+      source: { network: nic.network },
+      // Anti-spoofing: the guest may send only from its own MAC and address.
+      ...(nic.ipv4 ? { filter: { name: "clean-traffic", parameters: { IP: nic.ipv4 } } } : {}),
+    })),
     consoleLogPath: paths.consoleLog(record.instanceId),
     guestAgent: true,
     vnc: true,

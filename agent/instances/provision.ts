@@ -28,6 +28,8 @@ export interface ProvisionContext {
    * terminate; the agent kills itself there when its fail_point setting names the point.
    */
   checkpoint: (point: string) => void;
+  /** Builds (or rebuilds) the instance's config drive from its record, atomically. */
+  buildConfigDrive: (record: InstanceRecord) => Promise<void>;
 }
 
 /**
@@ -49,6 +51,7 @@ export async function provisionInstance(ctx: ProvisionContext, record: InstanceR
       target: record.systemDisk.path,
       sizeBytes: Math.max(record.systemDisk.sizeGiB * GiB, image.virtualSizeBytes),
     });
+    await ctx.buildConfigDrive(record);
     ctx.checkpoint("create:overlay-created");
     signal?.throwIfAborted();
     await hypervisor.defineDomain(

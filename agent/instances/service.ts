@@ -22,6 +22,12 @@ import {
 } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { KeyedLock } from "../util/keyed-lock.js";
+import { GuestAgentError } from "../../drivers/libvirt/types.js";
+import type { KeyPairStore } from "../logins/keypairs.js";
+import { checkPassword, sha512Crypt } from "../logins/password.js";
+import { allocateAddress, resolveSubnet, type Subnet } from "../network/subnets.js";
+import { writeFileAtomic } from "../util/atomic-file.js";
+import { mkdir } from "node:fs/promises";
 import { admissionShortfall, type HostResource } from "../capacity.js";
 import { hardReboot, hardStop, powerOn, softReboot, softStop, type PowerContext } from "./power.js";
 import { provisionInstance, saveLaunchFailed, teardownInstance, type ProvisionContext } from "./provision.js";
@@ -78,7 +84,10 @@ export class InstanceService {
       provision: ProvisionContext;
       power: PowerContext;
       hostResource: () => HostResource;
-      defaultNetwork: string;
+      subnets: readonly Subnet[];
+      keyPairs: KeyPairStore;
+      /** Rebuilds the config drive from the record and swaps it into a running guest. */
+      refreshGuest: (record: InstanceRecord) => Promise<void>;
       logger: Logger;
     },
   ) {}
@@ -102,7 +111,13 @@ export class InstanceService {
         `SystemDisk.DiskSize ${req.systemDisk.sizeGiB} GiB is smaller than image ${req.imageId} (${Math.ceil(image.virtualSizeBytes / GiB)} GiB)`,
       );
     }
+    const osType: "linux" | "windows" = /windows/i.test(image.osName) ? "windows" : "linux";
+    if (req.login?.password !== undefined) checkPassword(req.login.password, osType, { field: "LoginSettings.Password" });
+    const subnet = resolveSubnet(this.o.subnets, req.vpc);
     const count = req.names.length;
+    if (req.vpc?.privateIpAddress !== undefined && count > 1) {
+      throw new ApiError("InvalidParameterValue", "VirtualPrivateCloud.PrivateIpAddresses names one address; InstanceCount must then be 1");
+    }
     const shortfall = admissionShortfall(
       this.o.hostResource(),
       { cpu: req.cpu, memoryGiB: req.memoryGiB, diskGiB: req.systemDisk.sizeGiB },
@@ -115,6 +130,17 @@ export class InstanceService {
 
     // From here to the registry insert there is no await: admission and reservation are one step.
     const macs = new Set([...registry.all()].flatMap((e) => e.record.nics.map((n) => n.mac)));
+    const usedIps = new Set(
+      [...registry.all()].flatMap((e) => e.record.nics.filter((n) => n.subnetId === subnet.subnetId && n.ipv4).map((n) => n.ipv4!)),
+    );
+    // Checked (and thrown) before anything is made.
+    const addresses = req.names.map(() => {
+      const ip = allocateAddress(subnet, usedIps, req.vpc?.privateIpAddress);
+      usedIps.add(ip);
+      return ip;
+    });
+    const passwordHash = osType === "linux" && req.login?.password !== undefined ? sha512Crypt(req.login.password) : undefined;
+    const keyIds = req.login?.keyIds ?? [];
     const createdTime = isoSeconds(new Date());
     const entries: InstanceEntry[] = req.names.map((name, launchIndex) => {
       let instanceId = newId("ins");
@@ -133,7 +159,10 @@ export class InstanceService {
         imageId: req.imageId,
         osName: image.osName,
         systemDisk: { diskType: req.systemDisk.diskType, sizeGiB: req.systemDisk.sizeGiB, path: this.o.paths.systemDisk(instanceId) },
-        nics: [{ mac, network: this.o.defaultNetwork }],
+        nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId }],
+        osType,
+        login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}) },
+        configGeneration: 1,
         createdTime,
         ...(req.clientToken ? { clientToken: req.clientToken } : {}),
         launchIndex,
@@ -163,6 +192,14 @@ export class InstanceService {
       throw error;
     }
     this.o.provision.checkpoint("create:journaled");
+    const ids = entries.map((e) => e.record.instanceId);
+    if (keyIds.length) await this.o.keyPairs.associate(ids, keyIds);
+    if (osType === "windows" && req.login?.password !== undefined) {
+      for (const id of ids) {
+        await mkdir(this.o.paths.instanceDir(id), { recursive: true, mode: 0o711 });
+        await writeFileAtomic(this.o.paths.windowsPassword(id), req.login.password, 0o600);
+      }
+    }
     for (const entry of entries) this.background(entry.record.instanceId, entry.transition!, () => this.create(entry, ctx));
     return entries.map((e) => e.record.instanceId);
   }
@@ -250,23 +287,119 @@ export class InstanceService {
 
   /** Binds key pairs to instances (replacing earlier ones); the guests get them through their config. */
   async associateKeyPairs(req: KeyBindingRequest, ctx: RequestContext): Promise<void> {
-    void req;
-    void ctx;
-    throw new ApiError("UnsupportedOperation", "AssociateInstancesKeyPairs is not wired yet");
+    const entries = this.loginTargets(req.instanceIds, "AssociateInstancesKeyPairs", req.forceStop);
+    await this.o.keyPairs.associate(req.instanceIds, req.keyIds);
+    for (const entry of entries) {
+      entry.record.login = { ...entry.record.login, keyIds: [...req.keyIds] };
+      this.applyLogin(entry, "AssociateInstancesKeyPairs", req.forceStop, ctx, { keys: true });
+    }
   }
 
   /** Removes key pairs from instances. */
   async disassociateKeyPairs(req: KeyBindingRequest, ctx: RequestContext): Promise<void> {
-    void req;
-    void ctx;
-    throw new ApiError("UnsupportedOperation", "DisassociateInstancesKeyPairs is not wired yet");
+    const entries = this.loginTargets(req.instanceIds, "DisassociateInstancesKeyPairs", req.forceStop);
+    await this.o.keyPairs.disassociate(req.instanceIds, req.keyIds);
+    const removed = new Set(req.keyIds);
+    for (const entry of entries) {
+      entry.record.login = { ...entry.record.login, keyIds: (entry.record.login?.keyIds ?? []).filter((k) => !removed.has(k)) };
+      this.applyLogin(entry, "DisassociateInstancesKeyPairs", req.forceStop, ctx, { keys: true });
+    }
   }
 
-  /** Sets a new login password: live through the guest agent, else per ForceStop, else at next boot. */
+  /**
+   * Sets a new login password. A running guest whose qemu-guest-agent answers gets it
+   * at once, without a reboot; a running guest without one is stopped first when
+   * ForceStop allows it (the seed's rule) and started again; a stopped one gets it at
+   * its next boot, from its config drive.
+   */
   async resetPassword(req: ResetPasswordRequest, ctx: RequestContext): Promise<void> {
-    void req;
-    void ctx;
-    throw new ApiError("UnsupportedOperation", "ResetInstancesPassword is not wired yet");
+    const entries = this.loginTargets(req.instanceIds, "ResetInstancesPassword", req.forceStop);
+    for (const entry of entries) {
+      const windows = entry.record.osType === "windows";
+      checkPassword(req.password, windows ? "windows" : "linux", { field: "Password" });
+      if (req.userName !== undefined && req.userName !== (windows ? "Administrator" : "root")) {
+        throw new ApiError("InvalidParameterValue", `UserName ${req.userName}: this host's images log in as ${windows ? "Administrator" : "root"}`);
+      }
+    }
+    for (const entry of entries) {
+      const id = entry.record.instanceId;
+      if (entry.record.osType === "windows") {
+        await mkdir(this.o.paths.instanceDir(id), { recursive: true, mode: 0o711 });
+        await writeFileAtomic(this.o.paths.windowsPassword(id), req.password, 0o600);
+      } else {
+        entry.record.login = { keyIds: entry.record.login?.keyIds ?? [], passwordHash: sha512Crypt(req.password) };
+      }
+      this.applyLogin(entry, "ResetInstancesPassword", req.forceStop, ctx, { password: req.password });
+    }
+  }
+
+  /** Instances a login change may touch: known, and RUNNING or STOPPED. */
+  private loginTargets(ids: string[], action: string, forceStop: boolean): InstanceEntry[] {
+    void forceStop;
+    const missing = ids.filter((id) => !this.o.registry.has(id));
+    if (missing.length) throw new ApiError("InvalidInstanceId.NotFound", `no such instance on this host: ${missing.join(", ")}`);
+    const entries = [...new Set(ids)].map((id) => this.o.registry.get(id)!);
+    for (const entry of entries) {
+      const state = this.o.registry.stateOf(entry);
+      if (state !== "RUNNING" && state !== "STOPPED") {
+        throw new ApiError(stateErrorCode(state) as ErrorCode, `${action} is not allowed for ${entry.record.instanceId} in state ${state}`);
+      }
+    }
+    return entries;
+  }
+
+  /** Applies a changed login to one instance in the background: drive, then live or by a stop/start. */
+  private applyLogin(entry: InstanceEntry, action: string, forceStop: boolean, ctx: RequestContext, change: { password?: string; keys?: boolean }): void {
+    const id = entry.record.instanceId;
+    entry.record.configGeneration = (entry.record.configGeneration ?? 1) + 1;
+    const t = this.begin(entry, action, "UPDATING", ctx);
+    this.background(id, t, async () => {
+      await this.settle(entry, t, action, ctx, async () => {
+        await this.o.refreshGuest(entry.record);
+        if (!this.isOn(id)) return; // applied at the next boot from the drive
+        if (await this.applyLive(id, entry, change)) return;
+        if (!forceStop) {
+          throw new ApiError(
+            "UnsupportedOperation.InstanceStateRunning",
+            `${id} is running and its guest agent does not answer: set ForceStop to stop it, apply the change and start it again`,
+          );
+        }
+        if (!(await softStop(this.o.power, id, t.abort.signal))) await hardStop(this.o.power, id);
+        await powerOn(this.o.power, id);
+      });
+    });
+  }
+
+  /** Through qemu-guest-agent: true when the running guest took the change. */
+  private async applyLive(id: string, entry: InstanceEntry, change: { password?: string; keys?: boolean }): Promise<boolean> {
+    const hv = this.o.provision.hypervisor;
+    try {
+      await hv.guestAgent(id, { execute: "guest-ping" }, 5);
+      const windows = entry.record.osType === "windows";
+      const user = windows ? "Administrator" : "root";
+      if (change.password !== undefined) {
+        const linuxHash = entry.record.login?.passwordHash;
+        const secret = windows || !linuxHash ? change.password : linuxHash;
+        await hv.guestAgent(id, {
+          execute: "guest-set-user-password",
+          arguments: { username: user, password: Buffer.from(secret).toString("base64"), crypted: !windows && Boolean(linuxHash) },
+        });
+      }
+      if (change.keys && !windows) {
+        const keys = await this.o.keyPairs.keysOfInstance(id);
+        await hv.guestAgent(id, {
+          execute: "guest-ssh-add-authorized-keys",
+          arguments: { username: user, keys: keys.map((k) => k.publicKey), reset: true },
+        });
+      }
+      return true;
+    } catch (error) {
+      if (error instanceof GuestAgentError) {
+        this.o.logger.info({ instanceId: id, err: error }, "guest agent did not take the change");
+        return false;
+      }
+      throw error;
+    }
   }
 
   // ---------------------------------------------------------------- terminate
@@ -300,6 +433,7 @@ export class InstanceService {
       }
     }
     this.o.registry.remove(instanceId);
+    await this.o.keyPairs.forgetInstances([instanceId]).catch((e: unknown) => log.warn({ err: e }, "could not drop the key pair bindings"));
     await this.o.journal.remove({ kind: "terminate", instanceId });
     log.info("instance terminated");
   }

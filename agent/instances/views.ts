@@ -28,7 +28,7 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     RestrictState: "NORMAL",
     SystemDisk: { DiskType: r.systemDisk.diskType, DiskSize: r.systemDisk.sizeGiB, DiskId: null },
     DataDisks: [],
-    PrivateIpAddresses: [],
+    PrivateIpAddresses: r.nics.flatMap((n) => (n.ipv4 ? [n.ipv4] : [])),
     PublicIpAddresses: [],
     ImageId: r.imageId,
     OsName: r.osName ?? null,
@@ -38,13 +38,16 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     LatestOperationRequestId: op?.requestId ?? null,
     LatestOperationErrorMsg: op?.errorMessage ?? null,
     LatestOperationCode: op?.errorCode ?? null,
-    LoginSettings: { KeyIds: [] },
-    DefaultLoginUser: "root",
+    LoginSettings: { KeyIds: [...(r.login?.keyIds ?? [])] },
+    ...(r.nics[0]?.subnetId
+      ? { VirtualPrivateCloud: { VpcId: r.nics[0].vpcId ?? null, SubnetId: r.nics[0].subnetId, AsVpcGateway: false, PrivateIpAddresses: r.nics[0].ipv4 ? [r.nics[0].ipv4] : [] } }
+      : {}),
+    DefaultLoginUser: r.osType === "windows" ? "Administrator" : "root",
     DefaultLoginPort: 22,
     Architecture: "x86_64",
     Hypervisor: 1,
     DisableApiTermination: false,
-    HostName: r.hostName ?? null,
+    HostName: r.hostName ?? r.instanceId,
     MacAddresses: r.nics.map((n) => n.mac),
   };
 }
@@ -54,6 +57,9 @@ const FILTERS: Record<string, (entry: InstanceEntry, state: InstanceState, host:
   "instance-name": (e) => e.record.instanceName,
   "instance-state": (_e, s) => s,
   "image-id": (e) => e.record.imageId,
+  "private-ip-address": (e) => e.record.nics[0]?.ipv4 ?? "",
+  "vpc-id": (e) => e.record.nics[0]?.vpcId ?? "",
+  "subnet-id": (e) => e.record.nics[0]?.subnetId ?? "",
   "host-id": (_e, _s, h) => h.hostId,
 };
 

@@ -231,7 +231,7 @@ function parseDisk(node: XmlNode): DomainDiskSpec | undefined {
   const disk: DomainDiskSpec = {
     device,
     target: attr(node.target, "dev") ?? "",
-    bus: bus === "sata" ? "sata" : "virtio",
+    bus: bus === "sata" || bus === "ide" ? bus : "virtio",
     format: attr(node.driver, "type") === "qcow2" ? "qcow2" : "raw",
   };
   const path = attr(node.source, "file") ?? attr(node.source, "dev");

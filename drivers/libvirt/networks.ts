@@ -7,23 +7,42 @@ import { writeFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 
+export interface IsolatedNetwork {
+  name: string;
+  bridge: string;
+  /** The host's address on the bridge, with its prefix (no DHCP: guests get static addresses). */
+  ip?: { address: string; prefixLength: number };
+}
+
 export interface NetworkPort {
-  /** Defines (persistent, autostart) and starts the network if needed. */
-  ensureIsolated(options: { name: string; bridge: string }): Promise<void>;
+  /**
+   * Defines (persistent, autostart) and starts the network if needed; a network of that
+   * name with another bridge or address is redefined.
+   */
+  ensureIsolated(options: IsolatedNetwork): Promise<void>;
 }
 
 function escapeXml(s: string): string {
   return s.replace(/[<>&'"]/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", "'": "&apos;", '"': "&quot;" })[c]!);
 }
 
-export function isolatedNetworkXml(options: { name: string; bridge: string }): string {
+export function isolatedNetworkXml(options: IsolatedNetwork): string {
   return [
     "<network>",
     `  <name>${escapeXml(options.name)}</name>`,
     `  <bridge name='${escapeXml(options.bridge)}' stp='off' delay='0'/>`,
+    ...(options.ip ? [`  <ip address='${escapeXml(options.ip.address)}' prefix='${options.ip.prefixLength}'/>`] : []),
     "</network>",
     "",
   ].join("\n");
+}
+
+/** True when the network's XML has the bridge and address asked for. */
+function matches(xml: string, options: IsolatedNetwork): boolean {
+  if (!new RegExp(`<bridge name=['"]${options.bridge}['"]`).test(xml)) return false;
+  const ip = /<ip address=['"]([\d.]+)['"] prefix=['"](\d+)['"]/.exec(xml);
+  if (!options.ip) return ip === null;
+  return ip !== null && ip[1] === options.ip.address && Number(ip[2]) === options.ip.prefixLength;
 }
 
 export class VirshNetworks implements NetworkPort {
@@ -33,8 +52,16 @@ export class VirshNetworks implements NetworkPort {
     return this.o.runner.run(["virsh", "-c", this.o.uri, ...args], { allowFailure: true });
   }
 
-  async ensureIsolated(options: { name: string; bridge: string }): Promise<void> {
-    const info = await this.virsh("net-info", options.name);
+  async ensureIsolated(options: IsolatedNetwork): Promise<void> {
+    let info = await this.virsh("net-info", options.name);
+    if (info.exitCode === 0) {
+      const xml = await this.virsh("net-dumpxml", "--inactive", options.name);
+      if (xml.exitCode === 0 && !matches(xml.stdout, options)) {
+        await this.virsh("net-destroy", options.name);
+        await this.virsh("net-undefine", options.name);
+        info = await this.virsh("net-info", options.name);
+      }
+    }
     if (info.exitCode !== 0) {
       const file = join(this.o.tmpDir, `net-${randomBytes(4).toString("hex")}.xml`);
       await writeFile(file, isolatedNetworkXml(options), { mode: 0o600 });

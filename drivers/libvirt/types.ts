@@ -19,9 +19,12 @@ export type DomainPowerState =
 export interface DomainDiskSpec {
   /** "disk" for block devices, "cdrom" for ISO images (config drive, ISO mount, rescue). */
   device: "disk" | "cdrom";
-  /** Target device name: vda, vdb, … for virtio disks; sda, sdb, … for SATA CD-ROMs. */
+  /**
+   * Target device name: vda, vdb, … for virtio disks; hdc for the IDE CD-ROM (machine
+   * pc: Debian's cloud kernel has no AHCI driver, but ata_piix); sda, … for SATA.
+   */
   target: string;
-  bus: "virtio" | "sata";
+  bus: "virtio" | "sata" | "ide";
   /** Absolute path of the image file; absent for an empty CD-ROM tray. */
   path?: string;
   format: "qcow2" | "raw";
@@ -134,6 +137,13 @@ export interface Hypervisor {
   undefine(name: string): Promise<void>;
   /** Replaces the agent's record in <metadata> (persistent config, and live when running). */
   setMetadata(name: string, metadata: string): Promise<void>;
+  /** Puts another image into a CD-ROM (live when running, and in the persistent config). */
+  changeMedia(name: string, target: string, path: string): Promise<void>;
+  /**
+   * Runs a qemu-guest-agent command (a JSON object such as {"execute":"guest-ping"})
+   * and returns its "return" value; throws GuestAgentError when the agent does not answer.
+   */
+  guestAgent(name: string, command: Record<string, unknown>, timeoutS?: number): Promise<unknown>;
   /** Starts one supervised `virsh event --all --loop` child, restarted if it dies. */
   watchEvents(handlers: EventHandlers): EventWatch;
 }
@@ -151,6 +161,13 @@ export class DomainNotFoundError extends LibvirtError {
     super(`domain ${domain} does not exist`, options);
   }
 }
+/** The guest's qemu-guest-agent is absent, not connected, or did not answer in time. */
+export class GuestAgentError extends LibvirtError {
+  constructor(readonly domain: string, message: string, options?: { cause?: unknown }) {
+    super(`guest agent of ${domain}: ${message}`, options);
+  }
+}
+
 /** The operation does not fit the domain's current state (e.g. start of a running domain). */
 export class DomainStateError extends LibvirtError {
   override name = "DomainStateError";

@@ -10,6 +10,7 @@ import type { CommandRunner, RunResult } from "../exec/runner.js";
 import { buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
 import { translateVirshError, virshFailureKind } from "./errors.js";
 import { superviseEvents, type BackoffOptions, type DriverLogger } from "./events.js";
+import { DomainNotFoundError, GuestAgentError } from "./types.js";
 import type {
   DomainDetails,
   DomainPowerState,
@@ -205,6 +206,35 @@ export class VirshHypervisor implements Hypervisor {
     } catch (error) {
       if (virshFailureKind((error as Error).cause) === "not-found") return;
       throw error;
+    }
+  }
+
+  async changeMedia(name: string, target: string, path: string): Promise<void> {
+    const state = await this.domainState(name);
+    const live = state !== null && state !== "shut off" && state !== "crashed";
+    await this.virsh(
+      ["change-media", "--domain", name, "--path", target, "--source", path, "--update", ...(live ? ["--live", "--config"] : ["--config"])],
+      `change-media ${name}`,
+      name,
+    );
+  }
+
+  async guestAgent(name: string, command: Record<string, unknown>, timeoutS = 10): Promise<unknown> {
+    let result: RunResult;
+    try {
+      result = await this.virsh(
+        ["qemu-agent-command", "--domain", name, "--timeout", String(timeoutS), JSON.stringify(command)],
+        `qemu-agent-command ${name}`,
+        name,
+      );
+    } catch (error) {
+      if (error instanceof DomainNotFoundError) throw error;
+      throw new GuestAgentError(name, (error as Error).message, { cause: error });
+    }
+    try {
+      return (JSON.parse(result.stdout) as { return?: unknown }).return;
+    } catch (error) {
+      throw new GuestAgentError(name, `unreadable answer ${JSON.stringify(result.stdout.slice(0, 200))}`, { cause: error });
     }
   }
 

@@ -57,6 +57,22 @@ describe("loadConfig", () => {
       imageDownloadTimeoutS: 3600,
       maxImageBytes: 1024 ** 4,
       failPoint: "",
+      subnets: [
+        {
+          subnetId: "subnet-default",
+          vpcId: "vpc-default",
+          network: "cdh-default",
+          bridge: "cdhbr0",
+          address: "10.201.0.0",
+          prefixLength: 24,
+          gateway: "10.201.0.1",
+          dns: ["10.201.0.1"],
+        },
+      ],
+      metadataPort: 8775,
+      metadataRequireToken: false,
+      ntpServers: [],
+      region: "local",
     });
   });
 

@@ -1,0 +1,57 @@
+/**
+ * Instance record → what its guest should know (GuestConfig), purely. The config
+ * drive and every metadata tree are rendered from this one value.
+ */
+import type { GuestConfig, GuestKey } from "../../cloud-init/types.js";
+import type { Subnet } from "../network/subnets.js";
+import type { InstanceRecord } from "../model.js";
+
+export interface GuestHostSettings {
+  subnets: readonly Subnet[];
+  hostId: string;
+  zone: string;
+  region: string;
+  ntpServers: readonly string[];
+}
+
+export function guestConfigOf(options: {
+  record: InstanceRecord;
+  host: GuestHostSettings;
+  keys: readonly GuestKey[];
+  /** Windows only: the plain password, from its root-only file. */
+  windowsPassword?: string;
+}): GuestConfig {
+  const { record, host } = options;
+  const windows = record.osType === "windows";
+  const nics = record.nics.flatMap((nic) => {
+    const subnet = host.subnets.find((s) => s.subnetId === nic.subnetId);
+    if (!subnet || !nic.ipv4) return [];
+    return [{ mac: nic.mac, ipv4: nic.ipv4, prefixLength: subnet.prefixLength, gateway: subnet.gateway, vpcId: subnet.vpcId, subnetId: subnet.subnetId }];
+  });
+  const primary = host.subnets.find((s) => s.subnetId === record.nics[0]?.subnetId);
+  const keyIds = record.login?.keyIds ?? [];
+  return {
+    instanceId: record.instanceId,
+    uuid: record.uuid,
+    instanceName: record.instanceName,
+    hostname: record.hostName ?? record.instanceId,
+    osType: windows ? "windows" : "linux",
+    availabilityZone: host.zone,
+    region: host.region,
+    hostId: host.hostId,
+    instanceType: record.instanceType,
+    imageId: record.imageId,
+    launchIndex: record.launchIndex,
+    generation: record.configGeneration ?? 1,
+    createdTime: record.createdTime,
+    nics,
+    nameservers: primary?.dns ?? [],
+    ntpServers: host.ntpServers,
+    publicKeys: options.keys.filter((k) => keyIds.includes(k.keyId)),
+    ...(!windows && record.login?.passwordHash ? { passwordHash: record.login.passwordHash } : {}),
+    ...(windows && options.windowsPassword ? { windowsPassword: options.windowsPassword } : {}),
+    loginUser: windows ? "Administrator" : "root",
+    passwordLogin: keyIds.length === 0,
+    ...(record.userData ? { userData: Buffer.from(record.userData, "base64") } : {}),
+  };
+}
