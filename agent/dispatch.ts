@@ -8,9 +8,11 @@ import type { Dispatch } from "./api/server.js";
 import type { HostResource } from "./capacity.js";
 import { ApiError } from "./errors.js";
 import { hostMatches, toHostItem, type HostIdentity } from "./host.js";
-import { toCvmImage, type ImageCatalog } from "./images.js";
+import { toCvmImage, type ImageCatalog, type ImageRecord } from "./images.js";
 import type { InstanceRegistry } from "./instances/registry.js";
-import type { InstanceService } from "./instances/service.js";
+import type { InstanceService, RunRequest } from "./instances/service.js";
+import type { KeyPairStore } from "./logins/keypairs.js";
+import { checkPassword, type OsType } from "./logins/password.js";
 import { selectInstances, toCvmInstance } from "./instances/views.js";
 import { expandInstanceNames } from "./api/commands.js";
 
@@ -21,6 +23,7 @@ export interface DispatcherDeps {
   identity: HostIdentity;
   hostResource: () => HostResource;
   libvirtConnected: () => boolean;
+  keyPairs: KeyPairStore;
 }
 
 /** Mutating actions answer with a TaskId at once; progress shows in the instances' states. */
@@ -32,9 +35,63 @@ function dryRun(flag: boolean): void {
   if (flag) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
 }
 
+/** The image's OS family, as DescribeImages shows it in OsType. */
+function osTypeOf(image: ImageRecord): OsType {
+  return /windows/i.test(image.osType) ? "windows" : "linux";
+}
+
+type RunParams = Extract<Command, { action: "RunInstances" }>["params"];
+
+/**
+ * VirtualPrivateCloud → RunRequest.vpc. The service takes at most one address (the
+ * primary NIC's, for a single instance; a batch gets addresses from the subnet), so
+ * PrivateIpAddresses may name at most one. The public gateway and IPv6 do not exist on
+ * this host and are refused rather than ignored.
+ */
+function toVpc(vpc: NonNullable<RunParams["virtualPrivateCloud"]>): NonNullable<RunRequest["vpc"]> {
+  const ips = vpc.privateIpAddresses ?? [];
+  if (ips.length > 1) {
+    throw new ApiError(
+      "InvalidParameterValue",
+      `\`VirtualPrivateCloud.PrivateIpAddresses\` names ${ips.length} addresses; at most one (the primary NIC's) is supported`,
+    );
+  }
+  if (vpc.asVpcGateway) throw new ApiError("InvalidParameterValue", "`VirtualPrivateCloud.AsVpcGateway` is not supported: there is no public network on this host");
+  if (vpc.ipv6AddressCount) throw new ApiError("InvalidParameterValue", "`VirtualPrivateCloud.Ipv6AddressCount` is not supported: guests get IPv4 only");
+  return { vpcId: vpc.vpcId, subnetId: vpc.subnetId, ...(ips[0] !== undefined ? { privateIpAddress: ips[0] } : {}) };
+}
+
 export function createDispatcher(deps: DispatcherDeps): Dispatch {
-  const { service, images, registry, identity } = deps;
+  const { service, images, registry, identity, keyPairs } = deps;
   const host = { hostId: identity.hostId, zone: identity.zone };
+
+  /** Every key ID names a key pair of this host, or InvalidKeyPairId.NotFound naming the field. */
+  async function requireKeyPairs(keyIds: readonly string[], field: string): Promise<void> {
+    for (const [i, keyId] of keyIds.entries()) {
+      if (!(await keyPairs.get(keyId))) throw new ApiError("InvalidKeyPairId.NotFound", `\`${field}.${i}\` key pair ${keyId} does not exist`);
+    }
+  }
+
+  /** RunInstances' LoginSettings, checked against the image's OS and the key pair store. */
+  async function toLogin(p: RunParams): Promise<RunRequest["login"]> {
+    const login = p.loginSettings;
+    if (!login) return undefined;
+    // An unknown image is the service's InvalidImageId.NotFound; it re-checks the password then.
+    const image = images.get(p.imageId);
+    const osType = image ? osTypeOf(image) : undefined;
+    if (login.password !== undefined && osType) checkPassword(login.password, osType, { field: "LoginSettings.Password" });
+    if (login.keyIds?.length) {
+      if (osType === "windows") {
+        throw new ApiError("InvalidParameterValue.KeyPairNotSupported", `\`LoginSettings.KeyIds\` image ${p.imageId} is Windows, which logs in with a password only`);
+      }
+      await requireKeyPairs(login.keyIds, "LoginSettings.KeyIds");
+    }
+    return {
+      ...(login.password !== undefined ? { password: login.password } : {}),
+      ...(login.keyIds ? { keyIds: [...login.keyIds] } : {}),
+      keepImageLogin: login.keepImageLogin,
+    };
+  }
 
   return async (command: Command, context) => {
     const ctx = { requestId: context.requestId };
@@ -47,10 +104,8 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
           throw new ApiError("InvalidHostId.NotFound", `Placement.HostIds does not include this host (${identity.hostId})`);
         }
         if (p.dataDisks.length) throw new ApiError("InvalidParameterValue", "DataDisks are not supported by this agent version");
-        if (p.virtualPrivateCloud) throw new ApiError("InvalidParameterValue", "VirtualPrivateCloud is not supported by this agent version");
-        if (p.loginSettings?.password || p.loginSettings?.keyIds?.length) {
-          throw new ApiError("InvalidParameterValue", "LoginSettings are not supported by this agent version");
-        }
+        const vpc = p.virtualPrivateCloud ? toVpc(p.virtualPrivateCloud) : undefined;
+        const login = await toLogin(p);
         const names = p.instanceName ? expandInstanceNames(p.instanceName, p.instanceCount) : Array.from({ length: p.instanceCount }, () => "");
         const ids = await service.run(
           {
@@ -63,6 +118,8 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
             ...(p.hostName ? { hostName: p.hostName } : {}),
             ...(p.userData ? { userData: p.userData } : {}),
             ...(p.clientToken ? { clientToken: p.clientToken } : {}),
+            ...(login ? { login } : {}),
+            ...(vpc ? { vpc } : {}),
             dryRun: p.dryRun,
           },
           ctx,
@@ -154,6 +211,52 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
           ? [toHostItem({ identity, resource: deps.hostResource(), instanceIds: [...registry.all()].map((e) => e.record.instanceId), state })]
           : [];
         return { TotalCount: items.length, HostSet: items.slice(p.offset, p.offset + p.limit) };
+      }
+      case "ImportKeyPair": {
+        const p = command.params;
+        const keyPair = await keyPairs.importKeyPair({ keyName: p.keyName, projectId: p.projectId, publicKey: p.publicKey });
+        return { KeyId: keyPair.KeyId };
+      }
+      case "CreateKeyPair": {
+        // The private key is in this answer only; the store keeps the public half.
+        const p = command.params;
+        return { KeyPair: await keyPairs.createKeyPair({ keyName: p.keyName, projectId: p.projectId }) };
+      }
+      case "DescribeKeyPairs": {
+        const p = command.params;
+        const { totalCount, keyPairSet } = await keyPairs.describeKeyPairs({
+          ...(p.keyIds ? { keyIds: p.keyIds } : {}),
+          filters: p.filters,
+          offset: p.offset,
+          limit: p.limit,
+        });
+        return { TotalCount: totalCount, KeyPairSet: keyPairSet };
+      }
+      case "DeleteKeyPairs":
+        await keyPairs.deleteKeyPairs(command.params.keyIds);
+        return {};
+      case "AssociateInstancesKeyPairs": {
+        const p = command.params;
+        await requireKeyPairs(p.keyIds, "KeyIds");
+        await service.associateKeyPairs({ instanceIds: p.instanceIds, keyIds: p.keyIds, forceStop: p.forceStop }, ctx);
+        return {};
+      }
+      case "DisassociateInstancesKeyPairs": {
+        const p = command.params;
+        await requireKeyPairs(p.keyIds, "KeyIds");
+        await service.disassociateKeyPairs({ instanceIds: p.instanceIds, keyIds: p.keyIds, forceStop: p.forceStop }, ctx);
+        return {};
+      }
+      case "ResetInstancesPassword": {
+        const p = command.params;
+        // The request does not say the OS: the Linux rule is the looser one, so nothing a
+        // Windows instance would take is refused here; the service re-checks per instance.
+        checkPassword(p.password, "linux", { field: "Password" });
+        await service.resetPassword(
+          { instanceIds: p.instanceIds, password: p.password, forceStop: p.forceStop, ...(p.userName !== undefined ? { userName: p.userName } : {}) },
+          ctx,
+        );
+        return {};
       }
       default: {
         const unreachable: never = command;

@@ -39,6 +39,18 @@ export const ERROR_CODES = Object.freeze({
   "InvalidHostId.NotFound": "The host ID is not this host's ID.",
   "InvalidKeyPairId.Malformed": "A key ID is not `skey-` followed by 8 lowercase letters or digits.",
   "InvalidKeyPairId.NotFound": "No key pair with this ID exists.",
+  // Key pairs (seed §1.11, §3.2; where the seed spells a code two ways, ImportKeyPair's
+  // `InvalidKeyPairNameDuplicate`, `InvalidPublicKeyMalformed`, … the catalogue's
+  // spelling is used for every action, so a client switches on one code)
+  InvalidKeyPairNameEmpty: "KeyName is empty.",
+  InvalidKeyPairNameTooLong: "KeyName is longer than 25 characters.",
+  InvalidKeyPairNameIncludeIllegalChar: "KeyName contains a character other than letters, digits and underscore.",
+  "InvalidKeyPairName.Duplicate": "A key pair with this name already exists on this host.",
+  "InvalidPublicKey.Malformed": "PublicKey is not a single OpenSSH public key line of a supported type and size.",
+  "InvalidPublicKey.Duplicate": "A key pair with this public key already exists on this host.",
+  "InvalidKeyPair.LimitExceeded": "The host already holds the maximum number of key pairs.",
+  "InvalidParameterValue.KeyPairNotSupported": "The key pair does not allow this operation (e.g. it is bound to an instance).",
+  "InvalidProjectId.NotFound": "The project does not exist; this host knows only project 0.",
   "InvalidInstanceType.Malformed": "InstanceType is not of the form CDH_<cores>C<GiB>G.",
   "InvalidInstanceName.TooLong": "InstanceName is longer than 60 characters.",
   "InvalidClientToken.TooLong": "ClientToken is longer than 64 ASCII characters.",

@@ -22,10 +22,28 @@ import type {
   StopInstancesParams,
   TerminateInstancesParams,
 } from "./schemas-instances.js";
+import {
+  parseAssociateInstancesKeyPairs,
+  parseCreateKeyPair,
+  parseDeleteKeyPairs,
+  parseDescribeKeyPairs,
+  parseDisassociateInstancesKeyPairs,
+  parseImportKeyPair,
+  parseResetInstancesPassword,
+} from "./schemas-logins.js";
+import type {
+  CreateKeyPairParams,
+  DeleteKeyPairsParams,
+  DescribeKeyPairsParams,
+  ImportKeyPairParams,
+  KeyBindingParams,
+  ResetInstancesPasswordParams,
+} from "./schemas-logins.js";
 import { parseRunInstances, type RunInstancesParams } from "./schemas-run.js";
 
 export type * from "./schemas-images.js";
 export type * from "./schemas-instances.js";
+export type * from "./schemas-logins.js";
 export type { DataDiskParams, LocalDiskType, RunInstancesParams } from "./schemas-run.js";
 export type { Filter, Paging } from "./schemas.js";
 export { expandInstanceNames, hostNameProblem, parseInstanceType, MAX_USER_DATA_BYTES } from "./schemas-run.js";
@@ -41,7 +59,14 @@ export type Command =
   | { action: "ImportImage"; params: ImportImageParams }
   | { action: "DescribeImages"; params: DescribeImagesParams }
   | { action: "DeleteImages"; params: DeleteImagesParams }
-  | { action: "DescribeHosts"; params: DescribeHostsParams };
+  | { action: "DescribeHosts"; params: DescribeHostsParams }
+  | { action: "ImportKeyPair"; params: ImportKeyPairParams }
+  | { action: "CreateKeyPair"; params: CreateKeyPairParams }
+  | { action: "DescribeKeyPairs"; params: DescribeKeyPairsParams }
+  | { action: "DeleteKeyPairs"; params: DeleteKeyPairsParams }
+  | { action: "AssociateInstancesKeyPairs"; params: KeyBindingParams }
+  | { action: "DisassociateInstancesKeyPairs"; params: KeyBindingParams }
+  | { action: "ResetInstancesPassword"; params: ResetInstancesPasswordParams };
 
 export type Action = Command["action"];
 
@@ -59,6 +84,13 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DescribeImages: parseDescribeImages,
   DeleteImages: parseDeleteImages,
   DescribeHosts: parseDescribeHosts,
+  ImportKeyPair: parseImportKeyPair,
+  CreateKeyPair: parseCreateKeyPair,
+  DescribeKeyPairs: parseDescribeKeyPairs,
+  DeleteKeyPairs: parseDeleteKeyPairs,
+  AssociateInstancesKeyPairs: parseAssociateInstancesKeyPairs,
+  DisassociateInstancesKeyPairs: parseDisassociateInstancesKeyPairs,
+  ResetInstancesPassword: parseResetInstancesPassword,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);
