@@ -25,7 +25,7 @@ describe("parseCommand", () => {
     expect(refusal("toString", {}).code).toBe("InvalidAction");
   });
 
-  it("knows exactly the eleven actions of the host agent", () => {
+  it("knows exactly the eighteen actions of the host agent", () => {
     expect([...ACTIONS].sort()).toEqual(
       [
         "DeleteImages",
@@ -39,6 +39,13 @@ describe("parseCommand", () => {
         "StartInstances",
         "StopInstances",
         "TerminateInstances",
+        "ImportKeyPair",
+        "CreateKeyPair",
+        "DescribeKeyPairs",
+        "DeleteKeyPairs",
+        "AssociateInstancesKeyPairs",
+        "DisassociateInstancesKeyPairs",
+        "ResetInstancesPassword",
       ].sort(),
     );
   });

@@ -1,0 +1,111 @@
+/**
+ * A real Debian 12 guest with cloud-init, started through the official SDK: it comes up
+ * with its hostname, static address, DNS, key and user data from the agent's config
+ * drive; it reads its own ID from the metadata endpoint at 169.254.0.23; a password
+ * reset reaches it live through qemu-guest-agent without changing its host keys; and
+ * it cannot speak as another address.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { verifySha512Crypt } from "../../agent/logins/password.js";
+import { startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
+import { ensureDebianImage } from "../support/debian-image.js";
+import { generateGuestKeyPair, sshExec, waitForSsh } from "../support/guest-ssh.js";
+
+const USER_DATA = "#!/bin/sh\necho cdh-user-data-ran > /root/user-data-marker\n";
+
+describe("a Debian guest configured by the agent", () => {
+  let agent: AgentProcess;
+  let id: string;
+  let ip: string;
+  const key = generateGuestKeyPair("guest-config-test");
+  const ssh = (command: string, timeoutMs = 60_000) => sshExec({ host: ip, port: 22, privateKey: key.privateKey, command, timeoutMs });
+
+  beforeAll(async () => {
+    const image = await ensureDebianImage();
+    agent = await startAgentProcess({ repoRoot: inject("repoRoot") });
+    const imported = await agent.client.ImportImage({
+      ImageUrl: `file://${image.qcow2}`,
+      ImageName: "debian12-cloud",
+      OsType: "Debian",
+      OsVersion: "12",
+      Architecture: "x86_64",
+    });
+    const imageId = imported.ImageId!;
+    for (let i = 0; i < 600; i++) {
+      const d = await agent.client.DescribeImages({ ImageIds: [imageId] });
+      if (d.ImageSet?.[0]?.ImageState === "NORMAL") break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    const kp = await agent.client.ImportKeyPair({ KeyName: "guest_config_test", ProjectId: 0, PublicKey: key.publicKey });
+    const run = await agent.client.RunInstances({
+      InstanceType: "CDH_2C2G",
+      ImageId: imageId,
+      SystemDisk: { DiskSize: 4 },
+      HostName: "guest-one",
+      LoginSettings: { KeyIds: [kp.KeyId!] },
+      UserData: Buffer.from(USER_DATA).toString("base64"),
+    });
+    id = run.InstanceIdSet![0]!;
+    await waitForState(agent.client, id, "RUNNING", 120_000);
+    const described = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
+    ip = described.PrivateIpAddresses![0]!;
+    await waitForSsh({ host: ip, port: 22, privateKey: key.privateKey, timeoutMs: 300_000, command: "cloud-init status --wait >/dev/null; true" });
+  }, 600_000);
+
+  afterAll(async () => {
+    await agent?.shutdown();
+  }, 180_000);
+
+  it("shows the address and key binding in DescribeInstances", async () => {
+    const d = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
+    expect(d.PrivateIpAddresses).toEqual([ip]);
+    expect(ip).toMatch(/^10\.201\.0\.\d+$/);
+    expect(d.LoginSettings?.KeyIds).toHaveLength(1);
+    expect(d.VirtualPrivateCloud).toMatchObject({ VpcId: "vpc-default", SubnetId: "subnet-default" });
+  });
+
+  it("comes up with its hostname, user data, static address and DNS from the config drive", async () => {
+    expect((await ssh("hostname")).stdout.trim()).toBe("guest-one");
+    expect((await ssh("cat /root/user-data-marker")).stdout.trim()).toBe("cdh-user-data-ran");
+    expect((await ssh("ip -4 -o addr show dev eth0")).stdout).toContain(`inet ${ip}/24`);
+    expect((await ssh("ip -4 route show default")).stdout).toContain("via 10.201.0.1 dev eth0");
+    const dns = (await ssh("cat /etc/systemd/network/*.network /run/systemd/network/*.network 2>/dev/null; cat /etc/resolv.conf")).stdout;
+    expect(dns).toMatch(/DNS=10\.201\.0\.1|nameserver 10\.201\.0\.1/);
+    expect((await ssh("cloud-init query ds 2>/dev/null | grep -o ConfigDrive | head -1 || cat /run/cloud-init/status.json")).stdout).toContain("ConfigDrive");
+  });
+
+  it("reads its own instance ID from the metadata endpoint at 169.254.0.23", async () => {
+    const out = await ssh("curl -s --max-time 10 http://169.254.0.23/latest/meta-data/instance-id");
+    expect(out.stdout.trim()).toBe(id);
+    const uuid = (await ssh("curl -s --max-time 10 http://169.254.169.254/openstack/latest/meta_data.json")).stdout;
+    expect(JSON.parse(uuid)).toMatchObject({ hostname: "guest-one" });
+  });
+
+  it("takes a new password live through the guest agent, keeping its host keys", async () => {
+    const hostKey = (await ssh("cat /etc/ssh/ssh_host_ed25519_key.pub")).stdout;
+    const before = (await ssh("getent shadow root | cut -d: -f2")).stdout.trim();
+    await agent.client.ResetInstancesPassword({ InstanceIds: [id], Password: "Cdh-Agent-Pass1" });
+    let after = before;
+    for (let i = 0; i < 60 && after === before; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      after = (await ssh("getent shadow root | cut -d: -f2")).stdout.trim();
+    }
+    expect(verifySha512Crypt("Cdh-Agent-Pass1", after)).toBe(true);
+    expect(verifySha512Crypt("Cdh-Agent-Pass1", before)).toBe(false);
+    await waitForState(agent.client, id, "RUNNING", 10_000);
+    const d = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
+    expect(d).toMatchObject({ LatestOperation: "ResetInstancesPassword", LatestOperationState: "SUCCESS" });
+    expect((await ssh("cat /etc/ssh/ssh_host_ed25519_key.pub")).stdout).toBe(hostKey);
+    expect((await ssh("cat /proc/uptime")).stdout).not.toBe(""); // still the same boot: ssh answered without a restart
+  });
+
+  it("cannot reach the metadata endpoint as another address", async () => {
+    // The guest claims a second address; clean-traffic drops what it sends from it.
+    const other = ip.replace(/\d+$/, (n) => String((Number(n) % 200) + 20));
+    await ssh(`ip addr add ${other}/24 dev eth0`);
+    const forged = await ssh(`curl -s --max-time 5 --interface ${other} http://169.254.0.23/latest/meta-data/instance-id; echo rc=$?`);
+    expect(forged.stdout).not.toContain(id);
+    expect(forged.stdout).toMatch(/rc=(7|28)/);
+    await ssh(`ip addr del ${other}/24 dev eth0`);
+  });
+});
