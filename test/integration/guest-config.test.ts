@@ -71,7 +71,8 @@ describe("a Debian guest configured by the agent", () => {
     expect((await ssh("ip -4 route show default")).stdout).toContain("via 10.201.0.1 dev eth0");
     const dns = (await ssh("cat /etc/systemd/network/*.network /run/systemd/network/*.network 2>/dev/null; cat /etc/resolv.conf")).stdout;
     expect(dns).toMatch(/DNS=10\.201\.0\.1|nameserver 10\.201\.0\.1/);
-    expect((await ssh("cloud-init query ds 2>/dev/null | grep -o ConfigDrive | head -1 || cat /run/cloud-init/status.json")).stdout).toContain("ConfigDrive");
+    // cloud-init names the datasource it used: the drive, read from the IDE CD-ROM.
+    expect((await ssh("cat /run/cloud-init/result.json")).stdout).toMatch(/DataSourceConfigDrive.*source=\/dev\/sr0/);
   });
 
   it("reads its own instance ID from the metadata endpoint at 169.254.0.23", async () => {
