@@ -1,0 +1,193 @@
+/**
+ * The agent as a real process (the compiled `dist/agent/cli.js run`) on a private data
+ * directory, and the official CVM SDK to talk to it. Same environment as the
+ * integration tests use (test/support/agent-process.ts), with the bench's own ratios.
+ */
+import { execa } from "execa";
+import { readFile } from "node:fs/promises";
+import { connect, createServer } from "node:net";
+import { join } from "node:path";
+import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
+import { sleep } from "./stats.js";
+
+export const SECRET_ID = "AKIDcdhagentbench000000000000001";
+export const SECRET_KEY = "cdh-agent-bench-secret-key-0001";
+export const BENCH_NETWORK = "cdhtest-net";
+export const HOST_ID = "host-cdhbench";
+export type CvmClient = InstanceType<typeof tencentcloud.cvm.v20170312.Client>;
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolvePort(port));
+    });
+  });
+}
+
+export function sdkClient(port: number): CvmClient {
+  return new tencentcloud.cvm.v20170312.Client({
+    credential: { secretId: SECRET_ID, secretKey: SECRET_KEY },
+    region: "ap-guangzhou",
+    profile: { httpProfile: { endpoint: `127.0.0.1:${port}`, protocol: "http://", reqTimeout: 60 } },
+  });
+}
+
+export interface Agent {
+  readonly pid: number;
+  readonly port: number;
+  readonly client: CvmClient;
+  /** Milliseconds from spawn to the API port accepting connections. */
+  readonly startMs: number;
+  /** SIGTERM, then SIGKILL after 10 s; resolves when the process is gone. */
+  stop(): Promise<void>;
+  alive(): boolean;
+}
+
+export interface AgentOptions {
+  agentJs: string;
+  dataDir: string;
+  logFile: string;
+  env?: Record<string, string>;
+}
+
+export async function startAgent(options: AgentOptions): Promise<Agent> {
+  const port = await freePort();
+  const env: Record<string, string> = {
+    CDH_AGENT_DATA_DIR: options.dataDir,
+    CDH_AGENT_API_LISTEN: `127.0.0.1:${port}`,
+    CDH_AGENT_SECRET_ID: SECRET_ID,
+    CDH_AGENT_SECRET_KEY: SECRET_KEY,
+    CDH_AGENT_VIRT_TYPE: "qemu",
+    CDH_AGENT_HOST_ID: HOST_ID,
+    CDH_AGENT_LIBVIRT_URI: "qemu:///system",
+    // Room for the (b) instances: 16 vCPUs per core is the largest ratio the config takes.
+    CDH_AGENT_CPU_ALLOCATION_RATIO: "16",
+    CDH_AGENT_MEMORY_ALLOCATION_RATIO: "16",
+    CDH_AGENT_RESERVED_MEMORY_GIB: "2",
+    CDH_AGENT_SOFT_STOP_TIMEOUT_S: "12",
+    CDH_AGENT_SOFT_STOP_RETRY_S: "4",
+    CDH_AGENT_DEFAULT_NETWORK: BENCH_NETWORK,
+    CDH_AGENT_LOG_LEVEL: "info",
+    CDH_AGENT_CONTROLLER_URL: "",
+    ...options.env,
+  };
+  const baseEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" };
+  const t0 = performance.now();
+  const child = execa(process.execPath, [options.agentJs, "run"], {
+    env: { ...baseEnv, ...env },
+    extendEnv: false,
+    stdout: { file: options.logFile, append: true },
+    stderr: { file: options.logFile, append: true },
+    reject: false,
+    cleanup: true,
+  });
+  let gone = false;
+  const exited = child.then(() => {
+    gone = true;
+  });
+
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (gone) throw new Error(`the agent exited before it listened; see ${options.logFile}`);
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`the agent did not listen within 120 s; see ${options.logFile}`);
+    }
+    const ok = await new Promise<boolean>((res) => {
+      const s = connect(port, "127.0.0.1");
+      s.once("connect", () => (s.destroy(), res(true)));
+      s.once("error", () => res(false));
+    });
+    if (ok) break;
+    await sleep(25);
+  }
+  const startMs = performance.now() - t0;
+  return {
+    pid: child.pid!,
+    port,
+    client: sdkClient(port),
+    startMs,
+    alive: () => !gone,
+    async stop() {
+      if (gone) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** VmRSS of a process, in bytes. */
+export async function rssBytes(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+/** Polls DescribeInstancesStatus every `pollMs` until every instance is in `state`. */
+export async function waitForStates(client: CvmClient, ids: readonly string[], state: string, o: { timeoutMs?: number; pollMs?: number } = {}): Promise<void> {
+  const deadline = Date.now() + (o.timeoutMs ?? 180_000);
+  let last: string[] = [];
+  for (;;) {
+    const states = new Map<string, string>();
+    for (let i = 0; i < ids.length; i += 100) {
+      const r = await client.DescribeInstancesStatus({ InstanceIds: ids.slice(i, i + 100), Limit: 100 });
+      for (const s of r.InstanceStatusSet ?? []) states.set(s.InstanceId!, s.InstanceState!);
+    }
+    last = ids.map((id) => states.get(id) ?? "(absent)");
+    if (last.every((s) => s === state)) return;
+    const failed = last.find((s) => s === "LAUNCH_FAILED");
+    if (failed && state !== "LAUNCH_FAILED") throw new Error(`an instance ended in LAUNCH_FAILED while waiting for ${state}`);
+    if (Date.now() > deadline) {
+      const counts = [...new Set(last)].map((s) => `${s}: ${last.filter((x) => x === s).length}`).join(", ");
+      throw new Error(`instances did not all reach ${state} within ${o.timeoutMs ?? 180_000} ms (${counts})`);
+    }
+    await sleep(o.pollMs ?? 200);
+  }
+}
+
+/** Terminates the given instances (those the agent still knows) and waits until they are gone. */
+export async function terminateAll(client: CvmClient, ids: readonly string[], timeoutMs = 300_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let pending = [...ids];
+  while (pending.length) {
+    const known: Array<{ id: string; state: string }> = [];
+    for (let i = 0; i < pending.length; i += 100) {
+      const r = await client.DescribeInstancesStatus({ InstanceIds: pending.slice(i, i + 100), Limit: 100 });
+      for (const s of r.InstanceStatusSet ?? []) known.push({ id: s.InstanceId!, state: s.InstanceState! });
+    }
+    pending = known.map((k) => k.id);
+    if (!pending.length) return;
+    const ready = known.filter((k) => k.state !== "TERMINATING").map((k) => k.id);
+    for (let i = 0; i < ready.length; i += 100) {
+      // All or nothing: one instance mid-operation refuses the whole call, so fall back to one by one.
+      await client.TerminateInstances({ InstanceIds: ready.slice(i, i + 100) }).catch(async () => {
+        for (const id of ready.slice(i, i + 100)) await client.TerminateInstances({ InstanceIds: [id] }).catch(() => undefined);
+      });
+    }
+    if (Date.now() > deadline) throw new Error(`${pending.length} instances were still there after ${timeoutMs} ms`);
+    await sleep(300);
+  }
+}
+
+/** Imports an image file through the API and waits until it is NORMAL; returns its ID. */
+export async function importImage(client: CvmClient, path: string, name: string): Promise<string> {
+  const r = await client.ImportImage({ ImageUrl: `file://${path}`, ImageName: name, OsType: "Linux", OsVersion: "tiny", Architecture: "x86_64" });
+  const imageId = r.ImageId!;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const d = await client.DescribeImages({ ImageIds: [imageId] });
+    const state = d.ImageSet?.[0]?.ImageState;
+    if (state === "NORMAL") return imageId;
+    if (state !== "IMPORTING") throw new Error(`import of ${path} ended in ${state}`);
+    if (Date.now() > deadline) throw new Error(`import of ${path} did not finish`);
+    await sleep(100);
+  }
+}
+
+export const imagePath = (dataDir: string, imageId: string) => join(dataDir, "images", `${imageId}.qcow2`);

@@ -1,0 +1,42 @@
+/** The host commands the baselines run (virsh, qemu-img), as argv arrays. */
+import { execa } from "execa";
+
+export const LIBVIRT_URI = "qemu:///system";
+
+export interface Cmd {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command; `check` (default true) throws on a non-zero exit. */
+export async function run(argv: readonly string[], options: { check?: boolean; timeoutMs?: number; input?: string } = {}): Promise<Cmd> {
+  const [file, ...args] = argv;
+  const r = await execa(file!, args, {
+    reject: false,
+    timeout: options.timeoutMs ?? 120_000,
+    ...(options.input !== undefined ? { input: options.input } : { stdin: "ignore" as const }),
+  });
+  const out: Cmd = { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? "") };
+  if ((options.check ?? true) && out.exitCode !== 0) {
+    throw new Error(`${argv.join(" ")} exited ${out.exitCode}: ${out.stderr.trim() || out.stdout.trim()}`);
+  }
+  return out;
+}
+
+export const virsh = (args: readonly string[], options: { check?: boolean; timeoutMs?: number } = {}) =>
+  run(["virsh", "-c", LIBVIRT_URI, ...args], options);
+
+/** Removes a domain whatever its state; a missing domain is fine. */
+export async function removeDomain(name: string): Promise<void> {
+  await virsh(["destroy", name], { check: false });
+  await virsh(["undefine", name, "--nvram"], { check: false }).then(async (r) => {
+    if (r.exitCode !== 0) await virsh(["undefine", name], { check: false });
+  });
+}
+
+/** Names of every domain libvirt knows (running or not). */
+export async function domainNames(): Promise<string[]> {
+  const r = await virsh(["list", "--all", "--name"]);
+  return r.stdout.split("\n").map((s) => s.trim()).filter(Boolean);
+}

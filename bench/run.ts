@@ -1,0 +1,210 @@
+/**
+ * `npm run bench`: the agent's speed and memory, each figure beside a baseline
+ * measured in the same run on the same host. A script, not a test: it prints a table
+ * and `bench: N of M targets met`; it fails only when it cannot measure.
+ *
+ *   ip netns exec cdhtest npm run bench [-- --only a,b,c,d,e] [--instances 200]
+ *
+ * (a) RunInstances → RUNNING        vs qemu-img create + virsh define + virsh start
+ * (b) DescribeInstances, 200 inst.  vs virsh list --all
+ * (c) agent VmRSS with them         vs an idle agent's
+ * (d) metadata req/s and p99        vs nginx on the same documents
+ * (e) config drive build            vs xorriso alone
+ *
+ * Everything made lives under /var/tmp/cdh-bench-*: removed at the end, also after a
+ * failure or Ctrl-C, together with every domain the run made.
+ */
+import { access, chmod, mkdir, mkdtemp } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { importImage, rssBytes, startAgent, type AgentOptions } from "./agent.js";
+import { benchConfigDrive } from "./config-drive.js";
+import { LIBVIRT_URI, run, virsh } from "./host.js";
+import { benchLaunch } from "./launch.js";
+import { benchMany, memoryLine } from "./many.js";
+import { benchMetadata } from "./metadata.js";
+import { renderTable, sleep, type Row } from "./stats.js";
+import { Tracker } from "./tracker.js";
+
+const PARTS = ["a", "b", "c", "d", "e"] as const;
+type Part = (typeof PARTS)[number];
+const NETNS = "cdhtest";
+const REPO = fileURLToPath(new URL("../..", import.meta.url));
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+function usage(): string {
+  return `usage: ip netns exec ${NETNS} npm run bench [-- --only a,b,c,d,e] [--instances N] [--agent-log-level L] [--keep]
+  a  RunInstances → RUNNING vs qemu-img + virsh define + virsh start
+  b  DescribeInstances with N instances (default 200) vs virsh list --all
+  c  agent VmRSS with those instances vs an idle agent
+  d  metadata req/s and p99 vs nginx (wrk, 64 keep-alive connections)
+  e  config drive build vs xorriso alone
+  --agent-log-level  the agent's log level (default info; debug logs every command with its duration)
+  --keep             keep the work directory (agent log, configs) after the run; domains are removed anyway`;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      only: { type: "string" },
+      instances: { type: "string", default: "200" },
+      "agent-log-level": { type: "string", default: "info" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(usage());
+    return 0;
+  }
+  const only = new Set<Part>();
+  for (const p of (values.only ?? PARTS.join(",")).split(",").map((s) => s.trim().toLowerCase()).filter(Boolean)) {
+    if (!(PARTS as readonly string[]).includes(p)) throw new UsageError(`unknown part ${JSON.stringify(p)}\n${usage()}`);
+    only.add(p as Part);
+  }
+  const instances = Number(values.instances);
+  if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
+
+  const needLibvirt = only.has("a") || only.has("b") || only.has("c");
+  const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
+  const agentJs = join(REPO, "dist", "agent", "cli.js");
+  await preflight({ only, needLibvirt, tinyImage, agentJs });
+
+  const base = "/var/tmp";
+  const root = await mkdtemp(join(base, "cdh-bench-"));
+  await chmod(root, 0o755); // libvirt's QEMU user must reach the disks below
+  const tracker = new Tracker();
+  if (!values.keep) tracker.dirs.add(root);
+  const dataDir = join(root, "data");
+  const workDir = join(root, "work");
+  await mkdir(dataDir, { mode: 0o711 });
+  await mkdir(workDir, { mode: 0o755 });
+
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    log(`bench: ${signal}; cleaning up`);
+    void tracker.cleanup(log).finally(() => process.exit(130));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  const rows: Row[] = [];
+  const started = performance.now();
+  log(`bench: parts ${[...only].join(",")}; working in ${root}`);
+  try {
+    // The CPU-only parts first, while no guest runs.
+    if (only.has("e")) {
+      log("bench: (e) config drive");
+      rows.push(...(await benchConfigDrive({ workDir: join(workDir, "e"), runs: 10, log })));
+    }
+    if (only.has("d")) {
+      log("bench: (d) metadata endpoint vs nginx");
+      rows.push(...(await benchMetadata({ workDir: join(workDir, "d"), rounds: 3, seconds: 5, connections: 64, tracker, log })));
+    }
+    if (needLibvirt) {
+      const agentOptions: AgentOptions = {
+        agentJs,
+        dataDir,
+        logFile: join(root, "agent.log"),
+        env: { CDH_AGENT_LOG_LEVEL: values["agent-log-level"] ?? "info" },
+      };
+      let agent = await startAgent(agentOptions);
+      tracker.agent = agent;
+      tracker.stoppers.set("agent", () => agent.stop());
+      log(`bench: agent ${agent.pid} listening on 127.0.0.1:${agent.port} (log ${agentOptions.logFile})`);
+      const foreign = (await agent.client.DescribeInstances({ Limit: 1 })).TotalCount ?? 0;
+      if (foreign) log(`bench: note: the agent adopted ${foreign} instance(s) it found in libvirt that this run did not make; they are counted but never touched`);
+
+      let idleRss: number | undefined;
+      if (only.has("c")) {
+        for (let i = 0; i < 5; i++) await agent.client.DescribeInstances({ Limit: 100 });
+        await sleep(500);
+        idleRss = await rssBytes(agent.pid);
+        log(`  (c) idle agent: ${await memoryLine(agent.pid)}`);
+      }
+      const imageId = await importImage(agent.client, tinyImage, `bench-tiny-${process.pid}`);
+      if (only.has("a")) {
+        log("bench: (a) RunInstances → RUNNING vs qemu-img + virsh define + virsh start");
+        rows.push(...(await benchLaunch({ agent, dataDir, imageId, workDir: join(workDir, "a"), runs: 5, tracker, log })));
+      }
+      if (only.has("b") || only.has("c")) {
+        log(`bench: (b, c) ${instances} instances: DescribeInstances vs virsh list --all; agent memory`);
+        const r = await benchMany({
+          agent,
+          agentOptions,
+          dataDir,
+          imageId,
+          total: instances,
+          calls: 20,
+          idleRss,
+          want: { b: only.has("b"), c: only.has("c") },
+          tracker,
+          log,
+        });
+        agent = r.agent;
+        rows.push(...r.rows);
+      }
+    }
+  } catch (error) {
+    log(`bench: failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    if (rows.length) console.log(renderTable(rows));
+    log("bench: cleaning up");
+    await tracker.cleanup(log);
+    return 1;
+  }
+  log("bench: cleaning up");
+  const c0 = performance.now();
+  await tracker.cleanup(log);
+  log(`bench: cleaned up in ${((performance.now() - c0) / 1000).toFixed(1)} s; total ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  if (values.keep) log(`bench: kept ${root} (remove it yourself)`);
+
+  console.log(renderTable(rows));
+  const targets = rows.filter((r) => r.met !== undefined);
+  console.log(`bench: ${targets.filter((r) => r.met).length} of ${targets.length} targets met`);
+  return 0;
+}
+
+class UsageError extends Error {}
+
+async function preflight(o: { only: Set<Part>; needLibvirt: boolean; tinyImage: string; agentJs: string }): Promise<void> {
+  const problems: string[] = [];
+  const have = async (cmd: string, pkg: string) => {
+    const r = await run(["sh", "-c", `command -v ${cmd}`], { check: false });
+    if (r.exitCode !== 0) problems.push(`${cmd} is not installed (Debian package ${pkg}; bash scripts/install-deps.sh --test installs it)`);
+  };
+  if (o.only.has("e")) await have("xorriso", "xorriso");
+  if (o.only.has("d")) {
+    await have("nginx", "nginx-light");
+    await have("wrk", "wrk");
+  }
+  if (o.needLibvirt) {
+    if (process.getuid?.() !== 0) problems.push("run as root: the agent drives qemu:///system");
+    await have("virsh", "libvirt-clients");
+    await have("qemu-img", "qemu-utils");
+    const ns = (await run(["ip", "netns", "identify", String(process.pid)], { check: false })).stdout.trim();
+    const up = (await virsh(["uri"], { check: false, timeoutMs: 15_000 })).exitCode === 0;
+    if (ns !== NETNS || !up) {
+      problems.push(
+        (up ? `this process runs in network namespace "${ns || "(the host's)"}", not "${NETNS}"` : `libvirt does not answer on ${LIBVIRT_URI}`) +
+          `; start libvirtd in the namespace and run the bench there:\n` +
+          `    bash scripts/libvirtd-up.sh --netns ${NETNS}\n` +
+          `    ip netns exec ${NETNS} npm run bench`,
+      );
+    }
+    await access(o.tinyImage).catch(() => problems.push(`${o.tinyImage} is missing: run bash scripts/build-tiny-image.sh (outside the namespace: it downloads from Debian)`));
+    await access(o.agentJs).catch(() => problems.push(`${o.agentJs} is missing: npm run build`));
+  }
+  if (problems.length) throw new UsageError(`bench cannot run:\n  - ${problems.join("\n  - ")}`);
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    log(error instanceof UsageError ? error.message : `bench: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    process.exit(error instanceof UsageError ? 2 : 1);
+  },
+);
