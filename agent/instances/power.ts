@@ -18,26 +18,41 @@ export interface PowerContext {
 
 const isOff = (e: InstanceEntry) => e.power === "shut off" || e.power === "crashed";
 
-/** ACPI shutdown, re-sent until the guest is off or the timeout passes. True when off. */
-export async function softStop(ctx: PowerContext, instanceId: string, signal: AbortSignal): Promise<boolean> {
+/**
+ * Sends a guest request (ACPI power button, ACPI reboot) again every retry interval
+ * until `done` holds or the timeout passes: a guest still in its firmware or early boot
+ * misses the first press. True when done.
+ */
+async function pressUntil(
+  ctx: PowerContext,
+  instanceId: string,
+  signal: AbortSignal,
+  press: () => Promise<void>,
+  done: (e: InstanceEntry) => boolean,
+): Promise<boolean> {
   const deadline = Date.now() + ctx.softStopTimeoutMs;
   while (Date.now() < deadline) {
     signal.throwIfAborted();
     try {
-      await ctx.hypervisor.shutdown(instanceId);
+      await press();
     } catch (error) {
       if (!(error instanceof DomainStateError)) throw error;
       // "domain is not running": it went off between our look and our request.
       await ctx.refreshPower(instanceId);
     }
-    const off = await ctx.registry.waitFor(instanceId, isOff, {
+    const reached = await ctx.registry.waitFor(instanceId, done, {
       timeoutMs: Math.max(1, Math.min(ctx.softStopRetryMs, deadline - Date.now())),
       signal,
       poll: () => ctx.refreshPower(instanceId),
     });
-    if (off) return true;
+    if (reached) return true;
   }
   return false;
+}
+
+/** ACPI shutdown, re-sent until the guest is off or the timeout passes. True when off. */
+export async function softStop(ctx: PowerContext, instanceId: string, signal: AbortSignal): Promise<boolean> {
+  return pressUntil(ctx, instanceId, signal, () => ctx.hypervisor.shutdown(instanceId), isOff);
 }
 
 export async function hardStop(ctx: PowerContext, instanceId: string): Promise<void> {
@@ -56,31 +71,10 @@ export async function powerOn(ctx: PowerContext, instanceId: string): Promise<vo
   if (!entry || !isPoweredOn(entry.power)) throw new Error(`domain ${instanceId} did not start (state ${entry?.power ?? "gone"})`);
 }
 
-/**
- * ACPI reboot, re-sent every retry interval (a guest still in its firmware or early
- * boot misses the button, as with a soft stop); true when the guest reset itself, or
- * went off, within the timeout.
- */
+/** ACPI reboot, re-sent like a soft stop; true when the guest reset itself, or went off, within the timeout. */
 export async function softReboot(ctx: PowerContext, instanceId: string, signal: AbortSignal): Promise<boolean> {
   const before = ctx.registry.get(instanceId)?.reboots ?? 0;
-  const done = (e: InstanceEntry) => e.reboots > before || isOff(e);
-  const deadline = Date.now() + ctx.softStopTimeoutMs;
-  while (Date.now() < deadline) {
-    signal.throwIfAborted();
-    try {
-      await ctx.hypervisor.reboot(instanceId);
-    } catch (error) {
-      if (!(error instanceof DomainStateError)) throw error;
-      await ctx.refreshPower(instanceId);
-    }
-    const rebooted = await ctx.registry.waitFor(instanceId, done, {
-      timeoutMs: Math.max(1, Math.min(ctx.softStopRetryMs, deadline - Date.now())),
-      signal,
-      poll: () => ctx.refreshPower(instanceId),
-    });
-    if (rebooted) return true;
-  }
-  return false;
+  return pressUntil(ctx, instanceId, signal, () => ctx.hypervisor.reboot(instanceId), (e) => e.reboots > before || isOff(e));
 }
 
 /** A reset: the machine restarts at once, as with a power cycle. */
