@@ -5,34 +5,21 @@
  */
 import { execa } from "execa";
 import { readFile } from "node:fs/promises";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { join } from "node:path";
-import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
+import { freePort, sdkClient as testSdkClient, type CvmClient } from "../test/support/agent-process.js";
 import { sleep } from "./stats.js";
+
+export { freePort, type CvmClient };
 
 export const SECRET_ID = "AKIDcdhagentbench000000000000001";
 export const SECRET_KEY = "cdh-agent-bench-secret-key-0001";
 export const BENCH_NETWORK = "cdhtest-net";
 export const HOST_ID = "host-cdhbench";
-export type CvmClient = InstanceType<typeof tencentcloud.cvm.v20170312.Client>;
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
-
+/** The SDK client of the integration tests, with the bench's credentials. */
 export function sdkClient(port: number): CvmClient {
-  return new tencentcloud.cvm.v20170312.Client({
-    credential: { secretId: SECRET_ID, secretKey: SECRET_KEY },
-    region: "ap-guangzhou",
-    profile: { httpProfile: { endpoint: `127.0.0.1:${port}`, protocol: "http://", reqTimeout: 60 } },
-  });
+  return testSdkClient(port, SECRET_KEY, SECRET_ID);
 }
 
 export interface Agent {

@@ -2,9 +2,9 @@
  * Runs the compiled agent as a real process (as systemd would), with a private data
  * directory, and talks to it with the official Tencent Cloud SDK.
  */
-import { execa, type ResultPromise } from "execa";
+import { execa } from "execa";
 import { createServer, connect } from "node:net";
-import { mkdtemp, mkdir, chmod, open } from "node:fs/promises";
+import { mkdtemp, mkdir, chmod } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
 
@@ -80,17 +80,15 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
   };
   // The agent reads only CDH_AGENT_* and the basics a process needs.
   const baseEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" };
-  const log = await open(logFile, "a");
-  const child: ResultPromise = execa("node", [resolve(options.repoRoot, "dist/agent/cli.js"), "run"], {
+  const child = execa("node", [resolve(options.repoRoot, "dist/agent/cli.js"), "run"], {
     env: { ...baseEnv, ...env },
     extendEnv: false,
-    stdout: log.fd,
-    stderr: log.fd,
+    stdout: { file: logFile, append: true },
+    stderr: { file: logFile, append: true },
     reject: false,
     cleanup: true,
   });
   const exitedPromise = child.then((r) => ({ signal: r.signal, exitCode: r.exitCode }));
-  exitedPromise.finally(() => log.close().catch(() => undefined));
 
   await waitForPort(port, exitedPromise, logFile);
   const handle: AgentProcess = {
