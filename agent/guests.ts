@@ -18,14 +18,20 @@ import type { InstanceRegistry } from "./instances/registry.js";
 import { guestConfigOf, type GuestHostSettings } from "./instances/guest.js";
 
 interface Cached {
-  key: string;
+  generation: number;
+  keys: readonly GuestKey[];
   view: GuestView;
 }
+
+const NO_KEYS: readonly GuestKey[] = Object.freeze([]);
 
 export class GuestDocumentsService {
   private readonly cache = new Map<string, Cached>();
   /** Key pairs as the guest sees them, refreshed on every drive build. */
-  private readonly keys = new Map<string, GuestKey[]>();
+  private readonly keys = new Map<string, readonly GuestKey[]>();
+  /** "gateway|address" → instance ID, rebuilt when the registry's membership changes. */
+  private callers = new Map<string, string>();
+  private callersBuiltAt = -1;
 
   constructor(
     private readonly o: {
@@ -39,7 +45,7 @@ export class GuestDocumentsService {
     },
   ) {}
 
-  private async loadKeys(record: InstanceRecord): Promise<GuestKey[]> {
+  private async loadKeys(record: InstanceRecord): Promise<readonly GuestKey[]> {
     const keys = (await this.o.keyPairs.keysOfInstance(record.instanceId)).map((k) => ({ keyId: k.keyId, keyName: k.keyName, publicKey: k.publicKey }));
     this.keys.set(record.instanceId, keys);
     return keys;
@@ -54,11 +60,15 @@ export class GuestDocumentsService {
     }
   }
 
-  /** The documents of a record, rendered once per generation and key set. */
+  /**
+   * The documents of a record, rendered once per configuration generation and key set:
+   * every change the guest should see bumps the generation, and a reload of the keys
+   * gives a new array, so a metadata request does no rendering and no serialising.
+   */
   private documents(record: InstanceRecord, keys: readonly GuestKey[]): { docs: GuestDocuments; view: GuestView } {
-    const key = JSON.stringify([record.configGeneration ?? 1, record.hostName, record.nics, keys.map((k) => k.keyId), record.login]);
+    const generation = record.configGeneration ?? 1;
     const cached = this.cache.get(record.instanceId);
-    if (cached && cached.key === key) return { docs: cached.view.docs, view: cached.view };
+    if (cached && cached.generation === generation && cached.keys === keys) return { docs: cached.view.docs, view: cached.view };
     const windowsPassword = this.windowsPassword(record);
     const config = guestConfigOf({ record, host: this.o.host, keys, ...(windowsPassword !== undefined ? { windowsPassword } : {}) });
     const docs = renderGuestDocuments(config);
@@ -82,7 +92,7 @@ export class GuestDocumentsService {
         }
       },
     };
-    this.cache.set(record.instanceId, { key, view });
+    this.cache.set(record.instanceId, { generation, keys, view });
     return { docs, view };
   }
 
@@ -99,31 +109,44 @@ export class GuestDocumentsService {
     });
   }
 
-  /** Rebuilds the drive and swaps it into the domain (live when running), so a change reaches the guest. */
+  /**
+   * Rebuilds the drive and swaps it into the domain (live when running), so a change
+   * reaches the guest. The record itself is saved by the operation that changed it.
+   */
   async refresh(record: InstanceRecord): Promise<void> {
     await this.buildDrive(record);
     await this.o.hypervisor.changeMedia(record.instanceId, "hdc", this.o.paths.configDrive(record.instanceId));
-    await this.o.hypervisor.setMetadata(record.instanceId, JSON.stringify(record));
   }
 
   /** The metadata endpoint's resolver: the gateway the request came in on, and its source address. */
   resolve(localAddress: string, remoteAddress: string): GuestView | undefined {
-    const local = stripV4Mapped(localAddress);
-    const remote = stripV4Mapped(remoteAddress);
-    const subnet = this.o.host.subnets.find((s) => s.gateway === local);
-    if (!subnet) return undefined;
-    for (const entry of this.o.registry.all()) {
-      if (entry.launchFailed) continue;
-      const nic = entry.record.nics.find((n) => n.subnetId === subnet.subnetId && n.ipv4 === remote);
-      if (!nic) continue;
-      const keys = this.keys.get(entry.record.instanceId);
-      if (!keys) {
-        // Not built in this process yet (an agent restart): load in the background, answer with what is known.
-        void this.loadKeys(entry.record).catch((e: unknown) => this.o.logger.warn({ err: e }, "could not load key pairs"));
-      }
-      return this.documents(entry.record, keys ?? []).view;
+    const { registry } = this.o;
+    if (this.callersBuiltAt !== registry.membership) this.indexCallers();
+    const id = this.callers.get(`${stripV4Mapped(localAddress)}|${stripV4Mapped(remoteAddress)}`);
+    const entry = id === undefined ? undefined : registry.get(id);
+    if (!entry || entry.launchFailed) return undefined;
+    let keys = this.keys.get(entry.record.instanceId);
+    if (!keys) {
+      // Not built in this process yet (an agent restart): load in the background, answer with what is known.
+      void this.loadKeys(entry.record).catch((e: unknown) => this.o.logger.warn({ err: e }, "could not load key pairs"));
+      keys = NO_KEYS;
     }
-    return undefined;
+    return this.documents(entry.record, keys).view;
+  }
+
+  private indexCallers(): void {
+    const gateways = new Map(this.o.host.subnets.map((s) => [s.subnetId, s.gateway]));
+    const callers = new Map<string, string>();
+    for (const entry of this.o.registry.all()) {
+      for (const nic of entry.record.nics) {
+        const gateway = nic.subnetId === undefined ? undefined : gateways.get(nic.subnetId);
+        if (gateway && nic.ipv4) callers.set(`${gateway}|${nic.ipv4}`, entry.record.instanceId);
+      }
+    }
+    this.callers = callers;
+    this.callersBuiltAt = this.o.registry.membership;
+    // Instances that are gone take their rendered documents with them.
+    for (const id of this.cache.keys()) if (!this.o.registry.has(id)) this.forget(id);
   }
 
   /** Forgets a removed instance. */

@@ -164,8 +164,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   const metadata = await startMetadata({ config, runner, guests, logger });
 
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
-  const dispatchDeps = { service, images, registry, identity, hostResource, keyPairs, libvirtConnected: () => registry.isConnected() };
-  const dispatch = createDispatcher(dispatchDeps);
+  const dispatch = createDispatcher({ service, images, registry, identity, hostResource, keyPairs, libvirtConnected: () => registry.isConnected() });
   const api = createApiServer({
     listen: config.apiListen,
     credentials,

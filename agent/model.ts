@@ -135,7 +135,13 @@ export type InstanceAction =
   | "StopInstances"
   | "StopInstancesHard"
   | "RebootInstances"
-  | "TerminateInstances";
+  | "TerminateInstances"
+  | "AssociateInstancesKeyPairs"
+  | "DisassociateInstancesKeyPairs"
+  | "ResetInstancesPassword";
+
+/** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
+const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
 
 /**
  * The states each action is allowed from (seed API §1.10). A hard stop is accepted at
@@ -157,6 +163,9 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
     "SHUTDOWN",
     "UNKNOWN",
   ]),
+  AssociateInstancesKeyPairs: LOGIN_STATES,
+  DisassociateInstancesKeyPairs: LOGIN_STATES,
+  ResetInstancesPassword: LOGIN_STATES,
 });
 
 const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freeze({

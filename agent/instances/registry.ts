@@ -36,13 +36,20 @@ export class InstanceRegistry {
 
   constructor(private readonly onChange: (reason: string) => void) {}
 
+  /** Bumped whenever an entry is added, replaced or removed (for indexes built over the registry). */
+  membership = 0;
+
   add(entry: InstanceEntry): void {
     this.entries.set(entry.record.instanceId, entry);
+    this.membership += 1;
     this.onChange(`instance ${entry.record.instanceId} added`);
   }
 
   remove(instanceId: string): void {
-    if (this.entries.delete(instanceId)) this.onChange(`instance ${instanceId} removed`);
+    if (this.entries.delete(instanceId)) {
+      this.membership += 1;
+      this.onChange(`instance ${instanceId} removed`);
+    }
     this.wake(instanceId);
   }
 

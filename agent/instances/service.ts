@@ -287,7 +287,7 @@ export class InstanceService {
 
   /** Binds key pairs to instances (replacing earlier ones); the guests get them through their config. */
   async associateKeyPairs(req: KeyBindingRequest, ctx: RequestContext): Promise<void> {
-    const entries = this.loginTargets(req.instanceIds, "AssociateInstancesKeyPairs", req.forceStop);
+    const entries = this.validate(req.instanceIds, "AssociateInstancesKeyPairs");
     await this.o.keyPairs.associate(req.instanceIds, req.keyIds);
     for (const entry of entries) {
       entry.record.login = { ...entry.record.login, keyIds: [...req.keyIds] };
@@ -297,7 +297,7 @@ export class InstanceService {
 
   /** Removes key pairs from instances. */
   async disassociateKeyPairs(req: KeyBindingRequest, ctx: RequestContext): Promise<void> {
-    const entries = this.loginTargets(req.instanceIds, "DisassociateInstancesKeyPairs", req.forceStop);
+    const entries = this.validate(req.instanceIds, "DisassociateInstancesKeyPairs");
     await this.o.keyPairs.disassociate(req.instanceIds, req.keyIds);
     const removed = new Set(req.keyIds);
     for (const entry of entries) {
@@ -313,7 +313,7 @@ export class InstanceService {
    * its next boot, from its config drive.
    */
   async resetPassword(req: ResetPasswordRequest, ctx: RequestContext): Promise<void> {
-    const entries = this.loginTargets(req.instanceIds, "ResetInstancesPassword", req.forceStop);
+    const entries = this.validate(req.instanceIds, "ResetInstancesPassword");
     for (const entry of entries) {
       const windows = entry.record.osType === "windows";
       checkPassword(req.password, windows ? "windows" : "linux", { field: "Password" });
@@ -331,21 +331,6 @@ export class InstanceService {
       }
       this.applyLogin(entry, "ResetInstancesPassword", req.forceStop, ctx, { password: req.password });
     }
-  }
-
-  /** Instances a login change may touch: known, and RUNNING or STOPPED. */
-  private loginTargets(ids: string[], action: string, forceStop: boolean): InstanceEntry[] {
-    void forceStop;
-    const missing = ids.filter((id) => !this.o.registry.has(id));
-    if (missing.length) throw new ApiError("InvalidInstanceId.NotFound", `no such instance on this host: ${missing.join(", ")}`);
-    const entries = [...new Set(ids)].map((id) => this.o.registry.get(id)!);
-    for (const entry of entries) {
-      const state = this.o.registry.stateOf(entry);
-      if (state !== "RUNNING" && state !== "STOPPED") {
-        throw new ApiError(stateErrorCode(state) as ErrorCode, `${action} is not allowed for ${entry.record.instanceId} in state ${state}`);
-      }
-    }
-    return entries;
   }
 
   /** Applies a changed login to one instance in the background: drive, then live or by a stop/start. */
