@@ -1,20 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { ACTIONS, parseCommand, type Command } from "../../../agent/api/commands.js";
-import { ApiError, ERROR_CODES, isKnownCode } from "../../../agent/errors.js";
+import { parse, refusal } from "../../support/parse.js";
+import { ACTIONS } from "../../../agent/api/commands.js";
+import { ERROR_CODES, isKnownCode } from "../../../agent/errors.js";
 
-function parse(action: string, body: unknown): Command["params"] {
-  return parseCommand(action, body).params;
-}
-
-function refusal(action: string, body: unknown): { code: string; message: string } {
-  try {
-    parseCommand(action, body);
-  } catch (e) {
-    if (e instanceof ApiError) return { code: e.code, message: e.message };
-    throw e;
-  }
-  throw new Error("the request was accepted");
-}
 
 const IDS = ["ins-abcd1234", "ins-efgh5678"];
 const many = (n: number) => Array.from({ length: n }, (_, i) => `ins-${String(i).padStart(8, "0")}`);

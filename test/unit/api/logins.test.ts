@@ -1,20 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { ACTIONS, parseCommand, type Command } from "../../../agent/api/commands.js";
-import { ApiError } from "../../../agent/errors.js";
+import { parse, refusal } from "../../support/parse.js";
+import { ACTIONS } from "../../../agent/api/commands.js";
 
-function parse(action: string, body: unknown): Command["params"] {
-  return parseCommand(action, body).params;
-}
-
-function refusal(action: string, body: unknown): { code: string; message: string } {
-  try {
-    parseCommand(action, body);
-  } catch (e) {
-    if (e instanceof ApiError) return { code: e.code, message: e.message };
-    throw e;
-  }
-  throw new Error("the request was accepted");
-}
 
 const KEY = "skey-abcd1234";
 const KEY2 = "skey-efgh5678";

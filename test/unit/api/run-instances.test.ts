@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { refusal as parseRefusal } from "../../support/parse.js";
 import { expandInstanceNames, parseCommand, type RunInstancesParams } from "../../../agent/api/commands.js";
-import { ApiError } from "../../../agent/errors.js";
 
 const BASE = { InstanceType: "CDH_2C4G", ImageId: "img-abcd1234" };
 
@@ -11,13 +11,7 @@ function run(extra: Record<string, unknown> = {}): RunInstancesParams {
 }
 
 function refusal(body: Record<string, unknown>, action = "RunInstances"): { code: string; message: string } {
-  try {
-    parseCommand(action, body);
-  } catch (e) {
-    if (e instanceof ApiError) return { code: e.code, message: e.message };
-    throw e;
-  }
-  throw new Error("the request was accepted");
+  return parseRefusal(action, body);
 }
 
 function refused(extra: Record<string, unknown>) {
