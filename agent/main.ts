@@ -143,6 +143,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     },
     hostResource,
     subnets: config.subnets,
+    hostId: config.hostId,
     keyPairs,
     refreshGuest: (record) => guests.refresh(record),
     logger: logger.child({ component: "instances" }),
@@ -155,6 +156,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     service,
     logger: logger.child({ component: "sync" }),
     reconcileIntervalMs: config.reconcileIntervalS * 1000,
+    hostId: config.hostId,
   });
 
   await images.load();

@@ -65,6 +65,8 @@ export interface InstanceRecord {
   version: 1;
   instanceId: string;
   uuid: string;
+  /** The host (agent) that made the instance; an agent adopts only its own domains. Absent in early records. */
+  hostId?: string;
   instanceName: string;
   hostName?: string;
   instanceType: string;

@@ -85,6 +85,8 @@ export class InstanceService {
       power: PowerContext;
       hostResource: () => HostResource;
       subnets: readonly Subnet[];
+      /** Written into every record: the agent adopts only its own host's domains. */
+      hostId: string;
       keyPairs: KeyPairStore;
       /** Rebuilds the config drive from the record and swaps it into a running guest. */
       refreshGuest: (record: InstanceRecord) => Promise<void>;
@@ -151,6 +153,7 @@ export class InstanceService {
         version: 1,
         instanceId,
         uuid: randomUUID(),
+        hostId: this.o.hostId,
         instanceName: name,
         ...(req.hostName ? { hostName: req.hostName } : {}),
         instanceType: req.instanceType,

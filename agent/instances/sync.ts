@@ -42,6 +42,8 @@ export class InstanceSync {
       service: InstanceService;
       logger: Logger;
       reconcileIntervalMs: number;
+      /** This agent's host ID: domains whose record names another host are not adopted. */
+      hostId: string;
     },
   ) {}
 
@@ -59,7 +61,12 @@ export class InstanceSync {
         logger.warn({ domain: d.name }, "domain has an instance-like name but no cdh-agent record; leaving it alone");
         continue;
       }
-      registry.add(newEntry(parseRecord(details.spec.metadata), details.state));
+      const record = parseRecord(details.spec.metadata);
+      if (record.hostId !== undefined && record.hostId !== this.o.hostId) {
+        logger.debug({ domain: d.name, owner: record.hostId }, "domain belongs to another host's agent; not adopted");
+        continue;
+      }
+      registry.add(newEntry(record, details.state));
     }
     for (const record of await loadLaunchFailed(paths)) {
       if (!registry.has(record.instanceId)) registry.add({ ...newEntry(record, "absent"), launchFailed: true });

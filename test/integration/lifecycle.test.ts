@@ -40,7 +40,7 @@ describe("instance lifecycle through the official SDK", () => {
 
     const run = await client.RunInstances({
       InstanceChargeType: "CDHPAID",
-      Placement: { Zone: "zone-1", HostId: "host-cdhtest1" },
+      Placement: { Zone: "zone-1", HostId: agent.hostId },
       InstanceType: "CDH_2C1G",
       ImageId: imageId,
       SystemDisk: { DiskSize: 2 },
@@ -60,7 +60,7 @@ describe("instance lifecycle through the official SDK", () => {
     const ready = parseTinyReady((await waitForSerial(log, TINY_READY_PATTERN, { timeoutMs: 60_000 }))[0]);
     const describe = (await client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
     expect(describe).toMatchObject({ InstanceId: id, CPU: 2, Memory: 1, InstanceType: "CDH_2C1G", InstanceName: "lifecycle", LatestOperation: "RunInstances", LatestOperationState: "SUCCESS" });
-    expect(describe.Placement?.HostId).toBe("host-cdhtest1");
+    expect(describe.Placement?.HostId).toBe(agent.hostId);
     // The guest sees exactly what was asked, and its SMBIOS serial is the instance UUID.
     expect(ready.vcpus).toBe(2);
     expect(ready.memtotalKb).toBeGreaterThan(900 * 1024);

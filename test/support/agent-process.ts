@@ -3,6 +3,7 @@
  * directory, and talks to it with the official Tencent Cloud SDK.
  */
 import { execa } from "execa";
+import { createHash } from "node:crypto";
 import { createServer, connect } from "node:net";
 import { mkdtemp, mkdir, chmod } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -35,6 +36,7 @@ export function sdkClient(port: number, secretKey = SECRET_KEY, secretId = SECRE
 export interface AgentProcess {
   readonly port: number;
   readonly dataDir: string;
+  readonly hostId: string;
   readonly logFile: string;
   client: CvmClient;
   /** Kills the agent with a signal and waits for it to be gone. */
@@ -67,7 +69,9 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
     CDH_AGENT_SECRET_ID: SECRET_ID,
     CDH_AGENT_SECRET_KEY: SECRET_KEY,
     CDH_AGENT_VIRT_TYPE: "qemu",
-    CDH_AGENT_HOST_ID: "host-cdhtest1",
+    // One host ID per data directory: agents of concurrent runs on the shared libvirtd
+    // adopt only their own domains.
+    CDH_AGENT_HOST_ID: hostIdFor(dataDir),
     CDH_AGENT_LIBVIRT_URI: "qemu:///system",
     CDH_AGENT_CPU_ALLOCATION_RATIO: "8",
     CDH_AGENT_RESERVED_MEMORY_GIB: "2",
@@ -94,6 +98,7 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
   const handle: AgentProcess = {
     port,
     dataDir,
+    hostId: env.CDH_AGENT_HOST_ID!,
     logFile,
     client: sdkClient(port),
     async kill(signal = "SIGKILL") {
@@ -121,6 +126,12 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
     },
   };
   return handle;
+}
+
+/** A stable host ID for a data directory (host- and 8 base-36 characters). */
+export function hostIdFor(dataDir: string): string {
+  const n = BigInt(`0x${createHash("sha256").update(dataDir).digest("hex").slice(0, 16)}`);
+  return `host-${n.toString(36).padStart(8, "0").slice(-8)}`;
 }
 
 export async function makeDataDir(): Promise<string> {
