@@ -34,6 +34,17 @@ const subnetSchema = z
   })
   .strict();
 
+const storagePoolSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, "must be lowercase letters, digits, - or _ (at most 32)"),
+    path: z.string().startsWith("/", "must be an absolute path"),
+    disk_type: z.enum(["LOCAL_BASIC", "LOCAL_SSD"]),
+    size_gib: z.number().int().positive().optional(),
+    iops: z.number().int().nonnegative().optional(),
+    throughput_mbps: z.number().int().nonnegative().optional(),
+  })
+  .strict();
+
 const credentialSchema = z
   .object({
     secret_id: z.string().min(1, "secret_id must not be empty"),
@@ -136,6 +147,18 @@ export const configSchema = z
     /** Region name guests see in their metadata. */
     region: z.string().min(1, "must not be empty").default("local")
       .describe("region name guests see in their metadata"),
+    /** Local disk pools; empty = one LOCAL_BASIC pool "local" at <data_dir>/pools/local. */
+    storage_pools: z.array(storagePoolSchema).default([])
+      .describe('local disk pools, JSON array of {"name","path","disk_type" (LOCAL_BASIC or LOCAL_SSD),"size_gib"?,"iops"?,"throughput_mbps"?}; empty = one LOCAL_BASIC pool "local" at <data_dir>/pools/local, as large as its filesystem'),
+    /** How local disk data is discarded when a disk is deleted (degaussing). */
+    disk_wipe: z.enum(["zero", "discard", "none"]).default("discard")
+      .describe("how a deleted disk's data is destroyed: zero (overwrite with zeros, then delete), discard (punch out every block so the filesystem and device drop them, then delete) or none"),
+    /** node-cron schedule of the inventory sweep (orphaned files and domains). */
+    inventory_sweep_schedule: z.string().default("0 */10 * * * *")
+      .describe("node-cron expression (6 fields) of the inventory sweep that finds orphaned disk files and domains"),
+    /** How long an orphan stays in quarantine before the sweep deletes it, seconds. */
+    orphan_grace_period_s: z.number().int().nonnegative().default(86400)
+      .describe("how long an orphaned disk file stays in quarantine before the sweep deletes it (seconds)"),
     /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
     fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
       .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),
@@ -185,7 +208,29 @@ export interface AgentConfig {
   readonly metadataRequireToken: boolean;
   readonly ntpServers: readonly string[];
   readonly region: string;
+  readonly storagePools: readonly StoragePoolConfig[];
+  readonly diskWipe: "zero" | "discard" | "none";
+  readonly inventorySweepSchedule: string;
+  readonly orphanGracePeriodS: number;
 }
+
+/** One local disk pool: a directory holding disk files of one disk type. */
+export interface StoragePoolConfig {
+  readonly name: string;
+  readonly path: string;
+  readonly diskType: "LOCAL_BASIC" | "LOCAL_SSD";
+  /** Capacity limit, GiB; absent = the filesystem's size. */
+  readonly sizeGiB?: number;
+  /** Per-disk IO limits (0 = unlimited). */
+  readonly iops: number;
+  readonly throughputMBps: number;
+}
+
+/** Per-disk IO limits by disk type, when a pool does not set its own (0 = unlimited). */
+export const DEFAULT_IO_LIMITS: Readonly<Record<"LOCAL_BASIC" | "LOCAL_SSD", { iops: number; throughputMBps: number }>> = Object.freeze({
+  LOCAL_BASIC: { iops: 2000, throughputMBps: 150 },
+  LOCAL_SSD: { iops: 20000, throughputMBps: 500 },
+});
 
 export interface ConfigProblem {
   /** The config key (snake_case), or "" for a problem with the file itself. */
@@ -402,6 +447,30 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     }
   }
 
+  if (!validateCron(cfg.inventory_sweep_schedule)) {
+    problems.push({ key: "inventory_sweep_schedule", source: at("inventory_sweep_schedule"), message: `not a valid node-cron expression: ${JSON.stringify(cfg.inventory_sweep_schedule)}` });
+  }
+  const poolInputs = cfg.storage_pools.length > 0
+    ? cfg.storage_pools
+    : [{ name: "local", path: `${cfg.data_dir.replace(/\/+$/, "")}/pools/local`, disk_type: "LOCAL_BASIC" as const }];
+  const storagePools: StoragePoolConfig[] = [];
+  poolInputs.forEach((input, i) => {
+    const clash = storagePools.find((p) => p.name === input.name || p.path === input.path);
+    if (clash) {
+      problems.push({ key: "storage_pools", source: at("storage_pools"), message: `storage_pools[${i}]: name or path repeats pool ${clash.name}` });
+      return;
+    }
+    const limits = DEFAULT_IO_LIMITS[input.disk_type];
+    storagePools.push({
+      name: input.name,
+      path: input.path.replace(/\/+$/, ""),
+      diskType: input.disk_type,
+      ...("size_gib" in input && input.size_gib !== undefined ? { sizeGiB: input.size_gib } : {}),
+      iops: ("iops" in input ? input.iops : undefined) ?? limits.iops,
+      throughputMBps: ("throughput_mbps" in input ? input.throughput_mbps : undefined) ?? limits.throughputMBps,
+    });
+  });
+
   if (!validateCron(cfg.report_schedule)) {
     problems.push({ key: "report_schedule", source: at("report_schedule"), message: `not a valid node-cron expression: ${JSON.stringify(cfg.report_schedule)}` });
   }
@@ -503,5 +572,9 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     metadataRequireToken: cfg.metadata_require_token,
     ntpServers: cfg.ntp_servers,
     region: cfg.region,
+    storagePools,
+    diskWipe: cfg.disk_wipe,
+    inventorySweepSchedule: cfg.inventory_sweep_schedule,
+    orphanGracePeriodS: cfg.orphan_grace_period_s,
   });
 }
