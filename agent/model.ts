@@ -37,6 +37,10 @@ export interface SystemDiskRecord {
   sizeGiB: number;
   /** Absolute path of the qcow2 overlay. */
   path: string;
+  /** disk-…; records written before storage pools have none. */
+  diskId?: string;
+  /** The storage pool holding the file; absent in records written before storage pools. */
+  pool?: string;
 }
 
 export interface NicRecord {

@@ -68,6 +68,12 @@ function buildDisk(disk: DomainDiskSpec): XmlNode {
   if (disk.serial !== undefined) children.serial = escapeText(disk.serial);
   if (isCdrom || disk.readonly) children.readonly = "";
   if (disk.bootOrder !== undefined) children.boot = el({ order: disk.bootOrder });
+  if (disk.iotune && (disk.iotune.totalIopsSec > 0 || disk.iotune.totalBytesSec > 0)) {
+    const tune: XmlNode = {};
+    if (disk.iotune.totalBytesSec > 0) tune.total_bytes_sec = String(disk.iotune.totalBytesSec);
+    if (disk.iotune.totalIopsSec > 0) tune.total_iops_sec = String(disk.iotune.totalIopsSec);
+    children.iotune = tune;
+  }
   return el({ type: "file", device: disk.device }, children);
 }
 
@@ -116,6 +122,11 @@ function buildDevices(spec: DomainSpec): XmlNode {
   devices.memballoon = el({ model: "virtio" }, { stats: el({ period: 10 }) });
   devices.rng = el({ model: "virtio" }, { backend: el({ model: "random" }, "/dev/urandom") });
   return devices;
+}
+
+/** The <disk> element alone, for attach-device (hot-plug) and detach-device. */
+export function buildDiskXml(disk: DomainDiskSpec): string {
+  return builder.build({ disk: buildDisk(disk) }) as string;
 }
 
 /** Renders the complete domain XML for a spec. Pure: the same spec gives the same bytes. */
@@ -241,6 +252,12 @@ function parseDisk(node: XmlNode): DomainDiskSpec | undefined {
   if (node.readonly !== undefined) disk.readonly = true;
   const order = attr(node.boot, "order");
   if (order !== undefined) disk.bootOrder = Number(order);
+  const tune = asNode(node.iotune);
+  if (tune) {
+    const iops = Number(text(tune.total_iops_sec) ?? 0);
+    const bytes = Number(text(tune.total_bytes_sec) ?? 0);
+    if (iops > 0 || bytes > 0) disk.iotune = { totalIopsSec: iops, totalBytesSec: bytes };
+  }
   return disk;
 }
 

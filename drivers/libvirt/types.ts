@@ -33,6 +33,8 @@ export interface DomainDiskSpec {
   readonly?: boolean;
   /** Boot order (1 = first); omitted = not bootable. */
   bootOrder?: number;
+  /** IO limits (libvirt <iotune>): total IOPS and total bytes per second; 0 or absent = none. */
+  iotune?: { totalIopsSec: number; totalBytesSec: number };
 }
 
 export interface DomainNicSpec {
@@ -144,6 +146,20 @@ export interface Hypervisor {
    * and returns its "return" value; throws GuestAgentError when the agent does not answer.
    */
   guestAgent(name: string, command: Record<string, unknown>, timeoutS?: number): Promise<unknown>;
+  /**
+   * Adds a disk to the persistent definition and, when `live`, hot-plugs it into the
+   * running guest (virsh attach-device).
+   */
+  attachDisk(name: string, disk: DomainDiskSpec, live: boolean): Promise<void>;
+  /**
+   * Removes the disk at `target` from the persistent definition and, when `live`, unplugs it
+   * from the running guest, waiting (up to timeoutMs) until QEMU has let it go.
+   */
+  detachDisk(name: string, target: string, live: boolean, timeoutMs?: number): Promise<void>;
+  /** Grows a disk of a running domain; the guest sees the new size at once (virsh blockresize). */
+  blockResize(name: string, target: string, sizeBytes: number): Promise<void>;
+  /** Targets of the disks the running domain has now (live XML), or null when it is not running. */
+  liveDiskTargets(name: string): Promise<string[] | null>;
   /** Starts one supervised `virsh event --all --loop` child, restarted if it dies. */
   watchEvents(handlers: EventHandlers): EventWatch;
 }

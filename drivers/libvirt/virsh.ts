@@ -7,12 +7,13 @@ import { randomUUID } from "node:crypto";
 import { rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandRunner, RunResult } from "../exec/runner.js";
-import { buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
+import { buildDiskXml, buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
 import { translateVirshError, virshFailureKind } from "./errors.js";
 import { superviseEvents, type BackoffOptions, type DriverLogger } from "./events.js";
-import { DomainNotFoundError, GuestAgentError } from "./types.js";
+import { DomainNotFoundError, DomainStateError, GuestAgentError } from "./types.js";
 import type {
   DomainDetails,
+  DomainDiskSpec,
   DomainPowerState,
   DomainSpec,
   DomainSummary,
@@ -217,6 +218,57 @@ export class VirshHypervisor implements Hypervisor {
       `change-media ${name}`,
       name,
     );
+  }
+
+  async attachDisk(name: string, disk: DomainDiskSpec, live: boolean): Promise<void> {
+    const file = join(this.tmpDir, `disk-${randomUUID()}.xml`);
+    await writeFile(file, buildDiskXml(disk), { mode: 0o600 });
+    try {
+      await this.virsh(
+        ["attach-device", "--domain", name, "--file", file, "--config", ...(live ? ["--live"] : [])],
+        `attach-device ${name} ${disk.target}`,
+        name,
+      );
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async detachDisk(name: string, target: string, live: boolean, timeoutMs = 30_000): Promise<void> {
+    if (live) {
+      const present = await this.liveDiskTargets(name);
+      if (present?.includes(target)) {
+        await this.virsh(["detach-disk", "--domain", name, "--target", target, "--live"], `detach-disk ${name} ${target} --live`, name);
+        // The guest has to let the device go (ACPI eject); QEMU removes it then.
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const now = await this.liveDiskTargets(name);
+          if (!now?.includes(target)) break;
+          if (Date.now() > deadline) throw new DomainStateError(`the guest of ${name} did not release disk ${target} within ${timeoutMs / 1000} s`);
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+    }
+    const inactive = parseDomainXml((await this.virsh(["dumpxml", "--domain", name, "--inactive"], `dumpxml ${name}`, name)).stdout);
+    if (inactive.disks.some((d) => d.target === target)) {
+      await this.virsh(["detach-disk", "--domain", name, "--target", target, "--config"], `detach-disk ${name} ${target} --config`, name);
+    }
+  }
+
+  async blockResize(name: string, target: string, sizeBytes: number): Promise<void> {
+    await this.virsh(["blockresize", "--domain", name, "--path", target, "--size", `${sizeBytes}B`], `blockresize ${name} ${target}`, name);
+  }
+
+  async liveDiskTargets(name: string): Promise<string[] | null> {
+    const state = await this.domainState(name);
+    if (state === null || state === "shut off" || state === "crashed") return null;
+    try {
+      const xml = (await this.virsh(["dumpxml", "--domain", name], `dumpxml ${name}`, name)).stdout;
+      return parseDomainXml(xml).disks.map((d) => d.target);
+    } catch (error) {
+      if (virshFailureKind((error as Error).cause) === "not-found") return null;
+      throw error;
+    }
   }
 
   async guestAgent(name: string, command: Record<string, unknown>, timeoutS = 10): Promise<unknown> {
