@@ -15,6 +15,7 @@ import type { KeyPairStore } from "./logins/keypairs.js";
 import { checkPassword, type OsType } from "./logins/password.js";
 import { selectInstances, toCvmInstance } from "./instances/views.js";
 import { expandInstanceNames } from "./api/commands.js";
+import type { DiskStore } from "./disks/store.js";
 
 export interface DispatcherDeps {
   service: InstanceService;
@@ -24,6 +25,7 @@ export interface DispatcherDeps {
   hostResource: () => HostResource;
   libvirtConnected: () => boolean;
   keyPairs: KeyPairStore;
+  disks: DiskStore;
 }
 
 /** Mutating actions answer with a TaskId at once; progress shows in the instances' states. */
@@ -103,7 +105,11 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         if (p.placement.hostIds?.length && !p.placement.hostIds.includes(identity.hostId)) {
           throw new ApiError("InvalidHostId.NotFound", `Placement.HostIds does not include this host (${identity.hostId})`);
         }
-        if (p.dataDisks.length) throw new ApiError("InvalidParameterValue", "DataDisks are not supported by this agent version");
+        const dataDisks = p.dataDisks.map((d, i) => {
+          if (d.diskId !== undefined) throw new ApiError("InvalidParameterValue", `\`DataDisks.${i}.DiskId\` cannot be chosen: local disks get their ID when they are made`);
+          if (d.snapshotId !== undefined) throw new ApiError("InvalidParameterValue", `\`DataDisks.${i}.SnapshotId\` is not supported: make the disk, then ApplySnapshot`);
+          return { diskType: d.diskType, sizeGiB: d.diskSizeGiB, deleteWithInstance: d.deleteWithInstance };
+        });
         const vpc = p.virtualPrivateCloud ? toVpc(p.virtualPrivateCloud) : undefined;
         const login = await toLogin(p);
         const names = p.instanceName ? expandInstanceNames(p.instanceName, p.instanceCount) : Array.from({ length: p.instanceCount }, () => "");
@@ -120,6 +126,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
             ...(p.clientToken ? { clientToken: p.clientToken } : {}),
             ...(login ? { login } : {}),
             ...(vpc ? { vpc } : {}),
+            ...(dataDisks.length ? { dataDisks } : {}),
             dryRun: p.dryRun,
           },
           ctx,
@@ -136,7 +143,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
           offset: p.offset,
           limit: p.limit,
         });
-        return { TotalCount: total, InstanceSet: page.map((r) => toCvmInstance(r.entry, r.state, host)) };
+        return { TotalCount: total, InstanceSet: page.map((r) => toCvmInstance(r.entry, r.state, host, deps.disks.attachedTo(r.entry.record.instanceId))) };
       }
       case "DescribeInstancesStatus": {
         const p = command.params;

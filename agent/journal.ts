@@ -7,9 +7,10 @@ import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "./util/atomic-file.js";
 import type { InstanceRecord } from "./model.js";
+import type { DiskRecord } from "./disks/store.js";
 
 export type JournalEntry =
-  | { kind: "create"; instanceId: string; record: InstanceRecord; requestId: string; startedAt: string }
+  | { kind: "create"; instanceId: string; record: InstanceRecord; dataDisks?: DiskRecord[]; requestId: string; startedAt: string }
   | { kind: "terminate"; instanceId: string; record: InstanceRecord; requestId: string; startedAt: string };
 
 export class Journal {

@@ -31,6 +31,9 @@ import { KeyPairStore, keyPairsFile } from "./logins/keypairs.js";
 import { createMetadataServer, type MetadataServer } from "./metadata/server.js";
 import { ensureMetadataRedirect } from "../drivers/network/metadata-redirect.js";
 import type { HostIdentity } from "./host.js";
+import { PoolSet } from "./storage/pools.js";
+import { Storage } from "./storage/storage.js";
+import { DiskStore } from "./disks/store.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -86,19 +89,34 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
     usersOf,
   });
+  const pools = new PoolSet(config.storagePools, config.reservedDiskGib * 1024 ** 3);
+  await pools.load();
+  const disks = new DiskStore(paths.disksDir);
+  await disks.load();
+  const storage = new Storage({
+    pools,
+    disks,
+    registry,
+    imageTool,
+    runner,
+    wipe: config.diskWipe,
+    imageCache: { dir: paths.imagesDir, bytes: () => images.cacheBytes() },
+    logger: logger.child({ component: "storage" }),
+  });
+  const ioLimits = (pool: string | undefined) => {
+    const p = pool === undefined ? undefined : pools.get(pool);
+    return p ? { iops: p.iops, throughputMBps: p.throughputMBps } : undefined;
+  };
   const hostResource = (): HostResource =>
     computeHostResource(
-      { cpus: facts.cpuCount, memoryBytes: facts.memoryBytes, diskBytes: facts.diskTotalBytes, diskType: "LOCAL_BASIC" },
+      { cpus: facts.cpuCount, memoryBytes: facts.memoryBytes, disk: storage.totals() },
       {
         reservedCpu: config.reservedCpu,
         reservedMemoryGiB: config.reservedMemoryGib,
-        reservedDiskGiB: config.reservedDiskGib,
         cpuAllocationRatio: config.cpuAllocationRatio,
         memoryAllocationRatio: config.memoryAllocationRatio,
       },
-      [...registry.all()]
-        .filter((e) => !e.launchFailed)
-        .map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB, diskGiB: e.record.systemDisk.sizeGiB })),
+      [...registry.all()].filter((e) => !e.launchFailed).map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB })),
     );
 
   let sync: InstanceSync | undefined;
@@ -128,6 +146,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger,
     checkpoint,
     buildConfigDrive: (record: InstanceRecord) => guests.buildDrive(record),
+    storage,
+    disks,
+    ioLimits,
   };
   const service = new InstanceService({
     registry,
@@ -143,6 +164,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     },
     hostResource,
     subnets: config.subnets,
+    storage,
     hostId: config.hostId,
     keyPairs,
     refreshGuest: (record) => guests.refresh(record),
@@ -157,16 +179,22 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger: logger.child({ component: "sync" }),
     reconcileIntervalMs: config.reconcileIntervalS * 1000,
     hostId: config.hostId,
+    disks,
   });
 
   await images.load();
   await sync.recover();
   sync.start();
+  await storage.measure();
+  const measureTimer = setInterval(() => {
+    storage.measure().catch((e: unknown) => logger.warn({ err: e }, "could not measure the storage pools"));
+  }, 30_000);
+  measureTimer.unref();
   await guests.warm();
   const metadata = await startMetadata({ config, runner, guests, logger });
 
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
-  const dispatch = createDispatcher({ service, images, registry, identity, hostResource, keyPairs, libvirtConnected: () => registry.isConnected() });
+  const dispatch = createDispatcher({ service, images, registry, identity, hostResource, keyPairs, disks, libvirtConnected: () => registry.isConnected() });
   const api = createApiServer({
     listen: config.apiListen,
     credentials,
@@ -185,7 +213,18 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger: logger.child({ component: "reporter" }),
     snapshot: () => ({
       HostResource: { ...hostResource() },
-      Instances: [...registry.all()].map((e) => toCvmInstance(e, registry.stateOf(e), { hostId: config.hostId, zone: config.hostZone })),
+      Instances: [...registry.all()].map((e) =>
+        toCvmInstance(e, registry.stateOf(e), { hostId: config.hostId, zone: config.hostZone }, disks.attachedTo(e.record.instanceId)),
+      ),
+      StoragePools: storage.usage().map((u) => ({
+        Name: u.name,
+        DiskType: u.diskType,
+        TotalGiB: Math.floor(u.capacityBytes / 1024 ** 3),
+        AvailableGiB: Math.floor(u.availableBytes / 1024 ** 3),
+        PromisedGiB: Math.ceil(u.promisedBytes / 1024 ** 3),
+        UsedBytes: u.usedBytes,
+        ImageCacheBytes: u.cacheBytes,
+      })),
     }),
   });
   reporter.start();
@@ -198,6 +237,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     async close() {
       reporter?.stop();
       sync?.stop();
+      clearInterval(measureTimer);
       await api.close();
       await metadata?.close();
       await runner.close();

@@ -40,6 +40,14 @@ export class DataPaths {
   imageRecord(imageId: string): string {
     return join(this.imagesDir, `${imageId}.json`);
   }
+  /** Data disk records (the disk files live in the storage pools). */
+  get disksDir(): string {
+    return join(this.root, "disks");
+  }
+  /** Snapshot records (the snapshot files live in the pools' snapshots/ folders). */
+  get snapshotsDir(): string {
+    return join(this.root, "snapshots");
+  }
   get journalDir(): string {
     return join(this.root, "journal");
   }

@@ -13,6 +13,8 @@ import type { Logger } from "pino";
 export interface ReportPayload {
   HostResource: Record<string, unknown>;
   Instances: Array<Record<string, unknown>>;
+  /** Per storage pool: capacity, what is left, what was promised, what files really take. */
+  StoragePools?: Array<Record<string, unknown>>;
 }
 
 export interface Report extends ReportPayload {
@@ -196,6 +198,7 @@ export class Reporter {
       Timestamp: new Date().toISOString(),
       HostResource: payload.HostResource,
       Instances: payload.Instances,
+      ...(payload.StoragePools ? { StoragePools: payload.StoragePools } : {}),
     };
   }
 

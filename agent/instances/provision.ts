@@ -11,7 +11,10 @@ import type { ImageCatalog } from "../images.js";
 import type { InstanceRecord } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
-import { buildDomainSpec } from "./domain-spec.js";
+import { buildDomainSpec, type IoLimits } from "./domain-spec.js";
+import type { DomainSpec } from "../../drivers/libvirt/types.js";
+import type { Storage } from "../storage/storage.js";
+import type { DiskStore } from "../disks/store.js";
 
 const GiB = 1024 ** 3;
 
@@ -30,6 +33,25 @@ export interface ProvisionContext {
   checkpoint: (point: string) => void;
   /** Builds (or rebuilds) the instance's config drive from its record, atomically. */
   buildConfigDrive: (record: InstanceRecord) => Promise<void>;
+  storage: Storage;
+  disks: DiskStore;
+  /** Per-disk IO limits of a pool. */
+  ioLimits: (pool: string | undefined) => IoLimits | undefined;
+  /** Called before a disk's record goes (its snapshots are dropped with it). */
+  onDiskDeleted?: (diskId: string) => Promise<void>;
+}
+
+/** The domain spec of an instance as it is now: its record, its attached data disks, its pools' limits. */
+export function domainSpecOf(ctx: ProvisionContext, record: InstanceRecord, bootMode: "Legacy BIOS" | "UEFI"): DomainSpec {
+  return buildDomainSpec({
+    record,
+    virtType: ctx.virtType,
+    paths: ctx.paths,
+    agentVersion: ctx.agentVersion,
+    firmware: bootMode === "UEFI" ? "uefi" : "bios",
+    dataDisks: ctx.disks.attachedTo(record.instanceId).map((d) => ({ diskId: d.diskId, target: d.target!, path: d.path, pool: d.pool })),
+    ioLimits: ctx.ioLimits,
+  });
 }
 
 /**
@@ -51,18 +73,14 @@ export async function provisionInstance(ctx: ProvisionContext, record: InstanceR
       target: record.systemDisk.path,
       sizeBytes: Math.max(record.systemDisk.sizeGiB * GiB, image.virtualSizeBytes),
     });
+    // Data disks: made empty, unless a crash left a complete one (it was then never used).
+    for (const disk of ctx.disks.attachedTo(record.instanceId)) {
+      if (!(await isQcow2(imageTool, disk.path))) await ctx.storage.createEmpty(disk.path, disk.sizeGiB);
+    }
     await ctx.buildConfigDrive(record);
     ctx.checkpoint("create:overlay-created");
     signal?.throwIfAborted();
-    await hypervisor.defineDomain(
-      buildDomainSpec({
-        record,
-        virtType: ctx.virtType,
-        paths,
-        agentVersion: ctx.agentVersion,
-        firmware: image.bootMode === "UEFI" ? "uefi" : "bios",
-      }),
-    );
+    await hypervisor.defineDomain(domainSpecOf(ctx, record, image.bootMode));
     ctx.checkpoint("create:domain-defined");
   }
   signal?.throwIfAborted();
@@ -70,8 +88,20 @@ export async function provisionInstance(ctx: ProvisionContext, record: InstanceR
   if (state === "shut off" || state === "crashed") await hypervisor.start(record.instanceId);
 }
 
-/** Removes the domain and every file of the instance. Idempotent. */
-export async function teardownInstance(ctx: ProvisionContext, instanceId: string): Promise<void> {
+async function isQcow2(imageTool: ImageTool, path: string): Promise<boolean> {
+  try {
+    return (await imageTool.info(path)).format === "qcow2";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Removes the domain and every file of the instance: the system disk and the data disks
+ * deleted with it (their data destroyed first, see Storage.destroyFile); data disks kept
+ * are detached. `allDisks` (a failed launch) removes every disk made for it. Idempotent.
+ */
+export async function teardownInstance(ctx: ProvisionContext, instanceId: string, options: { allDisks?: boolean; systemDiskPath?: string } = {}): Promise<void> {
   try {
     await ctx.hypervisor.destroy(instanceId);
   } catch (error) {
@@ -81,6 +111,17 @@ export async function teardownInstance(ctx: ProvisionContext, instanceId: string
   ctx.checkpoint("terminate:destroyed");
   await ctx.hypervisor.undefine(instanceId);
   ctx.checkpoint("terminate:undefined");
+  if (options.systemDiskPath) await ctx.storage.destroyFile(options.systemDiskPath);
+  for (const disk of ctx.disks.attachedTo(instanceId)) {
+    if (disk.deleteWithInstance || options.allDisks) {
+      await ctx.storage.destroyFile(disk.path);
+      await ctx.onDiskDeleted?.(disk.diskId);
+      await ctx.disks.remove(disk.diskId);
+    } else {
+      const { instanceId: _i, target: _t, ...kept } = disk;
+      await ctx.disks.save(kept);
+    }
+  }
   await rm(ctx.paths.instanceDir(instanceId), { recursive: true, force: true });
   await rm(`${ctx.paths.launchFailedDir}/${instanceId}.json`, { force: true });
 }

@@ -32,6 +32,8 @@ import { admissionShortfall, type HostResource } from "../capacity.js";
 import { hardReboot, hardStop, powerOn, softReboot, softStop, type PowerContext } from "./power.js";
 import { provisionInstance, saveLaunchFailed, teardownInstance, type ProvisionContext } from "./provision.js";
 import type { InstanceEntry, InstanceRegistry, Transition } from "./registry.js";
+import type { Storage } from "../storage/storage.js";
+import { DATA_DISK_TARGETS, type DiskRecord } from "../disks/store.js";
 
 export interface RequestContext {
   requestId: string;
@@ -52,7 +54,12 @@ export interface RunRequest {
   login?: { password?: string; keyIds?: string[]; keepImageLogin?: boolean };
   /** VirtualPrivateCloud: the subnet and, optionally, the address of the primary NIC. */
   vpc?: { vpcId: string; subnetId: string; privateIpAddress?: string };
+  /** DataDisks: local data disks made with each instance (vdb, vdc, … in this order). */
+  dataDisks?: Array<{ diskType: "LOCAL_BASIC" | "LOCAL_SSD"; sizeGiB: number; deleteWithInstance: boolean }>;
 }
+
+/** At most this many data disks per instance (CVM: 20 cloud + 1 local; the virtio targets vdb…vdv). */
+export const MAX_DATA_DISKS = 21;
 
 /** ResetInstancesPassword. */
 export interface ResetPasswordRequest {
@@ -85,6 +92,7 @@ export class InstanceService {
       power: PowerContext;
       hostResource: () => HostResource;
       subnets: readonly Subnet[];
+      storage: Storage;
       /** Written into every record: the agent adopts only its own host's domains. */
       hostId: string;
       keyPairs: KeyPairStore;
@@ -120,14 +128,17 @@ export class InstanceService {
     if (req.vpc?.privateIpAddress !== undefined && count > 1) {
       throw new ApiError("InvalidParameterValue", "VirtualPrivateCloud.PrivateIpAddresses names one address; InstanceCount must then be 1");
     }
-    const shortfall = admissionShortfall(
-      this.o.hostResource(),
-      { cpu: req.cpu, memoryGiB: req.memoryGiB, diskGiB: req.systemDisk.sizeGiB },
-      count,
-    );
+    const dataDisks = req.dataDisks ?? [];
+    if (dataDisks.length > MAX_DATA_DISKS) {
+      throw new ApiError("InvalidParameterValue.LimitExceeded", `DataDisks has ${dataDisks.length} disks; at most ${MAX_DATA_DISKS} per instance`);
+    }
+    const shortfall = admissionShortfall(this.o.hostResource(), { cpu: req.cpu, memoryGiB: req.memoryGiB }, count);
     if (shortfall) {
       throw new ApiError("ResourceInsufficient.SpecifiedInstanceType", `${count} x ${req.instanceType} does not fit on this host: ${shortfall}`);
     }
+    // One system disk and the data disks per instance, each placed in a pool of its type.
+    const perInstance = [{ diskType: req.systemDisk.diskType, sizeGiB: req.systemDisk.sizeGiB }, ...dataDisks];
+    const placed = this.o.storage.place(req.names.flatMap(() => perInstance));
     if (req.dryRun) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
 
     // From here to the registry insert there is no await: admission and reservation are one step.
@@ -144,9 +155,37 @@ export class InstanceService {
     const passwordHash = osType === "linux" && req.login?.password !== undefined ? sha512Crypt(req.login.password) : undefined;
     const keyIds = req.login?.keyIds ?? [];
     const createdTime = isoSeconds(new Date());
+    const disks = this.o.storage.o.disks;
+    const takenDiskIds = new Set<string>();
+    const newDiskId = () => {
+      let id = newId("disk");
+      while (disks.has(id) || takenDiskIds.has(id)) id = newId("disk");
+      takenDiskIds.add(id);
+      return id;
+    };
+    const diskRecords: DiskRecord[] = [];
     const entries: InstanceEntry[] = req.names.map((name, launchIndex) => {
       let instanceId = newId("ins");
       while (registry.has(instanceId)) instanceId = newId("ins");
+      const pools = placed.slice(launchIndex * perInstance.length, (launchIndex + 1) * perInstance.length);
+      const systemPool = pools[0]!;
+      const systemDiskId = newDiskId();
+      dataDisks.forEach((d, i) => {
+        const diskId = newDiskId();
+        diskRecords.push({
+          version: 1,
+          diskId,
+          diskName: `${name || instanceId}-data-${i + 1}`,
+          diskType: d.diskType,
+          pool: pools[i + 1]!,
+          sizeGiB: d.sizeGiB,
+          path: this.o.storage.pools.diskPath(pools[i + 1]!, diskId),
+          instanceId,
+          target: DATA_DISK_TARGETS[i]!,
+          deleteWithInstance: d.deleteWithInstance,
+          createdTime,
+        });
+      });
       const mac = newMac(macs);
       macs.add(mac);
       const record: InstanceRecord = {
@@ -161,7 +200,13 @@ export class InstanceService {
         memoryGiB: req.memoryGiB,
         imageId: req.imageId,
         osName: image.osName,
-        systemDisk: { diskType: req.systemDisk.diskType, sizeGiB: req.systemDisk.sizeGiB, path: this.o.paths.systemDisk(instanceId) },
+        systemDisk: {
+          diskType: req.systemDisk.diskType,
+          sizeGiB: req.systemDisk.sizeGiB,
+          diskId: systemDiskId,
+          pool: systemPool,
+          path: this.o.storage.pools.diskPath(systemPool, systemDiskId),
+        },
         nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId }],
         osType,
         login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}) },
@@ -181,13 +226,23 @@ export class InstanceService {
       };
     });
     for (const entry of entries) registry.add(entry);
+    for (const d of diskRecords) disks.put(d);
     try {
       await Promise.all(
         entries.map((e) =>
-          this.o.journal.write({ kind: "create", instanceId: e.record.instanceId, record: e.record, requestId: ctx.requestId, startedAt: createdTime }),
+          this.o.journal.write({
+            kind: "create",
+            instanceId: e.record.instanceId,
+            record: e.record,
+            dataDisks: diskRecords.filter((d) => d.instanceId === e.record.instanceId),
+            requestId: ctx.requestId,
+            startedAt: createdTime,
+          }),
         ),
       );
+      await Promise.all(diskRecords.map((d) => disks.save(d)));
     } catch (error) {
+      for (const d of diskRecords) await disks.remove(d.diskId).catch(() => undefined);
       for (const e of entries) {
         registry.remove(e.record.instanceId);
         await this.o.journal.remove({ kind: "create", instanceId: e.record.instanceId }).catch(() => undefined);
@@ -217,7 +272,7 @@ export class InstanceService {
       this.o.provision.checkpoint("create:started");
     } catch (error) {
       log.error({ err: error }, "launch failed; removing what was made");
-      await teardownInstance(this.o.provision, id).catch((e: unknown) => log.error({ err: e }, "cleanup after failed launch failed"));
+      await teardownInstance(this.o.provision, id, { allDisks: true, systemDiskPath: entry.record.systemDisk.path }).catch((e: unknown) => log.error({ err: e }, "cleanup after failed launch failed"));
       entry.launchFailed = true;
       entry.power = "absent";
       await saveLaunchFailed(this.o.paths, { ...entry.record, latestOperation: failedOperation("RunInstances", ctx, error) });
@@ -412,7 +467,8 @@ export class InstanceService {
     const log = this.o.logger.child({ instanceId, requestId: ctx.requestId });
     for (let attempt = 1; ; attempt++) {
       try {
-        await teardownInstance(this.o.provision, instanceId);
+        const entry = this.o.registry.get(instanceId);
+        await teardownInstance(this.o.provision, instanceId, entry ? { systemDiskPath: entry.record.systemDisk.path } : {});
         break;
       } catch (error) {
         // The journal entry stays; the instance stays TERMINATING until it is gone.

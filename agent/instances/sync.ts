@@ -12,6 +12,7 @@ import type { DataPaths } from "../paths.js";
 import { loadLaunchFailed } from "./provision.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
 import type { InstanceService } from "./service.js";
+import type { DiskStore } from "../disks/store.js";
 
 const INSTANCE_NAME = /^ins-[a-z0-9]{8}$/;
 
@@ -44,6 +45,7 @@ export class InstanceSync {
       reconcileIntervalMs: number;
       /** This agent's host ID: domains whose record names another host are not adopted. */
       hostId: string;
+      disks: DiskStore;
     },
   ) {}
 
@@ -86,6 +88,8 @@ export class InstanceSync {
           entry = newEntry(j.record, "absent");
           registry.add(entry);
         }
+        // A crash between the journal and the disk records: the journal has them.
+        for (const d of j.dataDisks ?? []) if (!this.o.disks.has(d.diskId)) await this.o.disks.save(d);
         logger.info({ instanceId: j.instanceId }, "finishing a launch interrupted by a restart");
         service.resume(entry, "create", ctx);
       } else {

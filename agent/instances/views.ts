@@ -12,7 +12,15 @@ export interface HostView {
   zone: string;
 }
 
-export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: HostView): Record<string, unknown> {
+/** A data disk as DescribeInstances shows it. */
+export interface DataDiskView {
+  diskId: string;
+  diskType: string;
+  sizeGiB: number;
+  deleteWithInstance: boolean;
+}
+
+export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: HostView, dataDisks: readonly DataDiskView[] = []): Record<string, unknown> {
   const r = entry.record;
   const op = r.latestOperation;
   return {
@@ -26,8 +34,8 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     InstanceChargeType: "CDHPAID",
     InstanceState: state,
     RestrictState: "NORMAL",
-    SystemDisk: { DiskType: r.systemDisk.diskType, DiskSize: r.systemDisk.sizeGiB, DiskId: null },
-    DataDisks: [],
+    SystemDisk: { DiskType: r.systemDisk.diskType, DiskSize: r.systemDisk.sizeGiB, DiskId: r.systemDisk.diskId ?? null },
+    DataDisks: dataDisks.map((d) => ({ DiskType: d.diskType, DiskId: d.diskId, DiskSize: d.sizeGiB, DeleteWithInstance: d.deleteWithInstance })),
     PrivateIpAddresses: r.nics.flatMap((n) => (n.ipv4 ? [n.ipv4] : [])),
     PublicIpAddresses: [],
     ImageId: r.imageId,

@@ -7,7 +7,7 @@
  *   promised  = Σ virtual sizes of the pool's disks + Σ sizes of its snapshots
  *   available = capacity − promised − image cache (when the cache shares the filesystem),
  *               and never more than the filesystem can still really write for the disks:
- *               free bytes − (promised − what the disks already take).
+ *               free bytes − the host's reservation − (promised − what the disks already take).
  * So a thin (sparse qcow2) disk cannot quietly fill the host: its promise counts in full.
  */
 import { mkdir, stat, statfs } from "node:fs/promises";
@@ -50,7 +50,11 @@ export interface PoolUsage {
 export class PoolSet {
   private readonly pools = new Map<string, StoragePool>();
 
-  constructor(private readonly configs: readonly StoragePoolConfig[]) {}
+  /** `reservedBytes`: kept free for the host on every pool's filesystem (reserved_disk_gib). */
+  constructor(
+    private readonly configs: readonly StoragePoolConfig[],
+    private readonly reservedBytes = 0,
+  ) {}
 
   /** Creates the pool directories (0711: QEMU must reach the files) and reads their filesystems. */
   async load(): Promise<void> {
@@ -145,17 +149,17 @@ export class PoolSet {
         usedBytes: m.used,
         cacheBytes: m.cache,
         fsFreeBytes: m.fsFree,
-        availableBytes: poolAvailable({ capacity: pool.capacityBytes, promised: p, used: m.used, cache: m.cache, fsFree: m.fsFree }),
+        availableBytes: poolAvailable({ capacity: pool.capacityBytes, promised: p, used: m.used, cache: m.cache, fsFree: m.fsFree, reserved: this.reservedBytes }),
       };
     });
   }
 }
 
 /** Pure: what a pool can still promise (see the module comment). */
-export function poolAvailable(u: { capacity: number; promised: number; used: number; cache: number; fsFree: number }): number {
+export function poolAvailable(u: { capacity: number; promised: number; used: number; cache: number; fsFree: number; reserved?: number }): number {
   const byCapacity = u.capacity - u.promised - u.cache;
   const stillToWrite = Math.max(0, u.promised - u.used);
-  const byFilesystem = u.fsFree - stillToWrite;
+  const byFilesystem = u.fsFree - (u.reserved ?? 0) - stillToWrite;
   return Math.max(0, Math.min(byCapacity, byFilesystem));
 }
 

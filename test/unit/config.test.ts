@@ -73,7 +73,25 @@ describe("loadConfig", () => {
       metadataRequireToken: false,
       ntpServers: [],
       region: "local",
+      storagePools: [{ name: "local", path: "/var/lib/cdh-agent/pools/local", diskType: "LOCAL_BASIC", iops: 2000, throughputMBps: 150 }],
+      diskWipe: "discard",
+      inventorySweepSchedule: "0 */10 * * * *",
+      orphanGracePeriodS: 86400,
     });
+  });
+
+  it("reads storage pools, fills per-type IO limits and refuses a repeated pool naming the key", () => {
+    const cfg = load({
+      env: { CDH_AGENT_STORAGE_POOLS: JSON.stringify([{ name: "ssd", path: "/srv/ssd/", disk_type: "LOCAL_SSD", size_gib: 500 }, { name: "hdd", path: "/srv/hdd", disk_type: "LOCAL_BASIC", iops: 0 }]) },
+    });
+    expect(cfg.storagePools).toEqual([
+      { name: "ssd", path: "/srv/ssd", diskType: "LOCAL_SSD", sizeGiB: 500, iops: 20000, throughputMBps: 500 },
+      { name: "hdd", path: "/srv/hdd", diskType: "LOCAL_BASIC", iops: 0, throughputMBps: 150 },
+    ]);
+    const e = errorOf(() => load({ env: { CDH_AGENT_STORAGE_POOLS: JSON.stringify([{ name: "a", path: "/x", disk_type: "LOCAL_SSD" }, { name: "b", path: "/x", disk_type: "LOCAL_SSD" }]) } }));
+    expect(e.key).toBe("storage_pools");
+    expect(errorOf(() => load({ env: { CDH_AGENT_STORAGE_POOLS: JSON.stringify([{ name: "a", path: "rel", disk_type: "LOCAL_SSD" }]) } })).key).toBe("storage_pools");
+    expect(errorOf(() => load({ env: { CDH_AGENT_STORAGE_POOLS: JSON.stringify([{ name: "a", path: "/x", disk_type: "CLOUD_SSD" }]) } })).key).toBe("storage_pools");
   });
 
   it("reads the default file path when no file is given", () => {

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseCommand } from "../../agent/api/commands.js";
 import type { Dispatch } from "../../agent/api/server.js";
 import { createDispatcher } from "../../agent/dispatch.js";
+import type { DiskStore } from "../../agent/disks/store.js";
 import { ApiError } from "../../agent/errors.js";
 import type { ImageCatalog, ImageRecord } from "../../agent/images.js";
 import type { InstanceRegistry } from "../../agent/instances/registry.js";
@@ -87,6 +88,7 @@ beforeEach(async () => {
     },
     libvirtConnected: () => true,
     keyPairs,
+    disks: { attachedTo: () => [] } as unknown as DiskStore,
   });
 });
 afterEach(async () => {
@@ -286,7 +288,15 @@ describe("RunInstances logins and VPC", () => {
     expect(service.runs).toEqual([]);
   });
 
-  it("still refuses DataDisks", async () => {
-    expect(await refusal("RunInstances", { ...BASE, DataDisks: [{ DiskSize: 10 }] })).toMatchObject({ code: "InvalidParameterValue" });
+  it("passes DataDisks on in order, and refuses a chosen DiskId or SnapshotId naming the field", async () => {
+    await call("RunInstances", { ...BASE, DataDisks: [{ DiskSize: 10 }, { DiskSize: 20, DiskType: "LOCAL_SSD", DeleteWithInstance: false }] });
+    expect(service.runs.at(-1)?.dataDisks).toEqual([
+      { diskType: "LOCAL_BASIC", sizeGiB: 10, deleteWithInstance: true },
+      { diskType: "LOCAL_SSD", sizeGiB: 20, deleteWithInstance: false },
+    ]);
+    const chosen = await refusal("RunInstances", { ...BASE, DataDisks: [{ DiskSize: 10, DiskId: "disk-abcdefgh" }] });
+    expect(chosen).toMatchObject({ code: "InvalidParameterValue" });
+    expect(chosen.message).toContain("`DataDisks.0.DiskId`");
+    expect((await refusal("RunInstances", { ...BASE, DataDisks: [{ DiskSize: 10 }, { DiskSize: 10, SnapshotId: "snap-abcdefgh" }] })).message).toContain("`DataDisks.1.SnapshotId`");
   });
 });
