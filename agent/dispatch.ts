@@ -16,6 +16,8 @@ import { checkPassword, type OsType } from "./logins/password.js";
 import { selectInstances, toCvmInstance } from "./instances/views.js";
 import { expandInstanceNames } from "./api/commands.js";
 import type { DiskStore } from "./disks/store.js";
+import type { DiskService } from "./disks/service.js";
+import type { SnapshotService } from "./disks/snapshots.js";
 
 export interface DispatcherDeps {
   service: InstanceService;
@@ -26,6 +28,8 @@ export interface DispatcherDeps {
   libvirtConnected: () => boolean;
   keyPairs: KeyPairStore;
   disks: DiskStore;
+  diskService: DiskService;
+  snapshots: SnapshotService;
 }
 
 /** Mutating actions answer with a TaskId at once; progress shows in the instances' states. */
@@ -265,6 +269,43 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         );
         return {};
       }
+      case "CreateDisks": {
+        const ids = await deps.diskService.create(command.params);
+        return { DiskIdSet: ids };
+      }
+      case "AttachDisks":
+        await deps.diskService.attach(command.params);
+        return {};
+      case "DetachDisks":
+        await deps.diskService.detach(command.params);
+        return {};
+      case "DescribeDisks": {
+        const { total, disks } = deps.diskService.describe(command.params);
+        return { TotalCount: total, DiskSet: disks };
+      }
+      case "TerminateDisks":
+        await deps.diskService.terminate(command.params.diskIds);
+        return {};
+      case "ResizeInstanceDisks": {
+        const p = command.params;
+        service.resizeDisks(
+          { instanceId: p.instanceId, ...(p.systemDiskGiB !== undefined ? { systemDiskGiB: p.systemDiskGiB } : {}), dataDisks: p.dataDisks, resizeOnline: p.resizeOnline, forceStop: p.forceStop },
+          ctx,
+        );
+        return task();
+      }
+      case "CreateSnapshot":
+        return { SnapshotId: await deps.snapshots.create(command.params) };
+      case "DescribeSnapshots": {
+        const { total, snapshots } = deps.snapshots.describe(command.params);
+        return { TotalCount: total, SnapshotSet: snapshots };
+      }
+      case "DeleteSnapshots":
+        await deps.snapshots.delete(command.params.snapshotIds);
+        return {};
+      case "ApplySnapshot":
+        await deps.snapshots.apply(command.params);
+        return {};
       default: {
         const unreachable: never = command;
         throw new ApiError("InvalidAction", `action ${(unreachable as { action: string }).action} is not handled`);

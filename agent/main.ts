@@ -23,6 +23,7 @@ import { DataPaths } from "./paths.js";
 import { Reporter } from "./reporter.js";
 import { InstanceRegistry } from "./instances/registry.js";
 import { InstanceService } from "./instances/service.js";
+import type { ProvisionContext } from "./instances/provision.js";
 import { InstanceSync } from "./instances/sync.js";
 import { toCvmInstance } from "./instances/views.js";
 import { writeFileAtomic } from "./util/atomic-file.js";
@@ -34,6 +35,8 @@ import type { HostIdentity } from "./host.js";
 import { PoolSet } from "./storage/pools.js";
 import { Storage } from "./storage/storage.js";
 import { DiskStore } from "./disks/store.js";
+import { DiskService } from "./disks/service.js";
+import { SnapshotService } from "./disks/snapshots.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -136,7 +139,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     host: { subnets: config.subnets, hostId: config.hostId, zone: config.hostZone, region: config.region, ntpServers: config.ntpServers },
     logger: logger.child({ component: "guests" }),
   });
-  const provision = {
+  const provision: ProvisionContext = {
     hypervisor,
     imageTool,
     images,
@@ -182,8 +185,35 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     disks,
   });
 
+  const snapshots = new SnapshotService({
+    dir: paths.snapshotsDir,
+    disks,
+    registry,
+    storage,
+    hypervisor,
+    imageTool,
+    runner,
+    exclusive: (id, work) => service.exclusive(id, work),
+    checkpoint,
+    logger: logger.child({ component: "snapshots" }),
+  });
+  storage.addFiles(() => snapshots.files());
+  provision.onDiskDeleted = (diskId: string) => snapshots.dropForDisk(diskId);
+  const diskService = new DiskService({
+    disks,
+    storage,
+    registry,
+    hypervisor,
+    ioLimits,
+    exclusive: (id, work) => service.exclusive(id, work),
+    onDiskDeleted: (diskId) => snapshots.dropForDisk(diskId),
+    host: { hostId: config.hostId, zone: config.hostZone },
+    logger: logger.child({ component: "disks" }),
+  });
+
   await images.load();
   await sync.recover();
+  await snapshots.load();
   sync.start();
   await storage.measure();
   const measureTimer = setInterval(() => {
@@ -194,7 +224,18 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   const metadata = await startMetadata({ config, runner, guests, logger });
 
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
-  const dispatch = createDispatcher({ service, images, registry, identity, hostResource, keyPairs, disks, libvirtConnected: () => registry.isConnected() });
+  const dispatch = createDispatcher({
+    service,
+    images,
+    registry,
+    identity,
+    hostResource,
+    keyPairs,
+    disks,
+    diskService,
+    snapshots,
+    libvirtConnected: () => registry.isConnected(),
+  });
   const api = createApiServer({
     listen: config.apiListen,
     credentials,

@@ -144,7 +144,8 @@ export type InstanceAction =
   | "TerminateInstances"
   | "AssociateInstancesKeyPairs"
   | "DisassociateInstancesKeyPairs"
-  | "ResetInstancesPassword";
+  | "ResetInstancesPassword"
+  | "ResizeInstanceDisks";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
 const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -172,6 +173,7 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   AssociateInstancesKeyPairs: LOGIN_STATES,
   DisassociateInstancesKeyPairs: LOGIN_STATES,
   ResetInstancesPassword: LOGIN_STATES,
+  ResizeInstanceDisks: LOGIN_STATES,
 });
 
 const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freeze({

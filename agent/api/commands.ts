@@ -40,10 +40,35 @@ import type {
   ResetInstancesPasswordParams,
 } from "./schemas-logins.js";
 import { parseRunInstances, type RunInstancesParams } from "./schemas-run.js";
+import {
+  parseApplySnapshot,
+  parseAttachDisks,
+  parseCreateDisks,
+  parseCreateSnapshot,
+  parseDeleteSnapshots,
+  parseDescribeDisks,
+  parseDescribeSnapshots,
+  parseDetachDisks,
+  parseResizeInstanceDisks,
+  parseTerminateDisks,
+} from "./schemas-disks.js";
+import type {
+  ApplySnapshotParams,
+  AttachDisksParams,
+  CreateDisksParams,
+  CreateSnapshotParams,
+  DeleteSnapshotsParams,
+  DescribeDisksParams,
+  DescribeSnapshotsParams,
+  DetachDisksParams,
+  ResizeInstanceDisksParams,
+  TerminateDisksParams,
+} from "./schemas-disks.js";
 
 export type * from "./schemas-images.js";
 export type * from "./schemas-instances.js";
 export type * from "./schemas-logins.js";
+export type { CreateDisksParams, AttachDisksParams, DetachDisksParams, DescribeDisksParams, TerminateDisksParams, ResizeInstanceDisksParams } from "./schemas-disks.js";
 export type { DataDiskParams, LocalDiskType, RunInstancesParams } from "./schemas-run.js";
 export type { Filter, Paging } from "./schemas.js";
 export { expandInstanceNames, hostNameProblem, parseInstanceType, MAX_USER_DATA_BYTES } from "./schemas-run.js";
@@ -66,7 +91,17 @@ export type Command =
   | { action: "DeleteKeyPairs"; params: DeleteKeyPairsParams }
   | { action: "AssociateInstancesKeyPairs"; params: KeyBindingParams }
   | { action: "DisassociateInstancesKeyPairs"; params: KeyBindingParams }
-  | { action: "ResetInstancesPassword"; params: ResetInstancesPasswordParams };
+  | { action: "ResetInstancesPassword"; params: ResetInstancesPasswordParams }
+  | { action: "CreateDisks"; params: CreateDisksParams }
+  | { action: "AttachDisks"; params: AttachDisksParams }
+  | { action: "DetachDisks"; params: DetachDisksParams }
+  | { action: "DescribeDisks"; params: DescribeDisksParams }
+  | { action: "TerminateDisks"; params: TerminateDisksParams }
+  | { action: "ResizeInstanceDisks"; params: ResizeInstanceDisksParams }
+  | { action: "CreateSnapshot"; params: CreateSnapshotParams }
+  | { action: "DescribeSnapshots"; params: DescribeSnapshotsParams }
+  | { action: "DeleteSnapshots"; params: DeleteSnapshotsParams }
+  | { action: "ApplySnapshot"; params: ApplySnapshotParams };
 
 export type Action = Command["action"];
 
@@ -91,6 +126,16 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   AssociateInstancesKeyPairs: parseAssociateInstancesKeyPairs,
   DisassociateInstancesKeyPairs: parseDisassociateInstancesKeyPairs,
   ResetInstancesPassword: parseResetInstancesPassword,
+  CreateDisks: parseCreateDisks,
+  AttachDisks: parseAttachDisks,
+  DetachDisks: parseDetachDisks,
+  DescribeDisks: parseDescribeDisks,
+  TerminateDisks: parseTerminateDisks,
+  ResizeInstanceDisks: parseResizeInstanceDisks,
+  CreateSnapshot: parseCreateSnapshot,
+  DescribeSnapshots: parseDescribeSnapshots,
+  DeleteSnapshots: parseDeleteSnapshots,
+  ApplySnapshot: parseApplySnapshot,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

@@ -79,6 +79,8 @@ export const ID_PATTERNS = {
   image: /^img-[a-z0-9]{8}$/,
   host: /^host-[a-z0-9]{8}$/,
   keyPair: /^skey-[a-z0-9]{8}$/,
+  disk: /^disk-[a-z0-9]{8}$/,
+  snapshot: /^snap-[a-z0-9]{8}$/,
 } as const;
 
 const ID_INFO = {
@@ -86,6 +88,8 @@ const ID_INFO = {
   image: { prefix: "img-", code: "InvalidImageId.Malformed", what: "image" },
   host: { prefix: "host-", code: "InvalidHostId.Malformed", what: "host" },
   keyPair: { prefix: "skey-", code: "InvalidKeyPairId.Malformed", what: "key" },
+  disk: { prefix: "disk-", code: "InvalidDiskId.Malformed", what: "disk" },
+  snapshot: { prefix: "snap-", code: "InvalidSnapshotId.Malformed", what: "snapshot" },
 } as const satisfies Record<keyof typeof ID_PATTERNS, { prefix: string; code: ErrorCode; what: string }>;
 
 export function idString(kind: keyof typeof ID_PATTERNS) {

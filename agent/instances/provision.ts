@@ -101,7 +101,11 @@ async function isQcow2(imageTool: ImageTool, path: string): Promise<boolean> {
  * deleted with it (their data destroyed first, see Storage.destroyFile); data disks kept
  * are detached. `allDisks` (a failed launch) removes every disk made for it. Idempotent.
  */
-export async function teardownInstance(ctx: ProvisionContext, instanceId: string, options: { allDisks?: boolean; systemDiskPath?: string } = {}): Promise<void> {
+export async function teardownInstance(
+  ctx: ProvisionContext,
+  instanceId: string,
+  options: { allDisks?: boolean; systemDiskPath?: string; systemDiskId?: string } = {},
+): Promise<void> {
   try {
     await ctx.hypervisor.destroy(instanceId);
   } catch (error) {
@@ -112,6 +116,7 @@ export async function teardownInstance(ctx: ProvisionContext, instanceId: string
   await ctx.hypervisor.undefine(instanceId);
   ctx.checkpoint("terminate:undefined");
   if (options.systemDiskPath) await ctx.storage.destroyFile(options.systemDiskPath);
+  if (options.systemDiskId) await ctx.onDiskDeleted?.(options.systemDiskId);
   for (const disk of ctx.disks.attachedTo(instanceId)) {
     if (disk.deleteWithInstance || options.allDisks) {
       await ctx.storage.destroyFile(disk.path);

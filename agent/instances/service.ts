@@ -78,6 +78,8 @@ export interface KeyBindingRequest {
 
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
 
+const GiB = 1024 ** 3;
+
 export class InstanceService {
   private readonly lock = new KeyedLock();
   /** Background operations still running (tests and shutdown wait for them). */
@@ -114,7 +116,6 @@ export class InstanceService {
       if (earlier.length) return earlier.map((e) => e.record.instanceId);
     }
     const image = provision.images.requireUsable(req.imageId);
-    const GiB = 1024 ** 3;
     if (req.systemDisk.sizeGiB * GiB < image.virtualSizeBytes) {
       throw new ApiError(
         "InvalidParameterValue",
@@ -445,6 +446,89 @@ export class InstanceService {
     }
   }
 
+  // ---------------------------------------------------------------- disks
+
+  /**
+   * ResizeInstanceDisks: grows the system disk and attached data disks, in 10 GB steps,
+   * never shrinking. A stopped instance's files grow with qemu-img; a running one's
+   * with `virsh blockresize` when ResizeOnline is set (the guest sees the new size at
+   * once), or after a stop when ForceStop is set (it is started again after).
+   */
+  resizeDisks(req: { instanceId: string; systemDiskGiB?: number; dataDisks: Array<{ diskId: string; diskSizeGiB: number }>; resizeOnline: boolean; forceStop: boolean }, ctx: RequestContext): void {
+    const [entry] = this.validate([req.instanceId], "ResizeInstanceDisks");
+    const id = req.instanceId;
+    const disks = this.o.storage.o.disks;
+    const changes: Array<{ field: string; target: string; path: string; pool: string; from: number; to: number; diskId?: string }> = [];
+    if (req.systemDiskGiB !== undefined) {
+      const sd = entry!.record.systemDisk;
+      changes.push({ field: "SystemDisk.DiskSize", target: "vda", path: sd.path, pool: sd.pool ?? "", from: sd.sizeGiB, to: req.systemDiskGiB });
+    }
+    req.dataDisks.forEach((d, i) => {
+      const rec = disks.get(d.diskId);
+      if (!rec) throw new ApiError("InvalidDiskId.NotFound", `\`DataDisks.${i}.DiskId\` no disk ${d.diskId} on this host`);
+      if (rec.instanceId !== id) throw new ApiError("ResourceUnavailable.NotAttached", `\`DataDisks.${i}.DiskId\` disk ${d.diskId} is not attached to ${id}`);
+      if (rec.busy) throw new ApiError("InvalidDisk.Busy", `disk ${d.diskId} is ${rec.busy}`);
+      changes.push({ field: `DataDisks.${i}.DiskSize`, target: rec.target!, path: rec.path, pool: rec.pool, from: rec.sizeGiB, to: d.diskSizeGiB, diskId: d.diskId });
+    });
+    for (const c of changes) {
+      if (c.to < c.from) throw new ApiError("InvalidParameterValue.DiskShrink", `\`${c.field}\` ${c.to} GB is smaller than the disk's ${c.from} GB; disks only grow`);
+      if (c.to === c.from || (c.to - c.from) % 10 !== 0) {
+        throw new ApiError("InvalidParameterValue.DiskSizeNotMultipleOfStep", `\`${c.field}\` ${c.to} GB: a disk of ${c.from} GB grows in steps of 10 GB (${c.from + 10}, ${c.from + 20}, …)`);
+      }
+    }
+    const running = this.isOn(id);
+    if (running && !req.resizeOnline && !req.forceStop) {
+      throw new ApiError("UnsupportedOperation.InstanceStateRunning", `${id} is running: set ResizeOnline to grow its disks live, or ForceStop to stop it first`);
+    }
+    this.o.storage.checkGrowth(changes.filter((c) => c.pool).map((c) => ({ pool: c.pool, deltaGiB: c.to - c.from })));
+    // The promise counts from now: sizes change in memory in the same step as the checks.
+    const apply = (size: "from" | "to") => {
+      for (const c of changes) {
+        if (c.diskId) {
+          const rec = disks.get(c.diskId);
+          if (rec) rec.sizeGiB = c[size];
+        } else entry!.record.systemDisk.sizeGiB = c[size];
+      }
+    };
+    apply("to");
+    for (const c of changes) if (c.diskId) disks.get(c.diskId)!.busy = "EXPANDING";
+    const t = this.begin(entry!, "ResizeInstanceDisks", "UPDATING", ctx);
+    this.background(id, t, async () => {
+      await this.settle(entry!, t, "ResizeInstanceDisks", ctx, async () => {
+        const hv = this.o.provision.hypervisor;
+        try {
+          if (this.isOn(id) && req.resizeOnline) {
+            for (const c of changes) await hv.blockResize(id, c.target, c.to * GiB);
+          } else {
+            const wasOn = this.isOn(id);
+            if (wasOn && !(await softStop(this.o.power, id, t.abort.signal))) await hardStop(this.o.power, id);
+            for (const c of changes) await this.o.provision.imageTool.resize({ target: c.path, format: "qcow2", sizeBytes: c.to * GiB });
+            if (wasOn) await powerOn(this.o.power, id);
+          }
+        } catch (error) {
+          // What did not grow keeps its old size (qemu-img and blockresize grow whole or not at all).
+          for (const c of changes) {
+            const info = await this.o.provision.imageTool.info(c.path).catch(() => undefined);
+            if (!info || info.virtualSizeBytes < c.to * GiB) {
+              if (c.diskId) disks.get(c.diskId)!.sizeGiB = c.from;
+              else entry!.record.systemDisk.sizeGiB = c.from;
+            }
+          }
+          throw error;
+        } finally {
+          for (const c of changes) {
+            const rec = c.diskId ? disks.get(c.diskId) : undefined;
+            if (rec) {
+              delete rec.busy;
+              await disks.save(rec);
+            }
+          }
+          void this.o.storage.measure().catch(() => undefined);
+        }
+      });
+    });
+  }
+
   // ---------------------------------------------------------------- terminate
 
   async terminate(ids: string[], ctx: RequestContext): Promise<void> {
@@ -468,7 +552,8 @@ export class InstanceService {
     for (let attempt = 1; ; attempt++) {
       try {
         const entry = this.o.registry.get(instanceId);
-        await teardownInstance(this.o.provision, instanceId, entry ? { systemDiskPath: entry.record.systemDisk.path } : {});
+        const sd = entry?.record.systemDisk;
+        await teardownInstance(this.o.provision, instanceId, sd ? { systemDiskPath: sd.path, ...(sd.diskId ? { systemDiskId: sd.diskId } : {}) } : {});
         break;
       } catch (error) {
         // The journal entry stays; the instance stays TERMINATING until it is gone.
@@ -550,6 +635,11 @@ export class InstanceService {
       .catch((error: unknown) => this.o.logger.error({ instanceId, err: error }, "operation crashed"))
       .finally(() => this.running.delete(p));
     this.running.add(p);
+  }
+
+  /** Runs work under the instance's operation lock (disk attach and detach, snapshots). */
+  exclusive<T>(instanceId: string, work: () => Promise<T>): Promise<T> {
+    return this.lock.run(instanceId, work);
   }
 
   /** Resolves when every background operation has ended. */

@@ -98,6 +98,18 @@ export class Storage {
     throw new ApiError(code, `the disks do not fit in this host's storage pools: ${detail}`);
   }
 
+  /** Throws ResourceInsufficient unless every pool can give the growth asked of it. Synchronous. */
+  checkGrowth(growth: ReadonlyArray<{ pool: string; deltaGiB: number }>): void {
+    const need = new Map<string, number>();
+    for (const g of growth) need.set(g.pool, (need.get(g.pool) ?? 0) + g.deltaGiB * GiB);
+    for (const u of this.usage()) {
+      const n = need.get(u.name) ?? 0;
+      if (n > u.availableBytes) {
+        throw new ApiError("ResourceInsufficient", `pool ${u.name} has ${Math.floor(u.availableBytes / GiB)} GiB left; the disks would grow by ${n / GiB} GiB`);
+      }
+    }
+  }
+
   /** An empty qcow2 disk of the given size (GiB). */
   async createEmpty(path: string, sizeGiB: number): Promise<void> {
     await rm(path, { force: true });

@@ -133,6 +133,9 @@ export interface Hypervisor {
   destroy(name: string): Promise<void>;
   /** ACPI reboot request. */
   reboot(name: string): Promise<void>;
+  /** Pauses the guest's vCPUs (virsh suspend); resume() lets it go on. */
+  suspend(name: string): Promise<void>;
+  resume(name: string): Promise<void>;
   /** Hard reset (power cycle without stopping QEMU). */
   reset(name: string): Promise<void>;
   /** Removes the definition (and its NVRAM). A missing domain is not an error. */

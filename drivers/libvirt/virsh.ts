@@ -193,6 +193,14 @@ export class VirshHypervisor implements Hypervisor {
     await this.virsh(["reboot", "--domain", name, "--mode", "acpi"], `reboot ${name}`, name);
   }
 
+  async suspend(name: string): Promise<void> {
+    await this.virsh(["suspend", "--domain", name], `suspend ${name}`, name);
+  }
+
+  async resume(name: string): Promise<void> {
+    await this.virsh(["resume", "--domain", name], `resume ${name}`, name);
+  }
+
   async reset(name: string): Promise<void> {
     await this.virsh(["reset", "--domain", name], `reset ${name}`, name);
   }
