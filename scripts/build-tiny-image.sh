@@ -14,11 +14,22 @@
 #
 # The guest prints, on ttyS0, one line
 #   CDH-TINY-READY mode=M vcpus=N memtotal_kb=K uuid=U serial=S disks=vda:SECTORS,...
-# then CDH-TINY-POWEROFF right before powering off, CDH-TINY-ACPI-IGNORED when it
-# ignores a power-button press (noacpi mode).
+# right after it one line
+#   CDH-TINY-DATA vdb=TEXT ...        (first bytes of every disk but vda)
+# and, whenever the disks change (hot-plug, detach, online resize; checked every second),
+#   CDH-TINY-DISKS disks=vda:SECTORS:SERIAL,...
+#   CDH-TINY-DATA vdb=TEXT ...
+# In READY the disk entries are vda:SECTORS:SERIAL too (SERIAL may be empty). SERIAL and
+# TEXT are safe words or hex:…, see scripts/lib/guest-disks.sh. CDH-TINY-POWEROFF comes
+# right before powering off, CDH-TINY-ACPI-IGNORED when it ignores a power-button press
+# (noacpi mode).
 set -euo pipefail
 
 script=$(readlink -f "$0")
+lib=$(dirname "$script")/lib
+# shellcheck source=lib/initramfs.sh
+. "$lib/initramfs.sh"
+sources=("$script" "$lib/initramfs.sh" "$lib/guest-disks.sh")
 out="${CDH_TEST_CACHE:-/var/cache/cdh-agent-test}/images"
 force=0
 while [ $# -gt 0 ]; do
@@ -26,7 +37,7 @@ while [ $# -gt 0 ]; do
     --out) out=${2:?--out needs a directory}; shift 2 ;;
     --out=*) out=${1#--out=}; shift ;;
     --force) force=1; shift ;;
-    -h|--help) sed -n '2,17p' "$script"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$script"; exit 0 ;;
     *) echo "build-tiny-image: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -39,11 +50,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 chmod 755 "$out"
 
-fresh() {
-  [ "$force" = 0 ] || return 1
-  local f
-  for f in "${outputs[@]}"; do [ "$out/$f" -nt "$script" ] || return 1; done
-}
+fresh() { [ "$force" = 0 ] && ird_fresh "$out" outputs sources; }
 if fresh; then echo "$out"; exit 0; fi
 
 # One build at a time per output directory; a waiter finds the fresh result.
@@ -52,26 +59,19 @@ flock 9
 if fresh; then echo "$out"; exit 0; fi
 
 # --- tools --------------------------------------------------------------------------
-need_pkgs=()
-need() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
-need syslinux syslinux
-need mcopy mtools
-need sfdisk fdisk
-need mkfs.vfat dosfstools
-need cpio cpio
-need xz xz-utils
-need gzip gzip
-need depmod kmod
-need qemu-img qemu-utils
-need sha256sum coreutils
-[ -e /usr/lib/syslinux/mbr/mbr.bin ] || need_pkgs+=(syslinux-common)
-[ -e /usr/lib/EXTLINUX/mbr.bin ] || command -v extlinux >/dev/null 2>&1 || need_pkgs+=(extlinux)
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-  log "installing ${need_pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >&2 \
-    || { apt-get update -qq >&2 && apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >&2; }
-fi
+ird_need syslinux syslinux
+ird_need mcopy mtools
+ird_need sfdisk fdisk
+ird_need mkfs.vfat dosfstools
+ird_need cpio cpio
+ird_need xz xz-utils
+ird_need gzip gzip
+ird_need depmod kmod
+ird_need qemu-img qemu-utils
+ird_need sha256sum coreutils
+[ -e /usr/lib/syslinux/mbr/mbr.bin ] || ird_need_pkgs+=(syslinux-common)
+[ -e /usr/lib/EXTLINUX/mbr.bin ] || command -v extlinux >/dev/null 2>&1 || ird_need_pkgs+=(extlinux)
+ird_install
 mbr_bin=/usr/lib/syslinux/mbr/mbr.bin
 [ -e "$mbr_bin" ] || mbr_bin=/usr/lib/EXTLINUX/mbr.bin
 
@@ -80,33 +80,10 @@ trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
 
 # --- kernel and busybox from Debian's archive -----------------------------------------
-kernel_pkg() {
-  apt-cache depends linux-image-cloud-amd64 2>/dev/null \
-    | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
-}
-kpkg=$(kernel_pkg)
-if [ -z "$kpkg" ]; then
-  log "apt-cache knows no linux-image-cloud-amd64; running apt-get update"
-  apt-get update -qq >&2
-  kpkg=$(kernel_pkg)
-fi
-[ -n "$kpkg" ] || { log "cannot find a cloud kernel package"; exit 1; }
-kver=${kpkg#linux-image-}
+ird_kernel_pkg
 log "kernel $kver"
-
-mkdir -p "$work/debs" "$work/kroot" "$work/bbroot"
-(cd "$work/debs" && apt-get download -q "$kpkg" busybox-static >&2 2>/dev/null) \
-  || (cd "$work/debs" && apt-get download "$kpkg" busybox-static >&2)
-dpkg-deb -x "$work/debs/${kpkg}"_*.deb "$work/kroot"
-dpkg-deb -x "$work/debs"/busybox-static_*.deb "$work/bbroot"
-
-vmlinuz="$work/kroot/boot/vmlinuz-$kver"
-[ -f "$vmlinuz" ] || { log "no kernel image in $kpkg"; exit 1; }
-if [ -d "$work/kroot/lib/modules/$kver" ]; then modbase="$work/kroot"
-elif [ -d "$work/kroot/usr/lib/modules/$kver" ]; then modbase="$work/kroot/usr"
-else log "no modules directory in $kpkg"; exit 1; fi
-moddir="$modbase/lib/modules/$kver"
-depmod -b "$modbase" "$kver"
+ird_download "$work/debs" "$kpkg" busybox-static
+ird_unpack_kernel "$work/debs"
 
 # Modules loaded before READY (disk, network, power button) and after it, in the
 # background (CD-ROM and SCSI paths for config drives; probing IDE is slow under TCG). The cloud
@@ -114,55 +91,12 @@ depmod -b "$modbase" "$kver"
 early_mods=(virtio_pci virtio_blk virtio_net virtio_console button evdev)
 late_mods=(virtio_scsi ata_piix sr_mod sd_mod isofs vfat)
 
-declare -A seen=()
-picked=()
-resolve() { # appends to $picked the module files (relative to moddir) for $1, deps first
-  local name=$1 line path deps i
-  line=$(awk -v n="$name" '{ p = $1; sub(/:$/, "", p); b = p; sub(/.*\//, "", b);
-           sub(/\.ko(\.(xz|gz|zst))?$/, "", b); gsub(/-/, "_", b);
-           if (b == n) { print; exit } }' "$moddir/modules.dep")
-  if [ -z "$line" ]; then
-    if grep -Eq "/${name//_/[-_]}\.ko\$" "$moddir/modules.builtin" 2>/dev/null; then return 0; fi
-    log "module $name is neither a module nor built in"; return 1
-  fi
-  path=${line%%:*}
-  read -r -a deps <<<"${line#*:}"
-  for ((i = ${#deps[@]} - 1; i >= 0; i--)); do
-    [ -n "${seen[${deps[$i]}]:-}" ] && continue
-    seen[${deps[$i]}]=1; picked+=("${deps[$i]}")
-  done
-  [ -n "${seen[$path]:-}" ] && return 0
-  seen[$path]=1; picked+=("$path")
-}
-
 root="$work/initramfs"
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,run,tmp,etc,root,var/log,var/run,lib/modules}
-cp "$work/bbroot/bin/busybox" "$root/bin/busybox"
-for applet in $("$root/bin/busybox" --list-full); do
-  [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
-done
-
-add_modules() { # $1 = list file name, rest = module names
-  local list=$1 name rel base; shift
-  : >"$root/lib/modules/$list"
-  for name in "$@"; do
-    picked=()
-    resolve "$name"
-    for rel in "${picked[@]}"; do
-      base=$(basename "$rel"); base=${base%.xz}; base=${base%.gz}; base=${base%.zst}
-      case "$rel" in
-        *.ko.xz) xz -dc "$moddir/$rel" >"$root/lib/modules/$base" ;;
-        *.ko.gz) gzip -dc "$moddir/$rel" >"$root/lib/modules/$base" ;;
-        *.ko.zst) zstd -qdc "$moddir/$rel" >"$root/lib/modules/$base" ;;
-        *) cp "$moddir/$rel" "$root/lib/modules/$base" ;;
-      esac
-      echo "${base%.ko}" >>"$root/lib/modules/$list"
-    done
-  done
-}
-add_modules early.list "${early_mods[@]}"
-add_modules late.list "${late_mods[@]}"
+ird_busybox_root "$root" "$(echo "$work/debs"/busybox-static_*.deb)"
+ird_add_modules "$root" early.list "${early_mods[@]}"
+ird_add_modules "$root" late.list "${late_mods[@]}"
 log "modules before READY: $(tr '\n' ' ' <"$root/lib/modules/early.list")"
+cp "$lib/guest-disks.sh" "$root/lib/cdh-disks.sh"
 
 cat >"$root/init" <<'INIT'
 #!/bin/sh
@@ -203,12 +137,23 @@ vcpus=$(grep -c '^processor' /proc/cpuinfo)
 memtotal=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
 uuid=$(cat /sys/class/dmi/id/product_uuid 2>/dev/null | tr -d ' ')
 serial=$(cat /sys/class/dmi/id/product_serial 2>/dev/null | tr ' ' '_')
-disks=
-for d in /sys/block/vd*; do
-  [ -e "$d" ] || continue
-  disks="$disks${disks:+,}${d##*/}:$(cat "$d/size")"
-done
+. /lib/cdh-disks.sh
+disks=$(cdh_disks)
 say "CDH-TINY-READY mode=$mode vcpus=$vcpus memtotal_kb=$memtotal uuid=$uuid serial=$serial disks=$disks"
+data=$(cdh_data vda)
+say "CDH-TINY-DATA${data:+ $data}"
+
+# Disk watcher: hot-plug, detach and online resize show up as a new DISKS line.
+(last=$disks
+ while :; do
+   sleep 1
+   now=$(cdh_disks)
+   [ "$now" = "$last" ] && continue
+   last=$now
+   say "CDH-TINY-DISKS disks=$now"
+   data=$(cdh_data vda)
+   say "CDH-TINY-DATA${data:+ $data}"
+ done) &
 
 (while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </lib/modules/late.list) &
 
@@ -224,7 +169,7 @@ INIT
 chmod 755 "$root/init"
 
 initrd="$work/initrd.gz"
-(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | gzip -9n) >"$initrd"
+ird_pack "$root" "$initrd"
 
 # --- bootable raw disks ------------------------------------------------------------
 size_mib=64
@@ -256,26 +201,16 @@ cp "$vmlinuz" "$work/tiny-vmlinuz"
 cp "$initrd" "$work/tiny-initrd.gz"
 
 # --- manifest, then publish ---------------------------------------------------------
+files=("${outputs[@]:0:${#outputs[@]}-1}")   # all but manifest.json
 {
   printf '{\n  "kernelVersion": "%s",\n  "kernelPackage": "%s",\n' "$kver" "$kpkg"
   printf '  "busybox": "%s",\n' "$(dpkg-deb -f "$work/debs"/busybox-static_*.deb Version)"
   printf '  "kernelCmdline": "console=ttyS0 cdh.mode=<mode> sysrq_always_enabled panic=-1 quiet",\n'
   printf '  "builtAt": "%s",\n  "files": [\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  n=0
-  for f in "${outputs[@]}"; do
-    [ "$f" = manifest.json ] && continue
-    [ $n -gt 0 ] && printf ',\n'
-    printf '    { "name": "%s", "size": %d, "sha256": "%s" }' "$f" "$(stat -c %s "$work/$f")" \
-      "$(sha256sum "$work/$f" | cut -d' ' -f1)"
-    n=$((n + 1))
-  done
-  printf '\n  ]\n}\n'
+  ird_manifest_files "$work" "${files[@]}"
+  printf '  ]\n}\n'
 } >"$work/manifest.json"
 
-for f in "${outputs[@]}"; do
-  chmod 644 "$work/$f"
-  mv -f "$work/$f" "$out/$f.tmp"
-  mv -f "$out/$f.tmp" "$out/$f"
-done
+ird_publish "$work" "$out" "${outputs[@]}"
 log "built in $out"
 echo "$out"
