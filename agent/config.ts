@@ -159,6 +159,9 @@ export const configSchema = z
     /** How long an orphan stays in quarantine before the sweep deletes it, seconds. */
     orphan_grace_period_s: z.number().int().nonnegative().default(86400)
       .describe("how long an orphaned disk file stays in quarantine before the sweep deletes it (seconds)"),
+    /** node-cron schedule of the image cache sweep (base files no image and no disk uses). */
+    image_cache_sweep_schedule: z.string().default("0 */15 * * * *")
+      .describe("node-cron expression (6 fields) of the image cache sweep that deletes base image files no image record names and no disk's backing chain contains"),
     /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
     fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
       .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),
@@ -212,6 +215,7 @@ export interface AgentConfig {
   readonly diskWipe: "zero" | "discard" | "none";
   readonly inventorySweepSchedule: string;
   readonly orphanGracePeriodS: number;
+  readonly imageCacheSweepSchedule: string;
 }
 
 /** One local disk pool: a directory holding disk files of one disk type. */
@@ -447,6 +451,9 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     }
   }
 
+  if (!validateCron(cfg.image_cache_sweep_schedule)) {
+    problems.push({ key: "image_cache_sweep_schedule", source: at("image_cache_sweep_schedule"), message: `not a valid node-cron expression: ${JSON.stringify(cfg.image_cache_sweep_schedule)}` });
+  }
   if (!validateCron(cfg.inventory_sweep_schedule)) {
     problems.push({ key: "inventory_sweep_schedule", source: at("inventory_sweep_schedule"), message: `not a valid node-cron expression: ${JSON.stringify(cfg.inventory_sweep_schedule)}` });
   }
@@ -576,5 +583,6 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     diskWipe: cfg.disk_wipe,
     inventorySweepSchedule: cfg.inventory_sweep_schedule,
     orphanGracePeriodS: cfg.orphan_grace_period_s,
+    imageCacheSweepSchedule: cfg.image_cache_sweep_schedule,
   });
 }

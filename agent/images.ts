@@ -1,25 +1,61 @@
 /**
- * The image cache: ImportImage, DescribeImages, DeleteImages. Each image is one
- * qcow2 file plus a small JSON record beside it (images are not libvirt objects).
- * The format of an imported file is read from its content by qemu-img, never
- * guessed from its name; qcow2, raw, vmdk and vhd are converted into one qcow2.
+ * The image cache: ImportImage, DescribeImages, DeleteImages, and the entry points for
+ * images made from instances (beginImage / completeImage / failImage).
+ *
+ * Layout under `<data_dir>/images`:
+ * - `img-xxxxxxxx.json`        one record per image;
+ * - `base/<sha256>.qcow2`      base files of imported images, named by the SHA-256 of the
+ *                              imported file's bytes: the same content imported twice
+ *                              shares one base file;
+ * - `base/created-<id>.qcow2`  base files of images made from instances;
+ * - `img-xxxxxxxx.qcow2`       base files of images imported before the base/ layout;
+ * - `partial/`                 work files of running imports (emptied at start-up).
+ * System disks are qcow2 overlays backing onto a base file. DeleteImages removes the
+ * record at once (CVM: instances already made from the image are unaffected); the base
+ * file goes only when no record names it and no disk's backing chain contains it,
+ * at the scheduled sweep (`image_cache_sweep_schedule`), never by age.
+ *
+ * An import runs in the background: it reads the format from the content (never the
+ * name), refuses what the seed does not allow (see IMPORT_ERROR_CODES) and shows its
+ * progress in DescribeImages (SyncPercent); a failure leaves the image IMPORTFAILED
+ * with an ErrorCode and nothing else behind.
  */
-import { createWriteStream } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, access, constants } from "node:fs/promises";
-import { Readable } from "node:stream";
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { copyFile, mkdir, open, readdir, readFile, realpath, rename, rm, stat } from "node:fs/promises";
+import { join, resolve, sep } from "node:path";
+import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { fileURLToPath } from "node:url";
+import { createTask, type ScheduledTask } from "node-cron";
 import type { Logger } from "pino";
-import type { ImageTool } from "../drivers/storage/types.js";
+import { ImageNotFoundError } from "../drivers/storage/qemu-img.js";
+import type { ImageInspector, ImageTool } from "../drivers/storage/types.js";
+import { parseImageSource, type ImageSource } from "./api/schemas-images.js";
 import { ApiError } from "./errors.js";
+import { DISK_HEAD_BYTES, inspectDiskHead } from "./images/detect.js";
+import { decideSweep } from "./images/sweep.js";
 import { isoSeconds, newId } from "./model.js";
 import type { DataPaths } from "./paths.js";
 import { writeFileAtomic } from "./util/atomic-file.js";
 
-export type ImageState = "IMPORTING" | "NORMAL" | "IMPORTFAILED";
+export type ImageState = "IMPORTING" | "NORMAL" | "IMPORTFAILED" | "CREATING" | "CREATEFAILED";
+export type ImageOrigin = "IMPORT" | "CREATE_IMAGE";
+
+/**
+ * Why an import failed, shown in DescribeImages as ErrorCode: the import error codes of
+ * the seed (reference/seeds-cvm-manual-1.md §8.1, "Error codes").
+ */
+export const IMPORT_ERROR_CODES = Object.freeze({
+  InvalidUrl: "The file at ImageUrl cannot be read, or its SHA-256 differs from the #sha256= the URL names.",
+  InvalidFormatSize:
+    "The file is not a qcow2, raw, vmdk or vhd image; it is damaged or truncated; it has a backing file; or its size is over max_image_bytes or cannot be represented.",
+  PartitionNotPresent: "The disk holds no MBR or GPT partition table and is not a bare ext3, ext4 or NTFS filesystem.",
+  InternalError: "The host failed during the import (e.g. the agent stopped, the disk is full).",
+} as const);
+export type ImportErrorCode = keyof typeof IMPORT_ERROR_CODES;
 
 export interface ImageRecord {
-  version: 1;
+  version: 1 | 2;
   imageId: string;
   imageName: string;
   imageDescription: string;
@@ -30,14 +66,24 @@ export interface ImageRecord {
   state: ImageState;
   createdTime: string;
   sourceUrl: string;
+  /** IMPORT when absent (records made before CreateImage existed). */
+  origin?: ImageOrigin;
   sourceFormat?: string;
   virtualSizeBytes?: number;
   actualSizeBytes?: number;
+  /** The base file, relative to the images directory (absent until the image is NORMAL). */
+  baseFile?: string;
+  /** SHA-256 of the imported file's bytes. */
+  contentSha256?: string;
+  /** Progress of a running import, 0–100. */
+  progressPercent?: number;
+  errorCode?: ImportErrorCode;
   errorMessage?: string;
 }
 
 export interface UsableImage {
   imageId: string;
+  /** The base file overlays back onto. */
   path: string;
   virtualSizeBytes: number;
   osName: string;
@@ -47,8 +93,11 @@ export interface UsableImage {
 /** Formats qemu-img may report for an importable file; vpc is VHD. */
 const IMPORTABLE_FORMATS = new Set(["qcow2", "raw", "vmdk", "vpc"]);
 const GiB = 1024 ** 3;
+/** A base handed out to a new system disk is kept this long even before its overlay exists. */
+const HANDOUT_GRACE_MS = 30_000;
 
 export interface ImportImageRequest {
+  /** file:///path or http(s)://…, optionally with #sha256=<64 hex digits>. */
   ImageUrl: string;
   ImageName: string;
   ImageDescription?: string;
@@ -58,40 +107,120 @@ export interface ImportImageRequest {
   BootMode?: "Legacy BIOS" | "UEFI";
 }
 
+/** What an image made from an instance is (beginImage). */
+export interface NewImageMeta {
+  imageName: string;
+  imageDescription?: string;
+  osType: string;
+  osVersion: string;
+  architecture: string;
+  bootMode: "Legacy BIOS" | "UEFI";
+  source: "CREATE_IMAGE";
+}
+
+/** An import refused for a reason the seed names. */
+export class ImportFailure extends Error {
+  override name = "ImportFailure";
+  constructor(
+    readonly code: ImportErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ImageCatalogOptions {
+  paths: DataPaths;
+  imageTool: ImageTool & ImageInspector;
+  logger: Logger;
+  maxImageBytes: number;
+  downloadTimeoutMs: number;
+  /** IDs of instances whose disks use the image (informational; DeleteImages no longer refuses them). */
+  usersOf?: (imageId: string) => string[];
+  /** Absolute paths of every instance disk, data disk and snapshot file: their backing chains keep bases alive. */
+  diskFiles?: () => Promise<string[]>;
+  /** node-cron schedule of the sweep of unreferenced base files; absent = no schedule (sweep() by hand). */
+  sweepSchedule?: string;
+  /** Fail points (crash tests): import:downloading, import:converting, import:committing. */
+  checkpoint?: (point: string) => void;
+}
+
 export class ImageCatalog {
   private readonly images = new Map<string, ImageRecord>();
+  /** Bytes each base file takes on disk, by path relative to the images directory. */
+  private readonly baseBytes = new Map<string, number>();
+  /** Base files handed out by requireUsable (absolute path → time). */
+  private readonly handedOut = new Map<string, number>();
+  /** Serialises commits into base/ with the sweep. */
+  private exclusiveTail: Promise<unknown> = Promise.resolve();
+  private sweepTask: ScheduledTask | undefined;
+  private readonly running = new Set<Promise<void>>();
 
-  constructor(
-    private readonly options: {
-      paths: DataPaths;
-      imageTool: ImageTool;
-      logger: Logger;
-      maxImageBytes: number;
-      downloadTimeoutMs: number;
-      /** IDs of instances whose disks use the image. */
-      usersOf: (imageId: string) => string[];
-    },
-  ) {}
+  constructor(private readonly options: ImageCatalogOptions) {}
 
-  /** Loads the records; an import the agent was doing when it stopped is marked failed and its partial files removed. */
+  private get dir(): string {
+    return this.options.paths.imagesDir;
+  }
+  private get baseDir(): string {
+    return join(this.dir, "base");
+  }
+  private get partialDir(): string {
+    return join(this.dir, "partial");
+  }
+
+  /**
+   * Loads the records. An import or image creation the agent was doing when it stopped
+   * is marked failed (IMPORTFAILED, CREATEFAILED) and its partial files removed.
+   */
   async load(): Promise<void> {
-    const dir = this.options.paths.imagesDir;
-    await mkdir(dir, { recursive: true, mode: 0o711 });
-    for (const name of await readdir(dir)) {
-      const full = `${dir}/${name}`;
+    await mkdir(this.dir, { recursive: true, mode: 0o711 });
+    await mkdir(this.baseDir, { recursive: true, mode: 0o711 });
+    await rm(this.partialDir, { recursive: true, force: true });
+    await mkdir(this.partialDir, { recursive: true, mode: 0o700 });
+    for (const name of await readdir(this.dir)) {
+      const full = join(this.dir, name);
       if (name.endsWith(".part") || name.endsWith(".download")) {
         await rm(full, { force: true });
         continue;
       }
       if (!/^img-[a-z0-9]{8}\.json$/.test(name)) continue;
       const record = JSON.parse(await readFile(full, "utf8")) as ImageRecord;
-      if (record.state === "IMPORTING") {
-        record.state = "IMPORTFAILED";
-        record.errorMessage = "the agent stopped while the import was running";
+      if (record.state === "IMPORTING" || record.state === "CREATING") {
+        record.state = record.state === "IMPORTING" ? "IMPORTFAILED" : "CREATEFAILED";
+        record.errorCode = "InternalError";
+        record.errorMessage = "the agent stopped while the image was being made; partial files were removed";
+        delete record.progressPercent;
+        delete record.baseFile;
         await this.save(record);
       }
+      if (record.state === "NORMAL" && record.baseFile === undefined) record.baseFile = `${record.imageId}.qcow2`; // before base/
       this.images.set(record.imageId, record);
     }
+    for (const rel of await this.listBases()) {
+      const st = await stat(join(this.dir, rel)).catch(() => undefined);
+      if (st) this.baseBytes.set(rel, st.blocks * 512);
+    }
+  }
+
+  /** Starts the scheduled sweep and runs one sweep now, in the background. */
+  start(): void {
+    const run = () =>
+      this.sweep().then(
+        () => undefined,
+        (error: unknown) => this.options.logger.warn({ err: error }, "image cache sweep failed"),
+      );
+    if (this.options.sweepSchedule) {
+      this.sweepTask = createTask(this.options.sweepSchedule, run, { name: "cdh-agent-image-sweep", noOverlap: true });
+      void this.sweepTask.start();
+    }
+    void run();
+  }
+
+  /** Stops the schedule (imports in flight go on until the process ends). */
+  async stop(): Promise<void> {
+    const task = this.sweepTask;
+    this.sweepTask = undefined;
+    await task?.destroy();
   }
 
   list(): ImageRecord[] {
@@ -106,36 +235,50 @@ export class ImageCatalog {
   requireUsable(imageId: string): UsableImage {
     const record = this.images.get(imageId);
     if (!record) throw new ApiError("InvalidImageId.NotFound", `image ${imageId} does not exist on this host`);
-    if (record.state !== "NORMAL" || record.virtualSizeBytes === undefined) {
+    if (record.state !== "NORMAL" || record.virtualSizeBytes === undefined || record.baseFile === undefined) {
       throw new ApiError("InvalidImageId.IncorrectState", `image ${imageId} is ${record.state}, not NORMAL`);
     }
+    const path = join(this.dir, record.baseFile);
+    this.handedOut.set(path, Date.now());
     return {
       imageId,
-      path: this.options.paths.imageFile(imageId),
+      path,
       virtualSizeBytes: record.virtualSizeBytes,
       osName: `${record.osType} ${record.osVersion}`.trim(),
       bootMode: record.bootMode,
     };
   }
 
-  /** Validates and records the import, then converts in the background. Returns the new image ID. */
+  private checkName(imageName: string): void {
+    const duplicate = [...this.images.values()].find(
+      (i) => i.imageName === imageName && i.state !== "IMPORTFAILED" && i.state !== "CREATEFAILED",
+    );
+    if (duplicate) throw new ApiError("InvalidImageName.Duplicate", `ImageName ${imageName} is already used by ${duplicate.imageId}`);
+  }
+
+  private newImageId(): string {
+    let imageId = newId("img");
+    while (this.images.has(imageId)) imageId = newId("img");
+    return imageId;
+  }
+
+  /** Validates and records the import, then imports in the background. Returns the new image ID. */
   async startImport(request: ImportImageRequest): Promise<string> {
-    const duplicate = [...this.images.values()].find((i) => i.imageName === request.ImageName && i.state !== "IMPORTFAILED");
-    if (duplicate) throw new ApiError("InvalidImageName.Duplicate", `ImageName ${request.ImageName} is already used by ${duplicate.imageId}`);
-    const url = parseImageUrl(request.ImageUrl);
-    if (url.kind === "file") {
+    this.checkName(request.ImageName);
+    const source = parseImageUrl(request.ImageUrl);
+    if (source.kind === "file") {
       try {
-        const st = await stat(url.path);
+        const st = await stat(source.path);
         if (!st.isFile()) throw new Error("not a regular file");
-        await access(url.path, constants.R_OK);
+        const fh = await open(source.path, "r");
+        await fh.close();
       } catch (error) {
         throw new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl ${request.ImageUrl} cannot be read: ${(error as Error).message}`);
       }
     }
-    let imageId = newId("img");
-    while (this.images.has(imageId)) imageId = newId("img");
+    const imageId = this.newImageId();
     const record: ImageRecord = {
-      version: 1,
+      version: 2,
       imageId,
       imageName: request.ImageName,
       imageDescription: request.ImageDescription ?? "",
@@ -146,135 +289,466 @@ export class ImageCatalog {
       state: "IMPORTING",
       createdTime: isoSeconds(new Date()),
       sourceUrl: request.ImageUrl,
+      origin: "IMPORT",
+      progressPercent: 0,
     };
     await this.save(record);
     this.images.set(imageId, record);
-    void this.runImport(record, url);
+    this.track(this.runImport(record, source));
     return imageId;
   }
 
-  /** Resolves when no import is running any more (tests, shutdown). */
+  private track(work: Promise<void>): void {
+    this.running.add(work);
+    void work.finally(() => this.running.delete(work));
+  }
+
+  /** Resolves when the image is no longer IMPORTING or CREATING (tests, shutdown). */
   async whenSettled(imageId: string, timeoutMs = 600_000): Promise<ImageRecord> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const record = this.images.get(imageId);
-      if (!record || record.state !== "IMPORTING" || Date.now() > deadline) return record!;
+      if (!record || (record.state !== "IMPORTING" && record.state !== "CREATING") || Date.now() > deadline) return record!;
       await new Promise((r) => setTimeout(r, 100));
     }
   }
 
-  private async runImport(record: ImageRecord, url: ParsedUrl): Promise<void> {
-    const { paths, imageTool, logger } = this.options;
+  private async runImport(record: ImageRecord, source: ImageSource): Promise<void> {
+    const { imageTool, logger } = this.options;
     const log = logger.child({ imageId: record.imageId });
-    const partial = `${paths.imageFile(record.imageId)}.part`;
-    const download = `${paths.imageFile(record.imageId)}.download`;
+    const partial = join(this.partialDir, `${record.imageId}.qcow2`);
+    const download = join(this.partialDir, `${record.imageId}.download`);
+    const scratch = join(this.partialDir, `${record.imageId}.head`);
+    const started = performance.now();
     try {
-      let source: string;
-      if (url.kind === "file") {
-        source = url.path;
+      let path: string;
+      let sha256: Promise<string> | undefined;
+      let knownSha: string | undefined;
+      if (source.kind === "file") {
+        path = source.path;
+        const st = await stat(path).catch((error: Error) => {
+          throw new ImportFailure("InvalidUrl", `${path} cannot be read: ${error.message}`);
+        });
+        if (st.size > this.options.maxImageBytes) {
+          throw new ImportFailure("InvalidFormatSize", `the file is ${st.size} bytes, over the limit of ${this.options.maxImageBytes} (max_image_bytes)`);
+        }
       } else {
-        await this.download(url.href, download);
-        source = download;
+        knownSha = await this.download(source.href, download, record);
+        path = download;
       }
-      const info = await imageTool.info(source);
+      const info = await imageTool.info(path).catch((error: Error) => {
+        throw new ImportFailure("InvalidFormatSize", `the file is not a readable disk image: ${error.message}`);
+      });
+      const format = info.format === "vpc" ? "vhd" : info.format;
       if (!IMPORTABLE_FORMATS.has(info.format)) {
-        throw new Error(`the file is in format ${info.format}; importable formats are qcow2, raw, vmdk and vhd`);
+        throw new ImportFailure("InvalidFormatSize", `the file's content is in format ${format}; importable formats are qcow2, raw, vmdk and vhd`);
       }
-      if (info.backingFile) throw new Error("the image has a backing file; import a standalone image");
+      if (info.backingFile !== undefined) {
+        throw new ImportFailure("InvalidFormatSize", `the ${format} image has a backing file (${info.backingFile}); only standalone images are imported`);
+      }
+      if (!Number.isSafeInteger(info.virtualSizeBytes) || info.virtualSizeBytes <= 0) {
+        throw new ImportFailure("InvalidFormatSize", `the image's virtual size (${info.virtualSizeBytes}) is not a representable positive number of bytes`);
+      }
       if (info.virtualSizeBytes > this.options.maxImageBytes) {
-        throw new Error(`the image's virtual size ${info.virtualSizeBytes} bytes exceeds the limit of ${this.options.maxImageBytes}`);
+        throw new ImportFailure(
+          "InvalidFormatSize",
+          `the image's virtual size ${info.virtualSizeBytes} bytes exceeds the limit of ${this.options.maxImageBytes} (max_image_bytes)`,
+        );
       }
-      await imageTool.convert({ source, sourceFormat: info.format, target: partial, targetFormat: "qcow2" });
-      const converted = await imageTool.info(partial);
-      await rename(partial, paths.imageFile(record.imageId));
-      Object.assign(record, {
-        state: "NORMAL",
-        sourceFormat: info.format === "vpc" ? "vhd" : info.format,
-        virtualSizeBytes: converted.virtualSizeBytes,
-        actualSizeBytes: converted.actualSizeBytes,
-      } satisfies Partial<ImageRecord>);
-      await this.save(record);
-      log.info({ format: info.format, virtualSizeBytes: converted.virtualSizeBytes }, "image imported");
+      if (info.corrupt) throw new ImportFailure("InvalidFormatSize", `the ${format} image is marked corrupt`);
+      const check = await imageTool.check(path, info.format);
+      if (check.errors > 0) {
+        throw new ImportFailure("InvalidFormatSize", `the ${format} image is damaged or truncated: ${check.message}`);
+      }
+      const head = await imageTool.readHead({ path, format: info.format, bytes: DISK_HEAD_BYTES, scratchFile: scratch });
+      const finding = inspectDiskHead(head);
+      if (!finding.acceptable) {
+        throw new ImportFailure("PartitionNotPresent", `the disk holds ${finding.description}; an MBR or GPT partition table, or a bare ext3, ext4 or NTFS filesystem, is needed`);
+      }
+      if (knownSha !== undefined) this.verifyChecksum(source, knownSha);
+      else sha256 = hashFile(path);
+      // The same content already in the cache (an HTTP download is hashed before converting).
+      let reused = knownSha !== undefined && (await exists(this.basePath(knownSha)));
+      if (!reused) {
+        let checkedIn = false;
+        await imageTool.convert({
+          source: path,
+          sourceFormat: info.format,
+          target: partial,
+          targetFormat: "qcow2",
+          onProgress: (p) => {
+            record.progressPercent = source.kind === "http" ? 50 + p / 2 : p;
+            if (!checkedIn && p > 0 && p < 100) {
+              checkedIn = true;
+              this.options.checkpoint?.("import:converting");
+            }
+          },
+        });
+      }
+      const contentSha = knownSha ?? (await sha256!);
+      if (knownSha === undefined) this.verifyChecksum(source, contentSha);
+      const converted = await imageTool.info(reused ? this.basePath(contentSha) : partial);
+      if (converted.format !== "qcow2" || converted.backingFile !== undefined) {
+        throw new ImportFailure("InternalError", `the converted image is ${converted.format}${converted.backingFile ? " with a backing file" : ""}`);
+      }
+      await this.exclusive(async () => {
+        const rel = baseRel(contentSha);
+        record.baseFile = rel; // named before the file appears: the sweep never takes it
+        if (await exists(join(this.dir, rel))) {
+          reused = true;
+        } else {
+          await rename(partial, join(this.dir, rel));
+          await syncDir(this.baseDir);
+          this.baseBytes.set(rel, converted.actualSizeBytes);
+          this.options.checkpoint?.("import:committing");
+        }
+        Object.assign(record, {
+          state: "NORMAL",
+          sourceFormat: format,
+          virtualSizeBytes: converted.virtualSizeBytes,
+          actualSizeBytes: converted.actualSizeBytes,
+          contentSha256: contentSha,
+          progressPercent: 100,
+        } satisfies Partial<ImageRecord>);
+        await this.save(record);
+      });
+      log.info(
+        { format, virtualSizeBytes: converted.virtualSizeBytes, sha256: contentSha, sharedBase: reused, ms: Math.round(performance.now() - started) },
+        "image imported",
+      );
     } catch (error) {
+      const failure =
+        error instanceof ImportFailure ? error : new ImportFailure("InternalError", `the import failed: ${(error as Error).message}`);
       record.state = "IMPORTFAILED";
-      record.errorMessage = (error as Error).message;
+      record.errorCode = failure.code;
+      record.errorMessage = failure.message;
+      delete record.baseFile;
+      delete record.progressPercent;
       await this.save(record).catch(() => undefined);
-      log.warn({ err: error }, "image import failed");
+      log.warn({ code: failure.code, err: error }, "image import failed");
     } finally {
       await rm(partial, { force: true });
       await rm(download, { force: true });
+      await rm(scratch, { force: true });
     }
   }
 
-  private async download(href: string, target: string): Promise<void> {
-    const response = await fetch(href, { signal: AbortSignal.timeout(this.options.downloadTimeoutMs) });
-    if (!response.ok || !response.body) throw new Error(`download of ${href} answered HTTP ${response.status}`);
-    const length = Number(response.headers.get("content-length") ?? "0");
-    if (length > this.options.maxImageBytes) throw new Error(`the download is ${length} bytes, over the limit of ${this.options.maxImageBytes}`);
-    let received = 0;
-    const limit = this.options.maxImageBytes;
-    const body = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream);
-    body.on("data", (chunk: Buffer) => {
-      received += chunk.length;
-      if (received > limit) body.destroy(new Error(`the download exceeds the limit of ${limit} bytes`));
-    });
-    await pipeline(body, createWriteStream(target, { mode: 0o600 }));
+  private verifyChecksum(source: ImageSource, actual: string): void {
+    if (source.sha256 !== undefined && source.sha256 !== actual) {
+      throw new ImportFailure("InvalidUrl", `the file's SHA-256 is ${actual}, not ${source.sha256} as the URL's #sha256= says`);
+    }
   }
 
-  /** DeleteImages' checks: every image exists, is not importing and is used by no instance. */
+  private basePath(sha256: string): string {
+    return join(this.dir, baseRel(sha256));
+  }
+
+  /** Downloads into `target`, hashing on the way; returns the SHA-256. */
+  private async download(href: string, target: string, record: ImageRecord): Promise<string> {
+    let response: Response;
+    try {
+      response = await fetch(href, { signal: AbortSignal.timeout(this.options.downloadTimeoutMs) });
+    } catch (error) {
+      throw new ImportFailure("InvalidUrl", `download of ${href} failed: ${(error as Error).message}`);
+    }
+    if (!response.ok || !response.body) throw new ImportFailure("InvalidUrl", `download of ${href} answered HTTP ${response.status}`);
+    const limit = this.options.maxImageBytes;
+    const length = Number(response.headers.get("content-length") ?? "0");
+    if (length > limit) throw new ImportFailure("InvalidFormatSize", `the download is ${length} bytes, over the limit of ${limit} (max_image_bytes)`);
+    const hash = createHash("sha256");
+    let received = 0;
+    let checkedIn = false;
+    const meter = new Transform({
+      transform: (chunk: Buffer, _enc, done) => {
+        received += chunk.length;
+        if (received > limit) {
+          done(new ImportFailure("InvalidFormatSize", `the download exceeds the limit of ${limit} bytes (max_image_bytes)`));
+          return;
+        }
+        hash.update(chunk);
+        if (length > 0) record.progressPercent = Math.min(50, (received / length) * 50);
+        if (!checkedIn) {
+          checkedIn = true;
+          this.options.checkpoint?.("import:downloading");
+        }
+        done(null, chunk);
+      },
+    });
+    try {
+      const body = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream);
+      await pipeline(body, meter, createWriteStream(target, { mode: 0o600 }));
+    } catch (error) {
+      if (error instanceof ImportFailure) throw error;
+      throw new ImportFailure("InvalidUrl", `download of ${href} failed: ${(error as Error).message}`);
+    }
+    if (length > 0 && received !== length) {
+      throw new ImportFailure("InvalidUrl", `download of ${href} ended after ${received} of ${length} bytes`);
+    }
+    return hash.digest("hex");
+  }
+
+  /**
+   * An image made from an instance: a record in state CREATING (the name must be free).
+   * Finish it with completeImage or failImage.
+   */
+  async beginImage(meta: NewImageMeta): Promise<string> {
+    this.checkName(meta.imageName);
+    const imageId = this.newImageId();
+    const record: ImageRecord = {
+      version: 2,
+      imageId,
+      imageName: meta.imageName,
+      imageDescription: meta.imageDescription ?? "",
+      osType: meta.osType,
+      osVersion: meta.osVersion,
+      architecture: meta.architecture,
+      bootMode: meta.bootMode,
+      state: "CREATING",
+      createdTime: isoSeconds(new Date()),
+      sourceUrl: "",
+      origin: "CREATE_IMAGE",
+      progressPercent: 0,
+    };
+    await this.save(record);
+    this.images.set(imageId, record);
+    return imageId;
+  }
+
+  /**
+   * Takes a finished standalone qcow2 (no backing file) from anywhere under the data
+   * directory, moves it into the cache (rename, or copy then rename across filesystems)
+   * and marks the image NORMAL. On failure the image becomes CREATEFAILED and the error
+   * is thrown; the file is then left where it was (the caller removes it).
+   */
+  async completeImage(imageId: string, file: string): Promise<void> {
+    const record = this.images.get(imageId);
+    if (!record || record.state !== "CREATING") throw new Error(`image ${imageId} is not being created`);
+    const rel = `base/created-${imageId}.qcow2`;
+    const target = join(this.dir, rel);
+    try {
+      const root = await realpath(this.options.paths.root);
+      const real = await realpath(file);
+      if (!real.startsWith(root + sep)) throw new Error(`${file} is not under the data directory ${root}`);
+      const info = await this.options.imageTool.info(real);
+      if (info.format !== "qcow2") throw new Error(`${file} is ${info.format}, not qcow2`);
+      if (info.backingFile !== undefined) throw new Error(`${file} has a backing file (${info.backingFile}); flatten it first`);
+      const check = await this.options.imageTool.check(real, "qcow2");
+      if (check.errors > 0) throw new Error(`${file} is damaged: ${check.message}`);
+      await this.exclusive(async () => {
+        record.baseFile = rel;
+        try {
+          await rename(real, target);
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== "EXDEV") throw error;
+          const staged = join(this.partialDir, `${imageId}.qcow2`);
+          await copyFile(real, staged);
+          await syncFile(staged);
+          await rename(staged, target);
+          await rm(real, { force: true });
+        }
+        await syncDir(this.baseDir);
+        this.baseBytes.set(rel, info.actualSizeBytes);
+        Object.assign(record, {
+          state: "NORMAL",
+          sourceFormat: "qcow2",
+          virtualSizeBytes: info.virtualSizeBytes,
+          actualSizeBytes: info.actualSizeBytes,
+          progressPercent: 100,
+        } satisfies Partial<ImageRecord>);
+        await this.save(record);
+      });
+    } catch (error) {
+      if (record.state === "CREATING") {
+        delete record.baseFile;
+        await this.failImage(imageId, (error as Error).message).catch(() => undefined);
+      }
+      throw error;
+    }
+  }
+
+  /** An image made from an instance could not be made: CREATEFAILED with the reason. */
+  async failImage(imageId: string, message: string): Promise<void> {
+    const record = this.images.get(imageId);
+    if (!record || record.state !== "CREATING") return;
+    record.state = "CREATEFAILED";
+    record.errorCode = "InternalError";
+    record.errorMessage = message;
+    delete record.progressPercent;
+    delete record.baseFile;
+    await this.save(record);
+  }
+
+  /** Progress of an image being made from an instance, 0–100 (shown as SyncPercent). */
+  setProgress(imageId: string, percent: number): void {
+    const record = this.images.get(imageId);
+    if (record && (record.state === "CREATING" || record.state === "IMPORTING")) record.progressPercent = Math.max(0, Math.min(100, percent));
+  }
+
+  /** DeleteImages' checks: every image exists and is not being imported or made. */
   checkDelete(imageIds: string[]): void {
     for (const id of imageIds) {
       const record = this.images.get(id);
       if (!record) throw new ApiError("InvalidImageId.NotFound", `image ${id} does not exist on this host`);
-      if (record.state === "IMPORTING") throw new ApiError("InvalidImageId.IncorrectState", `image ${id} is still being imported`);
-      const users = this.options.usersOf(id);
-      if (users.length) throw new ApiError("ResourceInUse", `image ${id} is used by ${users.join(", ")}`);
+      if (record.state === "IMPORTING" || record.state === "CREATING") {
+        throw new ApiError("InvalidImageId.IncorrectState", `image ${id} is ${record.state}; wait until it is done`);
+      }
     }
   }
 
-  /** DeleteImages: all or nothing. */
+  /**
+   * DeleteImages: all or nothing. The records go at once (instances made from the image
+   * keep running and keep their disks); base files nothing references any more go in a
+   * sweep started now in the background.
+   */
   async delete(imageIds: string[]): Promise<void> {
     this.checkDelete(imageIds);
     for (const id of imageIds) {
       this.images.delete(id);
-      await rm(this.options.paths.imageFile(id), { force: true });
       await rm(this.options.paths.imageRecord(id), { force: true });
     }
+    void this.sweep().catch((error: unknown) => this.options.logger.warn({ err: error }, "image cache sweep failed"));
   }
 
-  /** Bytes the cache takes on disk (for capacity reports). */
+  /**
+   * Removes base files that no record names and no disk backs onto (walking every
+   * disk's backing chain). When a chain cannot be read, nothing is removed.
+   */
+  async sweep(): Promise<{ removed: string[]; kept: number }> {
+    return this.exclusive(async () => {
+      const dirReal = await realpath(this.dir);
+      const canonical = async (p: string) => realpath(p).catch(() => resolve(p));
+      const bases = await this.listBases();
+      const candidates = bases.map((rel) => join(dirReal, rel));
+      const recordRefs = new Set<string>();
+      for (const r of this.images.values()) if (r.baseFile) recordRefs.add(join(dirReal, r.baseFile));
+      const now = Date.now();
+      const handedOut = new Set<string>();
+      for (const [path, at] of this.handedOut) {
+        if (now - at > HANDOUT_GRACE_MS) this.handedOut.delete(path);
+        else handedOut.add(await canonical(path));
+      }
+      if (candidates.every((c) => recordRefs.has(c) || handedOut.has(c))) return { removed: [], kept: candidates.length };
+      const chainFiles = await this.walkChains(canonical);
+      const decision = decideSweep({ candidates, recordRefs, handedOut, chainFiles });
+      for (const file of decision.remove) {
+        await rm(file, { force: true });
+        this.baseBytes.delete(file.slice(dirReal.length + 1));
+        this.options.logger.info({ file }, "image cache: removed a base file nothing uses");
+      }
+      return { removed: decision.remove, kept: decision.keep.length };
+    });
+  }
+
+  private async walkChains(canonical: (p: string) => Promise<string>): Promise<Set<string>> {
+    const files = new Set<string>();
+    const disks = this.options.diskFiles ? await this.options.diskFiles() : [];
+    for (const disk of disks) {
+      try {
+        for (const entry of await this.options.imageTool.backingChain(disk)) files.add(await canonical(entry.filename || disk));
+        continue;
+      } catch (error) {
+        if (!(await exists(disk))) continue; // gone since it was listed
+        this.options.logger.debug({ err: error, disk }, "backing chain unreadable; walking it one file at a time");
+      }
+      // A broken chain (a missing or damaged file further down): every file named up to the break counts.
+      let current = disk;
+      files.add(await canonical(disk));
+      for (let depth = 0; depth < 64; depth++) {
+        let info;
+        try {
+          info = await this.options.imageTool.info(current);
+        } catch (error) {
+          if (current === disk && !(error instanceof ImageNotFoundError)) {
+            throw new Error(`cannot read ${disk} to find its backing file; the sweep removes nothing`, { cause: error });
+          }
+          break;
+        }
+        if (info.backingFile === undefined) break;
+        current = info.backingFile;
+        files.add(await canonical(current));
+      }
+    }
+    return files;
+  }
+
+  /** Base files in the cache, relative to the images directory. */
+  private async listBases(): Promise<string[]> {
+    const out: string[] = [];
+    for (const name of await readdir(this.baseDir).catch(() => [] as string[])) if (name.endsWith(".qcow2")) out.push(`base/${name}`);
+    for (const name of await readdir(this.dir)) if (/^img-[a-z0-9]{8}\.qcow2$/.test(name)) out.push(name);
+    return out;
+  }
+
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.exclusiveTail.then(work, work);
+    this.exclusiveTail = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Bytes the cache takes on disk (every base file, including those kept only for disks that back onto them). */
   cacheBytes(): number {
     let total = 0;
-    for (const r of this.images.values()) total += r.actualSizeBytes ?? 0;
+    for (const bytes of this.baseBytes.values()) total += bytes;
     return total;
   }
 
   private async save(record: ImageRecord): Promise<void> {
-    await writeFileAtomic(this.options.paths.imageRecord(record.imageId), JSON.stringify(record, null, 1), 0o600);
+    const { progressPercent: _progress, ...persisted } = record;
+    await writeFileAtomic(this.options.paths.imageRecord(record.imageId), JSON.stringify(persisted, null, 1), 0o600);
   }
 }
 
-type ParsedUrl = { kind: "file"; path: string } | { kind: "http"; href: string };
+function baseRel(sha256: string): string {
+  return `base/${sha256}.qcow2`;
+}
 
-export function parseImageUrl(raw: string): ParsedUrl {
-  let url: URL;
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
   try {
-    url = new URL(raw);
-  } catch {
-    throw new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl ${JSON.stringify(raw)} is not a URL`);
+    await fh.sync();
+  } finally {
+    await fh.close();
   }
-  if (url.protocol === "file:") {
-    if (url.host && url.host !== "localhost") {
-      throw new ApiError("InvalidParameter.InvalidParameterUrlError", "ImageUrl file:// URLs must name a local path");
-    }
-    return { kind: "file", path: fileURLToPath(url) };
-  }
-  if (url.protocol === "http:" || url.protocol === "https:") return { kind: "http", href: url.href };
-  throw new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl scheme ${url.protocol} is not supported; use file://, http:// or https://`);
 }
 
-/** The CVM Image structure (seed API §2.4). */
+async function syncFile(file: string): Promise<void> {
+  const fh = await open(file, "r+");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** SHA-256 of a file's bytes, read in 1 MiB pieces. */
+export async function hashFile(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+/** ImageUrl → where to read it (the checksum fragment included); the CVM error when it is unusable. */
+export function parseImageUrl(raw: string): ImageSource {
+  const source = parseImageSource(raw);
+  if (!source) {
+    throw new ApiError(
+      "InvalidParameter.InvalidParameterUrlError",
+      `ImageUrl ${JSON.stringify(raw)} must be file:///absolute/path or an http(s):// URL, optionally ending in #sha256=<64 hex digits>`,
+    );
+  }
+  return source;
+}
+
+/** The CVM Image structure (seed API §2.4), with ErrorCode/ErrorMessage when an import or creation failed. */
 export function toCvmImage(record: ImageRecord): Record<string, unknown> {
+  const done = record.state === "NORMAL";
   return {
     ImageId: record.imageId,
     OsName: `${record.osType} ${record.osVersion}`.trim(),
@@ -287,13 +761,14 @@ export function toCvmImage(record: ImageRecord): Record<string, unknown> {
     ImageState: record.state,
     Platform: record.osType,
     ImageCreator: "",
-    ImageSource: "IMPORT",
-    SyncPercent: record.state === "NORMAL" ? 100 : 0,
+    ImageSource: record.origin ?? "IMPORT",
+    SyncPercent: done ? 100 : Math.floor(record.progressPercent ?? 0),
     IsSupportCloudinit: !/windows/i.test(record.osType),
     ImageFormat: "qcow2",
     OsType: /windows/i.test(record.osType) ? "windows" : "linux",
     OsVersion: record.osVersion,
     BootMode: record.bootMode,
+    ...(record.errorCode ? { ErrorCode: record.errorCode } : {}),
     ...(record.errorMessage ? { ErrorMessage: record.errorMessage } : {}),
   };
 }

@@ -3,6 +3,7 @@
  * recovery, the event stream, the API server and the reporter.
  */
 import { mkdir, readFile, chmod } from "node:fs/promises";
+import { join } from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { LocalRunner } from "../drivers/exec/local.js";
@@ -17,6 +18,7 @@ import { computeHostResource, type HostResource } from "./capacity.js";
 import type { AgentConfig, Credential } from "./config.js";
 import { createDispatcher } from "./dispatch.js";
 import { ImageCatalog } from "./images.js";
+import { listQcow2Files } from "./images/sweep.js";
 import { Journal } from "./journal.js";
 import { isoSeconds, type InstanceRecord } from "./model.js";
 import { DataPaths } from "./paths.js";
@@ -91,6 +93,11 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     maxImageBytes: config.maxImageBytes,
     downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
     usersOf,
+    // Every disk file whose backing chain may hold a base image. For now: every qcow2 under
+    // the instances directory and the storage pools (the pool code will take this over).
+    diskFiles: () => listQcow2Files([paths.instancesDir, join(config.dataDir, "pools")]),
+    sweepSchedule: config.imageCacheSweepSchedule,
+    checkpoint: (point) => checkpoint(point),
   });
   const pools = new PoolSet(config.storagePools, config.reservedDiskGib * 1024 ** 3);
   await pools.load();
@@ -212,6 +219,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
 
   await images.load();
+  images.start();
   await sync.recover();
   await snapshots.load();
   sync.start();
@@ -279,6 +287,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       reporter?.stop();
       sync?.stop();
       clearInterval(measureTimer);
+      await images.stop();
       await api.close();
       await metadata?.close();
       await runner.close();

@@ -19,7 +19,28 @@ import {
   type Paging,
 } from "./schemas.js";
 
-export type ImageSource = { kind: "file"; path: string } | { kind: "http"; href: string };
+/**
+ * Where an image comes from. `sha256` is the checksum the URL carries in its fragment
+ * (`…#sha256=<64 hex digits>`): the CVM ImportImage has no checksum field, and a
+ * fragment never reaches an HTTP server, so the checksum travels with the URL itself.
+ */
+export type ImageSource = ({ kind: "file"; path: string } | { kind: "http"; href: string }) & { sha256?: string };
+
+/** The checksum fragment: "" (none) or "#sha256=" and 64 hex digits. */
+const CHECKSUM_FRAGMENT = /^#sha256=([0-9a-fA-F]{64})$/;
+
+/** The SHA-256 an ImageUrl's fragment names (lower case), undefined without one, null when the fragment is not a checksum. */
+export function imageUrlChecksum(raw: string): string | undefined | null {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return undefined;
+  }
+  if (url.hash === "") return undefined;
+  const m = CHECKSUM_FRAGMENT.exec(url.hash);
+  return m ? m[1]!.toLowerCase() : null;
+}
 
 export interface ImportImageParams {
   architecture: "x86_64" | "arm_64";
@@ -65,17 +86,21 @@ export function parseImageSource(raw: string): ImageSource | undefined {
   } catch {
     return undefined;
   }
+  const sha256 = imageUrlChecksum(raw);
+  if (sha256 === null) return undefined;
+  const checksum = sha256 === undefined ? {} : { sha256 };
+  url.hash = "";
   if (url.protocol === "file:") {
     if (url.host !== "" && url.host !== "localhost") return undefined;
     if (!raw.toLowerCase().startsWith("file:///") && !raw.toLowerCase().startsWith("file://localhost/")) return undefined;
     try {
       const path = fileURLToPath(url);
-      return path.startsWith("/") && path !== "/" ? { kind: "file", path } : undefined;
+      return path.startsWith("/") && path !== "/" ? { kind: "file", path, ...checksum } : undefined;
     } catch {
       return undefined;
     }
   }
-  if ((url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "") return { kind: "http", href: url.href };
+  if ((url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "") return { kind: "http", href: url.href, ...checksum };
   return undefined;
 }
 
@@ -85,7 +110,9 @@ const importImageSchema = z
     OsType: boundedString(64),
     OsVersion: boundedString(64),
     ImageUrl: z.string().superRefine((v, ctx) => {
-      if (!parseImageSource(v)) {
+      if (imageUrlChecksum(v) === null) {
+        fail(ctx, "InvalidParameter.InvalidParameterUrlError", "may carry only one fragment, #sha256= followed by 64 hex digits (a `#` in a file name must be written %23)");
+      } else if (!parseImageSource(v)) {
         fail(ctx, "InvalidParameter.InvalidParameterUrlError", "must be file:///absolute/path or an http:// or https:// URL");
       }
     }),

@@ -88,8 +88,8 @@ export class LocalRunner implements CommandRunner {
     const command = [...argv];
     const reportCallbackError = (error: unknown) =>
       this.logger?.debug({ runner: "local", command: formatArgv(command), err: error }, "stream callback threw");
-    const out = new LineSplitter(safeLineCallback(options.onLine, reportCallbackError));
-    const err = new LineSplitter(safeLineCallback(options.onStderrLine, reportCallbackError));
+    const out = new LineSplitter(safeLineCallback(options.onLine, reportCallbackError), { splitOnCarriageReturn: options.splitOnCarriageReturn ?? false });
+    const err = new LineSplitter(safeLineCallback(options.onStderrLine, reportCallbackError), { splitOnCarriageReturn: options.splitOnCarriageReturn ?? false });
     const child = execa(file, args, {
       reject: false,
       shell: false,

@@ -39,6 +39,8 @@ export interface StreamOptions {
   /** Called once when the process has ended, for whatever reason. */
   onExit: (info: { exitCode: number | null; signal: string | null; error?: Error }) => void;
   env?: Record<string, string>;
+  /** A lone "\r" also ends a line (progress meters); empty lines are then dropped. Default false. */
+  splitOnCarriageReturn?: boolean;
 }
 
 /** A long-lived child, e.g. `virsh event --all --loop`. */

@@ -139,8 +139,8 @@ export class SshRunner implements CommandRunner {
     const remote = PID_HEADER_COMMAND + toRemoteCommand(argv, options.env ? { env: options.env } : {});
     const reportCallbackError = (error: unknown) =>
       this.options.logger?.debug({ runner: this.description, command: formatArgv(command), err: error }, "stream callback threw");
-    const out = new LineSplitter(safeLineCallback(options.onLine, reportCallbackError));
-    const err = new LineSplitter(safeLineCallback(options.onStderrLine, reportCallbackError));
+    const out = new LineSplitter(safeLineCallback(options.onLine, reportCallbackError), { splitOnCarriageReturn: options.splitOnCarriageReturn ?? false });
+    const err = new LineSplitter(safeLineCallback(options.onStderrLine, reportCallbackError), { splitOnCarriageReturn: options.splitOnCarriageReturn ?? false });
     let watched: WatchedChannel | null = null;
     let killed = false;
     let exited = false;

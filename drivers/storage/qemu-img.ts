@@ -5,8 +5,9 @@
  * - convert always names the source format (-f): a format probed at convert time
  *   lets a guest-written raw image pass itself off as qcow2 with a backing file.
  */
+import { readFile, rm } from "node:fs/promises";
 import { ExecError, type CommandRunner, type RunOptions } from "../exec/runner.js";
-import type { ImageInfo, ImageTool } from "./types.js";
+import type { ImageCheck, ImageInfo, ImageInspector, ImageTool } from "./types.js";
 
 export interface QemuImgOptions {
   runner: CommandRunner;
@@ -99,7 +100,24 @@ function qemuImgMessage(stderr: string): string {
   return lines.join("; ") || "no error text";
 }
 
-export class QemuImg implements ImageTool {
+/**
+ * The percentage in one line of `qemu-img convert -p` output ("    (42.17/100%)"),
+ * or undefined when the line is not a progress line.
+ */
+export function parseQemuImgProgress(line: string): number | undefined {
+  const m = /\(\s*(\d{1,3}(?:\.\d+)?)\/100%\)/.exec(line);
+  if (!m) return undefined;
+  const value = Number(m[1]);
+  return Number.isFinite(value) && value >= 0 && value <= 100 ? value : undefined;
+}
+
+interface QemuImgCheckJson {
+  "check-errors"?: number;
+  corruptions?: number;
+  leaks?: number;
+}
+
+export class QemuImg implements ImageTool, ImageInspector {
   private readonly runner: CommandRunner;
   private readonly timeoutMs: number | undefined;
   private readonly convertTimeoutMs: number;
@@ -169,14 +187,114 @@ export class QemuImg implements ImageTool {
     target: string;
     targetFormat: "qcow2" | "raw";
     signal?: AbortSignal;
+    onProgress?: (percent: number) => void;
   }): Promise<void> {
     const sourceFormat = qemuFormatName(options.sourceFormat);
-    await this.qemuImg(
-      ["convert", "-f", sourceFormat, "-O", options.targetFormat, options.source, options.target],
-      `convert ${options.source}`,
-      options.source,
-      { timeoutMs: this.convertTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
-    );
+    const args = ["convert", "-f", sourceFormat, "-O", options.targetFormat, options.source, options.target];
+    if (options.onProgress) {
+      await this.convertWithProgress(["convert", "-p", ...args.slice(1)], options.source, options.onProgress, options.signal);
+      return;
+    }
+    await this.qemuImg(args, `convert ${options.source}`, options.source, {
+      timeoutMs: this.convertTimeoutMs,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+  }
+
+  /** `qemu-img convert -p` through the runner's line stream ("\r"-separated progress). */
+  private convertWithProgress(args: string[], source: string, onProgress: (p: number) => void, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(new ImageToolError(`qemu-img convert ${source} was aborted`));
+        return;
+      }
+      const stderr: string[] = [];
+      let why: string | undefined;
+      const handle = this.runner.stream(["qemu-img", ...args], {
+        splitOnCarriageReturn: true,
+        onLine: (line) => {
+          const p = parseQemuImgProgress(line);
+          if (p !== undefined) onProgress(p);
+        },
+        onStderrLine: (line) => {
+          if (stderr.length < 50) stderr.push(line);
+        },
+        onExit: ({ exitCode, signal: killedBy, error }) => {
+          clearTimeout(timer);
+          signal?.removeEventListener("abort", onAbort);
+          if (exitCode === 0 && !why) {
+            resolve();
+            return;
+          }
+          const detail = why ?? (error ? error.message : qemuImgMessage(stderr.join("\n")));
+          const how = why ? "" : killedBy ? ` (killed by ${killedBy})` : ` (exit code ${exitCode})`;
+          reject(new ImageToolError(`qemu-img convert ${source}: ${detail}${how}`, error ? { cause: error } : undefined));
+        },
+      });
+      const onAbort = () => {
+        why = "aborted";
+        handle.kill();
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const timer = setTimeout(() => {
+        why = `timed out after ${this.convertTimeoutMs} ms`;
+        handle.kill();
+      }, this.convertTimeoutMs);
+      timer.unref?.();
+    });
+  }
+
+  async check(path: string, format: string, options: { signal?: AbortSignal } = {}): Promise<ImageCheck> {
+    const fmt = qemuFormatName(format);
+    if (fmt === "raw") return { supported: false, errors: 0, leaks: 0, message: "" };
+    let result;
+    try {
+      result = await this.runner.run(["qemu-img", "check", "-f", fmt, "--output=json", "-U", path], {
+        allowFailure: true,
+        ...(this.timeoutMs !== undefined ? { timeoutMs: this.timeoutMs } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    } catch (error) {
+      throw new ImageToolError(`qemu-img check ${path} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+    // Exit codes: 0 sound, 1 check incomplete, 2 corrupt, 3 leaks only, 63 format has no check.
+    if (result.exitCode === 63) return { supported: false, errors: 0, leaks: 0, message: "" };
+    let json: QemuImgCheckJson = {};
+    try {
+      json = JSON.parse(result.stdout) as QemuImgCheckJson;
+    } catch {
+      json = {};
+    }
+    const errors = (json.corruptions ?? 0) + (json["check-errors"] ?? 0);
+    const leaks = json.leaks ?? 0;
+    if (result.exitCode === 0 || result.exitCode === 3) {
+      return { supported: true, errors: 0, leaks, message: "" };
+    }
+    const firstLines = result.stderr.split("\n").filter((l) => l.trim()).slice(0, 2).map((l) => l.replace(/^qemu-img:\s*/, ""));
+    return {
+      supported: true,
+      errors: Math.max(errors, 1),
+      leaks,
+      message: firstLines.join("; ") || `qemu-img check exited with code ${result.exitCode}`,
+    };
+  }
+
+  async readHead(options: { path: string; format: string; bytes: number; scratchFile: string; signal?: AbortSignal }): Promise<Buffer> {
+    const fmt = qemuFormatName(options.format);
+    const bs = 65536;
+    const count = Math.max(1, Math.ceil(options.bytes / bs));
+    try {
+      await this.qemuImg(
+        ["dd", "-U", "-f", fmt, "-O", "raw", `bs=${bs}`, `count=${count}`, `if=${options.path}`, `of=${options.scratchFile}`],
+        `dd ${options.path}`,
+        options.path,
+        options.signal ? { signal: options.signal } : {},
+      );
+      const head = await readFile(options.scratchFile);
+      return head.subarray(0, options.bytes);
+    } finally {
+      await rm(options.scratchFile, { force: true });
+    }
   }
 
   async createOverlay(options: {

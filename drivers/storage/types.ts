@@ -17,13 +17,17 @@ export interface ImageTool {
   info(path: string, options?: { signal?: AbortSignal }): Promise<ImageInfo>;
   /** Every file in the backing chain, top first (`--backing-chain`). */
   backingChain(path: string): Promise<Array<ImageInfo & { filename: string }>>;
-  /** `qemu-img convert` into qcow2 (or raw). */
+  /**
+   * `qemu-img convert` into qcow2 (or raw). With `onProgress`, qemu-img runs with `-p`
+   * and its percentages (0–100) are passed on as they come.
+   */
   convert(options: {
     source: string;
     sourceFormat: string;
     target: string;
     targetFormat: "qcow2" | "raw";
     signal?: AbortSignal;
+    onProgress?: (percent: number) => void;
   }): Promise<void>;
   /** A qcow2 overlay on a backing file, with the given virtual size. */
   createOverlay(options: { backing: string; backingFormat: "qcow2" | "raw"; target: string; sizeBytes: number }): Promise<void>;
@@ -31,4 +35,28 @@ export interface ImageTool {
   create(options: { target: string; format: "qcow2" | "raw"; sizeBytes: number }): Promise<void>;
   /** Grows an image (never shrinks). */
   resize(options: { target: string; format: "qcow2" | "raw"; sizeBytes: number }): Promise<void>;
+}
+
+/** What `qemu-img check` found. */
+export interface ImageCheck {
+  /** False when the format has no consistency check (vpc, raw): nothing was checked. */
+  supported: boolean;
+  /** Corruptions, or errors that kept the check from completing; 0 when sound. */
+  errors: number;
+  /** Leaked clusters (harmless: space only). */
+  leaks: number;
+  /** qemu-img's own words when something is wrong. */
+  message: string;
+}
+
+/** The reads an image import needs beyond ImageTool (implemented by QemuImg). */
+export interface ImageInspector {
+  /** `qemu-img check` of an image in the given format (metadata only, nothing repaired). */
+  check(path: string, format: string, options?: { signal?: AbortSignal }): Promise<ImageCheck>;
+  /**
+   * The first `bytes` guest-visible bytes of an image read through its format
+   * (`qemu-img dd`), using `scratchFile` (removed afterwards) as the output.
+   * Shorter when the image is smaller.
+   */
+  readHead(options: { path: string; format: string; bytes: number; scratchFile: string; signal?: AbortSignal }): Promise<Buffer>;
 }

@@ -4,7 +4,7 @@
  * SOFT_FIRST), start, reboot, terminate, with capacity moving by exactly the size.
  */
 import { execa } from "execa";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
@@ -30,7 +30,9 @@ describe("instance lifecycle through the official SDK", () => {
     const d = await agent.client.DescribeImages({ ImageIds: [imageId] });
     expect(d.TotalCount).toBe(1);
     expect(d.ImageSet?.[0]).toMatchObject({ ImageId: imageId, ImageName: "tiny-normal", ImageState: "NORMAL", ImageFormat: "qcow2" });
-    const info = await execa("qemu-img", ["info", "--output=json", "-U", `${agent.dataDir}/images/${imageId}.qcow2`]);
+    // Base files are named by the content's SHA-256 (agent/images.ts).
+    const record = JSON.parse(readFileSync(`${agent.dataDir}/images/${imageId}.json`, "utf8")) as { baseFile: string };
+    const info = await execa("qemu-img", ["info", "--output=json", "-U", `${agent.dataDir}/images/${record.baseFile}`]);
     expect(JSON.parse(info.stdout).format).toBe("qcow2");
   });
 
@@ -117,14 +119,15 @@ describe("instance lifecycle through the official SDK", () => {
     expect(after).toEqual(before);
   });
 
-  it("refuses a second image with the same name and deleting an image an instance uses", async () => {
+  it("refuses a second image with the same name; deleting an image an instance uses would be allowed", async () => {
     const client = agent.client;
     await expect(
       client.ImportImage({ ImageUrl: "file:///nonexistent.raw", ImageName: "tiny-normal", OsType: "Linux", OsVersion: "x", Architecture: "x86_64" }),
     ).rejects.toMatchObject({ code: "InvalidImageName.Duplicate" });
     const run = await client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: imageId, SystemDisk: { DiskSize: 1 } });
     const id = run.InstanceIdSet![0]!;
-    await expect(client.DeleteImages({ ImageIds: [imageId] })).rejects.toMatchObject({ code: "ResourceInUse" });
+    // CVM: existing instances are unaffected by DeleteImages (images.test.ts covers the base file).
+    await expect(client.DeleteImages({ ImageIds: [imageId], DryRun: true })).rejects.toMatchObject({ code: "DryRunOperation" });
     await waitForState(client, id, "RUNNING");
     await client.TerminateInstances({ InstanceIds: [id] });
     const deadline = Date.now() + 60_000;

@@ -99,7 +99,7 @@ describe("refusals change nothing", () => {
     expect(typed.body.Response.Error?.Message).toContain("InstanceCount");
     const huge = await rawCall(agent.port, "DescribeInstances", JSON.stringify({ Pad: "x".repeat(2 * 1024 * 1024) }));
     if (huge.status) expect(huge.body.Response.Error?.Code).toBe("InvalidParameter");
-    await expect(c.DeleteImages({ ImageIds: [imageId] })).rejects.toMatchObject({ code: "ResourceInUse" });
+    await expect(c.DeleteImages({ ImageIds: [imageId, "img-zzzzzzzz"] })).rejects.toMatchObject({ code: "InvalidImageId.NotFound" });
     expect(await snapshot(agent)).toEqual(before);
   });
 

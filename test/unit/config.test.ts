@@ -76,6 +76,7 @@ describe("loadConfig", () => {
       storagePools: [{ name: "local", path: "/var/lib/cdh-agent/pools/local", diskType: "LOCAL_BASIC", iops: 2000, throughputMBps: 150 }],
       diskWipe: "discard",
       inventorySweepSchedule: "0 */10 * * * *",
+      imageCacheSweepSchedule: "0 */15 * * * *",
       orphanGracePeriodS: 86400,
     });
   });
