@@ -269,6 +269,24 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         );
         return {};
       }
+      case "ResetInstance": {
+        const p = command.params;
+        const l = p.loginSettings;
+        if (l?.keyIds?.length) await requireKeyPairs(l.keyIds, "LoginSettings.KeyIds");
+        await service.reset(
+          {
+            instanceId: p.instanceId,
+            ...(p.imageId !== undefined ? { imageId: p.imageId } : {}),
+            ...(p.systemDiskGiB !== undefined ? { systemDiskGiB: p.systemDiskGiB } : {}),
+            ...(l ? { login: { ...(l.password !== undefined ? { password: l.password } : {}), ...(l.keyIds ? { keyIds: l.keyIds } : {}), keepImageLogin: l.keepImageLogin } } : {}),
+            ...(p.hostName !== undefined ? { hostName: p.hostName } : {}),
+            ...(p.userData !== undefined ? { userData: p.userData } : {}),
+            dryRun: p.dryRun,
+          },
+          ctx,
+        );
+        return task();
+      }
       case "CreateDisks": {
         const ids = await deps.diskService.create(command.params);
         return { DiskIdSet: ids };

@@ -73,6 +73,7 @@ export const ERROR_CODES = Object.freeze({
   "UnsupportedOperation.InstanceStateRebooting": "The operation is not allowed while the instance is REBOOTING.",
   "UnsupportedOperation.InstanceStatePending": "The operation is not allowed while the instance is PENDING.",
   "UnsupportedOperation.InstanceStateTerminating": "The operation is not allowed while the instance is TERMINATING.",
+  "UnsupportedOperation.InstanceStateResetting": "The operation is not allowed while the instance is RESETTING.",
   "UnsupportedOperation.InstanceStateLaunchFailed": "The operation is not allowed while the instance is LAUNCH_FAILED.",
   UnsupportedOperation: "The operation is not supported.",
   InvalidInstanceState: "The instance's current state does not allow this operation.",

@@ -11,7 +11,9 @@ import type { DiskRecord } from "./disks/store.js";
 
 export type JournalEntry =
   | { kind: "create"; instanceId: string; record: InstanceRecord; dataDisks?: DiskRecord[]; requestId: string; startedAt: string }
-  | { kind: "terminate"; instanceId: string; record: InstanceRecord; requestId: string; startedAt: string };
+  | { kind: "terminate"; instanceId: string; record: InstanceRecord; requestId: string; startedAt: string }
+  /** A reinstall: `record` is the new record (new image, new system disk file at its path); `oldPath` the disk it replaces. */
+  | { kind: "reset"; instanceId: string; record: InstanceRecord; oldPath: string; requestId: string; startedAt: string };
 
 export class Journal {
   constructor(private readonly dir: string) {}

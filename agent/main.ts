@@ -205,6 +205,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger: logger.child({ component: "snapshots" }),
   });
   storage.addFiles(() => snapshots.files());
+  storage.addFiles(() => service.pendingResets.values());
   provision.onDiskDeleted = (diskId: string) => snapshots.dropForDisk(diskId);
   const diskService = new DiskService({
     disks,

@@ -16,10 +16,11 @@ export type InstanceState =
   | "REBOOTING"
   | "SHUTDOWN"
   | "TERMINATING"
+  | "RESETTING"
   | "UNKNOWN";
 
 /** States an operation in progress shows. */
-export type TransitionState = "PENDING" | "STARTING" | "STOPPING" | "REBOOTING" | "TERMINATING" | "UPDATING";
+export type TransitionState = "PENDING" | "STARTING" | "STOPPING" | "REBOOTING" | "TERMINATING" | "RESETTING" | "UPDATING";
 
 export type OperationState = "OPERATING" | "SUCCESS" | "FAILED";
 
@@ -145,7 +146,8 @@ export type InstanceAction =
   | "AssociateInstancesKeyPairs"
   | "DisassociateInstancesKeyPairs"
   | "ResetInstancesPassword"
-  | "ResizeInstanceDisks";
+  | "ResizeInstanceDisks"
+  | "ResetInstance";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
 const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -174,6 +176,7 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   DisassociateInstancesKeyPairs: LOGIN_STATES,
   ResetInstancesPassword: LOGIN_STATES,
   ResizeInstanceDisks: LOGIN_STATES,
+  ResetInstance: LOGIN_STATES,
 });
 
 const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freeze({
@@ -186,6 +189,7 @@ const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freez
   REBOOTING: "Rebooting",
   SHUTDOWN: "Shutdown",
   TERMINATING: "Terminating",
+  RESETTING: "Resetting",
   UNKNOWN: "Unknown",
 });
 

@@ -39,7 +39,7 @@ import type {
   KeyBindingParams,
   ResetInstancesPasswordParams,
 } from "./schemas-logins.js";
-import { parseRunInstances, type RunInstancesParams } from "./schemas-run.js";
+import { parseResetInstance, parseRunInstances, type ResetInstanceParams, type RunInstancesParams } from "./schemas-run.js";
 import {
   parseApplySnapshot,
   parseAttachDisks,
@@ -101,7 +101,8 @@ export type Command =
   | { action: "CreateSnapshot"; params: CreateSnapshotParams }
   | { action: "DescribeSnapshots"; params: DescribeSnapshotsParams }
   | { action: "DeleteSnapshots"; params: DeleteSnapshotsParams }
-  | { action: "ApplySnapshot"; params: ApplySnapshotParams };
+  | { action: "ApplySnapshot"; params: ApplySnapshotParams }
+  | { action: "ResetInstance"; params: ResetInstanceParams };
 
 export type Action = Command["action"];
 
@@ -136,6 +137,7 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DescribeSnapshots: parseDescribeSnapshots,
   DeleteSnapshots: parseDeleteSnapshots,
   ApplySnapshot: parseApplySnapshot,
+  ResetInstance: parseResetInstance,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

@@ -328,3 +328,52 @@ export function parseRunInstances(body: unknown): RunInstancesParams {
   if (projectId !== undefined) params.projectId = projectId;
   return params;
 }
+
+// ------------------------------------------------------------------ ResetInstance
+
+export interface ResetInstanceParams {
+  instanceId: string;
+  /** Absent: reinstall with the instance's current image. */
+  imageId?: string;
+  /** A new (larger or equal) system disk size, GiB. */
+  systemDiskGiB?: number;
+  loginSettings?: { password?: string; keyIds?: string[]; keepImageLogin: boolean };
+  hostName?: string;
+  userData?: string;
+  dryRun: boolean;
+}
+
+const resetInstanceSchema = z
+  .object({
+    InstanceId: idString("instance"),
+    ImageId: idString("image").optional(),
+    SystemDisk: z.object({ DiskSize: intInRange(1, 16384).optional(), DiskType: localDiskType().optional(), DiskId: z.string().optional() }).strict().optional(),
+    LoginSettings: loginSettingsSchema.optional(),
+    EnhancedService: z.record(z.unknown()).optional(),
+    HostName: z
+      .string()
+      .superRefine((v, ctx) => {
+        const problem = hostNameProblem(v);
+        if (problem) fail(ctx, "InvalidParameterValue", problem);
+      })
+      .optional(),
+    UserData: z.string().superRefine(checkUserData).optional(),
+    DryRun: z.boolean().optional(),
+  })
+  .strict();
+
+export function parseResetInstance(body: unknown): ResetInstanceParams {
+  const r = parseWith(resetInstanceSchema, body);
+  const params: ResetInstanceParams = { instanceId: r.InstanceId, dryRun: r.DryRun ?? false };
+  if (r.ImageId !== undefined) params.imageId = r.ImageId;
+  if (r.SystemDisk?.DiskSize !== undefined) params.systemDiskGiB = r.SystemDisk.DiskSize;
+  const l = r.LoginSettings;
+  if (l) {
+    params.loginSettings = { keepImageLogin: l.KeepImageLogin === "TRUE" };
+    if (l.Password !== undefined) params.loginSettings.password = l.Password;
+    if (l.KeyIds !== undefined) params.loginSettings.keyIds = unique(l.KeyIds);
+  }
+  if (r.HostName !== undefined) params.hostName = r.HostName;
+  if (r.UserData !== undefined) params.userData = r.UserData;
+  return params;
+}

@@ -30,7 +30,7 @@ import { writeFileAtomic } from "../util/atomic-file.js";
 import { mkdir } from "node:fs/promises";
 import { admissionShortfall, type HostResource } from "../capacity.js";
 import { hardReboot, hardStop, powerOn, softReboot, softStop, type PowerContext } from "./power.js";
-import { provisionInstance, saveLaunchFailed, teardownInstance, type ProvisionContext } from "./provision.js";
+import { domainSpecOf, provisionInstance, saveLaunchFailed, teardownInstance, type ProvisionContext } from "./provision.js";
 import type { InstanceEntry, InstanceRegistry, Transition } from "./registry.js";
 import type { Storage } from "../storage/storage.js";
 import { DATA_DISK_TARGETS, type DiskRecord } from "../disks/store.js";
@@ -60,6 +60,17 @@ export interface RunRequest {
 
 /** At most this many data disks per instance (CVM: 20 cloud + 1 local; the virtio targets vdb…vdv). */
 export const MAX_DATA_DISKS = 21;
+
+/** ResetInstance. */
+export interface ResetRequest {
+  instanceId: string;
+  imageId?: string;
+  systemDiskGiB?: number;
+  login?: { password?: string; keyIds?: string[]; keepImageLogin?: boolean };
+  hostName?: string;
+  userData?: string;
+  dryRun?: boolean;
+}
 
 /** ResetInstancesPassword. */
 export interface ResetPasswordRequest {
@@ -527,6 +538,131 @@ export class InstanceService {
         }
       });
     });
+  }
+
+  // ---------------------------------------------------------------- reinstall
+
+  /**
+   * ResetInstance: a new system disk from the (same or another) image; data disks,
+   * ID, UUID, addresses and MACs stay. The instance shows RESETTING. The new disk is a
+   * new file beside the old one; the domain is redefined onto it and started, and only
+   * then is the old disk destroyed. A journal entry covers the whole: after a crash the
+   * reinstall is finished when the domain already names the new disk, else undone.
+   */
+  async reset(req: ResetRequest, ctx: RequestContext): Promise<void> {
+    const [entry] = this.validate([req.instanceId], "ResetInstance");
+    const old = entry!.record;
+    const imageId = req.imageId ?? old.imageId;
+    const image = this.o.provision.images.requireUsable(imageId);
+    const osType: "linux" | "windows" = /windows/i.test(image.osName) ? "windows" : "linux";
+    const sizeGiB = req.systemDiskGiB ?? Math.max(old.systemDisk.sizeGiB, Math.ceil(image.virtualSizeBytes / GiB));
+    if (sizeGiB < old.systemDisk.sizeGiB) {
+      throw new ApiError("InvalidParameterValue.DiskShrink", `\`SystemDisk.DiskSize\` ${sizeGiB} GB is smaller than the system disk's ${old.systemDisk.sizeGiB} GB`);
+    }
+    if (sizeGiB * GiB < image.virtualSizeBytes) {
+      throw new ApiError("InvalidParameterValue", `\`SystemDisk.DiskSize\` ${sizeGiB} GB is smaller than image ${imageId} (${Math.ceil(image.virtualSizeBytes / GiB)} GB)`);
+    }
+    const login = req.login;
+    if (login?.password !== undefined) checkPassword(login.password, osType, { field: "LoginSettings.Password" });
+    if (login?.keyIds?.length && osType === "windows") {
+      throw new ApiError("InvalidParameterValue.KeyPairNotSupported", `\`LoginSettings.KeyIds\` image ${imageId} is Windows, which logs in with a password only`);
+    }
+    const pool = old.systemDisk.pool;
+    // The new disk is made before the old one goes: both are promised meanwhile.
+    if (pool) this.o.storage.checkGrowth([{ pool, deltaGiB: sizeGiB }]);
+    if (req.dryRun) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
+
+    const generation = (old.configGeneration ?? 1) + 1;
+    const diskId = old.systemDisk.diskId ?? newId("disk");
+    const newPath = pool ? this.o.storage.pools.diskPath(pool, diskId, `-r${generation}`) : `${old.systemDisk.path.replace(/\.qcow2$/, "")}-r${generation}.qcow2`;
+    let loginRecord = old.login ?? { keyIds: [] };
+    if (login) {
+      if (login.keepImageLogin) loginRecord = { keyIds: [] };
+      else if (login.password !== undefined) loginRecord = { keyIds: [], ...(osType === "linux" ? { passwordHash: sha512Crypt(login.password) } : {}) };
+      else if (login.keyIds) loginRecord = { keyIds: [...login.keyIds] };
+    }
+    const record: InstanceRecord = {
+      ...old,
+      imageId,
+      osName: image.osName,
+      osType,
+      systemDisk: { ...old.systemDisk, diskId, sizeGiB, path: newPath },
+      login: loginRecord,
+      configGeneration: generation,
+      ...(req.hostName !== undefined ? { hostName: req.hostName } : {}),
+      ...(req.userData !== undefined ? { userData: req.userData } : {}),
+    };
+    const t = this.begin(entry!, "ResetInstance", "RESETTING", ctx);
+    record.latestOperation = entry!.record.latestOperation!;
+    // The promise of the new disk counts from now (as a pool file of the journal).
+    this.pendingResets.set(req.instanceId, { pool: pool ?? "", path: newPath, promisedBytes: sizeGiB * GiB });
+    await this.o.journal.write({ kind: "reset", instanceId: req.instanceId, record, oldPath: old.systemDisk.path, requestId: ctx.requestId, startedAt: isoSeconds(new Date()) });
+    if (login?.keyIds) await this.o.keyPairs.associate([req.instanceId], login.keyIds);
+    if (osType === "windows" && login?.password !== undefined) {
+      await writeFileAtomic(this.o.paths.windowsPassword(req.instanceId), login.password, 0o600);
+    }
+    this.background(req.instanceId, t, () =>
+      this.settle(entry!, t, "ResetInstance", ctx, () => this.reinstall(entry!, record, old.systemDisk.path, image, t.abort.signal)),
+    );
+  }
+
+  /** Reinstall files that are being made: counted by the pools until the reinstall ends. */
+  readonly pendingResets = new Map<string, { pool: string; path: string; promisedBytes: number }>();
+
+  private async reinstall(entry: InstanceEntry, record: InstanceRecord, oldPath: string, image: { path: string; virtualSizeBytes: number; bootMode: "Legacy BIOS" | "UEFI" }, signal: AbortSignal): Promise<void> {
+    const id = record.instanceId;
+    const p = this.o.provision;
+    try {
+      if (this.isOn(id) && !(await softStop(this.o.power, id, signal))) await hardStop(this.o.power, id);
+      await p.imageTool.createOverlay({ backing: image.path, backingFormat: "qcow2", target: record.systemDisk.path, sizeBytes: Math.max(record.systemDisk.sizeGiB * GiB, image.virtualSizeBytes) });
+      p.checkpoint("reset:disk-created");
+      await p.buildConfigDrive(record);
+      await p.hypervisor.defineDomain(domainSpecOf(p, record, image.bootMode));
+      p.checkpoint("reset:defined");
+      entry.record = record;
+      this.o.registry.touched(id, "ResetInstance: new system disk");
+      await powerOn(this.o.power, id);
+    } catch (error) {
+      // Not defined onto the new disk yet: the instance keeps its old one.
+      if (entry.record !== record) {
+        await p.storage.destroyFile(record.systemDisk.path).catch(() => undefined);
+        await this.o.journal.remove({ kind: "reset", instanceId: id });
+        this.pendingResets.delete(id);
+      }
+      throw error;
+    }
+    // The new disk booted: the old one goes.
+    await p.storage.destroyFile(oldPath);
+    await this.o.journal.remove({ kind: "reset", instanceId: id });
+    this.pendingResets.delete(id);
+    void p.storage.measure().catch(() => undefined);
+  }
+
+  /** Recovery: a reinstall whose instance is gone leaves only its new disk to remove. */
+  async dropOrphanReset(j: { instanceId: string; record: InstanceRecord }): Promise<void> {
+    await this.o.provision.storage.destroyFile(j.record.systemDisk.path);
+    await this.o.journal.remove({ kind: "reset", instanceId: j.instanceId });
+  }
+
+  /** Recovery of a reinstall a crash interrupted: finished when libvirt already has the new disk, else undone. */
+  async resumeReset(entry: InstanceEntry, j: { record: InstanceRecord; oldPath: string; requestId: string }, definedOnNew: boolean): Promise<void> {
+    const ctx = { requestId: j.requestId };
+    const id = entry.record.instanceId;
+    if (!definedOnNew) {
+      await this.o.provision.storage.destroyFile(j.record.systemDisk.path);
+      await this.o.journal.remove({ kind: "reset", instanceId: id });
+      entry.record.latestOperation = failedOperation("ResetInstance", ctx, new Error("the agent restarted before the new system disk was in place; the instance keeps its old disk"));
+      this.o.registry.touched(id, "ResetInstance rolled back");
+      return;
+    }
+    const t = this.begin(entry, "ResetInstance", "RESETTING", ctx);
+    this.background(id, t, () =>
+      this.settle(entry, t, "ResetInstance", ctx, async () => {
+        if (!this.isOn(id)) await powerOn(this.o.power, id);
+        await this.o.provision.storage.destroyFile(j.oldPath);
+        await this.o.journal.remove({ kind: "reset", instanceId: id });
+      }),
+    );
   }
 
   // ---------------------------------------------------------------- terminate

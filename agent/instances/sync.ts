@@ -92,6 +92,15 @@ export class InstanceSync {
         for (const d of j.dataDisks ?? []) if (!this.o.disks.has(d.diskId)) await this.o.disks.save(d);
         logger.info({ instanceId: j.instanceId }, "finishing a launch interrupted by a restart");
         service.resume(entry, "create", ctx);
+      } else if (j.kind === "reset") {
+        if (!entry) {
+          logger.error({ instanceId: j.instanceId }, "a reinstall was interrupted but its domain is gone; removing the new disk");
+          await this.o.service.dropOrphanReset(j);
+          continue;
+        }
+        const definedOnNew = entry.record.systemDisk.path === j.record.systemDisk.path;
+        logger.info({ instanceId: j.instanceId, definedOnNew }, "finishing a reinstall interrupted by a restart");
+        await service.resumeReset(entry, j, definedOnNew);
       } else {
         if (!entry) {
           entry = newEntry(j.record, "absent");

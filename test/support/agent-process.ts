@@ -8,6 +8,7 @@ import { createServer, connect } from "node:net";
 import { mkdtemp, mkdir, chmod } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
+import { CommonClient } from "tencentcloud-sdk-nodejs-common";
 
 export const SECRET_ID = "AKIDcdhagenttest0000000000000001";
 export const SECRET_KEY = "cdh-agent-test-secret-key-0001";
@@ -30,6 +31,18 @@ export function sdkClient(port: number, secretKey = SECRET_KEY, secretId = SECRE
     credential: { secretId, secretKey },
     region: "ap-guangzhou",
     profile: { httpProfile: { endpoint: `127.0.0.1:${port}`, protocol: "http://", reqTimeout: 30 } },
+  });
+}
+
+/**
+ * The official SDK's common client (version 2017-03-12), for the CBS disk and snapshot
+ * actions and the CVM actions the CVM SDK lacks. The agent serves both on one endpoint.
+ */
+export function commonClient(port: number): CommonClient {
+  return new CommonClient(`127.0.0.1:${port}`, "2017-03-12", {
+    credential: { secretId: SECRET_ID, secretKey: SECRET_KEY },
+    region: "ap-guangzhou",
+    profile: { httpProfile: { endpoint: `127.0.0.1:${port}`, protocol: "http://", reqTimeout: 60 } },
   });
 }
 

@@ -44,6 +44,7 @@ describe("parseCommand", () => {
         "DescribeSnapshots",
         "DeleteSnapshots",
         "ApplySnapshot",
+        "ResetInstance",
       ].sort(),
     );
   });
