@@ -95,7 +95,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     usersOf,
     // Every disk file whose backing chain may hold a base image. For now: every qcow2 under
     // the instances directory and the storage pools (the pool code will take this over).
-    diskFiles: () => listQcow2Files([paths.instancesDir, join(config.dataDir, "pools")]),
+    // Every qcow2 under the pools (disks, snapshots, quarantined orphans) and the old instance dirs.
+    diskFiles: () => listQcow2Files([paths.instancesDir, ...config.storagePools.map((p) => p.path)]),
     sweepSchedule: config.imageCacheSweepSchedule,
     checkpoint: (point) => checkpoint(point),
   });
