@@ -287,6 +287,52 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         );
         return task();
       }
+      case "CreateImage": {
+        const p = command.params;
+        const { imageId } = await service.createImage(
+          { instanceId: p.instanceId, imageName: p.imageName, ...(p.imageDescription !== undefined ? { imageDescription: p.imageDescription } : {}), dryRun: p.dryRun },
+          ctx,
+        );
+        return { ImageId: imageId };
+      }
+      case "CloneInstance": {
+        // A whole-machine image of the source, then new instances from it with the source's
+        // size and subnet (unless the request says otherwise). Answers once the image is made.
+        const p = command.params;
+        if (p.hostId && p.hostId !== identity.hostId) throw new ApiError("InvalidHostId.NotFound", `Placement.HostId ${p.hostId} is not this host (${identity.hostId})`);
+        const source = registry.get(p.instanceId);
+        if (!source) throw new ApiError("InvalidInstanceId.NotFound", `no such instance on this host: ${p.instanceId}`);
+        if (p.dataDiskIds.length || deps.disks.attachedTo(p.instanceId).length) {
+          throw new ApiError("UnsupportedOperation.InvalidDataDisk", `instance ${p.instanceId} has data disks; a clone is made of instances without data disks (detach them first)`);
+        }
+        const l = p.loginSettings;
+        if (l?.keyIds?.length) await requireKeyPairs(l.keyIds, "LoginSettings.KeyIds");
+        const rec = source.record;
+        const nic = rec.nics[0];
+        const vpc = p.virtualPrivateCloud
+          ? toVpc({ ...p.virtualPrivateCloud, asVpcGateway: false })
+          : nic?.subnetId && nic.vpcId ? { vpcId: nic.vpcId, subnetId: nic.subnetId } : undefined;
+        const { imageId, done } = await service.createImage({ instanceId: p.instanceId, imageName: `clone-${p.instanceId}-${Date.now()}` }, ctx);
+        await done;
+        const names = p.instanceName ? expandInstanceNames(p.instanceName, p.instanceCount) : Array.from({ length: p.instanceCount }, () => "");
+        const ids = await service.run(
+          {
+            instanceType: p.type?.name ?? rec.instanceType,
+            cpu: p.type?.cpu ?? rec.cpu,
+            memoryGiB: p.type?.memoryGiB ?? rec.memoryGiB,
+            imageId,
+            systemDisk: { diskType: rec.systemDisk.diskType, sizeGiB: p.systemDiskGiB ?? rec.systemDisk.sizeGiB },
+            names,
+            ...(p.hostName ? { hostName: p.hostName } : {}),
+            ...(p.userData ? { userData: p.userData } : {}),
+            ...(p.clientToken ? { clientToken: p.clientToken } : {}),
+            ...(l ? { login: { ...(l.password !== undefined ? { password: l.password } : {}), ...(l.keyIds ? { keyIds: l.keyIds } : {}), keepImageLogin: l.keepImageLogin } } : {}),
+            ...(vpc ? { vpc } : {}),
+          },
+          ctx,
+        );
+        return { InstanceIdSet: ids };
+      }
       case "CreateDisks": {
         const ids = await deps.diskService.create(command.params);
         return { DiskIdSet: ids };

@@ -149,6 +149,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   const provision: ProvisionContext = {
     hypervisor,
+    runner,
     imageTool,
     images,
     paths,

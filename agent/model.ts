@@ -147,7 +147,8 @@ export type InstanceAction =
   | "DisassociateInstancesKeyPairs"
   | "ResetInstancesPassword"
   | "ResizeInstanceDisks"
-  | "ResetInstance";
+  | "ResetInstance"
+  | "CreateImage";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
 const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -177,6 +178,7 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   ResetInstancesPassword: LOGIN_STATES,
   ResizeInstanceDisks: LOGIN_STATES,
   ResetInstance: LOGIN_STATES,
+  CreateImage: LOGIN_STATES,
 });
 
 const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freeze({

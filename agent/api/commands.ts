@@ -39,7 +39,8 @@ import type {
   KeyBindingParams,
   ResetInstancesPasswordParams,
 } from "./schemas-logins.js";
-import { parseResetInstance, parseRunInstances, type ResetInstanceParams, type RunInstancesParams } from "./schemas-run.js";
+import { parseCloneInstance, parseCreateImage, parseResetInstance, parseRunInstances } from "./schemas-run.js";
+import type { CloneInstanceParams, CreateImageParams, ResetInstanceParams, RunInstancesParams } from "./schemas-run.js";
 import {
   parseApplySnapshot,
   parseAttachDisks,
@@ -102,7 +103,9 @@ export type Command =
   | { action: "DescribeSnapshots"; params: DescribeSnapshotsParams }
   | { action: "DeleteSnapshots"; params: DeleteSnapshotsParams }
   | { action: "ApplySnapshot"; params: ApplySnapshotParams }
-  | { action: "ResetInstance"; params: ResetInstanceParams };
+  | { action: "ResetInstance"; params: ResetInstanceParams }
+  | { action: "CreateImage"; params: CreateImageParams }
+  | { action: "CloneInstance"; params: CloneInstanceParams };
 
 export type Action = Command["action"];
 
@@ -138,6 +141,8 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DeleteSnapshots: parseDeleteSnapshots,
   ApplySnapshot: parseApplySnapshot,
   ResetInstance: parseResetInstance,
+  CreateImage: parseCreateImage,
+  CloneInstance: parseCloneInstance,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

@@ -377,3 +377,110 @@ export function parseResetInstance(body: unknown): ResetInstanceParams {
   if (r.UserData !== undefined) params.userData = r.UserData;
   return params;
 }
+
+// ------------------------------------------------------------------ CreateImage, CloneInstance
+
+export interface CreateImageParams {
+  instanceId: string;
+  imageName: string;
+  imageDescription?: string;
+  dryRun: boolean;
+}
+
+const createImageSchema = z
+  .object({
+    InstanceId: idString("instance"),
+    ImageName: boundedString(60),
+    ImageDescription: boundedString(256).optional(),
+    ForcePoweroff: z.enum(["TRUE", "FALSE"]).optional(),
+    Sysprep: z.enum(["TRUE", "FALSE"]).optional(),
+    DataDiskIds: z.array(z.string()).optional(),
+    SnapshotIds: z.array(z.string()).optional(),
+    DryRun: z.boolean().optional(),
+    ImageFamily: z.string().optional(),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.DataDiskIds?.length) fail(ctx, "InvalidParameterValue", "is not supported: images hold the system disk only", ["DataDiskIds"]);
+    if (v.SnapshotIds?.length) fail(ctx, "InvalidParameterValue", "is not supported: images are made from the instance's disk", ["SnapshotIds"]);
+  });
+
+export function parseCreateImage(body: unknown): CreateImageParams {
+  const r = parseWith(createImageSchema, body);
+  return { instanceId: r.InstanceId, imageName: r.ImageName, ...(r.ImageDescription !== undefined ? { imageDescription: r.ImageDescription } : {}), dryRun: r.DryRun ?? false };
+}
+
+export interface CloneInstanceParams {
+  instanceId: string;
+  dataDiskIds: string[];
+  instanceCount: number;
+  instanceName?: string;
+  /** Another size than the source's (CDH_<n>C<m>G). */
+  type?: { name: string; cpu: number; memoryGiB: number };
+  systemDiskGiB?: number;
+  hostId?: string;
+  virtualPrivateCloud?: { vpcId: string; subnetId: string; privateIpAddresses?: string[] };
+  loginSettings?: { password?: string; keyIds?: string[]; keepImageLogin: boolean };
+  hostName?: string;
+  userData?: string;
+  clientToken?: string;
+}
+
+const cloneInstanceSchema = z
+  .object({
+    InstanceId: idString("instance"),
+    DataDiskIds: z.array(z.string()).optional(),
+    InstanceChargeType: z.enum(["CDHPAID", "POSTPAID_BY_HOUR", "PREPAID"]).optional(),
+    Placement: placementSchema.optional(),
+    InstanceType: z
+      .string()
+      .superRefine((v, ctx) => {
+        if (!parseInstanceType(v)) fail(ctx, "InvalidInstanceType.Malformed", `${JSON.stringify(v)} is not of the form CDH_<cores>C<GiB>G`);
+      })
+      .optional(),
+    SystemDisk: systemDiskSchema.optional(),
+    VirtualPrivateCloud: vpcSchema.optional(),
+    InstanceCount: intInRange(1, 100).optional(),
+    InstanceName: boundedString(60, "InvalidInstanceName.TooLong").optional(),
+    LoginSettings: loginSettingsSchema.optional(),
+    HostName: z
+      .string()
+      .superRefine((v, ctx) => {
+        const problem = hostNameProblem(v);
+        if (problem) fail(ctx, "InvalidParameterValue", problem);
+      })
+      .optional(),
+    UserData: z.string().superRefine(checkUserData).optional(),
+    ClientToken: boundedString(64, "InvalidClientToken.TooLong").optional(),
+    EnhancedService: z.record(z.unknown()).optional(),
+    SecurityGroupIds: z.array(z.string()).optional(),
+    DisableApiTermination: z.boolean().optional(),
+    PurchaseSource: z.string().optional(),
+  })
+  .strict();
+
+export function parseCloneInstance(body: unknown): CloneInstanceParams {
+  const r = parseWith(cloneInstanceSchema, body);
+  const params: CloneInstanceParams = { instanceId: r.InstanceId, dataDiskIds: r.DataDiskIds ?? [], instanceCount: r.InstanceCount ?? 1 };
+  if (r.InstanceName !== undefined) params.instanceName = r.InstanceName;
+  if (r.InstanceType !== undefined) params.type = { name: r.InstanceType, ...parseInstanceType(r.InstanceType)! };
+  if (r.SystemDisk?.DiskSize !== undefined) params.systemDiskGiB = r.SystemDisk.DiskSize;
+  if (r.Placement?.HostId !== undefined) params.hostId = r.Placement.HostId;
+  if (r.VirtualPrivateCloud) {
+    params.virtualPrivateCloud = {
+      vpcId: r.VirtualPrivateCloud.VpcId,
+      subnetId: r.VirtualPrivateCloud.SubnetId,
+      ...(r.VirtualPrivateCloud.PrivateIpAddresses ? { privateIpAddresses: r.VirtualPrivateCloud.PrivateIpAddresses } : {}),
+    };
+  }
+  const l = r.LoginSettings;
+  if (l) {
+    params.loginSettings = { keepImageLogin: l.KeepImageLogin === "TRUE" };
+    if (l.Password !== undefined) params.loginSettings.password = l.Password;
+    if (l.KeyIds !== undefined) params.loginSettings.keyIds = unique(l.KeyIds);
+  }
+  if (r.HostName !== undefined) params.hostName = r.HostName;
+  if (r.UserData !== undefined) params.userData = r.UserData;
+  if (r.ClientToken !== undefined) params.clientToken = r.ClientToken;
+  return params;
+}

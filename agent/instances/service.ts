@@ -27,7 +27,8 @@ import type { KeyPairStore } from "../logins/keypairs.js";
 import { checkPassword, sha512Crypt } from "../logins/password.js";
 import { allocateAddress, resolveSubnet, type Subnet } from "../network/subnets.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
+import { consistentCopy } from "../disks/copy.js";
 import { admissionShortfall, type HostResource } from "../capacity.js";
 import { hardReboot, hardStop, powerOn, softReboot, softStop, type PowerContext } from "./power.js";
 import { domainSpecOf, provisionInstance, saveLaunchFailed, teardownInstance, type ProvisionContext } from "./provision.js";
@@ -663,6 +664,62 @@ export class InstanceService {
         await this.o.journal.remove({ kind: "reset", instanceId: id });
       }),
     );
+  }
+
+  // ---------------------------------------------------------------- images from instances
+
+  /**
+   * CreateImage: a new image from the instance's system disk. A stopped disk is copied
+   * as it is; a running one with its filesystems frozen by the guest agent, or paused
+   * when there is none (agent/disks/copy.ts). The image is CREATING until the copy is in
+   * the cache; `done` settles then. The instance keeps its state meanwhile.
+   */
+  async createImage(req: { instanceId: string; imageName: string; imageDescription?: string; dryRun?: boolean }, ctx: RequestContext): Promise<{ imageId: string; done: Promise<void> }> {
+    const [entry] = this.validate([req.instanceId], "CreateImage");
+    const record = entry!.record;
+    const images = this.o.provision.images;
+    const source = images.get(record.imageId);
+    const [osType, ...version] = (record.osName ?? "Linux").split(" ");
+    if (req.dryRun) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
+    const imageId = await images.beginImage({
+      imageName: req.imageName,
+      ...(req.imageDescription !== undefined ? { imageDescription: req.imageDescription } : {}),
+      osType: source?.osType ?? osType ?? "Linux",
+      osVersion: source?.osVersion ?? version.join(" "),
+      architecture: source?.architecture ?? "x86_64",
+      bootMode: source?.bootMode ?? "Legacy BIOS",
+      source: "CREATE_IMAGE",
+    });
+    const t = this.begin(entry!, "CreateImage", "UPDATING", ctx);
+    let settle!: (error?: unknown) => void;
+    const done = new Promise<void>((resolve, reject) => (settle = (e) => (e ? reject(e as Error) : resolve())));
+    void done.catch(() => undefined); // reported through the image and LatestOperation
+    this.background(req.instanceId, t, () =>
+      this.settle(entry!, t, "CreateImage", ctx, async () => {
+        const file = `${this.o.paths.tmpDir}/${imageId}.qcow2`;
+        try {
+          await consistentCopy({
+            runner: this.o.provision.runner,
+            hypervisor: this.o.provision.hypervisor,
+            logger: this.o.logger,
+            source: record.systemDisk.path,
+            target: file,
+            ...(this.isOn(req.instanceId) ? { runningInstance: req.instanceId } : {}),
+            checkpoint: () => this.o.provision.checkpoint("image:copying"),
+          });
+          await images.completeImage(imageId, file);
+          settle();
+        } catch (error) {
+          await images.failImage(imageId, (error as Error).message).catch(() => undefined);
+          settle(error);
+          throw error;
+        } finally {
+          await rm(file, { force: true });
+          await rm(`${file}.part`, { force: true });
+        }
+      }),
+    );
+    return { imageId, done };
   }
 
   // ---------------------------------------------------------------- terminate

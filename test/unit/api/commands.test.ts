@@ -45,6 +45,8 @@ describe("parseCommand", () => {
         "DeleteSnapshots",
         "ApplySnapshot",
         "ResetInstance",
+        "CreateImage",
+        "CloneInstance",
       ].sort(),
     );
   });
