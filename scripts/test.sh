@@ -10,6 +10,7 @@ bash scripts/libvirtd-up.sh --netns cdhtest
 # Images come from Debian's archive: build them (or reuse the cache) before entering
 # the namespace, which has no route out.
 bash scripts/build-tiny-image.sh >/dev/null
+bash scripts/build-rescue-image.sh >/dev/null
 for script in scripts/build-debian-image.sh; do
   [ -f "$script" ] && bash "$script" >/dev/null
 done
