@@ -162,6 +162,12 @@ export const configSchema = z
     /** node-cron schedule of the image cache sweep (base files no image and no disk uses). */
     image_cache_sweep_schedule: z.string().default("0 */15 * * * *")
       .describe("node-cron expression (6 fields) of the image cache sweep that deletes base image files no image record names and no disk's backing chain contains"),
+    /** The rescue system's kernel (scripts/build-rescue-image.sh). */
+    rescue_kernel: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent/rescue/rescue-vmlinuz")
+      .describe("kernel of the rescue system that EnterRescueMode boots (absolute path; built by scripts/build-rescue-image.sh)"),
+    /** The rescue system's initramfs. */
+    rescue_initrd: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent/rescue/rescue-initrd.gz")
+      .describe("initramfs of the rescue system (absolute path; built by scripts/build-rescue-image.sh)"),
     /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
     fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
       .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),
@@ -216,6 +222,8 @@ export interface AgentConfig {
   readonly inventorySweepSchedule: string;
   readonly orphanGracePeriodS: number;
   readonly imageCacheSweepSchedule: string;
+  readonly rescueKernel: string;
+  readonly rescueInitrd: string;
 }
 
 /** One local disk pool: a directory holding disk files of one disk type. */
@@ -584,5 +592,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     inventorySweepSchedule: cfg.inventory_sweep_schedule,
     orphanGracePeriodS: cfg.orphan_grace_period_s,
     imageCacheSweepSchedule: cfg.image_cache_sweep_schedule,
+    rescueKernel: cfg.rescue_kernel,
+    rescueInitrd: cfg.rescue_initrd,
   });
 }

@@ -18,6 +18,8 @@ import { expandInstanceNames } from "./api/commands.js";
 import type { DiskStore } from "./disks/store.js";
 import type { DiskService } from "./disks/service.js";
 import type { SnapshotService } from "./disks/snapshots.js";
+import type { DataPaths } from "./paths.js";
+import { fetchIso } from "./instances/iso.js";
 
 export interface DispatcherDeps {
   service: InstanceService;
@@ -30,6 +32,10 @@ export interface DispatcherDeps {
   disks: DiskStore;
   diskService: DiskService;
   snapshots: SnapshotService;
+  paths: DataPaths;
+  /** ISO limits (InstanceAttachISO). */
+  maxIsoBytes: number;
+  downloadTimeoutMs: number;
 }
 
 /** Mutating actions answer with a TaskId at once; progress shows in the instances' states. */
@@ -333,6 +339,23 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         );
         return { InstanceIdSet: ids };
       }
+      case "EnterRescueMode":
+        service.enterRescue(command.params, ctx);
+        return {};
+      case "ExitRescueMode":
+        service.exitRescue(command.params, ctx);
+        return {};
+      case "InstanceAttachISO": {
+        const p = command.params;
+        service.validate([p.instanceId], "InstanceAttachISO");
+        dryRun(p.dryRun);
+        await fetchIso(p.imageUrl, deps.paths.attachedIso(p.instanceId), { maxBytes: deps.maxIsoBytes, timeoutMs: deps.downloadTimeoutMs });
+        await service.attachIso({ instanceId: p.instanceId, file: deps.paths.attachedIso(p.instanceId), url: p.imageUrl }, ctx);
+        return {};
+      }
+      case "InstanceDetachISO":
+        await service.detachIso(command.params, ctx);
+        return {};
       case "CreateDisks": {
         const ids = await deps.diskService.create(command.params);
         return { DiskIdSet: ids };

@@ -161,6 +161,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     storage,
     disks,
     ioLimits,
+    rescue: { kernel: config.rescueKernel, initrd: config.rescueInitrd },
+    subnetOf: (subnetId: string | undefined) => config.subnets.find((s) => s.subnetId === subnetId),
   };
   const service = new InstanceService({
     registry,
@@ -245,6 +247,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     disks,
     diskService,
     snapshots,
+    paths,
+    maxIsoBytes: config.maxImageBytes,
+    downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
     libvirtConnected: () => registry.isConnected(),
   });
   const api = createApiServer({

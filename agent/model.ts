@@ -17,10 +17,22 @@ export type InstanceState =
   | "SHUTDOWN"
   | "TERMINATING"
   | "RESETTING"
+  | "ENTER_RESCUE_MODE"
+  | "RESCUE_MODE"
+  | "EXIT_RESCUE_MODE"
   | "UNKNOWN";
 
 /** States an operation in progress shows. */
-export type TransitionState = "PENDING" | "STARTING" | "STOPPING" | "REBOOTING" | "TERMINATING" | "RESETTING" | "UPDATING";
+export type TransitionState =
+  | "PENDING"
+  | "STARTING"
+  | "STOPPING"
+  | "REBOOTING"
+  | "TERMINATING"
+  | "RESETTING"
+  | "ENTER_RESCUE_MODE"
+  | "EXIT_RESCUE_MODE"
+  | "UPDATING";
 
 export type OperationState = "OPERATING" | "SUCCESS" | "FAILED";
 
@@ -94,6 +106,10 @@ export interface InstanceRecord {
   login?: LoginRecord;
   /** Bumped with every change the guest should apply (password, keys, hostname, network). */
   configGeneration?: number;
+  /** Set while the instance is in rescue mode: it boots the rescue system with this root password. */
+  rescue?: { passwordHash: string; since: string };
+  /** An ISO in the instance's second CD-ROM (InstanceAttachISO): the file and where it came from. */
+  iso?: { path: string; url: string };
 }
 
 /** libvirt's view of the domain, as the agent last saw it. */
@@ -126,10 +142,13 @@ export function deriveState(input: {
   launchFailed: boolean;
   transition: TransitionState | undefined;
   power: PowerView;
+  rescue?: boolean;
 }): InstanceState {
   if (input.launchFailed) return "LAUNCH_FAILED";
   // UPDATING (a login change being applied) keeps the state the instance shows.
   if (input.transition && input.transition !== "UPDATING") return input.transition;
+  // In rescue mode whatever the rescue system does: only ExitRescueMode is allowed.
+  if (input.rescue && input.power !== "unknown") return "RESCUE_MODE";
   return POWER_TO_STATE[input.power];
 }
 
@@ -148,7 +167,11 @@ export type InstanceAction =
   | "ResetInstancesPassword"
   | "ResizeInstanceDisks"
   | "ResetInstance"
-  | "CreateImage";
+  | "CreateImage"
+  | "EnterRescueMode"
+  | "ExitRescueMode"
+  | "InstanceAttachISO"
+  | "InstanceDetachISO";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
 const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -179,6 +202,11 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   ResizeInstanceDisks: LOGIN_STATES,
   ResetInstance: LOGIN_STATES,
   CreateImage: LOGIN_STATES,
+  EnterRescueMode: LOGIN_STATES,
+  ExitRescueMode: new Set<InstanceState>(["RESCUE_MODE"]),
+  InstanceAttachISO: LOGIN_STATES,
+  // The seed: detaching needs the instance not running.
+  InstanceDetachISO: new Set<InstanceState>(["STOPPED"]),
 });
 
 const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freeze({
@@ -192,6 +220,9 @@ const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freez
   SHUTDOWN: "Shutdown",
   TERMINATING: "Terminating",
   RESETTING: "Resetting",
+  ENTER_RESCUE_MODE: "RescueMode",
+  RESCUE_MODE: "RescueMode",
+  EXIT_RESCUE_MODE: "RescueMode",
   UNKNOWN: "Unknown",
 });
 

@@ -28,6 +28,10 @@ export class DataPaths {
   postedPassword(instanceId: string): string {
     return join(this.instanceDir(instanceId), "posted-password");
   }
+  /** An ISO attached with InstanceAttachISO. */
+  attachedIso(instanceId: string): string {
+    return join(this.instanceDir(instanceId), "attached.iso");
+  }
   nvram(instanceId: string): string {
     return join(this.instanceDir(instanceId), "nvram.fd");
   }

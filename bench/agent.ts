@@ -4,6 +4,7 @@
  * integration tests use (test/support/agent-process.ts), with the bench's own ratios.
  */
 import { execa } from "execa";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -177,4 +178,8 @@ export async function importImage(client: CvmClient, path: string, name: string)
   }
 }
 
-export const imagePath = (dataDir: string, imageId: string) => join(dataDir, "images", `${imageId}.qcow2`);
+/** The base file an image's overlays back onto (named in its record: base/<sha256>.qcow2). */
+export const imagePath = (dataDir: string, imageId: string) => {
+  const record = JSON.parse(readFileSync(join(dataDir, "images", `${imageId}.json`), "utf8")) as { baseFile?: string };
+  return join(dataDir, "images", record.baseFile ?? `${imageId}.qcow2`);
+};

@@ -3,13 +3,14 @@
  * measured in the same run on the same host. A script, not a test: it prints a table
  * and `bench: N of M targets met`; it fails only when it cannot measure.
  *
- *   ip netns exec cdhtest npm run bench [-- --only a,b,c,d,e] [--instances 200]
+ *   ip netns exec cdhtest npm run bench [-- --only a,b,c,d,e,f] [--instances 200]
  *
  * (a) RunInstances → RUNNING        vs qemu-img create + virsh define + virsh start
  * (b) DescribeInstances, 200 inst.  vs virsh list --all
  * (c) agent VmRSS with them         vs an idle agent's
  * (d) metadata req/s and p99        vs nginx on the same documents
  * (e) config drive build            vs xorriso alone
+ * (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert -f raw -O qcow2 alone
  *
  * Everything made lives under /var/tmp/cdh-bench-*: removed at the end, also after a
  * failure or Ctrl-C, together with every domain the run made.
@@ -20,6 +21,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { importImage, rssBytes, startAgent, type AgentOptions } from "./agent.js";
 import { benchConfigDrive } from "./config-drive.js";
+import { benchImport } from "./import.js";
 import { LIBVIRT_URI, run, virsh } from "./host.js";
 import { benchLaunch } from "./launch.js";
 import { benchMany, memoryLine } from "./many.js";
@@ -27,7 +29,7 @@ import { benchMetadata } from "./metadata.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -35,12 +37,13 @@ const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 function usage(): string {
-  return `usage: ip netns exec ${NETNS} npm run bench [-- --only a,b,c,d,e] [--instances N] [--agent-log-level L] [--keep]
+  return `usage: ip netns exec ${NETNS} npm run bench [-- --only a,b,c,d,e,f] [--instances N] [--agent-log-level L] [--keep]
   a  RunInstances → RUNNING vs qemu-img + virsh define + virsh start
   b  DescribeInstances with N instances (default 200) vs virsh list --all
   c  agent VmRSS with those instances vs an idle agent
   d  metadata req/s and p99 vs nginx (wrk, 64 keep-alive connections)
   e  config drive build vs xorriso alone
+  f  ImportImage of a 1 GiB raw image (start → NORMAL) vs qemu-img convert -f raw -O qcow2 alone
   --agent-log-level  the agent's log level (default info; debug logs every command with its duration)
   --keep             keep the work directory (agent log, configs) after the run; domains are removed anyway`;
 }
@@ -67,7 +70,7 @@ async function main(): Promise<number> {
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
-  const needLibvirt = only.has("a") || only.has("b") || only.has("c");
+  const needLibvirt = only.has("a") || only.has("b") || only.has("c") || only.has("f");
   const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
   const agentJs = join(REPO, "dist", "agent", "cli.js");
   await preflight({ only, needLibvirt, tinyImage, agentJs });
@@ -125,6 +128,10 @@ async function main(): Promise<number> {
         await sleep(500);
         idleRss = await rssBytes(agent.pid);
         log(`  (c) idle agent: ${await memoryLine(agent.pid)}`);
+      }
+      if (only.has("f")) {
+        log("bench: (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert alone");
+        rows.push(...(await benchImport({ agent, dataDir, tinyImage, workDir: join(workDir, "f"), runs: 3, log })));
       }
       const imageId = await importImage(agent.client, tinyImage, `bench-tiny-${process.pid}`);
       if (only.has("a")) {

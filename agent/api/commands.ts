@@ -7,6 +7,10 @@ import { ApiError } from "../errors.js";
 import { parseDeleteImages, parseDescribeHosts, parseDescribeImages, parseImportImage } from "./schemas-images.js";
 import type { DeleteImagesParams, DescribeHostsParams, DescribeImagesParams, ImportImageParams } from "./schemas-images.js";
 import {
+  parseEnterRescueMode,
+  parseExitRescueMode,
+  parseInstanceAttachIso,
+  parseInstanceDetachIso,
   parseDescribeInstances,
   parseDescribeInstancesStatus,
   parseRebootInstances,
@@ -15,6 +19,9 @@ import {
   parseTerminateInstances,
 } from "./schemas-instances.js";
 import type {
+  EnterRescueModeParams,
+  InstanceAttachIsoParams,
+  InstanceIdParams,
   DescribeInstancesParams,
   DescribeInstancesStatusParams,
   RebootInstancesParams,
@@ -105,7 +112,11 @@ export type Command =
   | { action: "ApplySnapshot"; params: ApplySnapshotParams }
   | { action: "ResetInstance"; params: ResetInstanceParams }
   | { action: "CreateImage"; params: CreateImageParams }
-  | { action: "CloneInstance"; params: CloneInstanceParams };
+  | { action: "CloneInstance"; params: CloneInstanceParams }
+  | { action: "EnterRescueMode"; params: EnterRescueModeParams }
+  | { action: "ExitRescueMode"; params: InstanceIdParams }
+  | { action: "InstanceAttachISO"; params: InstanceAttachIsoParams }
+  | { action: "InstanceDetachISO"; params: InstanceIdParams };
 
 export type Action = Command["action"];
 
@@ -143,6 +154,10 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   ResetInstance: parseResetInstance,
   CreateImage: parseCreateImage,
   CloneInstance: parseCloneInstance,
+  EnterRescueMode: parseEnterRescueMode,
+  ExitRescueMode: parseExitRescueMode,
+  InstanceAttachISO: parseInstanceAttachIso,
+  InstanceDetachISO: parseInstanceDetachIso,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

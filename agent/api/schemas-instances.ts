@@ -3,7 +3,7 @@
  * typed parameters they produce (reference/seeds-cvm-api.md §1.10).
  */
 import { z } from "zod";
-import { fail, filterList, idList, paging, parseWith, toFilters, toPaging, unique, type Filter, type Paging } from "./schemas.js";
+import { fail, filterList, idList, idString, paging, parseWith, toFilters, toPaging, unique, type Filter, type Paging } from "./schemas.js";
 
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
 const STOP_TYPES = ["SOFT", "HARD", "SOFT_FIRST"] as const;
@@ -138,4 +138,67 @@ const terminateSchema = z
 export function parseTerminateInstances(body: unknown): TerminateInstancesParams {
   const r = parseWith(terminateSchema, body);
   return { instanceIds: unique(r.InstanceIds), dryRun: r.DryRun ?? false, releaseAddress: r.ReleaseAddress ?? false };
+}
+
+// ------------------------------------------------------------------ rescue mode, ISO
+
+export interface EnterRescueModeParams {
+  instanceId: string;
+  password: string;
+  stopType: StopType;
+}
+
+const enterRescueSchema = z
+  .object({
+    InstanceId: idString("instance"),
+    Password: z.string(),
+    Username: z.string().optional(),
+    ForceStop: z.boolean().optional(),
+    StopType: z.enum(STOP_TYPES).optional(),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.ForceStop !== undefined && v.StopType !== undefined) fail(ctx, "InvalidParameterCombination", "ForceStop and StopType cannot be combined", ["StopType"]);
+    if (v.Username !== undefined && v.Username !== "root") fail(ctx, "InvalidParameterValue", "the rescue system's user is root", ["Username"]);
+  });
+
+export function parseEnterRescueMode(body: unknown): EnterRescueModeParams {
+  const r = parseWith(enterRescueSchema, body);
+  return { instanceId: r.InstanceId, password: r.Password, stopType: r.StopType ?? (r.ForceStop ? "SOFT_FIRST" : "SOFT") };
+}
+
+export interface InstanceIdParams {
+  instanceId: string;
+}
+
+const exitRescueSchema = z.object({ InstanceId: idString("instance") }).strict();
+
+export function parseExitRescueMode(body: unknown): InstanceIdParams {
+  return { instanceId: parseWith(exitRescueSchema, body).InstanceId };
+}
+
+export interface InstanceAttachIsoParams {
+  instanceId: string;
+  imageUrl: string;
+  dryRun: boolean;
+}
+
+const attachIsoSchema = z
+  .object({
+    InstanceId: idString("instance"),
+    ImageUrl: z.string().min(1),
+    Architecture: z.enum(["x86_64", "arm_64"]),
+    OsType: z.string().min(1),
+    OsVersion: z.string().min(1),
+    DryRun: z.boolean().optional(),
+  })
+  .strict();
+
+export function parseInstanceAttachIso(body: unknown): InstanceAttachIsoParams {
+  const r = parseWith(attachIsoSchema, body);
+  return { instanceId: r.InstanceId, imageUrl: r.ImageUrl, dryRun: r.DryRun ?? false };
+}
+
+export function parseInstanceDetachIso(body: unknown): InstanceIdParams {
+  return { instanceId: parseWith(exitRescueSchema, body).InstanceId };
 }

@@ -37,6 +37,8 @@ export function buildDomainSpec(options: {
   dataDisks?: ReadonlyArray<{ diskId: string; target: string; path: string; pool?: string }>;
   /** IO limits of a pool by name. */
   ioLimits?: (pool: string | undefined) => IoLimits | undefined;
+  /** The rescue system (used while record.rescue is set) and the instance's network for it. */
+  rescue?: { kernel: string; initrd: string; network?: { ip: string; prefixLength: number; gateway: string; dns: readonly string[] } };
 }): DomainSpec {
   const { record, paths } = options;
   const firmware = options.firmware ?? "bios";
@@ -66,6 +68,9 @@ export function buildDomainSpec(options: {
       ...(options.dataDisks ?? []).map((d) => dataDiskSpec(d, options.ioLimits?.(d.pool))),
       // The config drive: read-only, IDE (machine pc; cloud kernels lack AHCI).
       { device: "cdrom", target: "hdc", bus: "ide", path: paths.configDrive(record.instanceId), format: "raw", readonly: true },
+      // The ISO tray (InstanceAttachISO): always there, so an ISO can go in while the guest runs;
+      // it boots after the system disk, so a disk without a boot loader falls through to it.
+      { device: "cdrom", target: "hdd", bus: "ide", format: "raw", readonly: true, ...(record.iso ? { path: record.iso.path, bootOrder: 2 } : {}) },
     ],
     nics: record.nics.map((nic) => ({
       mac: nic.mac,
@@ -73,6 +78,7 @@ export function buildDomainSpec(options: {
       // Anti-spoofing: the guest may send only from its own MAC and address.
       ...(nic.ipv4 ? { filter: { name: "clean-traffic", parameters: { IP: nic.ipv4 } } } : {}),
     })),
+    ...(record.rescue && options.rescue ? { directBoot: rescueBoot(record.rescue.passwordHash, options.rescue) } : {}),
     consoleLogPath: paths.consoleLog(record.instanceId),
     guestAgent: true,
     vnc: true,
@@ -85,4 +91,21 @@ export function buildDomainSpec(options: {
     },
     metadata: JSON.stringify(record),
   };
+}
+
+/**
+ * The rescue system's kernel command line (scripts/build-rescue-image.sh): consoles,
+ * root's password as a crypt hash (no spaces in it), and the instance's address.
+ */
+export function rescueBoot(
+  passwordHash: string,
+  rescue: { kernel: string; initrd: string; network?: { ip: string; prefixLength: number; gateway: string; dns: readonly string[] } },
+): { kernel: string; initrd: string; cmdline: string } {
+  const words = ["console=tty1", "console=ttyS0", `cdh.rescue_hash=${passwordHash}`];
+  const n = rescue.network;
+  if (n) {
+    words.push(`cdh.ip=${n.ip}/${n.prefixLength}`, `cdh.gw=${n.gateway}`);
+    if (n.dns.length) words.push(`cdh.dns=${n.dns.join(",")}`);
+  }
+  return { kernel: rescue.kernel, initrd: rescue.initrd, cmdline: words.join(" ") };
 }

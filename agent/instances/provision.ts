@@ -39,6 +39,9 @@ export interface ProvisionContext {
   disks: DiskStore;
   /** Per-disk IO limits of a pool. */
   ioLimits: (pool: string | undefined) => IoLimits | undefined;
+  /** The rescue system's files, and the network an instance's rescue system gets. */
+  rescue?: { kernel: string; initrd: string };
+  subnetOf?: (subnetId: string | undefined) => { prefixLength: number; gateway: string; dns: readonly string[] } | undefined;
   /** Called before a disk's record goes (its snapshots are dropped with it). */
   onDiskDeleted?: (diskId: string) => Promise<void>;
 }
@@ -53,7 +56,15 @@ export function domainSpecOf(ctx: ProvisionContext, record: InstanceRecord, boot
     firmware: bootMode === "UEFI" ? "uefi" : "bios",
     dataDisks: ctx.disks.attachedTo(record.instanceId).map((d) => ({ diskId: d.diskId, target: d.target!, path: d.path, pool: d.pool })),
     ioLimits: ctx.ioLimits,
+    ...(ctx.rescue ? { rescue: { ...ctx.rescue, ...rescueNetwork(ctx, record) } } : {}),
   });
+}
+
+function rescueNetwork(ctx: ProvisionContext, record: InstanceRecord): { network?: { ip: string; prefixLength: number; gateway: string; dns: readonly string[] } } {
+  const nic = record.nics[0];
+  const subnet = ctx.subnetOf?.(nic?.subnetId);
+  if (!nic?.ipv4 || !subnet) return {};
+  return { network: { ip: nic.ipv4, prefixLength: subnet.prefixLength, gateway: subnet.gateway, dns: subnet.dns } };
 }
 
 /**

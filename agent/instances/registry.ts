@@ -74,6 +74,7 @@ export class InstanceRegistry {
       launchFailed: entry.launchFailed,
       transition: entry.transition?.state,
       power: this.connected ? entry.power : "unknown",
+      rescue: entry.record.rescue !== undefined,
     });
   }
 

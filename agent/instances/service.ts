@@ -722,6 +722,109 @@ export class InstanceService {
     return { imageId, done };
   }
 
+  // ---------------------------------------------------------------- rescue mode
+
+  /**
+   * EnterRescueMode: the instance is stopped (soft, soft then hard, or hard, as StopType
+   * says) and booted from the rescue system with its own disks attached and root's
+   * password set to the rescue password. Until ExitRescueMode nothing else is allowed.
+   */
+  enterRescue(req: { instanceId: string; password: string; stopType: StopType }, ctx: RequestContext): void {
+    const [entry] = this.validate([req.instanceId], "EnterRescueMode");
+    const id = req.instanceId;
+    const p = this.o.provision;
+    if (!p.rescue) throw new ApiError("UnsupportedOperation", "this host has no rescue system configured (rescue_kernel, rescue_initrd)");
+    checkPassword(req.password, "linux", { field: "Password" });
+    const hash = sha512Crypt(req.password);
+    const t = this.begin(entry!, "EnterRescueMode", "ENTER_RESCUE_MODE", ctx);
+    this.background(id, t, () =>
+      this.settle(entry!, t, "EnterRescueMode", ctx, async () => {
+        await this.stopFor(id, req.stopType, t.abort.signal, "EnterRescueMode");
+        const record: InstanceRecord = { ...entry!.record, rescue: { passwordHash: hash, since: isoSeconds(new Date()) } };
+        await p.hypervisor.defineDomain(domainSpecOf(p, record, this.bootModeOf(record)));
+        entry!.record = record;
+        await powerOn(this.o.power, id);
+      }),
+    );
+  }
+
+  /** ExitRescueMode: the rescue system goes, the original boot returns, the instance starts. */
+  exitRescue(req: { instanceId: string }, ctx: RequestContext): void {
+    const entry = this.o.registry.get(req.instanceId);
+    if (entry && !entry.record.rescue && !entry.transition) {
+      throw new ApiError("UnsupportedOperation.NotInRescueMode", `instance ${req.instanceId} is not in rescue mode`);
+    }
+    const [e] = this.validate([req.instanceId], "ExitRescueMode");
+    const id = req.instanceId;
+    const p = this.o.provision;
+    const t = this.begin(e!, "ExitRescueMode", "EXIT_RESCUE_MODE", ctx);
+    this.background(id, t, () =>
+      this.settle(e!, t, "ExitRescueMode", ctx, async () => {
+        if (this.isOn(id)) await hardStop(this.o.power, id);
+        const { rescue: _rescue, ...record } = e!.record;
+        await p.hypervisor.defineDomain(domainSpecOf(p, record, this.bootModeOf(record)));
+        e!.record = record;
+        await powerOn(this.o.power, id);
+      }),
+    );
+  }
+
+  /** Stops a running instance the way StopType says, for an operation that needs it off. */
+  private async stopFor(id: string, stopType: StopType, signal: AbortSignal, action: string): Promise<void> {
+    if (!this.isOn(id)) return;
+    if (stopType === "HARD") return hardStop(this.o.power, id);
+    if (await softStop(this.o.power, id, signal)) return;
+    if (stopType === "SOFT_FIRST") return hardStop(this.o.power, id);
+    throw new ApiError("FailedOperation", `${action}: the guest did not shut down within ${this.o.power.softStopTimeoutMs / 1000} s; use StopType HARD or SOFT_FIRST`);
+  }
+
+  private bootModeOf(record: InstanceRecord): "Legacy BIOS" | "UEFI" {
+    return this.o.provision.images.get(record.imageId)?.bootMode ?? "Legacy BIOS";
+  }
+
+  // ---------------------------------------------------------------- ISO
+
+  /** InstanceAttachISO: the ISO (a local file already checked by the caller) goes into the instance's ISO tray. */
+  async attachIso(req: { instanceId: string; file: string; url: string }, ctx: RequestContext): Promise<void> {
+    const [entry] = this.validate([req.instanceId], "InstanceAttachISO");
+    const id = req.instanceId;
+    const t = this.begin(entry!, "InstanceAttachISO", "UPDATING", ctx);
+    await this.exclusive(id, async () => {
+      await this.settle(entry!, t, "InstanceAttachISO", ctx, async () => {
+        const record: InstanceRecord = { ...entry!.record, iso: { path: req.file, url: req.url } };
+        const spec = domainSpecOf(this.o.provision, record, this.bootModeOf(record));
+        const live = this.isOn(id) ? await this.o.provision.hypervisor.liveDiskTargets(id) : null;
+        if (live && !live.includes("hdd")) {
+          throw new ApiError("UnsupportedOperation.InstanceStateRunning", `${id} was defined without an ISO tray; stop it to attach an ISO`);
+        }
+        if (live) await this.o.provision.hypervisor.changeMedia(id, "hdd", req.file);
+        // The definition carries the ISO (and its boot order) for the next boots.
+        await this.o.provision.hypervisor.defineDomain(spec);
+        entry!.record = record;
+      });
+    });
+    if (entry!.record.latestOperation?.state === "FAILED") {
+      throw new ApiError((entry!.record.latestOperation.errorCode ?? "InternalError") as ErrorCode, entry!.record.latestOperation.errorMessage ?? "InstanceAttachISO failed");
+    }
+  }
+
+  /** InstanceDetachISO: only while the instance is not running (the seed's rule). The file goes. */
+  async detachIso(req: { instanceId: string }, ctx: RequestContext): Promise<void> {
+    const [entry] = this.validate([req.instanceId], "InstanceDetachISO");
+    const id = req.instanceId;
+    const iso = entry!.record.iso;
+    if (!iso) throw new ApiError("ResourceNotFound", `instance ${id} has no ISO attached`);
+    const t = this.begin(entry!, "InstanceDetachISO", "UPDATING", ctx);
+    await this.exclusive(id, () =>
+      this.settle(entry!, t, "InstanceDetachISO", ctx, async () => {
+        const { iso: _iso, ...record } = entry!.record;
+        await this.o.provision.hypervisor.defineDomain(domainSpecOf(this.o.provision, record, this.bootModeOf(record)));
+        entry!.record = record;
+        await rm(iso.path, { force: true });
+      }),
+    );
+  }
+
   // ---------------------------------------------------------------- terminate
 
   async terminate(ids: string[], ctx: RequestContext): Promise<void> {

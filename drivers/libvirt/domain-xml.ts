@@ -99,6 +99,11 @@ function buildOs(spec: DomainSpec): XmlNode {
     os.loader = el({ readonly: "yes", type: "pflash" }, OVMF_CODE_PATH);
     os.nvram = el({ template: OVMF_VARS_TEMPLATE_PATH }, spec.nvramPath);
   }
+  if (spec.directBoot) {
+    os.kernel = escapeText(spec.directBoot.kernel);
+    os.initrd = escapeText(spec.directBoot.initrd);
+    os.cmdline = escapeText(spec.directBoot.cmdline);
+  }
   os.smbios = el({ mode: "sysinfo" });
   return os;
 }
@@ -355,5 +360,7 @@ export function parseDomainXml(xml: string): DomainSpec {
   };
   const nvram = text(os.nvram);
   if (uefi && nvram !== undefined) spec.nvramPath = nvram;
+  const kernel = text(os.kernel);
+  if (kernel !== undefined) spec.directBoot = { kernel, initrd: text(os.initrd) ?? "", cmdline: text(os.cmdline) ?? "" };
   return spec;
 }

@@ -60,6 +60,8 @@ export interface DomainSpec {
   firmware: "bios" | "uefi";
   /** For uefi: the per-domain NVRAM file. */
   nvramPath?: string;
+  /** Direct kernel boot (the rescue system): the kernel, initramfs and command line on the host. */
+  directBoot?: { kernel: string; initrd: string; cmdline: string };
   disks: DomainDiskSpec[];
   nics: DomainNicSpec[];
   /** The serial console is written to this file (a log under the data dir). */
@@ -144,6 +146,8 @@ export interface Hypervisor {
   setMetadata(name: string, metadata: string): Promise<void>;
   /** Puts another image into a CD-ROM (live when running, and in the persistent config). */
   changeMedia(name: string, target: string, path: string): Promise<void>;
+  /** Empties a CD-ROM tray (live when running, and in the persistent config). */
+  ejectMedia(name: string, target: string): Promise<void>;
   /**
    * Runs a qemu-guest-agent command (a JSON object such as {"execute":"guest-ping"})
    * and returns its "return" value; throws GuestAgentError when the agent does not answer.

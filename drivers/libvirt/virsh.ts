@@ -279,6 +279,16 @@ export class VirshHypervisor implements Hypervisor {
     }
   }
 
+  async ejectMedia(name: string, target: string): Promise<void> {
+    const state = await this.domainState(name);
+    const live = state !== null && state !== "shut off" && state !== "crashed";
+    await this.virsh(
+      ["change-media", "--domain", name, "--path", target, "--eject", "--force", ...(live ? ["--live", "--config"] : ["--config"])],
+      `change-media --eject ${name}`,
+      name,
+    );
+  }
+
   async guestAgent(name: string, command: Record<string, unknown>, timeoutS = 10): Promise<unknown> {
     let result: RunResult;
     try {

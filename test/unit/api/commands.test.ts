@@ -47,6 +47,10 @@ describe("parseCommand", () => {
         "ResetInstance",
         "CreateImage",
         "CloneInstance",
+        "EnterRescueMode",
+        "ExitRescueMode",
+        "InstanceAttachISO",
+        "InstanceDetachISO",
       ].sort(),
     );
   });
