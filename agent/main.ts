@@ -35,6 +35,8 @@ import { createMetadataServer, type MetadataServer } from "./metadata/server.js"
 import { ensureMetadataRedirect } from "../drivers/network/metadata-redirect.js";
 import type { HostIdentity } from "./host.js";
 import { PoolSet } from "./storage/pools.js";
+import { InventorySweep } from "./storage/inventory.js";
+import { createTask } from "node-cron";
 import { Storage } from "./storage/storage.js";
 import { DiskStore } from "./disks/store.js";
 import { DiskService } from "./disks/service.js";
@@ -229,6 +231,21 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   await snapshots.load();
   sync.start();
   await storage.measure();
+  const inventory = new InventorySweep({
+    storage,
+    registry,
+    hypervisor,
+    paths,
+    hostId: config.hostId,
+    graceMs: config.orphanGracePeriodS * 1000,
+    logger: logger.child({ component: "inventory" }),
+  });
+  const inventoryTask = createTask(
+    config.inventorySweepSchedule,
+    () => inventory.sweep().catch((e: unknown) => logger.warn({ err: e }, "inventory sweep failed")),
+    { name: "cdh-agent-inventory" },
+  );
+  void inventoryTask.start();
   const measureTimer = setInterval(() => {
     storage.measure().catch((e: unknown) => logger.warn({ err: e }, "could not measure the storage pools"));
   }, 30_000);
@@ -282,6 +299,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
         UsedBytes: u.usedBytes,
         ImageCacheBytes: u.cacheBytes,
       })),
+      Orphans: inventory.lastResult().quarantined.map((o) => ({ Kind: o.kind, Name: o.name, FoundAt: o.foundAt, DeleteAfter: o.deleteAfter })),
     }),
   });
   reporter.start();
@@ -295,6 +313,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       reporter?.stop();
       sync?.stop();
       clearInterval(measureTimer);
+      void inventoryTask.stop();
       await images.stop();
       await api.close();
       await metadata?.close();

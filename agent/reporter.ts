@@ -15,6 +15,8 @@ export interface ReportPayload {
   Instances: Array<Record<string, unknown>>;
   /** Per storage pool: capacity, what is left, what was promised, what files really take. */
   StoragePools?: Array<Record<string, unknown>>;
+  /** What the inventory sweep found that nothing owns (quarantined, deleted after the grace period). */
+  Orphans?: Array<Record<string, unknown>>;
 }
 
 export interface Report extends ReportPayload {
@@ -199,6 +201,7 @@ export class Reporter {
       HostResource: payload.HostResource,
       Instances: payload.Instances,
       ...(payload.StoragePools ? { StoragePools: payload.StoragePools } : {}),
+      ...(payload.Orphans ? { Orphans: payload.Orphans } : {}),
     };
   }
 

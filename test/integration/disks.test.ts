@@ -11,7 +11,8 @@ import { link, mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { commonClient, importImage, makeDataDir, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
-import { ensureTinyImages } from "../support/tiny-image.js";
+import { ensureTinyImages, readDiskMarker, writeDiskMarker } from "../support/tiny-image.js";
+import { parseTinyReady, serialLogSize, TINY_READY_PATTERN, waitForDisks, waitForSerial, waitForTinyData } from "../support/serial.js";
 
 const GiB = 1024 ** 3;
 const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
@@ -19,17 +20,6 @@ const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...
 async function virtualSize(path: string): Promise<number> {
   const r = await execa("qemu-img", ["info", "--output=json", "-U", path]);
   return (JSON.parse(r.stdout) as { "virtual-size": number })["virtual-size"];
-}
-
-/** Writes 512 bytes of one pattern byte at offset 0 of a (stopped) qcow2 disk. */
-async function writePattern(path: string, byte: number): Promise<void> {
-  await execa("qemu-io", ["-f", "qcow2", "-c", `write -P 0x${byte.toString(16)} 0 512`, path]);
-}
-
-/** Whether the first 512 bytes of a qcow2 disk are all `byte`. */
-async function hasPattern(path: string, byte: number): Promise<boolean> {
-  const r = await execa("qemu-io", ["-r", "-U", "-f", "qcow2", "-c", `read -P 0x${byte.toString(16)} 0 512`, path], { reject: false });
-  return r.exitCode === 0 && !/Pattern verification failed/.test(r.stdout + r.stderr);
 }
 
 interface SdkError {
@@ -119,6 +109,11 @@ describe("local disks through the official SDK", () => {
     expect(disk("vdc")).toContain(`<total_bytes_sec>${50 * 1024 * 1024}</total_bytes_sec>`);
     expect(disk("vdb")).toContain("<total_iops_sec>2000</total_iops_sec>");
 
+    // The guest sees them at the promised sizes, under their IDs (/dev/disk/by-id/virtio-<id>).
+    const ready = parseTinyReady((await waitForSerial(consoleLog(id), TINY_READY_PATTERN, { timeoutMs: 90_000 }))[0]);
+    expect(ready.disks).toMatchObject({ vdb: (10 * GiB) / 512, vdc: (20 * GiB) / 512 });
+    expect(ready.serials).toMatchObject({ vda: inst.SystemDisk!.DiskId, vdb: d1!.DiskId, vdc: d2!.DiskId });
+
     // DescribeDisks (CBS) shows all three, attached.
     const described = (await cbs.request("DescribeDisks", { Filters: [{ Name: "instance-id", Values: [id] }] })) as { TotalCount: number; DiskSet: Array<Record<string, unknown>> };
     expect(described.TotalCount).toBe(3);
@@ -136,7 +131,12 @@ describe("local disks through the official SDK", () => {
     let d = ((await cbs.request("DescribeDisks", { DiskIds: [diskId] })) as { DiskSet: Array<Record<string, unknown>> }).DiskSet[0]!;
     expect(d).toMatchObject({ DiskState: "UNATTACHED", Attached: false, DiskName: "spare", DiskUsage: "DATA_DISK" });
 
+    const log = consoleLog(id);
+    let offset = await serialLogSize(log);
     await cbs.request("AttachDisks", { DiskIds: [diskId], InstanceId: id });
+    // Hot-plugged: the running guest sees it at vdd, under its ID, without a reboot.
+    const seen = await waitForDisks(log, (g) => g.serials.vdd === diskId, { fromOffset: offset, timeoutMs: 60_000 });
+    expect(seen.disks.vdd).toBe((10 * GiB) / 512);
     const live = (await virsh("dumpxml", "--domain", id)).stdout;
     expect(live).toContain(`<serial>${diskId}</serial>`);
     const inactive = (await virsh("dumpxml", "--domain", id, "--inactive")).stdout;
@@ -148,7 +148,9 @@ describe("local disks through the official SDK", () => {
     expect((await refused(cbs.request("AttachDisks", { DiskIds: [diskId], InstanceId: id }))).code).toBe("ResourceUnavailable.Attached");
     expect((await refused(cbs.request("TerminateDisks", { DiskIds: [diskId] }))).code).toBe("ResourceUnavailable.Attached");
 
+    offset = await serialLogSize(log);
     await cbs.request("DetachDisks", { DiskIds: [diskId], InstanceId: id });
+    await waitForDisks(log, (g) => !("vdd" in g.disks) && "vdc" in g.disks, { fromOffset: offset, timeoutMs: 60_000 });
     expect((await virsh("dumpxml", "--domain", id)).stdout).not.toContain(diskId);
     expect((await virsh("dumpxml", "--domain", id, "--inactive")).stdout).not.toContain(diskId);
     d = ((await cbs.request("DescribeDisks", { DiskIds: [diskId] })) as { DiskSet: Array<Record<string, unknown>> }).DiskSet[0]!;
@@ -179,8 +181,11 @@ describe("local disks through the official SDK", () => {
     }
     expect(await virtualSize(path)).toBe(10 * GiB);
 
+    const offset = await serialLogSize(consoleLog(id));
     await client.ResizeInstanceDisks({ InstanceId: id, DataDisks: [{ DiskId: vdb, DiskSize: 30 }], ResizeOnline: true });
     await waitForOperation(agent, id, "ResizeInstanceDisks");
+    // The running guest sees the new size without a reboot.
+    await waitForDisks(consoleLog(id), (g) => g.disks.vdb === (30 * GiB) / 512, { fromOffset: offset, timeoutMs: 60_000 });
     expect(await virtualSize(path)).toBe(30 * GiB);
     const after = (await client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
     expect(after.DataDisks![0]).toMatchObject({ DiskId: vdb, DiskSize: 30 });
@@ -197,7 +202,7 @@ describe("local disks through the official SDK", () => {
     const path = `${hddDir}/${vdb}.qcow2`;
     await client.StopInstances({ InstanceIds: [id], StopType: "HARD" });
     await waitForState(client, id, "STOPPED");
-    await writePattern(path, 0xa1);
+    await writeDiskMarker(path, "MARK-BEFORE-SNAPSHOT");
 
     const snap = (await cbs.request("CreateSnapshot", { DiskId: vdb, SnapshotName: "before" })) as { SnapshotId: string };
     const snapshotId = snap.SnapshotId;
@@ -207,18 +212,22 @@ describe("local disks through the official SDK", () => {
     });
     expect(existsSync(`${hddDir}/snapshots/${snapshotId}.qcow2`)).toBe(true);
 
-    await writePattern(path, 0xb2);
-    expect(await hasPattern(path, 0xb2)).toBe(true);
+    await writeDiskMarker(path, "MARK-AFTER-SNAPSHOT");
+    expect(await readDiskMarker(path)).toBe("MARK-AFTER-SNAPSHOT");
     // Another disk's snapshot is refused, and changes nothing.
     const other = (await client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!.DataDisks![1]!.DiskId!;
     expect((await refused(cbs.request("ApplySnapshot", { SnapshotId: snapshotId, DiskId: other }))).code).toBe("InvalidSnapshot.NotSupported");
 
     await cbs.request("ApplySnapshot", { SnapshotId: snapshotId, DiskId: vdb });
-    expect(await hasPattern(path, 0xa1)).toBe(true);
+    expect(await readDiskMarker(path)).toBe("MARK-BEFORE-SNAPSHOT");
     expect(await virtualSize(path)).toBe(30 * GiB);
 
+    const offset = await serialLogSize(consoleLog(id));
     await client.StartInstances({ InstanceIds: [id] });
     await waitForState(client, id, "RUNNING");
+    // The guest reads the rolled-back bytes.
+    const data = await waitForTinyData(consoleLog(id), (d) => d.vdb !== undefined, { fromOffset: offset, timeoutMs: 90_000 });
+    expect(data.vdb).toBe("MARK-BEFORE-SNAPSHOT");
     expect((await refused(cbs.request("ApplySnapshot", { SnapshotId: snapshotId, DiskId: vdb }))).code).toBe("UnsupportedOperation.InstanceNotStopped");
   });
 
@@ -251,6 +260,10 @@ describe("local disks through the official SDK", () => {
     const disks = (await cbs.request("DescribeDisks", {})) as { TotalCount: number };
     expect(disks.TotalCount).toBe(0);
   });
+
+  function consoleLog(id: string): string {
+    return `${agent.dataDir}/instances/${id}/console.log`;
+  }
 
   async function instanceNamed(name: string): Promise<string> {
     const r = await agent.client.DescribeInstances({ Filters: [{ Name: "instance-name", Values: [name] }] });

@@ -4,23 +4,44 @@
  * project builds from Debian packages, and the compiled agent.
  */
 import { execa } from "execa";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { TestProject } from "vitest/node";
 
 const root = resolve(import.meta.dirname, "../..");
 
-export default async function setup(project: TestProject): Promise<void> {
+/** One empty file per test run in progress, named by its process ID. */
+const RUNS_DIR = "/run/cdh-agent-test-runs";
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   await execa("bash", [resolve(root, "scripts/libvirtd-up.sh"), "--netns", "cdhtest"], { stdio: "inherit" });
   await execa("bash", [resolve(root, "scripts/build-tiny-image.sh")], { stdio: "inherit" });
-  // This libvirtd serves the tests only: clear instances an interrupted earlier run left behind.
+  // This libvirtd serves the tests only: clear instances an interrupted earlier run left
+  // behind, unless another test run is going on (its instances are alive).
   const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
-  for (const name of (await virsh("list", "--all", "--name")).stdout.split("\n").map((s) => s.trim())) {
+  await mkdir(RUNS_DIR, { recursive: true });
+  const others = (await readdir(RUNS_DIR)).map(Number).filter((pid) => pid !== process.pid && alive(pid));
+  await writeFile(`${RUNS_DIR}/${process.pid}`, "");
+  if (others.length === 0) for (const name of (await virsh("list", "--all", "--name")).stdout.split("\n").map((s) => s.trim())) {
     if (!/^ins-[a-z0-9]{8}$/.test(name)) continue;
     await virsh("destroy", name);
     await virsh("undefine", name, "--nvram");
   }
   await execa("npx", ["tsc", "-p", "tsconfig.json"], { cwd: root, stdio: "inherit" });
   project.provide("repoRoot", root);
+  return async () => {
+    await rm(`${RUNS_DIR}/${process.pid}`, { force: true });
+  };
 }
 
 declare module "vitest" {
