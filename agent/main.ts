@@ -196,6 +196,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     reconcileIntervalMs: config.reconcileIntervalS * 1000,
     hostId: config.hostId,
     disks,
+    healDisks: (id, spec, state) => diskService.heal(id, spec, state),
   });
 
   const snapshots = new SnapshotService({

@@ -6,7 +6,7 @@
  * detach waits until the guest has released the disk.
  */
 import type { Logger } from "pino";
-import type { Hypervisor } from "../../drivers/libvirt/types.js";
+import type { DomainPowerState, DomainSpec, Hypervisor } from "../../drivers/libvirt/types.js";
 import { ApiError } from "../errors.js";
 import { isPoweredOn, isoSeconds, newId, type InstanceState } from "../model.js";
 import { dataDiskSpec, type IoLimits } from "../instances/domain-spec.js";
@@ -167,6 +167,30 @@ export class DiskService {
       await this.o.disks.remove(d.diskId);
     }
     void this.o.storage.measure().catch(() => undefined);
+  }
+
+  /**
+   * Recovery: the disk store is the truth about attachments. A data disk the store
+   * attaches but the domain lacks is attached; a data disk (serial disk-…) the domain has
+   * but the store does not attach there is detached. Both happen when a crash cut an
+   * AttachDisks or DetachDisks short.
+   */
+  async heal(instanceId: string, spec: DomainSpec, state: DomainPowerState): Promise<void> {
+    const live = state !== "shut off" && state !== "crashed";
+    const want = this.o.disks.attachedTo(instanceId);
+    const have = spec.disks.filter((d) => d.device === "disk" && d.target !== "vda" && d.serial?.startsWith("disk-"));
+    for (const d of have) {
+      if (!want.some((w) => w.target === d.target && w.diskId === d.serial)) {
+        this.o.logger.warn({ instanceId, target: d.target, disk: d.serial }, "the domain has a data disk the records do not attach there; detaching it");
+        await this.o.hypervisor.detachDisk(instanceId, d.target, live);
+      }
+    }
+    for (const w of want) {
+      if (!have.some((d) => d.target === w.target && d.serial === w.diskId)) {
+        this.o.logger.warn({ instanceId, target: w.target, disk: w.diskId }, "the records attach a data disk the domain lacks; attaching it");
+        await this.o.hypervisor.attachDisk(instanceId, dataDiskSpec({ diskId: w.diskId, target: w.target!, path: w.path }, this.o.ioLimits(w.pool)), live);
+      }
+    }
   }
 
   /** DescribeDisks: data disks from the store and system disks from the instances. */

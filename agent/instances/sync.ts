@@ -5,7 +5,7 @@
  */
 import { readdir, rm, mkdir } from "node:fs/promises";
 import type { Logger } from "pino";
-import type { DomainEvent, DomainPowerState, EventWatch, Hypervisor } from "../../drivers/libvirt/types.js";
+import type { DomainEvent, DomainPowerState, DomainSpec, EventWatch, Hypervisor } from "../../drivers/libvirt/types.js";
 import type { Journal } from "../journal.js";
 import { parseRecord, type InstanceRecord, type PowerView } from "../model.js";
 import type { DataPaths } from "../paths.js";
@@ -46,6 +46,8 @@ export class InstanceSync {
       /** This agent's host ID: domains whose record names another host are not adopted. */
       hostId: string;
       disks: DiskStore;
+      /** Makes the domain's data disks match the disk store (an attach or detach cut short by a crash). */
+      healDisks?: (instanceId: string, spec: DomainSpec, state: DomainPowerState) => Promise<void>;
     },
   ) {}
 
@@ -69,6 +71,9 @@ export class InstanceSync {
         continue;
       }
       registry.add(newEntry(record, details.state));
+      await this.o.healDisks?.(record.instanceId, details.spec, details.state).catch((error: unknown) =>
+        logger.error({ instanceId: record.instanceId, err: error }, "could not bring the domain's data disks in line with the disk records"),
+      );
     }
     for (const record of await loadLaunchFailed(paths)) {
       if (!registry.has(record.instanceId)) registry.add({ ...newEntry(record, "absent"), launchFailed: true });

@@ -147,6 +147,12 @@ describe("local disks through the official SDK", () => {
     // The same disk cannot be attached twice, nor deleted while attached.
     expect((await refused(cbs.request("AttachDisks", { DiskIds: [diskId], InstanceId: id }))).code).toBe("ResourceUnavailable.Attached");
     expect((await refused(cbs.request("TerminateDisks", { DiskIds: [diskId] }))).code).toBe("ResourceUnavailable.Attached");
+    // Another instance's disk, the system disk, a disk that does not exist: refused, nothing changes.
+    expect((await refused(cbs.request("DetachDisks", { DiskIds: [diskId], InstanceId: "ins-zzzzzzzz" }))).code).toBe("ResourceUnavailable.NotAttached");
+    const systemDisk = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!.SystemDisk!.DiskId!;
+    expect((await refused(cbs.request("DetachDisks", { DiskIds: [systemDisk] }))).code).toBe("InvalidDisk.NotSupported");
+    expect((await refused(cbs.request("AttachDisks", { DiskIds: ["disk-zzzzzzzz"], InstanceId: id }))).code).toBe("InvalidDiskId.NotFound");
+    expect((await refused(cbs.request("AttachDisks", { DiskIds: [diskId], InstanceId: "ins-zzzzzzzz" }))).code).toBe("InvalidInstanceId.NotFound");
 
     offset = await serialLogSize(log);
     await cbs.request("DetachDisks", { DiskIds: [diskId], InstanceId: id });
