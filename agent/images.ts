@@ -4,9 +4,11 @@
  *
  * Layout under `<data_dir>/images`:
  * - `img-xxxxxxxx.json`        one record per image;
- * - `base/<sha256>.qcow2`      base files of imported images, named by the SHA-256 of the
- *                              imported file's bytes: the same content imported twice
- *                              shares one base file;
+ * - `base/<key>-<id>.qcow2`    base files of imported images (key: the first 16 hex digits
+ *                              of the content key, see contentKeyOf). An import whose disk
+ *                              shows the guest the same bytes as an existing image's base
+ *                              (same content key, then `qemu-img compare`) shares that base:
+ *                              the same disk imported twice, in any format, is one file;
  * - `base/created-<id>.qcow2`  base files of images made from instances;
  * - `img-xxxxxxxx.qcow2`       base files of images imported before the base/ layout;
  * - `partial/`                 work files of running imports (emptied at start-up).
@@ -29,7 +31,7 @@ import { pipeline } from "node:stream/promises";
 import { createTask, type ScheduledTask } from "node-cron";
 import type { Logger } from "pino";
 import { ImageNotFoundError } from "../drivers/storage/qemu-img.js";
-import type { ImageInspector, ImageTool } from "../drivers/storage/types.js";
+import type { ImageInfo, ImageInspector, ImageTool } from "../drivers/storage/types.js";
 import { parseImageSource, type ImageSource } from "./api/schemas-images.js";
 import { ApiError } from "./errors.js";
 import { DISK_HEAD_BYTES, inspectDiskHead } from "./images/detect.js";
@@ -73,8 +75,10 @@ export interface ImageRecord {
   actualSizeBytes?: number;
   /** The base file, relative to the images directory (absent until the image is NORMAL). */
   baseFile?: string;
-  /** SHA-256 of the imported file's bytes. */
+  /** SHA-256 of the imported file's bytes (only when the URL named one to check). */
   contentSha256?: string;
+  /** SHA-256 of the first 128 KiB the guest sees and the virtual size: finds candidates for sharing a base. */
+  contentKey?: string;
   /** Progress of a running import, 0–100. */
   progressPercent?: number;
   errorCode?: ImportErrorCode;
@@ -323,7 +327,6 @@ export class ImageCatalog {
     try {
       let path: string;
       let sha256: Promise<string> | undefined;
-      let knownSha: string | undefined;
       if (source.kind === "file") {
         path = source.path;
         const st = await stat(path).catch((error: Error) => {
@@ -333,7 +336,10 @@ export class ImageCatalog {
           throw new ImportFailure("InvalidFormatSize", `the file is ${st.size} bytes, over the limit of ${this.options.maxImageBytes} (max_image_bytes)`);
         }
       } else {
-        knownSha = await this.download(source.href, download, record);
+        // Hashed on the way in: a #sha256= mismatch fails before any conversion.
+        const downloaded = await this.download(source.href, download, record);
+        this.verifyChecksum(source, downloaded);
+        sha256 = Promise.resolve(downloaded);
         path = download;
       }
       const info = await imageTool.info(path).catch((error: Error) => {
@@ -365,55 +371,67 @@ export class ImageCatalog {
       if (!finding.acceptable) {
         throw new ImportFailure("PartitionNotPresent", `the disk holds ${finding.description}; an MBR or GPT partition table, or a bare ext3, ext4 or NTFS filesystem, is needed`);
       }
-      if (knownSha !== undefined) this.verifyChecksum(source, knownSha);
-      else sha256 = hashFile(path);
-      // The same content already in the cache (an HTTP download is hashed before converting).
-      let reused = knownSha !== undefined && (await exists(this.basePath(knownSha)));
-      if (!reused) {
-        let checkedIn = false;
-        await imageTool.convert({
-          source: path,
-          sourceFormat: info.format,
-          target: partial,
-          targetFormat: "qcow2",
-          onProgress: (p) => {
-            record.progressPercent = source.kind === "http" ? 50 + p / 2 : p;
-            if (!checkedIn && p > 0 && p < 100) {
-              checkedIn = true;
-              this.options.checkpoint?.("import:converting");
-            }
-          },
-        });
-      }
-      const contentSha = knownSha ?? (await sha256!);
-      if (knownSha === undefined) this.verifyChecksum(source, contentSha);
-      const converted = await imageTool.info(reused ? this.basePath(contentSha) : partial);
-      if (converted.format !== "qcow2" || converted.backingFile !== undefined) {
-        throw new ImportFailure("InternalError", `the converted image is ${converted.format}${converted.backingFile ? " with a backing file" : ""}`);
-      }
-      await this.exclusive(async () => {
-        const rel = baseRel(contentSha);
-        record.baseFile = rel; // named before the file appears: the sweep never takes it
-        if (await exists(join(this.dir, rel))) {
-          reused = true;
-        } else {
-          await rename(partial, join(this.dir, rel));
-          await syncDir(this.baseDir);
-          this.baseBytes.set(rel, converted.actualSizeBytes);
-          this.options.checkpoint?.("import:committing");
+      // The checksum of a local file only when the URL asks for one: a full read, beside the convert.
+      if (sha256 === undefined && source.sha256 !== undefined) sha256 = hashFile(path);
+      sha256?.catch(() => undefined);
+
+      // One copy of each image: a base with the same guest-visible first sectors and size
+      // is a candidate, and qemu-img compare decides (no full hash in the usual case).
+      const contentKey = contentKeyOf(head, info.virtualSizeBytes);
+      let shared = await this.findSameContent(contentKey, { path, format: info.format });
+      let converted: ImageInfo | undefined;
+      for (;;) {
+        if (!shared && !converted) {
+          let checkedIn = false;
+          await imageTool.convert({
+            source: path,
+            sourceFormat: info.format,
+            target: partial,
+            targetFormat: "qcow2",
+            onProgress: (p) => {
+              record.progressPercent = source.kind === "http" ? 50 + p / 2 : p;
+              if (!checkedIn && p > 0 && p < 100) {
+                checkedIn = true;
+                this.options.checkpoint?.("import:converting");
+              }
+            },
+          });
+          converted = await imageTool.info(partial);
+          if (converted.format !== "qcow2" || converted.backingFile !== undefined) {
+            throw new ImportFailure("InternalError", `the converted image is ${converted.format}${converted.backingFile ? " with a backing file" : ""}`);
+          }
         }
-        Object.assign(record, {
-          state: "NORMAL",
-          sourceFormat: format,
-          virtualSizeBytes: converted.virtualSizeBytes,
-          actualSizeBytes: converted.actualSizeBytes,
-          contentSha256: contentSha,
-          progressPercent: 100,
-        } satisfies Partial<ImageRecord>);
-        await this.save(record);
-      });
+        if (sha256) this.verifyChecksum(source, await sha256);
+        const committed = await this.exclusive(async () => {
+          if (shared) {
+            if (!(await exists(join(this.dir, shared.baseFile)))) return false; // swept meanwhile: convert after all
+            record.baseFile = shared.baseFile;
+          } else {
+            const rel = `base/${contentKey.slice(0, 16)}-${record.imageId}.qcow2`;
+            record.baseFile = rel; // named before the file appears: the sweep never takes it
+            await rename(partial, join(this.dir, rel));
+            await syncDir(this.baseDir);
+            this.baseBytes.set(rel, converted!.actualSizeBytes);
+            this.options.checkpoint?.("import:committing");
+          }
+          const sizes = shared ? { virtualSizeBytes: shared.virtualSizeBytes, actualSizeBytes: shared.actualSizeBytes } : converted!;
+          Object.assign(record, {
+            state: "NORMAL",
+            sourceFormat: format,
+            virtualSizeBytes: sizes.virtualSizeBytes,
+            actualSizeBytes: sizes.actualSizeBytes,
+            contentKey,
+            ...(sha256 ? { contentSha256: await sha256 } : {}),
+            progressPercent: 100,
+          } satisfies Partial<ImageRecord>);
+          await this.save(record);
+          return true;
+        });
+        if (committed) break;
+        shared = undefined;
+      }
       log.info(
-        { format, virtualSizeBytes: converted.virtualSizeBytes, sha256: contentSha, sharedBase: reused, ms: Math.round(performance.now() - started) },
+        { format, virtualSizeBytes: record.virtualSizeBytes, baseFile: record.baseFile, sharedBase: converted === undefined, ms: Math.round(performance.now() - started) },
         "image imported",
       );
     } catch (error) {
@@ -433,14 +451,26 @@ export class ImageCatalog {
     }
   }
 
+  /** A NORMAL image whose base shows the guest exactly the bytes of `source`, if any. */
+  private async findSameContent(
+    contentKey: string,
+    source: { path: string; format: string },
+  ): Promise<{ imageId: string; baseFile: string; virtualSizeBytes: number; actualSizeBytes: number } | undefined> {
+    const tried = new Set<string>();
+    for (const r of this.images.values()) {
+      if (r.state !== "NORMAL" || r.contentKey !== contentKey || !r.baseFile || tried.has(r.baseFile)) continue;
+      tried.add(r.baseFile);
+      const base = join(this.dir, r.baseFile);
+      const same = await this.options.imageTool.sameContent({ path: base, format: "qcow2" }, source).catch(() => false);
+      if (same) return { imageId: r.imageId, baseFile: r.baseFile, virtualSizeBytes: r.virtualSizeBytes ?? 0, actualSizeBytes: r.actualSizeBytes ?? 0 };
+    }
+    return undefined;
+  }
+
   private verifyChecksum(source: ImageSource, actual: string): void {
     if (source.sha256 !== undefined && source.sha256 !== actual) {
       throw new ImportFailure("InvalidUrl", `the file's SHA-256 is ${actual}, not ${source.sha256} as the URL's #sha256= says`);
     }
-  }
-
-  private basePath(sha256: string): string {
-    return join(this.dir, baseRel(sha256));
   }
 
   /** Downloads into `target`, hashing on the way; returns the SHA-256. */
@@ -698,8 +728,9 @@ export class ImageCatalog {
   }
 }
 
-function baseRel(sha256: string): string {
-  return `base/${sha256}.qcow2`;
+/** What finds base files that may hold the same disk: the guest-visible head and the size. */
+function contentKeyOf(head: Buffer, virtualSizeBytes: number): string {
+  return createHash("sha256").update(head).update(`:${virtualSizeBytes}`).digest("hex");
 }
 
 async function exists(path: string): Promise<boolean> {

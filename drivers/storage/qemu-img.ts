@@ -279,6 +279,26 @@ export class QemuImg implements ImageTool, ImageInspector {
     };
   }
 
+  async sameContent(
+    a: { path: string; format: string },
+    b: { path: string; format: string },
+    options: { signal?: AbortSignal } = {},
+  ): Promise<boolean> {
+    const result = await this.runner
+      .run(["qemu-img", "compare", "-U", "-q", "-f", qemuFormatName(a.format), "-F", qemuFormatName(b.format), a.path, b.path], {
+        allowFailure: true,
+        timeoutMs: this.convertTimeoutMs,
+        ...(options.signal ? { signal: options.signal } : {}),
+      })
+      .catch((error: unknown) => {
+        throw new ImageToolError(`qemu-img compare ${a.path} ${b.path} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      });
+    // Exit codes: 0 identical, 1 different, anything else an error.
+    if (result.exitCode === 0) return true;
+    if (result.exitCode === 1) return false;
+    throw new ImageToolError(`qemu-img compare ${a.path} ${b.path}: ${qemuImgMessage(result.stderr)}`);
+  }
+
   async readHead(options: { path: string; format: string; bytes: number; scratchFile: string; signal?: AbortSignal }): Promise<Buffer> {
     const fmt = qemuFormatName(options.format);
     const bs = 65536;

@@ -59,4 +59,10 @@ export interface ImageInspector {
    * Shorter when the image is smaller.
    */
   readHead(options: { path: string; format: string; bytes: number; scratchFile: string; signal?: AbortSignal }): Promise<Buffer>;
+  /**
+   * `qemu-img compare`: true when both images show the guest the same bytes, whatever
+   * their formats and allocation (a larger image's tail must read as zeros: callers that
+   * need equal sizes check them first). Stops at the first difference.
+   */
+  sameContent(a: { path: string; format: string }, b: { path: string; format: string }, options?: { signal?: AbortSignal }): Promise<boolean>;
 }
