@@ -613,23 +613,36 @@ export class InstanceService {
   private async reinstall(entry: InstanceEntry, record: InstanceRecord, oldPath: string, image: { path: string; virtualSizeBytes: number; bootMode: "Legacy BIOS" | "UEFI" }, signal: AbortSignal): Promise<void> {
     const id = record.instanceId;
     const p = this.o.provision;
+    const oldRecord = entry.record;
+    const undo = async () => {
+      await p.storage.destroyFile(record.systemDisk.path).catch(() => undefined);
+      await this.o.journal.remove({ kind: "reset", instanceId: id });
+      this.pendingResets.delete(id);
+    };
     try {
       if (this.isOn(id) && !(await softStop(this.o.power, id, signal))) await hardStop(this.o.power, id);
       await p.imageTool.createOverlay({ backing: image.path, backingFormat: "qcow2", target: record.systemDisk.path, sizeBytes: Math.max(record.systemDisk.sizeGiB * GiB, image.virtualSizeBytes) });
       p.checkpoint("reset:disk-created");
       await p.buildConfigDrive(record);
       await p.hypervisor.defineDomain(domainSpecOf(p, record, image.bootMode));
-      p.checkpoint("reset:defined");
-      entry.record = record;
-      this.o.registry.touched(id, "ResetInstance: new system disk");
+    } catch (error) {
+      // Not defined onto the new disk: the instance keeps its old one.
+      await p.buildConfigDrive(oldRecord).catch(() => undefined);
+      await undo();
+      throw error;
+    }
+    p.checkpoint("reset:defined");
+    entry.record = record;
+    this.o.registry.touched(id, "ResetInstance: new system disk");
+    try {
       await powerOn(this.o.power, id);
     } catch (error) {
-      // Not defined onto the new disk yet: the instance keeps its old one.
-      if (entry.record !== record) {
-        await p.storage.destroyFile(record.systemDisk.path).catch(() => undefined);
-        await this.o.journal.remove({ kind: "reset", instanceId: id });
-        this.pendingResets.delete(id);
-      }
+      // The new disk did not boot: back onto the old one, which is only removed once the new one boots.
+      if (this.isOn(id)) await hardStop(this.o.power, id).catch(() => undefined);
+      await p.hypervisor.defineDomain(domainSpecOf(p, oldRecord, this.bootModeOf(oldRecord)));
+      entry.record = { ...oldRecord, latestOperation: record.latestOperation! };
+      await p.buildConfigDrive(oldRecord).catch(() => undefined);
+      await undo();
       throw error;
     }
     // The new disk booted: the old one goes.
