@@ -396,10 +396,9 @@ export class ImageCatalog {
               }
             },
           });
-          converted = await imageTool.info(partial);
-          if (converted.format !== "qcow2" || converted.backingFile !== undefined) {
-            throw new ImportFailure("InternalError", `the converted image is ${converted.format}${converted.backingFile ? " with a backing file" : ""}`);
-          }
+          // qemu-img convert -O qcow2 without -b makes a standalone qcow2 of the source's virtual size.
+          const st = await stat(partial);
+          converted = { format: "qcow2", virtualSizeBytes: info.virtualSizeBytes, actualSizeBytes: st.blocks * 512 };
         }
         if (sha256) this.verifyChecksum(source, await sha256);
         const committed = await this.exclusive(async () => {

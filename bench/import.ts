@@ -5,7 +5,8 @@
  * -O qcow2` of the same file alone. The file is random bytes behind the tiny image's MBR,
  * so neither side can skip holes; a marker changes per run so that no import finds its
  * content already cached. Alternating, after a warm-up of each (the file is then in the
- * page cache for both).
+ * page cache for both), each timed run after a `sync` so that neither pays for writing
+ * back the other's output. Neither side waits for its output to reach the disk.
  */
 import { execa } from "execa";
 import { mkdir, open, readFile, readdir, rm } from "node:fs/promises";
@@ -41,6 +42,7 @@ export async function benchImport(o: {
   };
   const baseline = async () => {
     await rm(target, { force: true });
+    await execa("sync"); // both sides start with no dirty pages of the other's output
     const t = performance.now();
     await execa("qemu-img", ["convert", "-f", "raw", "-O", "qcow2", source, target]);
     const ms = performance.now() - t;
@@ -49,6 +51,7 @@ export async function benchImport(o: {
   };
   const ours = async () => {
     await mark();
+    await execa("sync");
     const t = performance.now();
     const r = await o.agent.client.ImportImage({
       ImageUrl: `file://${source}`,

@@ -131,7 +131,7 @@ async function main(): Promise<number> {
       }
       if (only.has("f")) {
         log("bench: (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert alone");
-        rows.push(...(await benchImport({ agent, dataDir, tinyImage, workDir: join(workDir, "f"), runs: 5, log })));
+        rows.push(...(await benchImport({ agent, dataDir, tinyImage, workDir: join(workDir, "f"), runs: 7, log })));
       }
       const imageId = await importImage(agent.client, tinyImage, `bench-tiny-${process.pid}`);
       if (only.has("a")) {

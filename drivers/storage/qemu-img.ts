@@ -5,7 +5,7 @@
  * - convert always names the source format (-f): a format probed at convert time
  *   lets a guest-written raw image pass itself off as qcow2 with a backing file.
  */
-import { readFile, rm } from "node:fs/promises";
+import { open, readFile, rm } from "node:fs/promises";
 import { ExecError, type CommandRunner, type RunOptions } from "../exec/runner.js";
 import type { ImageCheck, ImageInfo, ImageInspector, ImageTool } from "./types.js";
 
@@ -301,6 +301,17 @@ export class QemuImg implements ImageTool, ImageInspector {
 
   async readHead(options: { path: string; format: string; bytes: number; scratchFile: string; signal?: AbortSignal }): Promise<Buffer> {
     const fmt = qemuFormatName(options.format);
+    if (fmt === "raw") {
+      // What the guest sees of a raw file is the file: no qemu-img needed.
+      const fh = await open(options.path, "r");
+      try {
+        const buf = Buffer.alloc(options.bytes);
+        const { bytesRead } = await fh.read(buf, 0, options.bytes, 0);
+        return buf.subarray(0, bytesRead);
+      } finally {
+        await fh.close();
+      }
+    }
     const bs = 65536;
     const count = Math.max(1, Math.ceil(options.bytes / bs));
     try {
