@@ -171,6 +171,26 @@ const vpcSchema = z
   })
   .strict();
 
+/** LoginSettings as the service takes them. */
+export interface LoginSettingsParams {
+  password?: string;
+  keyIds?: string[];
+  keepImageLogin: boolean;
+}
+
+function toLoginSettings(l: { Password?: string | undefined; KeyIds?: string[] | undefined; KeepImageLogin?: "TRUE" | "FALSE" | undefined }): LoginSettingsParams {
+  return {
+    keepImageLogin: l.KeepImageLogin === "TRUE",
+    ...(l.Password !== undefined ? { password: l.Password } : {}),
+    ...(l.KeyIds !== undefined ? { keyIds: unique(l.KeyIds) } : {}),
+  };
+}
+
+const hostNameSchema = z.string().superRefine((v, ctx) => {
+  const problem = hostNameProblem(v);
+  if (problem) fail(ctx, "InvalidParameterValue", problem);
+});
+
 const loginSettingsSchema = z
   .object({
     Password: z.string().optional(),
@@ -238,13 +258,7 @@ export const runInstancesSchema = z
     VirtualPrivateCloud: vpcSchema.optional(),
     InstanceCount: intInRange(1, 100).optional(),
     InstanceName: boundedString(60, "InvalidInstanceName.TooLong").optional(),
-    HostName: z
-      .string()
-      .superRefine((v, ctx) => {
-        const problem = hostNameProblem(v);
-        if (problem) fail(ctx, "InvalidParameterValue", problem);
-      })
-      .optional(),
+    HostName: hostNameSchema.optional(),
     LoginSettings: loginSettingsSchema.optional(),
     UserData: z.string().superRefine(checkUserData).optional(),
     ClientToken: z
@@ -313,12 +327,7 @@ export function parseRunInstances(body: unknown): RunInstancesParams {
   }
   if (r.InstanceName !== undefined) params.instanceName = r.InstanceName;
   if (r.HostName !== undefined) params.hostName = r.HostName;
-  const l = r.LoginSettings;
-  if (l) {
-    params.loginSettings = { keepImageLogin: l.KeepImageLogin === "TRUE" };
-    if (l.Password !== undefined) params.loginSettings.password = l.Password;
-    if (l.KeyIds !== undefined) params.loginSettings.keyIds = unique(l.KeyIds);
-  }
+  if (r.LoginSettings) params.loginSettings = toLoginSettings(r.LoginSettings);
   if (r.UserData !== undefined) {
     params.userData = r.UserData;
     params.userDataBytes = Buffer.from(r.UserData, "base64");
@@ -350,13 +359,7 @@ const resetInstanceSchema = z
     SystemDisk: z.object({ DiskSize: intInRange(1, 16384).optional(), DiskType: localDiskType().optional(), DiskId: z.string().optional() }).strict().optional(),
     LoginSettings: loginSettingsSchema.optional(),
     EnhancedService: z.record(z.unknown()).optional(),
-    HostName: z
-      .string()
-      .superRefine((v, ctx) => {
-        const problem = hostNameProblem(v);
-        if (problem) fail(ctx, "InvalidParameterValue", problem);
-      })
-      .optional(),
+    HostName: hostNameSchema.optional(),
     UserData: z.string().superRefine(checkUserData).optional(),
     DryRun: z.boolean().optional(),
   })
@@ -367,12 +370,7 @@ export function parseResetInstance(body: unknown): ResetInstanceParams {
   const params: ResetInstanceParams = { instanceId: r.InstanceId, dryRun: r.DryRun ?? false };
   if (r.ImageId !== undefined) params.imageId = r.ImageId;
   if (r.SystemDisk?.DiskSize !== undefined) params.systemDiskGiB = r.SystemDisk.DiskSize;
-  const l = r.LoginSettings;
-  if (l) {
-    params.loginSettings = { keepImageLogin: l.KeepImageLogin === "TRUE" };
-    if (l.Password !== undefined) params.loginSettings.password = l.Password;
-    if (l.KeyIds !== undefined) params.loginSettings.keyIds = unique(l.KeyIds);
-  }
+  if (r.LoginSettings) params.loginSettings = toLoginSettings(r.LoginSettings);
   if (r.HostName !== undefined) params.hostName = r.HostName;
   if (r.UserData !== undefined) params.userData = r.UserData;
   return params;
@@ -443,13 +441,7 @@ const cloneInstanceSchema = z
     InstanceCount: intInRange(1, 100).optional(),
     InstanceName: boundedString(60, "InvalidInstanceName.TooLong").optional(),
     LoginSettings: loginSettingsSchema.optional(),
-    HostName: z
-      .string()
-      .superRefine((v, ctx) => {
-        const problem = hostNameProblem(v);
-        if (problem) fail(ctx, "InvalidParameterValue", problem);
-      })
-      .optional(),
+    HostName: hostNameSchema.optional(),
     UserData: z.string().superRefine(checkUserData).optional(),
     ClientToken: boundedString(64, "InvalidClientToken.TooLong").optional(),
     EnhancedService: z.record(z.unknown()).optional(),
@@ -473,12 +465,7 @@ export function parseCloneInstance(body: unknown): CloneInstanceParams {
       ...(r.VirtualPrivateCloud.PrivateIpAddresses ? { privateIpAddresses: r.VirtualPrivateCloud.PrivateIpAddresses } : {}),
     };
   }
-  const l = r.LoginSettings;
-  if (l) {
-    params.loginSettings = { keepImageLogin: l.KeepImageLogin === "TRUE" };
-    if (l.Password !== undefined) params.loginSettings.password = l.Password;
-    if (l.KeyIds !== undefined) params.loginSettings.keyIds = unique(l.KeyIds);
-  }
+  if (r.LoginSettings) params.loginSettings = toLoginSettings(r.LoginSettings);
   if (r.HostName !== undefined) params.hostName = r.HostName;
   if (r.UserData !== undefined) params.userData = r.UserData;
   if (r.ClientToken !== undefined) params.clientToken = r.ClientToken;

@@ -10,6 +10,7 @@ import { existsSync } from "node:fs";
 import { link, mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { refused, waitUntil } from "../support/wait.js";
 import { commonClient, importImage, makeDataDir, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { ensureTinyImages, readDiskMarker, writeDiskMarker } from "../support/tiny-image.js";
 import { parseTinyReady, serialLogSize, TINY_READY_PATTERN, waitForDisks, waitForSerial, waitForTinyData } from "../support/serial.js";
@@ -22,19 +23,7 @@ async function virtualSize(path: string): Promise<number> {
   return (JSON.parse(r.stdout) as { "virtual-size": number })["virtual-size"];
 }
 
-interface SdkError {
-  code?: string;
-  message?: string;
-}
 
-async function refused(p: Promise<unknown>): Promise<SdkError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as SdkError;
-  }
-  throw new Error("the request was accepted");
-}
 
 describe("local disks through the official SDK", () => {
   let agent: AgentProcess;
@@ -212,7 +201,7 @@ describe("local disks through the official SDK", () => {
 
     const snap = (await cbs.request("CreateSnapshot", { DiskId: vdb, SnapshotName: "before" })) as { SnapshotId: string };
     const snapshotId = snap.SnapshotId;
-    await waitFor(async () => {
+    await waitUntil(async () => {
       const s = (await cbs.request("DescribeSnapshots", { SnapshotIds: [snapshotId] })) as { SnapshotSet: Array<Record<string, unknown>> };
       return s.SnapshotSet[0]?.SnapshotState === "NORMAL";
     });
@@ -252,7 +241,7 @@ describe("local disks through the official SDK", () => {
     expect(marker.subarray(0, 4).toString("latin1")).toBe("QFI\xfb");
 
     await client.TerminateInstances({ InstanceIds: [id] });
-    await waitFor(async () => ((await client.DescribeInstances({ InstanceIds: [id] })).TotalCount ?? 0) === 0);
+    await waitUntil(async () => ((await client.DescribeInstances({ InstanceIds: [id] })).TotalCount ?? 0) === 0);
     for (const f of files) expect(existsSync(f), f).toBe(false);
     const snaps = (await cbs.request("DescribeSnapshots", { Filters: [{ Name: "disk-id", Values: [vdb] }] })) as { TotalCount: number };
     expect(snaps.TotalCount).toBe(0);
@@ -279,17 +268,9 @@ describe("local disks through the official SDK", () => {
   }
 });
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error("timed out");
-}
 
 async function waitForOperation(agent: AgentProcess, id: string, action: string): Promise<void> {
-  await waitFor(async () => {
+  await waitUntil(async () => {
     const i = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
     if (i.LatestOperation === action && i.LatestOperationState === "FAILED") throw new Error(`${action} failed: ${JSON.stringify(i)}`);
     return i.LatestOperation === action && i.LatestOperationState === "SUCCESS";

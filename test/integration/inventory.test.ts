@@ -9,19 +9,12 @@ import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { waitUntil } from "../support/wait.js";
 import { commonClient, makeDataDir, startAgentProcess, type AgentProcess } from "../support/agent-process.js";
 
 const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
 const ORPHAN_DOMAIN = "ins-orphan01";
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error("timed out");
-}
 
 describe("the inventory sweep", () => {
   let agent: AgentProcess;
@@ -69,19 +62,19 @@ describe("the inventory sweep", () => {
     expect((await virsh("define", xmlFile)).exitCode).toBe(0);
 
     // Quarantined: the stray file leaves its name for the quarantine folder.
-    await waitFor(async () => !existsSync(stray));
+    await waitUntil(async () => !existsSync(stray));
     const quarantined = await readdir(join(pool, "quarantine"));
     expect(quarantined.some((n) => n.endsWith(".disk-zzzzzzzz.qcow2"))).toBe(true);
     // Each is reported (the same sweep goes on to domains and directories after the files).
-    await waitFor(async () => {
+    await waitUntil(async () => {
       const log = await readFile(agent.logFile, "utf8");
       return log.includes("orphaned disk file") && log.includes(`"name":"${ORPHAN_DOMAIN}"`) && log.includes("instances/ins-zzzzzzzz");
     });
 
     // After the grace period: all three are gone.
-    await waitFor(async () => (await readdir(join(pool, "quarantine"))).length === 0);
-    await waitFor(async () => !existsSync(strayDir));
-    await waitFor(async () => (await virsh("dominfo", ORPHAN_DOMAIN)).exitCode !== 0);
+    await waitUntil(async () => (await readdir(join(pool, "quarantine"))).length === 0);
+    await waitUntil(async () => !existsSync(strayDir));
+    await waitUntil(async () => (await virsh("dominfo", ORPHAN_DOMAIN)).exitCode !== 0);
 
     // What the agent knows, and the file too young to judge, are untouched.
     expect(existsSync(knownFile)).toBe(true);

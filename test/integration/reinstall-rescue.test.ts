@@ -8,6 +8,7 @@ import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { refused, waitUntil } from "../support/wait.js";
 import { commonClient, importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { ensureRescueImage } from "../support/rescue-image.js";
 import { parseRescueReady, parseTinyReady, RESCUE_READY_PATTERN, serialLogSize, TINY_READY_PATTERN, waitForRescueData, waitForSerial, waitForTinyData } from "../support/serial.js";
@@ -16,23 +17,7 @@ import { ensureTinyImages, writeDiskMarker } from "../support/tiny-image.js";
 const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
 const PASSWORD = "Rescue-Pass1";
 
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error("timed out");
-}
 
-async function refused(p: Promise<unknown>): Promise<{ code?: string; message?: string }> {
-  try {
-    await p;
-  } catch (e) {
-    return e as { code?: string };
-  }
-  throw new Error("the request was accepted");
-}
 
 /** The file the domain's system disk (vda) is, in its persistent definition. */
 async function systemDiskOf(id: string): Promise<string> {
@@ -94,7 +79,7 @@ describe("reinstall, images from instances, clone, rescue and ISO", () => {
     const offset = await serialLogSize(log(id));
     await client.ResetInstance({ InstanceId: id, LoginSettings: { Password: "Reinstall-1x" } });
     const states = new Set<string>();
-    await waitFor(async () => {
+    await waitUntil(async () => {
       const i = (await client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
       states.add(i.InstanceState!);
       if (i.LatestOperation === "ResetInstance" && i.LatestOperationState === "FAILED") throw new Error(JSON.stringify(i));
@@ -184,7 +169,7 @@ describe("reinstall, images from instances, clone, rescue and ISO", () => {
     const cvm = commonClient(agent.port);
     const made = await client.CreateImage({ InstanceId: id, ImageName: "from-reinstall" });
     const newImage = made.ImageId!;
-    await waitFor(async () => {
+    await waitUntil(async () => {
       const img = (await client.DescribeImages({ ImageIds: [newImage] })).ImageSet![0]!;
       if (img.ImageState === "CREATEFAILED") throw new Error(JSON.stringify(img));
       return img.ImageState === "NORMAL";
