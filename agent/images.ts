@@ -198,6 +198,14 @@ export class ImageCatalog {
         await this.save(record);
       }
       if (record.state === "NORMAL" && record.baseFile === undefined) record.baseFile = `${record.imageId}.qcow2`; // before base/
+      if (record.state === "NORMAL" && !(await exists(join(this.dir, record.baseFile!)))) {
+        // Never hand out a base that is not there (a disk replaced, files removed by hand).
+        record.state = record.origin === "CREATE_IMAGE" ? "CREATEFAILED" : "IMPORTFAILED";
+        record.errorCode = "InternalError";
+        record.errorMessage = `the base file ${record.baseFile} is missing`;
+        delete record.baseFile;
+        await this.save(record);
+      }
       this.images.set(record.imageId, record);
     }
     for (const rel of await this.listBases()) {

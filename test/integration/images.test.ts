@@ -425,6 +425,18 @@ describe("images made from instances (beginImage / completeImage / failImage)", 
     expect(toCvmImage(catalog.get(c)!)).toMatchObject({ ImageState: "CREATEFAILED", ErrorMessage: "the guest agent did not answer" });
   });
 
+  it("never hands out a base file that vanished: the image is failed at start-up", async () => {
+    const id = await catalog.beginImage(meta("base-vanishes"));
+    const file = join(dataDir, "tmp", "vanishing.qcow2");
+    await qemuImg("create", "-f", "qcow2", file, "64M");
+    await catalog.completeImage(id, file);
+    await rm(catalog.requireUsable(id).path);
+    const again = make();
+    await again.load();
+    expect(again.get(id)).toMatchObject({ state: "CREATEFAILED" });
+    expect(() => again.requireUsable(id)).toThrow(expect.objectContaining({ code: "InvalidImageId.IncorrectState" }));
+  });
+
   it("marks an image still CREATING at start-up CREATEFAILED", async () => {
     const id = await catalog.beginImage(meta("interrupted"));
     const again = make();
