@@ -422,16 +422,13 @@ export class ImageCatalog {
             this.options.checkpoint?.("import:committing");
           }
           const sizes = shared ? { virtualSizeBytes: shared.virtualSizeBytes, actualSizeBytes: shared.actualSizeBytes } : converted!;
-          Object.assign(record, {
-            state: "NORMAL",
+          await this.markNormal(record, {
             sourceFormat: format,
             virtualSizeBytes: sizes.virtualSizeBytes,
             actualSizeBytes: sizes.actualSizeBytes,
             contentKey,
             ...(sha256 ? { contentSha256: await sha256 } : {}),
-            progressPercent: 100,
-          } satisfies Partial<ImageRecord>);
-          await this.save(record);
+          });
           return true;
         });
         if (committed) break;
@@ -585,14 +582,7 @@ export class ImageCatalog {
         }
         await syncDir(this.baseDir);
         this.baseBytes.set(rel, info.actualSizeBytes);
-        Object.assign(record, {
-          state: "NORMAL",
-          sourceFormat: "qcow2",
-          virtualSizeBytes: info.virtualSizeBytes,
-          actualSizeBytes: info.actualSizeBytes,
-          progressPercent: 100,
-        } satisfies Partial<ImageRecord>);
-        await this.save(record);
+        await this.markNormal(record, { sourceFormat: "qcow2", virtualSizeBytes: info.virtualSizeBytes, actualSizeBytes: info.actualSizeBytes });
       });
     } catch (error) {
       if (record.state === "CREATING") {
@@ -601,6 +591,13 @@ export class ImageCatalog {
       }
       throw error;
     }
+  }
+
+  /** NORMAL on disk first, then in memory: nobody sees NORMAL that a crash could take back. */
+  private async markNormal(record: ImageRecord, fields: Partial<ImageRecord>): Promise<void> {
+    const done: ImageRecord = { ...record, ...fields, state: "NORMAL" };
+    await this.save(done);
+    Object.assign(record, fields, { state: "NORMAL", progressPercent: 100 });
   }
 
   /** An image made from an instance could not be made: CREATEFAILED with the reason. */
