@@ -209,6 +209,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     runner,
     exclusive: (id, work) => service.exclusive(id, work),
     checkpoint,
+    quiesceMarker: (id) => paths.quiesceMarker(id),
     logger: logger.child({ component: "snapshots" }),
   });
   storage.addFiles(() => snapshots.files());

@@ -32,6 +32,10 @@ export class DataPaths {
   attachedIso(instanceId: string): string {
     return join(this.instanceDir(instanceId), "attached.iso");
   }
+  /** Present while a disk copy has the running guest paused or frozen (agent/disks/copy.ts). */
+  quiesceMarker(instanceId: string): string {
+    return join(this.instanceDir(instanceId), "quiesced");
+  }
   nvram(instanceId: string): string {
     return join(this.instanceDir(instanceId), "nvram.fd");
   }

@@ -67,6 +67,8 @@ export interface SnapshotServiceOptions {
   runner: CommandRunner;
   exclusive: <T>(instanceId: string, work: () => Promise<T>) => Promise<T>;
   checkpoint: (point: string) => void;
+  /** The quiesce marker of an instance (DataPaths.quiesceMarker). */
+  quiesceMarker: (instanceId: string) => string;
   logger: Logger;
 }
 
@@ -135,7 +137,7 @@ export class SnapshotService {
         logger: this.o.logger,
         source: disk.path,
         target: record.path,
-        ...(running ? { runningInstance: running } : {}),
+        ...(running ? { runningInstance: running, quiesceMarker: this.o.quiesceMarker(running) } : {}),
         checkpoint: () => this.o.checkpoint("snapshot:copying"),
       });
       record.sizeBytes = (await stat(record.path)).blocks * 512;

@@ -679,6 +679,21 @@ export class InstanceService {
     );
   }
 
+  /**
+   * Recovery: the record says an operation is OPERATING, but no journal entry resumes
+   * it: a restart cut the agent off after the work and before the outcome was saved in
+   * libvirt (finish saves it in the background), or in the middle of an operation that
+   * keeps no journal. A launch succeeded (its journal goes only once the instance runs);
+   * for anything else the outcome is not known, and it is reported FAILED rather than
+   * OPERATING for ever.
+   */
+  settleInterrupted(entry: InstanceEntry): void {
+    const op = entry.record.latestOperation!;
+    const error = op.action === "RunInstances" ? undefined : new Error(`the agent restarted during ${op.action}; its outcome was not recorded`);
+    this.o.logger.warn({ instanceId: entry.record.instanceId, action: op.action }, "an operation a restart interrupted is settled");
+    this.finish(entry, op.action, { requestId: op.requestId }, error);
+  }
+
   // ---------------------------------------------------------------- images from instances
 
   /**
@@ -717,7 +732,7 @@ export class InstanceService {
             logger: this.o.logger,
             source: record.systemDisk.path,
             target: file,
-            ...(this.isOn(req.instanceId) ? { runningInstance: req.instanceId } : {}),
+            ...(this.isOn(req.instanceId) ? { runningInstance: req.instanceId, quiesceMarker: this.o.paths.quiesceMarker(req.instanceId) } : {}),
             checkpoint: () => this.o.provision.checkpoint("image:copying"),
           });
           await images.completeImage(imageId, file);

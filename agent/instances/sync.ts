@@ -9,6 +9,7 @@ import type { DomainEvent, DomainPowerState, DomainSpec, EventWatch, Hypervisor 
 import type { Journal } from "../journal.js";
 import { parseRecord, type InstanceRecord, type PowerView } from "../model.js";
 import type { DataPaths } from "../paths.js";
+import { undoQuiesce } from "../disks/copy.js";
 import { loadLaunchFailed } from "./provision.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
 import type { InstanceService } from "./service.js";
@@ -71,6 +72,8 @@ export class InstanceSync {
         continue;
       }
       registry.add(newEntry(record, details.state));
+      // A disk copy a crash cut short may have left the guest paused or frozen.
+      await undoQuiesce({ hypervisor, logger, instanceId: record.instanceId, marker: paths.quiesceMarker(record.instanceId), power: details.state });
       await this.o.healDisks?.(record.instanceId, details.spec, details.state).catch((error: unknown) =>
         logger.error({ instanceId: record.instanceId, err: error }, "could not bring the domain's data disks in line with the disk records"),
       );
@@ -114,6 +117,11 @@ export class InstanceSync {
         logger.info({ instanceId: j.instanceId }, "finishing a termination interrupted by a restart");
         service.resume(entry, "terminate", ctx);
       }
+    }
+    // Records libvirt kept with an operation OPERATING that no journal entry resumes:
+    // the restart came before the outcome reached libvirt (it is saved after the work).
+    for (const entry of registry.all()) {
+      if (entry.record.latestOperation?.state === "OPERATING" && !entry.transition && !entry.launchFailed) service.settleInterrupted(entry);
     }
 
     // Instance directories nobody owns any more (a crash between teardown steps).
