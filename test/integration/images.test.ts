@@ -437,6 +437,40 @@ describe("images made from instances (beginImage / completeImage / failImage)", 
     expect(() => again.requireUsable(id)).toThrow(expect.objectContaining({ code: "InvalidImageId.IncorrectState" }));
   });
 
+  it("sweeps by backing chains: a base under a two-level chain stays, an unreadable disk stops the sweep, an unused base goes", async () => {
+    const tiny = await ensureTinyImages();
+    let disks: string[] = [];
+    const swept = new ImageCatalog({
+      paths: new DataPaths(dataDir),
+      imageTool,
+      logger,
+      maxImageBytes: 1024 ** 4,
+      downloadTimeoutMs: 60_000,
+      diskFiles: async () => disks,
+    });
+    await swept.load();
+    const source = join(dataDir, "tmp", "sweep-source.raw");
+    await variant(tiny, source, "sweep-by-chain");
+    const id = await swept.startImport({ ImageUrl: `file://${source}`, ImageName: "sweep-chain", OsType: "Linux", OsVersion: "x", Architecture: "x86_64" });
+    expect(await swept.whenSettled(id)).toMatchObject({ state: "NORMAL" });
+    const base = join(dataDir, "images", swept.get(id)!.baseFile!);
+    const mid = join(dataDir, "tmp", "mid.qcow2");
+    const top = join(dataDir, "tmp", "top.qcow2");
+    await qemuImg("create", "-f", "qcow2", "-F", "qcow2", "-b", base, mid);
+    await qemuImg("create", "-f", "qcow2", "-F", "qcow2", "-b", mid, top);
+    disks = [top];
+    await swept.delete([id]);
+    expect((await swept.sweep()).removed).toEqual([]);
+    expect(existsSync(base)).toBe(true);
+    // A disk whose backing file cannot be read: nothing is removed.
+    disks = [top, join(dataDir, "tmp")];
+    await expect(swept.sweep()).rejects.toThrow(/removes nothing/);
+    disks = [];
+    const result = await swept.sweep();
+    expect(result.removed.map((f) => f.split("/").pop())).toContain(base.split("/").pop());
+    expect(existsSync(base)).toBe(false);
+  });
+
   it("marks an image still CREATING at start-up CREATEFAILED", async () => {
     const id = await catalog.beginImage(meta("interrupted"));
     const again = make();
