@@ -11,6 +11,7 @@
  * (d) metadata req/s and p99        vs nginx on the same documents
  * (e) config drive build            vs xorriso alone
  * (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert -f raw -O qcow2 alone
+ * (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
  *
  * Everything made lives under /var/tmp/cdh-bench-*: removed at the end, also after a
  * failure or Ctrl-C, together with every domain the run made.
@@ -21,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { importImage, rssBytes, startAgent, type AgentOptions } from "./agent.js";
 import { benchConfigDrive } from "./config-drive.js";
+import { benchBigDisks } from "./big-disks.js";
 import { benchImport } from "./import.js";
 import { LIBVIRT_URI, run, virsh } from "./host.js";
 import { benchLaunch } from "./launch.js";
@@ -29,7 +31,7 @@ import { benchMetadata } from "./metadata.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -44,6 +46,8 @@ function usage(): string {
   d  metadata req/s and p99 vs nginx (wrk, 64 keep-alive connections)
   e  config drive build vs xorriso alone
   f  ImportImage of a 1 GiB raw image (start → NORMAL) vs qemu-img convert -f raw -O qcow2 alone
+  g  RunInstances with a 50 GB system disk and two 100 GB data disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
+     (its own agent on a sparse 400 GiB ext4 loop filesystem: the host's / has too little free for 250 GB of promises)
   --agent-log-level  the agent's log level (default info; debug logs every command with its duration)
   --keep             keep the work directory (agent log, configs) after the run; domains are removed anyway`;
 }
@@ -70,7 +74,7 @@ async function main(): Promise<number> {
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
-  const needLibvirt = only.has("a") || only.has("b") || only.has("c") || only.has("f");
+  const needLibvirt = only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g");
   const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
   const agentJs = join(REPO, "dist", "agent", "cli.js");
   await preflight({ only, needLibvirt, tinyImage, agentJs });
@@ -132,6 +136,10 @@ async function main(): Promise<number> {
       if (only.has("f")) {
         log("bench: (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert alone");
         rows.push(...(await benchImport({ agent, dataDir, tinyImage, workDir: join(workDir, "f"), runs: 7, log })));
+      }
+      if (only.has("g")) {
+        log("bench: (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img ×3 + virsh define + virsh start");
+        rows.push(...(await benchBigDisks({ agentOptions, tinyImage, workDir: join(workDir, "g"), runs: 5, tracker, log })));
       }
       const imageId = await importImage(agent.client, tinyImage, `bench-tiny-${process.pid}`);
       if (only.has("a")) {
