@@ -885,9 +885,10 @@ export class InstanceService {
         await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** attempt)));
       }
     }
-    this.o.registry.remove(instanceId);
     await this.o.keyPairs.forgetInstances([instanceId]).catch((e: unknown) => log.warn({ err: e }, "could not drop the key pair bindings"));
+    // The journal goes before the instance leaves the API: a client that sees it gone never races a recovery.
     await this.o.journal.remove({ kind: "terminate", instanceId });
+    this.o.registry.remove(instanceId);
     log.info("instance terminated");
   }
 
