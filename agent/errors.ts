@@ -7,8 +7,9 @@
  * - An Authorization header that cannot be parsed is answered with
  *   AuthFailure.SignatureFailure (CVM has no dedicated code for it); a missing
  *   Authorization or X-TC-Timestamp header is MissingParameter.
- * - The seed names no code for an image file in an unusable format; the agent
- *   uses InvalidImageFormat (not a CVM code) for that case.
+ * - Import failures (format, partition table, URL) happen after ImportImage has
+ *   answered: they are shown on the image (DescribeImages ErrorCode, the seed's
+ *   import codes), not returned by a call.
  */
 
 export const ERROR_CODES = Object.freeze({
@@ -60,7 +61,6 @@ export const ERROR_CODES = Object.freeze({
   "InvalidParameter.UrlError": "ImageUrl could not be read.",
   "InvalidImageOsType.Unsupported": "The image's OsType is not supported.",
   "InvalidImageOsVersion.Unsupported": "The image's OsVersion is not supported.",
-  InvalidImageFormat: "The image file is not in a format the host can use (agent-specific code).",
   // Resources and state
   "ResourceInsufficient.SpecifiedInstanceType": "The host has not enough CPU, memory or disk left for the request.",
   ResourceInsufficient: "The host has not enough resources left.",
