@@ -296,7 +296,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "CreateImage": {
         const p = command.params;
         const { imageId } = await service.createImage(
-          { instanceId: p.instanceId, imageName: p.imageName, ...(p.imageDescription !== undefined ? { imageDescription: p.imageDescription } : {}), dryRun: p.dryRun },
+          { instanceId: p.instanceId, imageName: p.imageName, ...(p.imageDescription !== undefined ? { imageDescription: p.imageDescription } : {}), cleanGuest: p.cleanGuest, dryRun: p.dryRun },
           ctx,
         );
         return { ImageId: imageId };

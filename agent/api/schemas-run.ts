@@ -382,6 +382,8 @@ export interface CreateImageParams {
   instanceId: string;
   imageName: string;
   imageDescription?: string;
+  /** Sysprep TRUE: the seed's clean-up of logs and shell histories, in the running guest. */
+  cleanGuest: boolean;
   dryRun: boolean;
 }
 
@@ -405,7 +407,13 @@ const createImageSchema = z
 
 export function parseCreateImage(body: unknown): CreateImageParams {
   const r = parseWith(createImageSchema, body);
-  return { instanceId: r.InstanceId, imageName: r.ImageName, ...(r.ImageDescription !== undefined ? { imageDescription: r.ImageDescription } : {}), dryRun: r.DryRun ?? false };
+  return {
+    instanceId: r.InstanceId,
+    imageName: r.ImageName,
+    ...(r.ImageDescription !== undefined ? { imageDescription: r.ImageDescription } : {}),
+    cleanGuest: r.Sysprep === "TRUE",
+    dryRun: r.DryRun ?? false,
+  };
 }
 
 export interface CloneInstanceParams {

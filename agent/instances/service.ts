@@ -29,6 +29,7 @@ import { allocateAddress, resolveSubnet, type Subnet } from "../network/subnets.
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { mkdir, rm } from "node:fs/promises";
 import { consistentCopy } from "../disks/copy.js";
+import { cleanGuestForImage } from "./guest-cleanup.js";
 import { admissionShortfall, type HostResource } from "../capacity.js";
 import { hardReboot, hardStop, powerOn, softReboot, softStop, type PowerContext } from "./power.js";
 import { domainSpecOf, provisionInstance, saveLaunchFailed, teardownInstance, type ProvisionContext } from "./provision.js";
@@ -702,9 +703,15 @@ export class InstanceService {
    * when there is none (agent/disks/copy.ts). The image is CREATING until the copy is in
    * the cache; `done` settles then. The instance keeps its state meanwhile.
    */
-  async createImage(req: { instanceId: string; imageName: string; imageDescription?: string; dryRun?: boolean }, ctx: RequestContext): Promise<{ imageId: string; done: Promise<void> }> {
+  async createImage(
+    req: { instanceId: string; imageName: string; imageDescription?: string; dryRun?: boolean; cleanGuest?: boolean },
+    ctx: RequestContext,
+  ): Promise<{ imageId: string; done: Promise<void> }> {
     const [entry] = this.validate([req.instanceId], "CreateImage");
     const record = entry!.record;
+    if (req.cleanGuest && (record.osType === "windows" || !this.isOn(req.instanceId))) {
+      throw new ApiError("InvalidParameterValue", "`Sysprep` TRUE clears logs and shell histories inside a running Linux guest through its guest agent; this instance is not one");
+    }
     const images = this.o.provision.images;
     const source = images.get(record.imageId);
     const [osType, ...version] = (record.osName ?? "Linux").split(" ");
@@ -726,7 +733,12 @@ export class InstanceService {
       this.settle(entry!, t, "CreateImage", ctx, async () => {
         const file = `${this.o.paths.tmpDir}/${imageId}.qcow2`;
         try {
-          await consistentCopy({
+          if (req.cleanGuest) {
+            const outcome = await cleanGuestForImage(this.o.provision.hypervisor, req.instanceId);
+            if (!outcome.done) throw new ApiError("FailedOperation", `the guest could not be cleaned for the image: ${outcome.reason}`);
+            this.o.logger.info({ instanceId: req.instanceId, imageId }, "guest logs and shell histories cleared for the image");
+          }
+          const quiesce = await consistentCopy({
             runner: this.o.provision.runner,
             hypervisor: this.o.provision.hypervisor,
             logger: this.o.logger,
@@ -735,6 +747,7 @@ export class InstanceService {
             ...(this.isOn(req.instanceId) ? { runningInstance: req.instanceId, quiesceMarker: this.o.paths.quiesceMarker(req.instanceId) } : {}),
             checkpoint: () => this.o.provision.checkpoint("image:copying"),
           });
+          this.o.logger.info({ instanceId: req.instanceId, imageId, quiesce }, "system disk copied for the image");
           await images.completeImage(imageId, file);
           settle();
         } catch (error) {

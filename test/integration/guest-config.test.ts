@@ -5,6 +5,7 @@
  * reset reaches it live through qemu-guest-agent without changing its host keys; and
  * it cannot speak as another address.
  */
+import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { verifySha512Crypt } from "../../agent/logins/password.js";
 import { startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
@@ -108,5 +109,28 @@ describe("a Debian guest configured by the agent", () => {
     expect(forged.stdout).not.toContain(id);
     expect(forged.stdout).toMatch(/rc=(7|28)/);
     await ssh(`ip addr del ${other}/24 dev eth0`);
+  });
+
+  it("makes an image with its logs and shell history cleared by the guest agent and its filesystems frozen for the copy", async () => {
+    await ssh("echo 'secret-command --token x' > /root/.bash_history; echo cdh-log-line > /var/log/cdh-image-test.log; gzip -c /etc/hostname > /var/log/cdh-old.1.gz; sync");
+    const made = await agent.client.CreateImage({ InstanceId: id, ImageName: "debian-cleaned", Sysprep: "TRUE" });
+    const imageId = made.ImageId!;
+    let state = "";
+    for (let i = 0; i < 600 && state !== "NORMAL"; i++) {
+      state = (await agent.client.DescribeImages({ ImageIds: [imageId] })).ImageSet![0]!.ImageState!;
+      if (state === "CREATEFAILED") throw new Error("CreateImage failed");
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(state).toBe("NORMAL");
+    // Cleared in the guest (the image is copied after the clean-up)...
+    expect((await ssh("test -e /root/.bash_history && echo present || echo gone")).stdout.trim()).toBe("gone");
+    expect((await ssh("stat -c %s /var/log/cdh-image-test.log")).stdout.trim()).toBe("0");
+    expect((await ssh("test -e /var/log/cdh-old.1.gz && echo present || echo gone")).stdout.trim()).toBe("gone");
+    // ...copied with the filesystems frozen by the guest agent, and thawed after: the guest writes again.
+    const log = await readFile(agent.logFile, "utf8");
+    expect(log).toMatch(new RegExp(`"imageId":"${imageId}","quiesce":"fsfreeze"`));
+    expect((await ssh("touch /root/after-image && echo written", 20_000)).stdout.trim()).toBe("written");
+    const d = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
+    expect(d).toMatchObject({ InstanceState: "RUNNING", LatestOperation: "CreateImage", LatestOperationState: "SUCCESS" });
   });
 });
