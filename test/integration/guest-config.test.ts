@@ -133,4 +133,23 @@ describe("a Debian guest configured by the agent", () => {
     const d = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
     expect(d).toMatchObject({ InstanceState: "RUNNING", LatestOperation: "CreateImage", LatestOperationState: "SUCCESS" });
   });
+
+  it("grows its system disk online; the guest sees the size at once and cloud-init's growpart grows the root filesystem at the next boot", async () => {
+    const rootBefore = Number((await ssh("df -B1 --output=size / | tail -1")).stdout.trim());
+    expect(rootBefore).toBeLessThan(5 * 1024 ** 3);
+    await agent.client.ResizeInstanceDisks({ InstanceId: id, SystemDisk: { DiskSize: 14 }, ResizeOnline: true });
+    let size = 0;
+    for (let i = 0; i < 60 && size !== 14 * 1024 ** 3; i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      size = Number((await ssh("lsblk -bdno SIZE /dev/vda")).stdout.trim());
+    }
+    expect(size).toBe(14 * 1024 ** 3); // the running guest's disk, without a reboot
+    await agent.client.RebootInstances({ InstanceIds: [id] });
+    await waitForState(agent.client, id, "RUNNING", 120_000);
+    await waitForSsh({ host: ip, port: 22, privateKey: key.privateKey, timeoutMs: 300_000, command: "cloud-init status --wait >/dev/null; true" });
+    const rootAfter = Number((await ssh("df -B1 --output=size / | tail -1")).stdout.trim());
+    expect(rootAfter).toBeGreaterThan(12 * 1024 ** 3);
+    const d = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
+    expect(d.SystemDisk).toMatchObject({ DiskSize: 14 });
+  }, 600_000);
 });
