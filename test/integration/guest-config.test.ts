@@ -83,6 +83,33 @@ describe("a Debian guest configured by the agent", () => {
     expect(JSON.parse(uuid)).toMatchObject({ hostname: "guest-one" });
   });
 
+  it("serves cloud-init's own OpenStack and EC2 crawlers, run in the guest against the live endpoint", async () => {
+    const script = [
+      "import json",
+      "from cloudinit.sources.helpers import openstack, ec2",
+      "os_md = openstack.MetadataReader('http://169.254.169.254').read_v2()",
+      "ec2_md = ec2.get_instance_metadata(api_version='2009-04-04', metadata_address='http://169.254.169.254')",
+      "print(json.dumps({'os_uuid': os_md['metadata'].get('uuid'), 'os_host': os_md['metadata'].get('hostname'), 'ec2_id': ec2_md.get('instance-id'), 'ec2_ip': ec2_md.get('local-ipv4')}))",
+    ].join("\n");
+    const out = await ssh(`python3 - <<'PY'\n${script}\nPY`, 120_000);
+    const read = JSON.parse(out.stdout.trim().split("\n").pop()!) as Record<string, string>;
+    const d = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
+    // The EC2 tree names the instance by its UUID, as the OpenStack tree and the drive do (one
+    // instance-id for cloud-init whichever datasource it reads); the Tencent tree by its ins- ID.
+    expect(read).toEqual({ os_uuid: d.Uuid, os_host: "guest-one", ec2_id: d.Uuid, ec2_ip: ip });
+  });
+
+  it("answers bad requests from the guest with 4xx and keeps serving", async () => {
+    const code = async (args: string) => (await ssh(`curl -s -o /dev/null -w '%{http_code}' --max-time 10 ${args}`)).stdout.trim();
+    expect(await code("--path-as-is http://169.254.169.254/latest/meta-data/../../../etc/passwd")).toMatch(/^4\d\d$/);
+    expect(await code("-X DELETE http://169.254.169.254/latest/meta-data/instance-id")).toBe("405");
+    expect(await code("-X PATCH http://169.254.169.254/openstack/latest/meta_data.json")).toBe("405");
+    const huge = "x".repeat(20_000);
+    expect(await code(`-H 'X-Junk: ${huge}' http://169.254.169.254/latest/meta-data/instance-id`)).toMatch(/^4\d\d$/);
+    expect(await code("http://169.254.169.254/latest/meta-data/no-such-key")).toBe("404");
+    expect((await ssh("curl -s --max-time 10 http://169.254.169.254/latest/meta-data/instance-id")).stdout.trim()).toBe(id);
+  });
+
   it("takes a new password live through the guest agent, keeping its host keys", async () => {
     const hostKey = (await ssh("cat /etc/ssh/ssh_host_ed25519_key.pub")).stdout;
     const before = (await ssh("getent shadow root | cut -d: -f2")).stdout.trim();
