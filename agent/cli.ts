@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * cdh-agent's command line. `run` starts the daemon; `check-config` validates the
  * configuration and prints it (secrets hidden). This is the only module that reads
@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, type AgentConfig } from "./config.js";
 import { createLogger } from "./log.js";
 import { AGENT_VERSION, startAgent } from "./main.js";
+import { missingNodeOptions } from "./node-flags.js";
 
 const USAGE = `usage: cdh-agent <command> [--config FILE]
 
@@ -59,6 +60,8 @@ async function main(argv: string[]): Promise<number> {
     case "run": {
       const config = load(values.config);
       const logger = createLogger({ level: config.logLevel, base: { hostId: config.hostId } });
+      const missing = missingNodeOptions(process.execArgv, process.env.NODE_OPTIONS);
+      if (missing.length) logger.warn({ missing }, "node was started without these options (see agent/node-flags.ts): the agent will use more memory");
       const agent = await startAgent({ config, logger });
       let stopping = false;
       const stop = (signal: string) => {

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
+import { AGENT_NODE_OPTIONS } from "../agent/node-flags.js";
 import { freePort, sdkClient as testSdkClient, type CvmClient } from "../test/support/agent-process.js";
 import { sleep } from "./stats.js";
 
@@ -64,7 +65,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   };
   const baseEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" };
   const t0 = performance.now();
-  const child = execa(process.execPath, [options.agentJs, "run"], {
+  const child = execa(process.execPath, [...AGENT_NODE_OPTIONS, options.agentJs, "run"], {
     env: { ...baseEnv, ...env },
     extendEnv: false,
     stdout: { file: options.logFile, append: true },

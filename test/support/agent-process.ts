@@ -9,6 +9,7 @@ import { mkdtemp, mkdir, chmod } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
 import { CommonClient } from "tencentcloud-sdk-nodejs-common";
+import { AGENT_NODE_OPTIONS } from "../../agent/node-flags.js";
 
 export const SECRET_ID = "AKIDcdhagenttest0000000000000001";
 export const SECRET_KEY = "cdh-agent-test-secret-key-0001";
@@ -97,7 +98,7 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
   };
   // The agent reads only CDH_AGENT_* and the basics a process needs.
   const baseEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" };
-  const child = execa("node", [resolve(options.repoRoot, "dist/agent/cli.js"), "run"], {
+  const child = execa("node", [...AGENT_NODE_OPTIONS, resolve(options.repoRoot, "dist/agent/cli.js"), "run"], {
     env: { ...baseEnv, ...env },
     extendEnv: false,
     stdout: { file: logFile, append: true },
