@@ -151,7 +151,6 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   const provision: ProvisionContext = {
     hypervisor,
-    runner,
     imageTool,
     images,
     paths,
@@ -206,7 +205,6 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     storage,
     hypervisor,
     imageTool,
-    runner,
     exclusive: (id, work) => service.exclusive(id, work),
     checkpoint,
     quiesceMarker: (id) => paths.quiesceMarker(id),

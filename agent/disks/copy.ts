@@ -15,12 +15,12 @@
  */
 import { readFile, rename, rm } from "node:fs/promises";
 import type { Logger } from "pino";
-import type { CommandRunner } from "../../drivers/exec/runner.js";
+import type { ImageTool } from "../../drivers/storage/types.js";
 import { GuestAgentError, type Hypervisor } from "../../drivers/libvirt/types.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 
 export interface CopyOptions {
-  runner: CommandRunner;
+  imageTool: ImageTool;
   hypervisor: Hypervisor;
   logger: Logger;
   source: string;
@@ -60,7 +60,7 @@ export async function consistentCopy(o: CopyOptions): Promise<Quiesce> {
   }
   try {
     o.checkpoint?.();
-    await o.runner.run(["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "qcow2", o.source, part], { timeoutMs: 6 * 60 * 60 * 1000 });
+    await o.imageTool.convert({ source: o.source, sourceFormat: "qcow2", target: part, targetFormat: "qcow2", forceShare: true });
   } catch (error) {
     await rm(part, { force: true });
     throw error;

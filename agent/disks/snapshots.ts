@@ -10,7 +10,6 @@
 import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
-import type { CommandRunner } from "../../drivers/exec/runner.js";
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
 import { ApiError } from "../errors.js";
@@ -64,7 +63,6 @@ export interface SnapshotServiceOptions {
   storage: Storage;
   hypervisor: Hypervisor;
   imageTool: ImageTool;
-  runner: CommandRunner;
   exclusive: <T>(instanceId: string, work: () => Promise<T>) => Promise<T>;
   checkpoint: (point: string) => void;
   /** The quiesce marker of an instance (DataPaths.quiesceMarker). */
@@ -132,7 +130,7 @@ export class SnapshotService {
     const work = async () => {
       const running = disk.instance && isPoweredOn(disk.instance.power) ? disk.instance.record.instanceId : undefined;
       record.quiesce = await consistentCopy({
-        runner: this.o.runner,
+        imageTool: this.o.imageTool,
         hypervisor: this.o.hypervisor,
         logger: this.o.logger,
         source: disk.path,
@@ -223,7 +221,7 @@ export class SnapshotService {
     const work = async () => {
       const part = `${disk.path}.rollback.part`;
       try {
-        await this.o.runner.run(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", snap.path, part], { timeoutMs: 6 * 60 * 60 * 1000 });
+        await this.o.imageTool.convert({ source: snap.path, sourceFormat: "qcow2", target: part, targetFormat: "qcow2" });
         // A disk grown after the snapshot keeps its size.
         await this.o.imageTool.resize({ target: part, format: "qcow2", sizeBytes: Math.max(disk.sizeGiB, snap.diskSizeGiB) * GiB });
         this.o.checkpoint("snapshot:rollback-copied");

@@ -7,7 +7,6 @@ import { mkdir, rm, readdir, readFile, stat } from "node:fs/promises";
 import type { Logger } from "pino";
 import { DomainNotFoundError, type Hypervisor, type VirtType } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
-import type { CommandRunner } from "../../drivers/exec/runner.js";
 import type { ImageCatalog } from "../images.js";
 import type { InstanceRecord } from "../model.js";
 import type { DataPaths } from "../paths.js";
@@ -21,7 +20,6 @@ const GiB = 1024 ** 3;
 
 export interface ProvisionContext {
   hypervisor: Hypervisor;
-  runner: CommandRunner;
   imageTool: ImageTool;
   images: ImageCatalog;
   paths: DataPaths;

@@ -11,6 +11,7 @@ import { ApiError, type ErrorCode } from "../errors.js";
 import type { Journal } from "../journal.js";
 import {
   ALLOWED_FROM,
+  isPoweredOn,
   isoSeconds,
   newId,
   newMac,
@@ -352,7 +353,7 @@ export class InstanceService {
 
   private isOn(id: string): boolean {
     const p = this.o.registry.get(id)?.power;
-    return p === "running" || p === "blocked" || p === "paused" || p === "in shutdown" || p === "pmsuspended";
+    return p !== undefined && isPoweredOn(p);
   }
 
   // ---------------------------------------------------------------- logins
@@ -739,7 +740,7 @@ export class InstanceService {
             this.o.logger.info({ instanceId: req.instanceId, imageId }, "guest logs and shell histories cleared for the image");
           }
           const quiesce = await consistentCopy({
-            runner: this.o.provision.runner,
+            imageTool: this.o.provision.imageTool,
             hypervisor: this.o.provision.hypervisor,
             logger: this.o.logger,
             source: record.systemDisk.path,

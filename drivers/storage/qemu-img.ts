@@ -188,9 +188,10 @@ export class QemuImg implements ImageTool, ImageInspector {
     targetFormat: "qcow2" | "raw";
     signal?: AbortSignal;
     onProgress?: (percent: number) => void;
+    forceShare?: boolean;
   }): Promise<void> {
     const sourceFormat = qemuFormatName(options.sourceFormat);
-    const args = ["convert", "-f", sourceFormat, "-O", options.targetFormat, options.source, options.target];
+    const args = ["convert", ...(options.forceShare ? ["-U"] : []), "-f", sourceFormat, "-O", options.targetFormat, options.source, options.target];
     if (options.onProgress) {
       await this.convertWithProgress(["convert", "-p", ...args.slice(1)], options.source, options.onProgress, options.signal);
       return;

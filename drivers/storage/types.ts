@@ -28,6 +28,8 @@ export interface ImageTool {
     targetFormat: "qcow2" | "raw";
     signal?: AbortSignal;
     onProgress?: (percent: number) => void;
+    /** Read an image a running guest has open (-U): the caller makes the copy consistent. */
+    forceShare?: boolean;
   }): Promise<void>;
   /** A qcow2 overlay on a backing file, with the given virtual size. */
   createOverlay(options: { backing: string; backingFormat: "qcow2" | "raw"; target: string; sizeBytes: number }): Promise<void>;

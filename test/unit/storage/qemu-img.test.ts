@@ -73,6 +73,12 @@ describe("QemuImg", () => {
     expect(runner.runs[0]?.options?.timeoutMs).toBe(123);
   });
 
+  it("reads an image a running guest holds only when asked to (-U)", async () => {
+    const runner = new RecordingRunner().on(() => true, {});
+    await new QemuImg({ runner }).convert({ source: "/p/disk.qcow2", sourceFormat: "qcow2", target: "/p/copy.qcow2", targetFormat: "qcow2", forceShare: true });
+    expect(runner.commands).toEqual([["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "qcow2", "/p/disk.qcow2", "/p/copy.qcow2"]]);
+  });
+
   it("refuses an unknown source format before running anything", async () => {
     const runner = new RecordingRunner();
     await expect(
