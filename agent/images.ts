@@ -441,6 +441,8 @@ export class ImageCatalog {
     } catch (error) {
       const failure =
         error instanceof ImportFailure ? error : new ImportFailure("InternalError", `the import failed: ${(error as Error).message}`);
+      // Work files go before the failure is visible: a client that sees IMPORTFAILED sees nothing left.
+      await Promise.all([partial, download, scratch].map((f) => rm(f, { force: true })));
       record.state = "IMPORTFAILED";
       record.errorCode = failure.code;
       record.errorMessage = failure.message;
