@@ -98,6 +98,8 @@ export class InstanceService {
   private readonly lock = new KeyedLock();
   /** Background operations still running (tests and shutdown wait for them). */
   private readonly running = new Set<Promise<void>>();
+  /** Record saves into libvirt, one chain per instance (see saveRecord). */
+  private readonly saves = new Map<string, { pending: boolean; done: Promise<void> }>();
 
   constructor(
     private readonly o: {
@@ -292,13 +294,13 @@ export class InstanceService {
       entry.power = "absent";
       await saveLaunchFailed(this.o.paths, { ...entry.record, latestOperation: failedOperation("RunInstances", ctx, error) });
       await this.o.journal.remove({ kind: "create", instanceId: id });
-      this.finish(entry, "RunInstances", ctx, error);
+      await this.finish(entry, "RunInstances", ctx, error);
       return;
     }
     // The journal goes before the answer is visible: a client that sees RUNNING and
     // SUCCESS never races a recovery of this create.
     await this.o.journal.remove({ kind: "create", instanceId: id });
-    this.finish(entry, "RunInstances", ctx, undefined);
+    await this.finish(entry, "RunInstances", ctx, undefined);
     log.info("instance launched");
   }
 
@@ -693,7 +695,7 @@ export class InstanceService {
     const op = entry.record.latestOperation!;
     const error = op.action === "RunInstances" ? undefined : new Error(`the agent restarted during ${op.action}; its outcome was not recorded`);
     this.o.logger.warn({ instanceId: entry.record.instanceId, action: op.action }, "an operation a restart interrupted is settled");
-    this.finish(entry, op.action, { requestId: op.requestId }, error);
+    void this.finish(entry, op.action, { requestId: op.requestId }, error);
   }
 
   // ---------------------------------------------------------------- images from instances
@@ -845,9 +847,13 @@ export class InstanceService {
         entry!.record = record;
       });
     });
-    if (entry!.record.latestOperation?.state === "FAILED") {
-      throw new ApiError((entry!.record.latestOperation.errorCode ?? "InternalError") as ErrorCode, entry!.record.latestOperation.errorMessage ?? "InstanceAttachISO failed");
-    }
+    this.throwIfFailed(entry!, "InstanceAttachISO");
+  }
+
+  /** For the actions that answer only once done: a failure is the request's answer too. */
+  private throwIfFailed(entry: InstanceEntry, action: string): void {
+    const op = entry.record.latestOperation;
+    if (op?.action === action && op.state === "FAILED") throw new ApiError((op.errorCode ?? "InternalError") as ErrorCode, op.errorMessage ?? `${action} failed`);
   }
 
   /** InstanceDetachISO: only while the instance is not running (the seed's rule). The file goes. */
@@ -865,6 +871,7 @@ export class InstanceService {
         await rm(iso.path, { force: true });
       }),
     );
+    this.throwIfFailed(entry!, "InstanceDetachISO");
   }
 
   // ---------------------------------------------------------------- terminate
@@ -942,27 +949,52 @@ export class InstanceService {
   /** Runs an operation's work under the instance lock and records its outcome, unless it was pre-empted. */
   private async settle(entry: InstanceEntry, t: Transition, action: string, ctx: RequestContext, work: () => Promise<void>): Promise<void> {
     if (t.abort.signal.aborted) return;
+    // A record save still under way from the previous operation lands before this one redefines.
+    await this.saves.get(entry.record.instanceId)?.done;
     try {
       await work();
-      if (entry.transition === t) this.finish(entry, action, ctx, undefined);
+      if (entry.transition === t) await this.finish(entry, action, ctx, undefined);
     } catch (error) {
       if (t.abort.signal.aborted && entry.transition !== t) return; // pre-empted: the newer operation reports
       this.o.logger.warn({ instanceId: entry.record.instanceId, requestId: ctx.requestId, err: error }, `${action} failed`);
-      if (entry.transition === t) this.finish(entry, action, ctx, error);
+      if (entry.transition === t) await this.finish(entry, action, ctx, error);
     }
   }
 
-  private finish(entry: InstanceEntry, action: string, ctx: RequestContext, error: unknown): void {
+  /** Ends the operation; the returned promise settles once the record is saved in libvirt. */
+  private finish(entry: InstanceEntry, action: string, ctx: RequestContext, error: unknown): Promise<void> {
     entry.record.latestOperation = error
       ? failedOperation(action, ctx, error)
       : { action, state: "SUCCESS", requestId: ctx.requestId };
     this.o.registry.setTransition(entry.record.instanceId, undefined);
     this.o.registry.touched(entry.record.instanceId, `${action} ${entry.record.latestOperation.state}`);
-    if (!entry.launchFailed) {
-      this.o.provision.hypervisor.setMetadata(entry.record.instanceId, JSON.stringify(entry.record)).catch((e: unknown) => {
-        this.o.logger.warn({ instanceId: entry.record.instanceId, err: e }, "could not save the instance record in libvirt");
-      });
+    return entry.launchFailed ? Promise.resolve() : this.saveRecord(entry);
+  }
+
+  /**
+   * Saves the record into the domain's metadata. Saves of one instance never overlap and the
+   * last one always writes the newest record: two overlapping virsh calls could otherwise land
+   * in either order and leave an older record (say, one still naming a detached ISO) on top.
+   */
+  private saveRecord(entry: InstanceEntry): Promise<void> {
+    const id = entry.record.instanceId;
+    const current = this.saves.get(id);
+    if (current) {
+      current.pending = true;
+      return current.done;
     }
+    const slot = { pending: false, done: Promise.resolve() };
+    slot.done = (async () => {
+      do {
+        slot.pending = false;
+        await this.o.provision.hypervisor.setMetadata(id, JSON.stringify(entry.record)).catch((e: unknown) => {
+          this.o.logger.warn({ instanceId: id, err: e }, "could not save the instance record in libvirt");
+        });
+      } while (slot.pending);
+      this.saves.delete(id);
+    })();
+    this.saves.set(id, slot);
+    return slot.done;
   }
 
   private background(instanceId: string, t: Transition, work: () => Promise<void>): void {
