@@ -65,7 +65,9 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
   };
   const baseEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" };
   const t0 = performance.now();
-  const child = execa(process.execPath, [...AGENT_NODE_OPTIONS, options.agentJs, "run"], {
+  // Extra node options for a diagnosis run (say `--trace-gc`), never needed for the figures.
+  const extra = (process.env.CDH_BENCH_AGENT_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
+  const child = execa(process.execPath, [...AGENT_NODE_OPTIONS, ...extra, options.agentJs, "run"], {
     env: { ...baseEnv, ...env },
     extendEnv: false,
     stdout: { file: options.logFile, append: true },

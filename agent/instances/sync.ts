@@ -59,16 +59,17 @@ export class InstanceSync {
     await rm(paths.tmpDir, { recursive: true, force: true });
     await mkdir(paths.tmpDir, { recursive: true, mode: 0o700 });
 
-    for (const d of await hypervisor.listDomains()) {
-      if (!INSTANCE_NAME.test(d.name)) continue;
-      const details = await hypervisor.getDomain(d.name);
+    const names = (await hypervisor.listDomains()).map((d) => d.name).filter((n) => INSTANCE_NAME.test(n));
+    const domains = await hypervisor.getDomains(names);
+    for (const name of names) {
+      const details = domains.get(name);
       if (!details?.spec.metadata) {
-        logger.warn({ domain: d.name }, "domain has an instance-like name but no cdh-agent record; leaving it alone");
+        logger.warn({ domain: name }, "domain has an instance-like name but no cdh-agent record; leaving it alone");
         continue;
       }
       const record = parseRecord(details.spec.metadata);
       if (record.hostId !== undefined && record.hostId !== this.o.hostId) {
-        logger.debug({ domain: d.name, owner: record.hostId }, "domain belongs to another host's agent; not adopted");
+        logger.debug({ domain: name, owner: record.hostId }, "domain belongs to another host's agent; not adopted");
         continue;
       }
       registry.add(newEntry(record, details.state));

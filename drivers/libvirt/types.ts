@@ -126,6 +126,11 @@ export interface Hypervisor {
   defineDomain(spec: DomainSpec): Promise<void>;
   /** Domain details (spec parsed back from its XML), or null when no such domain exists. */
   getDomain(name: string): Promise<DomainDetails | null>;
+  /**
+   * getDomain for many domains at once (a few virsh processes, not two per domain).
+   * Domains that do not exist (or vanish meanwhile) are left out of the map.
+   */
+  getDomains(names: readonly string[]): Promise<Map<string, DomainDetails>>;
   listDomains(): Promise<DomainSummary[]>;
   domainState(name: string): Promise<DomainPowerState | null>;
   start(name: string): Promise<void>;

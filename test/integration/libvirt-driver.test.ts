@@ -130,6 +130,10 @@ describe("VirshHypervisor with the real libvirtd", () => {
     expect(await hv.domainState(name)).toBe("running");
     // The persistent definition is unchanged by the live additions.
     expect(await hv.getDomain(name)).toEqual({ spec, state: "running" });
+    // Many at once: the same details, and a domain that does not exist is left out.
+    const many = await hv.getDomains([name, "ins-nothere0", "odd name"]);
+    expect([...many.keys()]).toEqual([name]);
+    expect(many.get(name)).toEqual({ spec, state: "running" });
   });
 
   it("updates the metadata of a running domain live and in its config", async () => {

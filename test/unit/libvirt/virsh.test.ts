@@ -69,6 +69,53 @@ describe("VirshHypervisor", () => {
     expect(runner.commands).toHaveLength(2);
   });
 
+  it("gets many domains with one virsh script per batch, leaving out those that vanished", async () => {
+    const other = { ...biosKvmSpec, name: "ins-bbbb2222" };
+    runner.on(
+      (argv) => argv[3]?.startsWith("echo @@cdh-agent-domain@@ ins-7k2m9xqa;") === true,
+      {
+        stdout: [
+          "@@cdh-agent-domain@@ ins-7k2m9xqa",
+          "running",
+          "",
+          "@@cdh-agent-section@@",
+          buildDomainXml(biosKvmSpec),
+          "@@cdh-agent-domain@@ ins-gone0000",
+          "@@cdh-agent-section@@",
+          "@@cdh-agent-domain@@ ins-bbbb2222",
+          "shut off",
+          "",
+          "@@cdh-agent-section@@",
+          buildDomainXml(other),
+          "@@cdh-agent-domain@@",
+          "",
+        ].join("\n"),
+      },
+    );
+    const got = await hv.getDomains(["ins-7k2m9xqa", "ins-gone0000", "ins-bbbb2222"]);
+    expect(runner.commands).toHaveLength(1);
+    expect(runner.commands[0]![3]).toBe(
+      "echo @@cdh-agent-domain@@ ins-7k2m9xqa; domstate --domain ins-7k2m9xqa; echo @@cdh-agent-section@@; dumpxml --domain ins-7k2m9xqa --inactive; " +
+        "echo @@cdh-agent-domain@@ ins-gone0000; domstate --domain ins-gone0000; echo @@cdh-agent-section@@; dumpxml --domain ins-gone0000 --inactive; " +
+        "echo @@cdh-agent-domain@@ ins-bbbb2222; domstate --domain ins-bbbb2222; echo @@cdh-agent-section@@; dumpxml --domain ins-bbbb2222 --inactive; " +
+        "echo @@cdh-agent-domain@@",
+    );
+    expect([...got.entries()]).toEqual([
+      ["ins-7k2m9xqa", { spec: biosKvmSpec, state: "running" }],
+      ["ins-bbbb2222", { spec: other, state: "shut off" }],
+    ]);
+  });
+
+  it("splits many domains into batches of 50 and asks for an odd name on its own", async () => {
+    const names = Array.from({ length: 120 }, (_, i) => `ins-${String(i).padStart(8, "0")}`);
+    runner.on((argv) => argv[3]?.startsWith("echo ") === true, { stdout: "@@cdh-agent-domain@@\n" });
+    runner.on(v("domstate", "--domain", "odd name"), notFound("odd name"));
+    expect((await hv.getDomains([...names, "odd name"])).size).toBe(0);
+    const scripts = runner.commands.filter((a) => a[3]?.startsWith("echo "));
+    expect(scripts.map((a) => (a[3]!.match(/dumpxml/g) ?? []).length)).toEqual([50, 50, 20]);
+    expect(runner.commands).toContainEqual(v("domstate", "--domain", "odd name"));
+  });
+
   it("lists all domains with one virsh call", async () => {
     const stdout = [
       "6f1c2a9e-3b4d-4c5e-8f70-112233445566 ins-aaaa1111",
