@@ -12,18 +12,24 @@
  * Order of checks for a known caller: rate limit (429) → path (404) → method
  * (405) → IMDSv2 token (401; 403/400 on the token PUT) → resource (404).
  *
+ * HTTP/1.1 is spoken by our own small server on node:net (http1.ts, http1-head.ts:
+ * strict framing, its limits and timeouts are described there), not node:http: the
+ * endpoint must keep up with nginx on the same documents.
+ *
  * Hot path: the whole site of a guest (every path, body and header object) is
- * rendered once per GuestDocuments object and cached by identity (a WeakMap), so
- * a GET is a resolver call, a bucket update, a Map lookup and a write.
+ * rendered once per GuestDocuments object and cached by identity (a WeakMap); the
+ * answer for a path (status line, headers and body in one Buffer) is made on its
+ * first request and kept beside it. A GET is then: parse the head, a resolver call,
+ * a bucket update, a Map lookup and one socket write.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { Socket } from "node:net";
 import type { GuestConfig, GuestDocuments } from "../../cloud-init/types.js";
 import { rateLimited, type Logger, type RateLimitedLogger } from "../log.js";
+import { Http1Response, Http1Server, type Http1Request } from "./http1.js";
 import { canonicalPath } from "./paths.js";
 import { RateLimiter, type RateLimit } from "./rate-limit.js";
 import { parseTtl, TokenStore } from "./tokens.js";
-import { buildSite, OPENSTACK_VERSIONS, type Resource, type Site } from "./tree.js";
+import { buildSite, OPENSTACK_VERSIONS, type Site } from "./tree.js";
 
 /** What the server needs to know about one guest. */
 export interface GuestView {
@@ -60,34 +66,33 @@ export interface MetadataServer {
 
 /** A cloud-init crawl is about 60 requests; this leaves room for several at once. */
 export const DEFAULT_RATE_LIMIT: RateLimit = Object.freeze({ perSecond: 100, burst: 200 });
-/** Node refuses larger request heads with 431 and closes the connection. */
+/** Larger request heads (request line, headers, blank line) are refused with 431 and the connection closed. */
 export const MAX_HEADER_BYTES = 8 * 1024;
 /** Nova's limit for a posted password: 4 × 255 bytes (stored in four metadata items). */
 export const MAX_PASSWORD_BYTES = 1020;
 export const TOKEN_PATH = "/latest/api/token";
+/**
+ * Request bodies are read whole, whatever the method (only the password POST uses
+ * one); a larger Content-Length is refused with 400 before anything else is checked.
+ */
+const MAX_BODY_BYTES = 4 * 1024;
 const TOKEN_HEADER = "x-aws-ec2-metadata-token";
 const TTL_HEADER = "x-aws-ec2-metadata-token-ttl-seconds";
 const PASSWORD_PATHS = new Set(OPENSTACK_VERSIONS.map((v) => `/openstack/${v}/password`));
 /** Sweep expired tokens once the store holds this many. */
 const TOKEN_SWEEP_ABOVE = 10_000;
+/** Request targets whose canonical path is remembered (the map is emptied when full). */
+const PATH_MEMO_SIZE = 1024;
 
-function fixed(status: number, text: string, extra: Record<string, string> = {}): { status: number; resource: Resource } {
-  const body = Buffer.from(text, "utf8");
-  return {
-    status,
-    resource: {
-      body,
-      headers: Object.freeze({ "content-type": "text/plain", "content-length": body.length, ...extra }),
-    },
-  };
-}
+const fixed = (status: number, text: string, extra: Record<string, string> = {}, close = false): Http1Response =>
+  Http1Response.of(status, { "content-type": "text/plain", ...extra }, text, { close });
 
 const NOT_FOUND = fixed(404, "Not Found");
 const BAD_REQUEST = fixed(400, "Bad Request");
 const UNAUTHORIZED = fixed(401, "Unauthorized");
 const FORBIDDEN = fixed(403, "Forbidden");
 const CONFLICT = fixed(409, "Conflict");
-const TOO_LARGE = fixed(400, "Bad Request", { connection: "close" });
+const TOO_LARGE = fixed(400, "Bad Request", {}, true);
 const TOO_MANY = fixed(429, "Too Many Requests", { "retry-after": "1" });
 const INTERNAL = fixed(500, "Internal Server Error");
 const NOT_ALLOWED = fixed(405, "Method Not Allowed", { allow: "GET, HEAD" });
@@ -98,6 +103,16 @@ const EMPTY = fixed(200, "");
 interface CachedSite {
   readonly config: GuestConfig;
   readonly site: Site;
+  /** Path → its rendered 200 answer, made on first request. */
+  readonly answers: Map<string, Http1Response>;
+}
+
+/** Who is at the other end of a connection: fixed for its lifetime. */
+interface Peer {
+  readonly local: string | undefined;
+  readonly remote: string | undefined;
+  /** Rate-limit and token key. */
+  readonly caller: string;
 }
 
 export function createMetadataServer(options: MetadataServerOptions): MetadataServer {
@@ -107,167 +122,145 @@ export function createMetadataServer(options: MetadataServerOptions): MetadataSe
   const limiter = limit === false ? undefined : new RateLimiter(limit, now);
   const tokens = new TokenStore({ now });
   const sites = new WeakMap<GuestDocuments, CachedSite>();
+  const paths = new Map<string, string | null>();
   const log = options.logger.child({ component: "metadata" });
   // Everything below can be triggered by a guest: rate-limited so no guest floods the journal.
   const guestLog: RateLimitedLogger = rateLimited(log, { perMinute: 60 });
-  const servers: Server[] = [];
+  const servers: Array<Http1Server<Peer>> = [];
 
-  const siteOf = (view: GuestView): Site => {
-    const cached = sites.get(view.docs);
-    if (cached && cached.config === view.config) return cached.site;
-    const site = buildSite(view.config, view.docs);
-    sites.set(view.docs, { config: view.config, site });
-    return site;
+  /** The 200 answer for `path` from the guest's site, or undefined when the site has no such path. */
+  const answerOf = (view: GuestView, path: string): Http1Response | undefined => {
+    let cached = sites.get(view.docs);
+    if (!cached || cached.config !== view.config) {
+      cached = { config: view.config, site: buildSite(view.config, view.docs), answers: new Map() };
+      sites.set(view.docs, cached);
+    }
+    const ready = cached.answers.get(path);
+    if (ready) return ready;
+    const resource = cached.site.get(path);
+    if (!resource) return undefined;
+    const answer = Http1Response.of(200, resource.headers, resource.body);
+    cached.answers.set(path, answer);
+    return answer;
   };
 
-  const handle = (req: IncomingMessage, res: ServerResponse): void => {
-    const local = plainAddress(req.socket.localAddress);
-    const remote = plainAddress(req.socket.remoteAddress);
-    if (local === undefined || remote === undefined) return send(req, res, NOT_FOUND);
+  const pathOf = (target: string): string | undefined => {
+    const known = paths.get(target);
+    if (known !== undefined) return known ?? undefined;
+    const path = canonicalPath(target);
+    if (paths.size >= PATH_MEMO_SIZE) paths.clear();
+    paths.set(target, path ?? null);
+    return path;
+  };
+
+  const handle = (req: Http1Request, peer: Peer): Http1Response => {
+    const { local, remote, caller } = peer;
+    if (local === undefined || remote === undefined) return NOT_FOUND;
     let view: GuestView | undefined;
     try {
       view = options.resolve(local, remote);
     } catch (error) {
       guestLog.error({ err: error, local, remote }, "metadata resolver failed");
-      return send(req, res, INTERNAL);
+      return INTERNAL;
     }
-    if (view === undefined) return send(req, res, NOT_FOUND);
-    const caller = `${local}|${remote}`;
+    if (view === undefined) return NOT_FOUND;
     if (limiter && !limiter.take(caller)) {
       guestLog.warn({ local, remote }, "metadata request over the rate limit");
-      return send(req, res, TOO_MANY);
+      return TOO_MANY;
     }
-    const path = canonicalPath(req.url);
-    if (path === undefined) return send(req, res, NOT_FOUND);
+    const path = pathOf(req.target);
+    if (path === undefined) return NOT_FOUND;
 
     switch (req.method) {
       case "GET":
       case "HEAD": {
-        if (path === TOKEN_PATH) return send(req, res, NOT_ALLOWED_TOKEN);
-        if (!tokenOk(req, caller, requireToken)) return send(req, res, UNAUTHORIZED);
-        const resource = siteOf(view).get(path);
-        if (resource) return write(req, res, 200, resource);
-        if (PASSWORD_PATHS.has(path)) return sendPassword(req, res, view);
-        return send(req, res, NOT_FOUND);
+        if (path === TOKEN_PATH) return NOT_ALLOWED_TOKEN;
+        if (!tokenOk(req, caller, requireToken)) return UNAUTHORIZED;
+        const answer = answerOf(view, path);
+        if (answer) return answer;
+        if (PASSWORD_PATHS.has(path)) return sendPassword(view);
+        return NOT_FOUND;
       }
       case "PUT":
-        if (path !== TOKEN_PATH) return send(req, res, PASSWORD_PATHS.has(path) ? NOT_ALLOWED_PASSWORD : NOT_ALLOWED);
-        return issueToken(req, res, caller);
+        if (path !== TOKEN_PATH) return PASSWORD_PATHS.has(path) ? NOT_ALLOWED_PASSWORD : NOT_ALLOWED;
+        return issueToken(req, caller);
       case "POST":
-        if (!PASSWORD_PATHS.has(path)) return send(req, res, path === TOKEN_PATH ? NOT_ALLOWED_TOKEN : NOT_ALLOWED);
-        if (!tokenOk(req, caller, false)) return send(req, res, UNAUTHORIZED);
-        return receivePassword(req, res, view, { local, remote });
+        if (!PASSWORD_PATHS.has(path)) return path === TOKEN_PATH ? NOT_ALLOWED_TOKEN : NOT_ALLOWED;
+        if (!tokenOk(req, caller, false)) return UNAUTHORIZED;
+        return receivePassword(req, view, { local, remote });
       default:
-        return send(req, res, path === TOKEN_PATH ? NOT_ALLOWED_TOKEN : PASSWORD_PATHS.has(path) ? NOT_ALLOWED_PASSWORD : NOT_ALLOWED);
+        return path === TOKEN_PATH ? NOT_ALLOWED_TOKEN : PASSWORD_PATHS.has(path) ? NOT_ALLOWED_PASSWORD : NOT_ALLOWED;
     }
   };
 
   /** A token, when sent, must be valid for this caller; without one, only `required` refuses. */
-  const tokenOk = (req: IncomingMessage, caller: string, required: boolean): boolean => {
-    const token = req.headers[TOKEN_HEADER];
+  const tokenOk = (req: Http1Request, caller: string, required: boolean): boolean => {
+    const token = req.header(TOKEN_HEADER);
     if (token === undefined) return !required;
     return tokens.check(caller, token);
   };
 
-  const issueToken = (req: IncomingMessage, res: ServerResponse, caller: string): void => {
+  const issueToken = (req: Http1Request, caller: string): Http1Response => {
     // A PUT relayed by a proxy carries X-Forwarded-For: refuse it (IMDSv2's SSRF defence).
-    if (req.headers["x-forwarded-for"] !== undefined) return send(req, res, FORBIDDEN);
-    const ttl = parseTtl(req.headers[TTL_HEADER]);
-    if (ttl === undefined) return send(req, res, BAD_REQUEST);
+    if (req.header("x-forwarded-for") !== undefined) return FORBIDDEN;
+    const ttl = parseTtl(req.header(TTL_HEADER));
+    if (ttl === undefined) return BAD_REQUEST;
     if (tokens.size > TOKEN_SWEEP_ABOVE) tokens.sweep();
     const token = tokens.issue(caller, ttl);
-    res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(token), [TTL_HEADER]: String(ttl) });
-    res.end(token);
+    return Http1Response.of(200, { "content-type": "text/plain", [TTL_HEADER]: String(ttl) }, token);
   };
 
-  const sendPassword = (req: IncomingMessage, res: ServerResponse, view: GuestView): void => {
+  const sendPassword = (view: GuestView): Http1Response => {
     let stored: Buffer | undefined;
     try {
       stored = view.readPassword?.();
     } catch (error) {
       guestLog.error({ err: error }, "reading the posted password failed");
-      return send(req, res, INTERNAL);
+      return INTERNAL;
     }
-    if (!stored || stored.length === 0) return send(req, res, EMPTY);
-    write(req, res, 200, { body: stored, headers: { "content-type": "text/plain", "content-length": stored.length } });
+    if (!stored || stored.length === 0) return EMPTY;
+    return Http1Response.of(200, { "content-type": "text/plain" }, stored);
   };
 
-  const receivePassword = (
-    req: IncomingMessage,
-    res: ServerResponse,
-    view: GuestView,
-    who: { local: string; remote: string },
-  ): void => {
-    const declared = req.headers["content-length"];
-    if (declared !== undefined && Number(declared) > MAX_PASSWORD_BYTES) return send(req, res, TOO_LARGE);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    req.on("data", (chunk: Buffer) => {
-      if (done) return;
-      size += chunk.length;
-      if (size > MAX_PASSWORD_BYTES) {
-        done = true;
-        send(req, res, TOO_LARGE);
-        req.pause();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on("error", () => {
-      done = true;
-    });
-    req.on("end", () => {
-      if (done) return;
-      done = true;
-      let outcome: "stored" | "conflict";
-      try {
-        outcome = view.postPassword(Buffer.concat(chunks, size));
-      } catch (error) {
-        guestLog.error({ err: error, ...who }, "storing the posted password failed");
-        return send(req, res, INTERNAL);
-      }
-      // Never log the password itself.
-      guestLog.info({ ...who, bytes: size, outcome }, "guest posted its password");
-      send(req, res, outcome === "stored" ? EMPTY : CONFLICT);
-    });
+  /** The body is complete here (the framing reads it, up to MAX_BODY_BYTES, before calling us). */
+  const receivePassword = (req: Http1Request, view: GuestView, who: { local: string; remote: string }): Http1Response => {
+    const data = req.body;
+    if (data.length > MAX_PASSWORD_BYTES) return TOO_LARGE;
+    let outcome: "stored" | "conflict";
+    try {
+      outcome = view.postPassword(data);
+    } catch (error) {
+      guestLog.error({ err: error, ...who }, "storing the posted password failed");
+      return INTERNAL;
+    }
+    // Never log the password itself.
+    guestLog.info({ ...who, bytes: data.length, outcome }, "guest posted its password");
+    return outcome === "stored" ? EMPTY : CONFLICT;
   };
 
-  const onClientError = (error: NodeJS.ErrnoException, socket: Socket): void => {
-    if (error.code === "ECONNRESET" || !socket.writable) {
-      socket.destroy();
-      return;
-    }
-    const status =
-      error.code === "HPE_HEADER_OVERFLOW"
-        ? "431 Request Header Fields Too Large"
-        : error.code === "ERR_HTTP_REQUEST_TIMEOUT"
-          ? "408 Request Timeout"
-          : "400 Bad Request";
-    guestLog.debug({ code: error.code, remote: socket.remoteAddress }, "malformed metadata request refused");
-    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  const connect = (socket: Socket): Peer => {
+    const local = plainAddress(socket.localAddress);
+    const remote = plainAddress(socket.remoteAddress);
+    return { local, remote, caller: `${local}|${remote}` };
   };
+
+  const newServer = (): Http1Server<Peer> =>
+    new Http1Server<Peer>({
+      connect,
+      handle,
+      limits: { maxHeaderBytes: MAX_HEADER_BYTES, maxBodyBytes: MAX_BODY_BYTES },
+      onRefused: (status, peer) => guestLog.debug({ status, remote: peer.remote }, "malformed metadata request refused"),
+      onError: (error) => guestLog.error({ err: error }, "metadata server failed"),
+    });
 
   return {
     async listen() {
       if (servers.length > 0) throw new Error("metadata server is already listening");
       try {
         for (const { host, port } of options.listen) {
-          const server = createServer(
-            { maxHeaderSize: MAX_HEADER_BYTES, keepAlive: true, noDelay: true, requestTimeout: 10_000, headersTimeout: 5_000 },
-            handle,
-          );
-          server.keepAliveTimeout = 5_000;
-          server.on("clientError", onClientError);
+          const server = newServer();
           servers.push(server);
-          await new Promise<void>((resolve, reject) => {
-            server.once("error", reject);
-            server.listen({ host, port }, () => {
-              server.off("error", reject);
-              resolve();
-            });
-          });
-          server.on("error", (error) => log.error({ err: error, host, port }, "metadata listener failed"));
+          await server.listen(host, port);
         }
       } catch (error) {
         await closeAll(servers.splice(0));
@@ -281,21 +274,10 @@ export function createMetadataServer(options: MetadataServerOptions): MetadataSe
     addresses() {
       return servers.flatMap((s) => {
         const a = s.address();
-        return a && typeof a === "object" ? [{ host: (a as AddressInfo).address, port: (a as AddressInfo).port }] : [];
+        return a ? [a] : [];
       });
     },
   };
-}
-
-function write(req: IncomingMessage, res: ServerResponse, status: number, resource: Resource): void {
-  res.writeHead(status, resource.headers);
-  if (req.method === "HEAD") res.end();
-  else res.end(resource.body);
-}
-
-function send(req: IncomingMessage, res: ServerResponse, answer: { status: number; resource: Resource }): void {
-  if (res.headersSent) return;
-  write(req, res, answer.status, answer.resource);
 }
 
 /** `::ffff:10.0.0.1` (an IPv4 peer on a dual-stack socket) → `10.0.0.1`. */
@@ -304,15 +286,6 @@ function plainAddress(address: string | undefined): string | undefined {
   return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }
 
-async function closeAll(servers: Server[]): Promise<void> {
-  await Promise.all(
-    servers.map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          if (!s.listening) return resolve();
-          s.close(() => resolve());
-          s.closeAllConnections();
-        }),
-    ),
-  );
+async function closeAll(servers: ReadonlyArray<Http1Server<unknown>>): Promise<void> {
+  await Promise.all(servers.map((s) => s.close()));
 }
