@@ -195,6 +195,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
           OsVersion: p.osVersion,
           Architecture: p.architecture,
           BootMode: p.bootMode,
+          Tags: p.tags,
         });
         return { ImageId: imageId, ...task() };
       }

@@ -100,11 +100,12 @@ export class GuestDocumentsService {
   async buildDrive(record: InstanceRecord): Promise<void> {
     const keys = await this.loadKeys(record);
     const { docs } = this.documents(record, keys);
+    const nocloud = record.configDrive === "nocloud";
     await buildConfigDrive({
       runner: this.o.runner,
-      files: configDriveFiles(docs),
+      files: configDriveFiles(docs, { nocloud }),
       outPath: this.o.paths.configDrive(record.instanceId),
-      label: "config-2",
+      label: nocloud ? "cidata" : "config-2",
       tmpDir: this.o.paths.tmpDir,
     });
   }

@@ -32,7 +32,7 @@ import { createTask, type ScheduledTask } from "node-cron";
 import type { Logger } from "pino";
 import { ImageNotFoundError } from "../drivers/storage/qemu-img.js";
 import type { ImageInfo, ImageInspector, ImageTool } from "../drivers/storage/types.js";
-import { parseImageSource, type ImageSource } from "./api/schemas-images.js";
+import { configDriveOf, parseImageSource, type ConfigDriveFormat, type ImageSource, type ImageTag } from "./api/schemas-images.js";
 import { ApiError } from "./errors.js";
 import { DISK_HEAD_BYTES, inspectDiskHead } from "./images/detect.js";
 import { decideSweep } from "./images/sweep.js";
@@ -83,6 +83,8 @@ export interface ImageRecord {
   progressPercent?: number;
   errorCode?: ImportErrorCode;
   errorMessage?: string;
+  /** ImportImage's TagSpecification tags (image properties such as cdh:config-drive). */
+  tags?: ImageTag[];
 }
 
 export interface UsableImage {
@@ -92,6 +94,8 @@ export interface UsableImage {
   virtualSizeBytes: number;
   osName: string;
   bootMode: "Legacy BIOS" | "UEFI";
+  /** The config drive the image's tags ask for. */
+  configDrive: ConfigDriveFormat;
 }
 
 /** Formats qemu-img may report for an importable file; vpc is VHD. */
@@ -109,6 +113,7 @@ export interface ImportImageRequest {
   OsVersion: string;
   Architecture: string;
   BootMode?: "Legacy BIOS" | "UEFI";
+  Tags?: ImageTag[];
 }
 
 /** What an image made from an instance is (beginImage). */
@@ -120,6 +125,7 @@ export interface NewImageMeta {
   architecture: string;
   bootMode: "Legacy BIOS" | "UEFI";
   source: "CREATE_IMAGE";
+  tags?: ImageTag[];
 }
 
 /** An import refused for a reason the seed names. */
@@ -258,6 +264,7 @@ export class ImageCatalog {
       virtualSizeBytes: record.virtualSizeBytes,
       osName: `${record.osType} ${record.osVersion}`.trim(),
       bootMode: record.bootMode,
+      configDrive: configDriveOf(record.tags),
     };
   }
 
@@ -303,6 +310,7 @@ export class ImageCatalog {
       sourceUrl: request.ImageUrl,
       origin: "IMPORT",
       progressPercent: 0,
+      ...(request.Tags?.length ? { tags: request.Tags } : {}),
     };
     await this.save(record);
     this.images.set(imageId, record);
@@ -544,6 +552,7 @@ export class ImageCatalog {
       sourceUrl: "",
       origin: "CREATE_IMAGE",
       progressPercent: 0,
+      ...(meta.tags?.length ? { tags: meta.tags } : {}),
     };
     await this.save(record);
     this.images.set(imageId, record);
@@ -805,6 +814,7 @@ export function toCvmImage(record: ImageRecord): Record<string, unknown> {
     OsType: /windows/i.test(record.osType) ? "windows" : "linux",
     OsVersion: record.osVersion,
     BootMode: record.bootMode,
+    Tags: (record.tags ?? []).map((t) => ({ Key: t.key, Value: t.value })),
     ...(record.errorCode ? { ErrorCode: record.errorCode } : {}),
     ...(record.errorMessage ? { ErrorMessage: record.errorMessage } : {}),
   };

@@ -103,6 +103,8 @@ export interface InstanceRecord {
   latestOperation?: LatestOperation;
   /** From the image: decides where passwords go (cloud-init vs cloudbase-init). */
   osType?: "linux" | "windows";
+  /** From the image's cdh:config-drive tag: a NoCloud (`cidata`) drive instead of `config-2`. */
+  configDrive?: "nocloud";
   login?: LoginRecord;
   /** Bumped with every change the guest should apply (password, keys, hostname, network). */
   configGeneration?: number;

@@ -56,7 +56,58 @@ export interface ImportImageParams {
   dryRun: boolean;
   force: boolean;
   bootMode: "Legacy BIOS" | "UEFI";
+  /** TagSpecification's image tags, in order; `cdh:config-drive` among them is checked. */
+  tags: ImageTag[];
 }
+
+export interface ImageTag {
+  key: string;
+  value: string;
+}
+
+/**
+ * The image property that picks the guest's config drive: `config-2` (OpenStack layout,
+ * the default) or `nocloud` (a `cidata` NoCloud seed, for images whose cloud-init looks
+ * only for that). CVM has no such field; an image tag is where CVM images carry their
+ * own properties, as Glance image properties do in OpenStack.
+ */
+export const CONFIG_DRIVE_TAG = "cdh:config-drive";
+export const CONFIG_DRIVE_FORMATS = ["config-2", "nocloud"] as const;
+export type ConfigDriveFormat = (typeof CONFIG_DRIVE_FORMATS)[number];
+
+/** The config drive an image's tags ask for. */
+export function configDriveOf(tags: readonly ImageTag[] | undefined): ConfigDriveFormat {
+  return tags?.find((t) => t.key === CONFIG_DRIVE_TAG)?.value === "nocloud" ? "nocloud" : "config-2";
+}
+
+const tag = z
+  .object({ Key: boundedString(127), Value: z.string().max(255, "is longer than 255 characters") })
+  .strict()
+  .superRefine((t, ctx) => {
+    if (t.Key === CONFIG_DRIVE_TAG && !(CONFIG_DRIVE_FORMATS as readonly string[]).includes(t.Value)) {
+      fail(ctx, "InvalidParameterValue", `must be one of ${CONFIG_DRIVE_FORMATS.join(", ")} for the tag ${CONFIG_DRIVE_TAG}`, ["Value"]);
+    }
+  });
+
+const imageTagSpecification = z
+  .array(
+    z
+      .object({
+        ResourceType: z.string().superRefine((v, ctx) => {
+          if (v !== "image") fail(ctx, "InvalidParameterValue", "must be image (ImportImage tags the image)");
+        }),
+        Tags: z.array(tag).max(50, "holds more than 50 tags"),
+      })
+      .strict(),
+  )
+  .max(1, "holds more than one specification")
+  .superRefine((specs, ctx) => {
+    const seen = new Set<string>();
+    specs[0]?.Tags.forEach((t, i) => {
+      if (seen.has(t.Key)) fail(ctx, "InvalidParameterValue", `repeats the tag key ${t.Key}`, [0, "Tags", i, "Key"]);
+      seen.add(t.Key);
+    });
+  });
 
 export const IMAGE_FILTER_NAMES = ["image-id", "image-name", "image-state", "image-type"] as const;
 export type ImageFilterName = (typeof IMAGE_FILTER_NAMES)[number];
@@ -126,7 +177,8 @@ const importImageSchema = z
     DryRun: z.boolean().optional(),
     Force: z.boolean().optional(),
     BootMode: z.enum(["Legacy BIOS", "UEFI"]).optional(),
-    ...unsupportedFields(["PublicImage", "LicenseType", "ImageFamily", "ImportImageDataDisk", "TagSpecification"]),
+    TagSpecification: imageTagSpecification.optional(),
+    ...unsupportedFields(["PublicImage", "LicenseType", "ImageFamily", "ImportImageDataDisk"]),
   })
   .strict();
 
@@ -143,6 +195,7 @@ export function parseImportImage(body: unknown): ImportImageParams {
     dryRun: r.DryRun ?? false,
     force: r.Force ?? false,
     bootMode: r.BootMode ?? "Legacy BIOS",
+    tags: (r.TagSpecification?.[0]?.Tags ?? []).map((t) => ({ key: t.Key, value: t.Value })),
   };
 }
 

@@ -7,6 +7,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
+import { CONFIG_DRIVE_TAG } from "../api/schemas-images.js";
 import { ApiError, type ErrorCode } from "../errors.js";
 import type { Journal } from "../journal.js";
 import {
@@ -226,6 +227,7 @@ export class InstanceService {
         },
         nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId }],
         osType,
+        ...(image.configDrive === "nocloud" ? { configDrive: "nocloud" as const } : {}),
         login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}) },
         configGeneration: 1,
         createdTime,
@@ -586,11 +588,13 @@ export class InstanceService {
       else if (login.password !== undefined) loginRecord = { keyIds: [], ...(osType === "linux" ? { passwordHash: sha512Crypt(login.password) } : {}) };
       else if (login.keyIds) loginRecord = { keyIds: [...login.keyIds] };
     }
+    const { configDrive: _oldDrive, ...kept } = old;
     const record: InstanceRecord = {
-      ...old,
+      ...kept,
       imageId,
       osName: image.osName,
       osType,
+      ...(image.configDrive === "nocloud" ? { configDrive: "nocloud" as const } : {}),
       systemDisk: { ...old.systemDisk, diskId, sizeGiB, path: newPath },
       login: loginRecord,
       configGeneration: generation,
@@ -727,6 +731,8 @@ export class InstanceService {
       architecture: source?.architecture ?? "x86_64",
       bootMode: source?.bootMode ?? "Legacy BIOS",
       source: "CREATE_IMAGE",
+      // The new image wants the drive its instance was made with.
+      ...(record.configDrive === "nocloud" ? { tags: [{ key: CONFIG_DRIVE_TAG, value: "nocloud" }] } : {}),
     });
     const t = this.begin(entry!, "CreateImage", "UPDATING", ctx);
     let settle!: (error?: unknown) => void;

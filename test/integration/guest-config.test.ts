@@ -3,14 +3,16 @@
  * with its hostname, static address, DNS, key and user data from the agent's config
  * drive; it reads its own ID from the metadata endpoint at 169.254.0.23; a password
  * reset reaches it live through qemu-guest-agent without changing its host keys; and
- * it cannot speak as another address.
+ * it cannot speak as another address, nor read a second guest's data.
  */
+import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { verifySha512Crypt } from "../../agent/logins/password.js";
-import { startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
+import { importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { ensureDebianImage } from "../support/debian-image.js";
 import { generateGuestKeyPair, sshExec, waitForSsh } from "../support/guest-ssh.js";
+import { ensureTinyImages } from "../support/tiny-image.js";
 
 const USER_DATA = "#!/bin/sh\necho cdh-user-data-ran > /root/user-data-marker\n";
 
@@ -137,6 +139,56 @@ describe("a Debian guest configured by the agent", () => {
     expect(forged.stdout).toMatch(/rc=(7|28)/);
     await ssh(`ip addr del ${other}/24 dev eth0`);
   });
+
+  it("cannot read a second guest's user data or keys, asking as itself or claiming that guest's address", async () => {
+    const images = await ensureTinyImages();
+    const tinyImage = await importImage(agent.client, images.raw.normal, "tiny-second-guest");
+    const secret = `second-guest-secret-${randomBytes(6).toString("hex")}`;
+    const otherKey = generateGuestKeyPair("second-guest");
+    const kp = await agent.client.ImportKeyPair({ KeyName: "second_guest", ProjectId: 0, PublicKey: otherKey.publicKey });
+    const run = await agent.client.RunInstances({
+      InstanceType: "CDH_1C1G",
+      ImageId: tinyImage,
+      SystemDisk: { DiskSize: 10 },
+      HostName: "guest-two",
+      LoginSettings: { KeyIds: [kp.KeyId!] },
+      UserData: Buffer.from(`#!/bin/sh\necho ${secret}\n`).toString("base64"),
+    });
+    const second = run.InstanceIdSet![0]!;
+    try {
+      await waitForState(agent.client, second, "RUNNING", 120_000);
+      const secondIp = (await agent.client.DescribeInstances({ InstanceIds: [second] })).InstanceSet![0]!.PrivateIpAddresses![0]!;
+      expect(secondIp).not.toBe(ip);
+      // The data is there to be had: the second guest's own drive carries it.
+      expect((await readFile(`${agent.dataDir}/instances/${second}/config.iso`)).includes(secret)).toBe(true);
+      const keyBody = otherKey.publicKey.split(" ")[1]!;
+      const paths = ["/latest/user-data", "/openstack/latest/user_data", "/openstack/latest/meta_data.json", "/latest/meta-data/public-keys/0/openssh-key", "/latest/meta-data/instance-id"];
+      const fetchAll = (iface: string) => paths.map((p) => `curl -s --max-time 5 ${iface} http://169.254.0.23${p}; rc=$?; echo; echo rc=$rc`).join("; ");
+
+      // Asking as itself, the first guest gets its own documents only.
+      const own = await ssh(fetchAll(""));
+      expect(own.stdout).toContain(id);
+      expect(own.stdout).toContain("cdh-user-data-ran");
+      expect(own.stdout).not.toContain(secret);
+      expect(own.stdout).not.toContain(keyBody);
+      expect(own.stdout).not.toContain(second);
+      expect(own.stdout.match(/rc=0\b/g) ?? []).toHaveLength(paths.length);
+
+      // Claiming the second guest's address: clean-traffic drops what it sends from it.
+      await ssh(`ip addr add ${secondIp}/32 dev eth0`);
+      try {
+        const forged = await ssh(fetchAll(`--interface ${secondIp}`), 120_000);
+        expect(forged.stdout).not.toContain(secret);
+        expect(forged.stdout).not.toContain(keyBody);
+        expect(forged.stdout).not.toContain(second);
+        expect(forged.stdout.match(/rc=(7|28)\b/g) ?? []).toHaveLength(paths.length);
+      } finally {
+        await ssh(`ip addr del ${secondIp}/32 dev eth0`);
+      }
+    } finally {
+      await agent.client.TerminateInstances({ InstanceIds: [second] });
+    }
+  }, 300_000);
 
   it("makes an image with its logs and shell history cleared by the guest agent and its filesystems frozen for the copy", async () => {
     await ssh("echo 'secret-command --token x' > /root/.bash_history; echo cdh-log-line > /var/log/cdh-image-test.log; gzip -c /etc/hostname > /var/log/cdh-old.1.gz; sync");

@@ -20,6 +20,7 @@ import { ImageCatalog, toCvmImage } from "../../agent/images.js";
 import { DataPaths } from "../../agent/paths.js";
 import { makeDataDir, startAgentProcess, waitForState, type AgentProcess, type CvmClient } from "../support/agent-process.js";
 import { ensureTinyImages, type TinyImages } from "../support/tiny-image.js";
+import { refused } from "../support/wait.js";
 
 const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
 const qemuImg = (...args: string[]) => execa("qemu-img", args);
@@ -36,7 +37,7 @@ async function importSettled(
   client: CvmClient,
   url: string,
   name: string,
-  extra: { BootMode?: string; pollMs?: number } = {},
+  extra: { BootMode?: string; pollMs?: number; tags?: Array<{ Key: string; Value: string }> } = {},
 ): Promise<{ image: Image; progress: number[] }> {
   const r = await client.ImportImage({
     ImageUrl: url,
@@ -45,6 +46,7 @@ async function importSettled(
     OsVersion: "tiny",
     Architecture: "x86_64",
     ...(extra.BootMode ? { BootMode: extra.BootMode } : {}),
+    ...(extra.tags ? { TagSpecification: [{ ResourceType: "image", Tags: extra.tags }] } : {}),
   });
   const progress: number[] = [];
   const deadline = Date.now() + 300_000;
@@ -324,6 +326,40 @@ describe("images through the official SDK", () => {
       expect(qemu).toContain("/usr/share/OVMF/OVMF_CODE_4M.fd");
       await sleep(3000);
       expect((await virsh("domstate", id)).stdout.trim()).toBe("running");
+    } finally {
+      await agent.client.TerminateInstances({ InstanceIds: [id] });
+      const deadline = Date.now() + 60_000;
+      while (Date.now() < deadline && (await agent.client.DescribeInstances({ InstanceIds: [id] })).TotalCount! > 0) await sleep(200);
+    }
+  });
+
+  it("gives instances of an image tagged cdh:config-drive=nocloud a NoCloud (cidata) drive; others get config-2", async () => {
+    const tags = [{ Key: "cdh:config-drive", Value: "nocloud" }, { Key: "owner", Value: "images-test" }];
+    const { image } = await importSettled(agent.client, `file://${tiny.raw.normal}`, "nocloud-tiny", { tags });
+    expect(image).toMatchObject({ ImageState: "NORMAL", Tags: tags });
+    const bad = await refused(
+      agent.client.ImportImage({
+        ImageUrl: `file://${tiny.raw.normal}`,
+        ImageName: "nocloud-bad",
+        OsType: "Linux",
+        OsVersion: "tiny",
+        Architecture: "x86_64",
+        TagSpecification: [{ ResourceType: "image", Tags: [{ Key: "cdh:config-drive", Value: "floppy" }] }],
+      } as never),
+    );
+    expect(bad.code).toBe("InvalidParameterValue");
+    expect(bad.message).toContain("TagSpecification.0.Tags.0.Value");
+
+    const run = await agent.client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: image.ImageId, SystemDisk: { DiskSize: 1 }, HostName: "nocloud-guest" });
+    const id = run.InstanceIdSet![0]!;
+    try {
+      await waitForState(agent.client, id, "RUNNING");
+      const drive = `${agent.dataDir}/instances/${id}/config.iso`;
+      expect((await execa("blkid", ["-o", "value", "-s", "LABEL", drive])).stdout.trim()).toBe("cidata");
+      const files = (await execa("xorriso", ["-indev", drive, "-find", "/", "-type", "f"], { stderr: "ignore" })).stdout;
+      expect(files.split("\n").map((l) => l.replace(/'/g, "").trim()).filter(Boolean).sort()).toEqual(["/meta-data", "/network-config", "/user-data", "/vendor-data"]);
+      expect(/local-hostname: "?nocloud-guest"?\n/.test((await readFile(drive)).toString("latin1")), "meta-data names the host").toBe(true);
+      expect((await virsh("domblklist", id)).stdout).toContain(drive);
     } finally {
       await agent.client.TerminateInstances({ InstanceIds: [id] });
       const deadline = Date.now() + 60_000;

@@ -177,11 +177,30 @@ describe("image and host actions", () => {
       dryRun: false,
       force: false,
       bootMode: "Legacy BIOS",
+      tags: [],
     });
     expect(parse("ImportImage", { ...importBody, ImageUrl: "https://mirror.example/d.qcow2", BootMode: "UEFI" })).toMatchObject({
       source: { kind: "http", href: "https://mirror.example/d.qcow2" },
       bootMode: "UEFI",
     });
+  });
+
+  it("ImportImage takes image tags; cdh:config-drive must name a drive the agent makes", () => {
+    const spec = (tags: unknown[], resourceType = "image") => ({ ...importBody, TagSpecification: [{ ResourceType: resourceType, Tags: tags }] });
+    expect(parse("ImportImage", spec([{ Key: "cdh:config-drive", Value: "nocloud" }, { Key: "team", Value: "" }]))).toMatchObject({
+      tags: [
+        { key: "cdh:config-drive", value: "nocloud" },
+        { key: "team", value: "" },
+      ],
+    });
+    const bad = refusal("ImportImage", spec([{ Key: "cdh:config-drive", Value: "iso" }]));
+    expect(bad.code).toBe("InvalidParameterValue");
+    expect(bad.message).toContain("`TagSpecification.0.Tags.0.Value`");
+    expect(bad.message).toContain("config-2, nocloud");
+    expect(refusal("ImportImage", spec([], "instance")).message).toContain("`TagSpecification.0.ResourceType`");
+    expect(refusal("ImportImage", spec([{ Key: "a", Value: "1" }, { Key: "a", Value: "2" }])).message).toContain("`TagSpecification.0.Tags.1.Key`");
+    expect(refusal("ImportImage", spec([{ Key: "", Value: "1" }])).message).toContain("`TagSpecification.0.Tags.0.Key`");
+    expect(refusal("ImportImage", spec([{ Key: "k", Value: "v".repeat(256) }])).message).toContain("`TagSpecification.0.Tags.0.Value`");
   });
 
   it("ImportImage refuses other URLs with InvalidParameter.InvalidParameterUrlError", () => {
