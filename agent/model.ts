@@ -72,6 +72,12 @@ export interface LoginRecord {
   passwordHash?: string;
   /** Bound key pairs (skey-…), in binding order. */
   keyIds: string[];
+  /**
+   * LoginSettings.KeepImageLogin TRUE: the agent sets no login at all (no password, no
+   * keys, no sshd or root-login settings); the image's own stay. Dropped by the next
+   * password reset or key binding, which hand the login to the platform.
+   */
+  keepImage?: true;
 }
 
 /**

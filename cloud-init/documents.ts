@@ -160,9 +160,13 @@ function renderCloudConfig(cfg: GuestConfig): string {
     preserve_hostname: false,
     // Updates only the hostname's own line of /etc/hosts, never the whole file.
     manage_etc_hosts: "localhost",
-    disable_root: false,
-    ssh_pwauth: cfg.passwordLogin,
   };
+  // KeepImageLogin: the image's own login stays as it is (cloud-init's defaults included).
+  const manageLogin = !cfg.keepImageLogin;
+  if (manageLogin) {
+    doc.disable_root = false;
+    doc.ssh_pwauth = cfg.passwordLogin;
+  }
   if (linux && cfg.passwordHash !== undefined) {
     doc.chpasswd = { expire: false, users: [{ name: cfg.loginUser, password: cfg.passwordHash, type: "hash" }] };
   }
@@ -170,7 +174,7 @@ function renderCloudConfig(cfg: GuestConfig): string {
     // Top-level keys go to the image's default user and, with disable_root false, to root.
     doc.ssh_authorized_keys = cfg.publicKeys.map((k) => k.publicKey);
   }
-  if (linux && cfg.loginUser === "root") {
+  if (linux && manageLogin && cfg.loginUser === "root") {
     // Debian's sshd refuses root passwords by default (prohibit-password). sshd keeps
     // the first value it reads and Debian includes sshd_config.d/*.conf first.
     doc.write_files = [

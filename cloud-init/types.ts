@@ -60,6 +60,8 @@ export interface GuestConfig {
   readonly loginUser: string;
   /** False once key pairs are bound (password login is then disabled). */
   readonly passwordLogin: boolean;
+  /** KeepImageLogin: no login settings at all (password, keys, ssh_pwauth, root login) go to the guest. */
+  readonly keepImageLogin?: boolean;
   /** User data, decoded from the API's base64. */
   readonly userData?: Buffer;
 }

@@ -52,6 +52,7 @@ export function guestConfigOf(options: {
     ...(windows && options.windowsPassword ? { windowsPassword: options.windowsPassword } : {}),
     loginUser: windows ? "Administrator" : "root",
     passwordLogin: keyIds.length === 0,
+    ...(record.login?.keepImage ? { keepImageLogin: true } : {}),
     ...(record.userData ? { userData: Buffer.from(record.userData, "base64") } : {}),
   };
 }

@@ -228,7 +228,7 @@ export class InstanceService {
         nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId }],
         osType,
         ...(image.configDrive === "nocloud" ? { configDrive: "nocloud" as const } : {}),
-        login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}) },
+        login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}), ...(req.login?.keepImageLogin ? { keepImage: true as const } : {}) },
         configGeneration: 1,
         createdTime,
         ...(req.clientToken ? { clientToken: req.clientToken } : {}),
@@ -367,7 +367,9 @@ export class InstanceService {
     const entries = this.validate(req.instanceIds, "AssociateInstancesKeyPairs");
     await this.o.keyPairs.associate(req.instanceIds, req.keyIds);
     for (const entry of entries) {
-      entry.record.login = { ...entry.record.login, keyIds: [...req.keyIds] };
+      // Binding keys hands the login to the platform: a KeepImageLogin instance stops keeping it.
+      const { keepImage: _kept, ...login } = entry.record.login ?? { keyIds: [] };
+      entry.record.login = { ...login, keyIds: [...req.keyIds] };
       this.applyLogin(entry, "AssociateInstancesKeyPairs", req.forceStop, ctx, { keys: true });
     }
   }
@@ -584,7 +586,7 @@ export class InstanceService {
     const newPath = pool ? this.o.storage.pools.diskPath(pool, diskId, `-r${generation}`) : `${old.systemDisk.path.replace(/\.qcow2$/, "")}-r${generation}.qcow2`;
     let loginRecord = old.login ?? { keyIds: [] };
     if (login) {
-      if (login.keepImageLogin) loginRecord = { keyIds: [] };
+      if (login.keepImageLogin) loginRecord = { keyIds: [], keepImage: true };
       else if (login.password !== undefined) loginRecord = { keyIds: [], ...(osType === "linux" ? { passwordHash: sha512Crypt(login.password) } : {}) };
       else if (login.keyIds) loginRecord = { keyIds: [...login.keyIds] };
     }

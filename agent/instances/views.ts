@@ -46,7 +46,7 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     LatestOperationRequestId: op?.requestId ?? null,
     LatestOperationErrorMsg: op?.errorMessage ?? null,
     LatestOperationCode: op?.errorCode ?? null,
-    LoginSettings: { KeyIds: [...(r.login?.keyIds ?? [])] },
+    LoginSettings: { KeyIds: [...(r.login?.keyIds ?? [])], ...(r.login?.keepImage ? { KeepImageLogin: "TRUE" } : {}) },
     ...(r.nics[0]?.subnetId
       ? { VirtualPrivateCloud: { VpcId: r.nics[0].vpcId ?? null, SubnetId: r.nics[0].subnetId, AsVpcGateway: false, PrivateIpAddresses: r.nics[0].ipv4 ? [r.nics[0].ipv4] : [] } }
       : {}),

@@ -350,7 +350,13 @@ describe("images through the official SDK", () => {
     expect(bad.code).toBe("InvalidParameterValue");
     expect(bad.message).toContain("TagSpecification.0.Tags.0.Value");
 
-    const run = await agent.client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: image.ImageId, SystemDisk: { DiskSize: 1 }, HostName: "nocloud-guest" });
+    const run = await agent.client.RunInstances({
+      InstanceType: "CDH_1C1G",
+      ImageId: image.ImageId,
+      SystemDisk: { DiskSize: 1 },
+      HostName: "nocloud-guest",
+      LoginSettings: { KeepImageLogin: "TRUE" },
+    });
     const id = run.InstanceIdSet![0]!;
     try {
       await waitForState(agent.client, id, "RUNNING");
@@ -360,6 +366,14 @@ describe("images through the official SDK", () => {
       expect(files.split("\n").map((l) => l.replace(/'/g, "").trim()).filter(Boolean).sort()).toEqual(["/meta-data", "/network-config", "/user-data", "/vendor-data"]);
       expect(/local-hostname: "?nocloud-guest"?\n/.test((await readFile(drive)).toString("latin1")), "meta-data names the host").toBe(true);
       expect((await virsh("domblklist", id)).stdout).toContain(drive);
+      // KeepImageLogin: shown as asked, and the drive sets no login (no password, keys or sshd settings).
+      expect((await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!.LoginSettings).toMatchObject({ KeepImageLogin: "TRUE" });
+      const out = join(work, `${id}-vendor-data`);
+      await execa("xorriso", ["-osirrox", "on", "-indev", drive, "-extract", "/vendor-data", out], { stderr: "ignore", stdout: "ignore" });
+      const vendor = await readFile(out, "utf8");
+      expect(vendor).toContain("#cloud-config");
+      expect(vendor).toContain("nocloud-guest");
+      for (const key of ["ssh_pwauth", "chpasswd", "ssh_authorized_keys", "disable_root"]) expect(vendor).not.toContain(key);
     } finally {
       await agent.client.TerminateInstances({ InstanceIds: [id] });
       const deadline = Date.now() + 60_000;

@@ -157,6 +157,16 @@ describe("renderGuestDocuments", () => {
     expect(text).not.toContain("chpasswd");
   });
 
+  it("sets no login at all for KeepImageLogin: the image's own password, keys and sshd settings stay", () => {
+    const docs = renderGuestDocuments(linuxConfig({ keepImageLogin: true, passwordHash: undefined, publicKeys: [] }));
+    const text = cloudConfigOf(docs);
+    expect(text).toContain('hostname: "web-1"\n');
+    for (const key of ["disable_root", "ssh_pwauth", "chpasswd", "ssh_authorized_keys", "PermitRootLogin", "write_files"]) expect(text).not.toContain(key);
+    expect(docs.tencentOsConf).not.toContain("password=");
+    // Without the flag, the same config does manage the login.
+    expect(cloudConfigOf(renderGuestDocuments(linuxConfig({ passwordHash: undefined, publicKeys: [] })))).toContain("ssh_pwauth: true\n");
+  });
+
   it("uses the UUID as the EC2 instance-id and lists keys the way Nova's EC2 tree does", () => {
     const ec2 = renderGuestDocuments(linuxConfig()).ec2;
     expect(ec2.metaData).toEqual({
