@@ -100,7 +100,7 @@ async function measure(o: BigDisksOptions & { agent: Agent; agentLog: string; da
   /** The agent's own disk step (its log's disksMs): the three disks, made at the same time. */
   const agentDisks: number[] = [];
   const backing = imagePath(o.dataDir, o.imageId);
-  let template: { xml: string; instanceDir: string; instanceId: string; extras: string; disks: string[] } | undefined;
+  let template: { xml: string; instanceDir: string; instanceId: string; extras: string; disks: string[]; systemDisk: string } | undefined;
 
   for (let i = 0; i < o.runs; i++) {
     // The agent: from the RunInstances call to DescribeInstancesStatus saying RUNNING.
@@ -128,7 +128,7 @@ async function measure(o: BigDisksOptions & { agent: Agent; agentLog: string; da
         if (name === "console.log") continue;
         if (xml.includes(join(instanceDir, name))) await copyFile(join(instanceDir, name), join(extras, name));
       }
-      template = { xml, instanceDir, instanceId: id, extras, disks };
+      template = { xml, instanceDir, instanceId: id, extras, disks, systemDisk: disks[0]! };
     }
     await terminateAll(agent.client, [id]);
     tracker.instances.delete(id);

@@ -33,7 +33,7 @@ export async function benchLaunch(o: LaunchOptions): Promise<Row[]> {
   const { agent, tracker } = o;
   const ours: number[] = [];
   const base: number[] = [];
-  let template: { xml: string; instanceDir: string; instanceId: string; extras: string } | undefined;
+  let template: { xml: string; instanceDir: string; instanceId: string; systemDisk: string; extras: string } | undefined;
 
   for (let i = 0; i < o.runs; i++) {
     // The agent: from the RunInstances call to DescribeInstancesStatus saying RUNNING.
@@ -53,7 +53,7 @@ export async function benchLaunch(o: LaunchOptions): Promise<Row[]> {
         if (name === "system.qcow2" || name === "console.log") continue;
         if (xml.includes(join(instanceDir, name))) await copyFile(join(instanceDir, name), join(extras, name));
       }
-      template = { xml, instanceDir, instanceId: id, extras };
+      template = { xml, instanceDir, instanceId: id, systemDisk: systemDiskOf(xml), extras };
     }
     await terminateAll(agent.client, [id]);
     tracker.instances.delete(id);
@@ -100,12 +100,22 @@ export async function benchLaunch(o: LaunchOptions): Promise<Row[]> {
  * console log in the baseline's directory, and without the agent's record (so no
  * agent ever takes the domain for one of its instances).
  */
-export function baselineXml(xml: string, o: { from: { instanceDir: string; instanceId: string }; name: string; dir: string; overlay: string }): string {
+/** The file behind the domain's `vda` (the system disk lives in a storage pool, not the instance directory). */
+export function systemDiskOf(xml: string): string {
+  for (const disk of xml.match(/<disk\b[\s\S]*?<\/disk>/g) ?? []) {
+    if (!/<target dev='vda'/.test(disk)) continue;
+    const source = /<source file='([^']+)'/.exec(disk);
+    if (source) return source[1]!;
+  }
+  throw new Error("the agent's domain has no vda file");
+}
+
+export function baselineXml(xml: string, o: { from: { instanceDir: string; instanceId: string; systemDisk: string }; name: string; dir: string; overlay: string }): string {
   const uuid = randomUUID();
   const mac = `52:54:00:${[...randomBytes(3)].map((b) => b.toString(16).padStart(2, "0")).join(":")}`;
   return xml
     .replace(/<metadata>[\s\S]*?<\/metadata>\s*/, "")
-    .replaceAll(join(o.from.instanceDir, "system.qcow2"), o.overlay)
+    .replaceAll(o.from.systemDisk, o.overlay)
     .replaceAll(o.from.instanceDir, o.dir)
     .replaceAll(o.from.instanceId, o.name)
     .replace(/<uuid>[^<]*<\/uuid>/, `<uuid>${uuid}</uuid>`)

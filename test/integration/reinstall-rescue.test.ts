@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { refused, waitUntil } from "../support/wait.js";
 import { commonClient, importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
+import { sshExec, waitForSsh } from "../support/guest-ssh.js";
 import { ensureRescueImage } from "../support/rescue-image.js";
 import { parseRescueReady, parseTinyReady, RESCUE_READY_PATTERN, serialLogSize, TINY_READY_PATTERN, waitForRescueData, waitForSerial, waitForTinyData } from "../support/serial.js";
 import { ensureTinyImages, writeDiskMarker } from "../support/tiny-image.js";
@@ -115,6 +116,14 @@ describe("reinstall, images from instances, clone, rescue and ISO", () => {
     expect(ready.serials.vdb).toBe(dataDisk);
     expect(await waitForRescueData(log(id), "vdb", { fromOffset: offset, timeoutMs: 30_000 })).toBe("KEEP-ME-ACROSS-REINSTALL");
     expect((await virsh("dumpxml", "--domain", id, "--inactive")).stdout).toContain("<kernel>");
+
+    // SSH into the rescue system as root with the rescue password, on the instance's own address.
+    const ip = (await client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!.PrivateIpAddresses![0]!;
+    const login = await waitForSsh({ host: ip, port: 22, password: PASSWORD, command: "cat /proc/cmdline; cat /sys/block/vdb/serial", timeoutMs: 90_000 });
+    expect(login.stdout).toContain("cdh.rescue_hash=$6$");
+    expect(login.stdout).not.toContain(PASSWORD);
+    expect(login.stdout).toContain(dataDisk.slice(0, 20));
+    await expect(sshExec({ host: ip, port: 22, password: "Wrong-Password-1", command: "true", timeoutMs: 20_000 })).rejects.toThrow(/authentication/i);
 
     for (const call of [
       () => client.StopInstances({ InstanceIds: [id] }),

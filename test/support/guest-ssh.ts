@@ -10,8 +10,9 @@ import { Client, utils, type ConnectConfig } from "ssh2";
 export interface GuestSshTarget {
   host: string;
   port: number;
-  /** The client's private key (OpenSSH or PEM). */
-  privateKey: Buffer | string;
+  /** The client's private key (OpenSSH or PEM); or a password. */
+  privateKey?: Buffer | string;
+  password?: string;
   /** Default "root". */
   username?: string;
 }
@@ -100,7 +101,8 @@ export function sshExec(options: SshExecOptions): Promise<SshExecResult> {
       host: options.host,
       port: options.port,
       username: options.username ?? "root",
-      privateKey: options.privateKey,
+      ...(options.privateKey !== undefined ? { privateKey: options.privateKey } : {}),
+      ...(options.password !== undefined ? { password: options.password, tryKeyboard: false } : {}),
       readyTimeout: Math.max(1_000, timeoutMs),
       hostVerifier: (key: Buffer) => {
         hostKeyFingerprint = fingerprint(key);
@@ -132,7 +134,7 @@ export interface WaitForSshResult extends SshExecResult {
 }
 
 /**
- * Retries a key login (and `command`) until it succeeds: sshd not listening yet, host
+ * Retries a key (or password) login (and `command`) until it succeeds: sshd not listening yet, host
  * keys not made yet, or the key not yet in authorized_keys all count as "not yet".
  * Rejects with the last error once `timeoutMs` has passed.
  */
@@ -153,7 +155,8 @@ export async function waitForSsh(options: WaitForSshOptions): Promise<WaitForSsh
       const result = await sshExec({
         host: options.host,
         port: options.port,
-        privateKey: options.privateKey,
+        ...(options.privateKey !== undefined ? { privateKey: options.privateKey } : {}),
+        ...(options.password !== undefined ? { password: options.password } : {}),
         username: options.username ?? "root",
         command,
         timeoutMs: Math.max(1_000, Math.min(options.attemptTimeoutMs ?? 20_000, remaining)),
