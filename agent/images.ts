@@ -12,10 +12,11 @@
  * - `base/created-<id>.qcow2`  base files of images made from instances;
  * - `img-xxxxxxxx.qcow2`       base files of images imported before the base/ layout;
  * - `partial/`                 work files of running imports (emptied at start-up).
- * System disks are qcow2 overlays backing onto a base file. DeleteImages removes the
- * record at once (CVM: instances already made from the image are unaffected); the base
- * file goes only when no record names it and no disk's backing chain contains it,
- * at the scheduled sweep (`image_cache_sweep_schedule`), never by age.
+ * System disks are qcow2 overlays backing onto a base file. DeleteImages is refused
+ * while an instance uses the image; otherwise it removes the record at once, and the
+ * base file goes only when no record names it and no disk's backing chain contains it
+ * (a snapshot, or another image sharing the base), at the scheduled sweep
+ * (`image_cache_sweep_schedule`), never by age.
  *
  * An import runs in the background: it reads the format from the content (never the
  * name), refuses what the seed does not allow (see IMPORT_ERROR_CODES) and shows its
@@ -145,7 +146,7 @@ export interface ImageCatalogOptions {
   logger: Logger;
   maxImageBytes: number;
   downloadTimeoutMs: number;
-  /** IDs of instances whose disks use the image (informational; DeleteImages no longer refuses them). */
+  /** IDs of instances made from the image (their record names it): DeleteImages refuses it while there are any. */
   usersOf?: (imageId: string) => string[];
   /** Absolute paths of every instance disk, data disk and snapshot file: their backing chains keep bases alive. */
   diskFiles?: () => Promise<string[]>;
@@ -629,7 +630,11 @@ export class ImageCatalog {
     if (record && (record.state === "CREATING" || record.state === "IMPORTING")) record.progressPercent = Math.max(0, Math.min(100, percent));
   }
 
-  /** DeleteImages' checks: every image exists and is not being imported or made. */
+  /**
+   * DeleteImages' checks: every image exists, is not being imported or made, and no
+   * instance uses it (the API's "in use (USING)" rule: an instance made from the image,
+   * or reinstalled with it, names it until it is terminated or reinstalled with another).
+   */
   checkDelete(imageIds: string[]): void {
     for (const id of imageIds) {
       const record = this.images.get(id);
@@ -637,13 +642,18 @@ export class ImageCatalog {
       if (record.state === "IMPORTING" || record.state === "CREATING") {
         throw new ApiError("InvalidImageId.IncorrectState", `image ${id} is ${record.state}; wait until it is done`);
       }
+      const users = this.options.usersOf?.(id) ?? [];
+      if (users.length > 0) {
+        const shown = users.slice(0, 5).join(", ") + (users.length > 5 ? ` and ${users.length - 5} more` : "");
+        throw new ApiError("InvalidImageId.IncorrectState", `image ${id} is in use by ${shown}; terminate or reinstall them first`);
+      }
     }
   }
 
   /**
-   * DeleteImages: all or nothing. The records go at once (instances made from the image
-   * keep running and keep their disks); base files nothing references any more go in a
-   * sweep started now in the background.
+   * DeleteImages: all or nothing, and only for images no instance uses (checkDelete).
+   * The records go at once; base files nothing references any more (no record, no disk's
+   * backing chain) go in a sweep started now in the background.
    */
   async delete(imageIds: string[]): Promise<void> {
     this.checkDelete(imageIds);

@@ -128,6 +128,19 @@ describe("a Debian guest configured by the agent", () => {
     expect(d).toMatchObject({ LatestOperation: "ResetInstancesPassword", LatestOperationState: "SUCCESS" });
     expect((await ssh("cat /etc/ssh/ssh_host_ed25519_key.pub")).stdout).toBe(hostKey);
     expect((await ssh("cat /proc/uptime")).stdout).not.toBe(""); // still the same boot: ssh answered without a restart
+
+    // The password itself logs in. Keys are bound, so the agent has turned sshd's password
+    // login off (the seed's rule); the test turns it back on by hand to try the password.
+    await ssh("printf 'PermitRootLogin yes\\nPasswordAuthentication yes\\n' > /etc/ssh/sshd_config.d/00-cdh-test.conf && systemctl reload ssh");
+    try {
+      const login = await waitForSsh({ host: ip, port: 22, password: "Cdh-Agent-Pass1", command: "id -un", timeoutMs: 30_000 });
+      expect(login.stdout.trim()).toBe("root");
+      await expect(sshExec({ host: ip, port: 22, password: "Not-The-Pass-1", command: "true", timeoutMs: 20_000 })).rejects.toThrow(/authentication/i);
+    } finally {
+      await ssh("rm -f /etc/ssh/sshd_config.d/00-cdh-test.conf && systemctl reload ssh");
+      // sshd re-executes itself on reload: its port is closed for a moment.
+      await waitForSsh({ host: ip, port: 22, privateKey: key.privateKey, timeoutMs: 30_000, intervalMs: 500 });
+    }
   });
 
   it("cannot reach the metadata endpoint as another address", async () => {

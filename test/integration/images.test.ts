@@ -381,7 +381,7 @@ describe("images through the official SDK", () => {
     }
   });
 
-  it("DeleteImages of an image a running instance backs onto keeps its base file until the instance is gone and the sweep runs", async () => {
+  it("refuses DeleteImages of an image an instance uses, changing nothing; once the instance is gone it deletes and the sweep removes the base", async () => {
     const disk = join(work, "in-use.raw");
     await variant(tiny, disk, "in-use");
     const { image } = await importSettled(agent.client, `file://${disk}`, "in-use");
@@ -397,21 +397,25 @@ describe("images through the official SDK", () => {
     const chain = JSON.parse((await qemuImg("info", "--output=json", "-U", "--backing-chain", systemDisk!)).stdout);
     expect(chain.map((c: { filename: string }) => c.filename)).toContain(base);
 
-    await agent.client.DeleteImages({ ImageIds: [image.ImageId] });
-    expect((await agent.client.DescribeImages({ ImageIds: [image.ImageId] })).TotalCount).toBe(0);
-    await expect(agent.client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: image.ImageId })).rejects.toMatchObject({ code: "InvalidImageId.NotFound" });
-    // Sweeps run every 2 s; 40 s covers the hand-out grace (30 s) too: the backing chain alone keeps it.
-    const keepUntil = Date.now() + 40_000;
-    while (Date.now() < keepUntil) {
-      expect(existsSync(base)).toBe(true);
-      await sleep(2000);
+    // In use (the API's USING rule): refused, with or without DryRun, and nothing changes.
+    for (const dryRun of [true, false]) {
+      const r = await refused(agent.client.DeleteImages({ ImageIds: [image.ImageId], DryRun: dryRun }));
+      expect(r.code).toBe("InvalidImageId.IncorrectState");
+      expect(r.message).toContain(id);
     }
+    expect((await agent.client.DescribeImages({ ImageIds: [image.ImageId] })).ImageSet?.[0]?.ImageState).toBe("NORMAL");
+    await sleep(4000); // two sweeps
+    expect(existsSync(base)).toBe(true);
     expect((await virsh("domstate", id)).stdout.trim()).toBe("running");
 
     await agent.client.TerminateInstances({ InstanceIds: [id] });
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && (await agent.client.DescribeInstances({ InstanceIds: [id] })).TotalCount! > 0) await sleep(200);
-    const goneBy = Date.now() + 30_000;
+    await agent.client.DeleteImages({ ImageIds: [image.ImageId] });
+    expect((await agent.client.DescribeImages({ ImageIds: [image.ImageId] })).TotalCount).toBe(0);
+    await expect(agent.client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: image.ImageId })).rejects.toMatchObject({ code: "InvalidImageId.NotFound" });
+    // The hand-out grace (30 s) keeps a base just given to a launch; after it, the sweep removes it.
+    const goneBy = Date.now() + 60_000;
     while (Date.now() < goneBy && existsSync(base)) await sleep(500);
     expect(existsSync(base)).toBe(false);
   });

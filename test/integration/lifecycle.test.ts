@@ -119,15 +119,16 @@ describe("instance lifecycle through the official SDK", () => {
     expect(after).toEqual(before);
   });
 
-  it("refuses a second image with the same name; deleting an image an instance uses would be allowed", async () => {
+  it("refuses a second image with the same name, and DeleteImages of an image an instance uses", async () => {
     const client = agent.client;
     await expect(
       client.ImportImage({ ImageUrl: "file:///nonexistent.raw", ImageName: "tiny-normal", OsType: "Linux", OsVersion: "x", Architecture: "x86_64" }),
     ).rejects.toMatchObject({ code: "InvalidImageName.Duplicate" });
     const run = await client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: imageId, SystemDisk: { DiskSize: 1 } });
     const id = run.InstanceIdSet![0]!;
-    // CVM: existing instances are unaffected by DeleteImages (images.test.ts covers the base file).
-    await expect(client.DeleteImages({ ImageIds: [imageId], DryRun: true })).rejects.toMatchObject({ code: "DryRunOperation" });
+    // The API's "in use (USING)" rule (images.test.ts covers the base file and the delete after).
+    await expect(client.DeleteImages({ ImageIds: [imageId], DryRun: true })).rejects.toMatchObject({ code: "InvalidImageId.IncorrectState" });
+    await expect(client.DeleteImages({ ImageIds: [imageId] })).rejects.toMatchObject({ code: "InvalidImageId.IncorrectState" });
     await waitForState(client, id, "RUNNING");
     await client.TerminateInstances({ InstanceIds: [id] });
     const deadline = Date.now() + 60_000;
