@@ -636,9 +636,10 @@ export class ImageCatalog {
    * or reinstalled with it, names it until it is terminated or reinstalled with another).
    */
   checkDelete(imageIds: string[]): void {
+    // Unknown IDs first, whatever their place in the list.
+    for (const id of imageIds) if (!this.images.has(id)) throw new ApiError("InvalidImageId.NotFound", `image ${id} does not exist on this host`);
     for (const id of imageIds) {
-      const record = this.images.get(id);
-      if (!record) throw new ApiError("InvalidImageId.NotFound", `image ${id} does not exist on this host`);
+      const record = this.images.get(id)!;
       if (record.state === "IMPORTING" || record.state === "CREATING") {
         throw new ApiError("InvalidImageId.IncorrectState", `image ${id} is ${record.state}; wait until it is done`);
       }

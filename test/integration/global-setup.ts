@@ -7,6 +7,7 @@ import { execa } from "execa";
 import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { TestProject } from "vitest/node";
+import { TEST_DATA_ROOT } from "../support/agent-process.js";
 
 const root = resolve(import.meta.dirname, "../..");
 
@@ -32,11 +33,17 @@ export default async function setup(project: TestProject): Promise<() => Promise
   await mkdir(RUNS_DIR, { recursive: true });
   const others = (await readdir(RUNS_DIR)).map(Number).filter((pid) => pid !== process.pid && alive(pid));
   await writeFile(`${RUNS_DIR}/${process.pid}`, "");
-  if (others.length === 0) for (const name of (await virsh("list", "--all", "--name")).stdout.split("\n").map((s) => s.trim())) {
-    if (!/^ins-[a-z0-9]{8}$/.test(name)) continue;
-    await virsh("destroy", name);
-    await virsh("undefine", name, "--nvram");
+  if (others.length === 0) {
+    for (const name of (await virsh("list", "--all", "--name")).stdout.split("\n").map((s) => s.trim())) {
+      if (!/^ins-[a-z0-9]{8}$/.test(name)) continue;
+      await virsh("destroy", name);
+      await virsh("undefine", name, "--nvram");
+    }
+    // The agents' data directories of earlier runs (kept after a run for its logs): they
+    // hold image caches and disks, and the pools' capacity counts the filesystem's free space.
+    await rm(TEST_DATA_ROOT, { recursive: true, force: true });
   }
+  await mkdir(TEST_DATA_ROOT, { recursive: true, mode: 0o755 });
   await execa("npx", ["tsc", "-p", "tsconfig.json"], { cwd: root, stdio: "inherit" });
   project.provide("repoRoot", root);
   return async () => {

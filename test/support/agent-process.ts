@@ -148,8 +148,11 @@ export function hostIdFor(dataDir: string): string {
   return `host-${n.toString(36).padStart(8, "0").slice(-8)}`;
 }
 
+/** Where the test agents' data directories go; global-setup empties it when no other run is alive. */
+export const TEST_DATA_ROOT = "/var/tmp/cdh-agent-tests";
+
 export async function makeDataDir(): Promise<string> {
-  const base = "/var/tmp/cdh-agent-tests";
+  const base = TEST_DATA_ROOT;
   await mkdir(base, { recursive: true });
   await chmod(base, 0o755);
   const dir = await mkdtemp(join(base, "run-"));
