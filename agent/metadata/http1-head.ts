@@ -10,8 +10,9 @@
  * control characters in a value, an HTTP/1.1 request without exactly one Host,
  * Content-Length that is not digits only or that repeats with another value. The body
  * is framed one way only (no request smuggling): Transfer-Encoding is accepted only as
- * exactly `chunked`, once, on HTTP/1.1, without Content-Length (400 otherwise, 501 for
- * any other coding: gzip and the like are not implemented). `Expect: 100-continue` is
+ * exactly `chunked`, once, on HTTP/1.1, without Content-Length (400 otherwise). Any
+ * other coding (gzip, compress, …) gets 501, as RFC 9112 §6.1 has a server answer a
+ * coding it does not take: no metadata client compresses its requests. `Expect: 100-continue` is
  * honoured; any other expectation gets 417.
  */
 

@@ -23,6 +23,25 @@ describe("a Debian guest configured by the agent", () => {
   const key = generateGuestKeyPair("guest-config-test");
   const ssh = (command: string, timeoutMs = 60_000) => sshExec({ host: ip, port: 22, privateKey: key.privateKey, command, timeoutMs });
 
+  /** Imports the public key and runs one instance with it and the user data; its ID. */
+  const runWithKey = async (o: { imageId: string; instanceType: string; diskGiB: number; hostName: string; keyName: string; publicKey: string; userData: string }) => {
+    const kp = await agent.client.ImportKeyPair({ KeyName: o.keyName, ProjectId: 0, PublicKey: o.publicKey });
+    const run = await agent.client.RunInstances({
+      InstanceType: o.instanceType,
+      ImageId: o.imageId,
+      SystemDisk: { DiskSize: o.diskGiB },
+      HostName: o.hostName,
+      LoginSettings: { KeyIds: [kp.KeyId!] },
+      UserData: Buffer.from(o.userData).toString("base64"),
+    });
+    return run.InstanceIdSet![0]!;
+  };
+  /** Waits for RUNNING; the instance's private address. */
+  const addressWhenRunning = async (instanceId: string) => {
+    await waitForState(agent.client, instanceId, "RUNNING", 120_000);
+    return (await agent.client.DescribeInstances({ InstanceIds: [instanceId] })).InstanceSet![0]!.PrivateIpAddresses![0]!;
+  };
+
   beforeAll(async () => {
     const image = await ensureDebianImage();
     agent = await startAgentProcess({ repoRoot: inject("repoRoot") });
@@ -39,19 +58,8 @@ describe("a Debian guest configured by the agent", () => {
       if (d.ImageSet?.[0]?.ImageState === "NORMAL") break;
       await new Promise((r) => setTimeout(r, 500));
     }
-    const kp = await agent.client.ImportKeyPair({ KeyName: "guest_config_test", ProjectId: 0, PublicKey: key.publicKey });
-    const run = await agent.client.RunInstances({
-      InstanceType: "CDH_2C2G",
-      ImageId: imageId,
-      SystemDisk: { DiskSize: 4 },
-      HostName: "guest-one",
-      LoginSettings: { KeyIds: [kp.KeyId!] },
-      UserData: Buffer.from(USER_DATA).toString("base64"),
-    });
-    id = run.InstanceIdSet![0]!;
-    await waitForState(agent.client, id, "RUNNING", 120_000);
-    const described = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
-    ip = described.PrivateIpAddresses![0]!;
+    id = await runWithKey({ imageId, instanceType: "CDH_2C2G", diskGiB: 4, hostName: "guest-one", keyName: "guest_config_test", publicKey: key.publicKey, userData: USER_DATA });
+    ip = await addressWhenRunning(id);
     await waitForSsh({ host: ip, port: 22, privateKey: key.privateKey, timeoutMs: 300_000, command: "cloud-init status --wait >/dev/null; true" });
   }, 600_000);
 
@@ -158,19 +166,17 @@ describe("a Debian guest configured by the agent", () => {
     const tinyImage = await importImage(agent.client, images.raw.normal, "tiny-second-guest");
     const secret = `second-guest-secret-${randomBytes(6).toString("hex")}`;
     const otherKey = generateGuestKeyPair("second-guest");
-    const kp = await agent.client.ImportKeyPair({ KeyName: "second_guest", ProjectId: 0, PublicKey: otherKey.publicKey });
-    const run = await agent.client.RunInstances({
-      InstanceType: "CDH_1C1G",
-      ImageId: tinyImage,
-      SystemDisk: { DiskSize: 10 },
-      HostName: "guest-two",
-      LoginSettings: { KeyIds: [kp.KeyId!] },
-      UserData: Buffer.from(`#!/bin/sh\necho ${secret}\n`).toString("base64"),
+    const second = await runWithKey({
+      imageId: tinyImage,
+      instanceType: "CDH_1C1G",
+      diskGiB: 10,
+      hostName: "guest-two",
+      keyName: "second_guest",
+      publicKey: otherKey.publicKey,
+      userData: `#!/bin/sh\necho ${secret}\n`,
     });
-    const second = run.InstanceIdSet![0]!;
     try {
-      await waitForState(agent.client, second, "RUNNING", 120_000);
-      const secondIp = (await agent.client.DescribeInstances({ InstanceIds: [second] })).InstanceSet![0]!.PrivateIpAddresses![0]!;
+      const secondIp = await addressWhenRunning(second);
       expect(secondIp).not.toBe(ip);
       // The data is there to be had: the second guest's own drive carries it.
       expect((await readFile(`${agent.dataDir}/instances/${second}/config.iso`)).includes(secret)).toBe(true);
