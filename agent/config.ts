@@ -117,6 +117,12 @@ export const configSchema = z
     /** Interval of the full reconcile with libvirt, seconds. */
     reconcile_interval_s: seconds().default(60)
       .describe("interval of the full reconcile with libvirt (seconds)"),
+    /** Interval of the liveness probe of libvirtd (a frozen libvirtd makes every state UNKNOWN), seconds. */
+    libvirt_probe_interval_s: seconds().default(5)
+      .describe("interval of the liveness probe of libvirtd (seconds); while it goes unanswered every state is UNKNOWN"),
+    /** How long the liveness probe waits for libvirtd, seconds. */
+    libvirt_probe_timeout_s: seconds().default(10)
+      .describe("how long the liveness probe of libvirtd waits for an answer (seconds)"),
     /** pino log level. */
     log_level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info")
       .describe("log level: trace, debug, info, warn, error, fatal or silent"),
@@ -206,6 +212,8 @@ export interface AgentConfig {
   readonly softStopTimeoutS: number;
   readonly softStopRetryS: number;
   readonly reconcileIntervalS: number;
+  readonly libvirtProbeIntervalS: number;
+  readonly libvirtProbeTimeoutS: number;
   readonly logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
   readonly defaultNetwork: string;
   readonly hostZone: string;
@@ -576,6 +584,8 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     softStopTimeoutS: cfg.soft_stop_timeout_s,
     softStopRetryS: cfg.soft_stop_retry_s,
     reconcileIntervalS: cfg.reconcile_interval_s,
+    libvirtProbeIntervalS: cfg.libvirt_probe_interval_s,
+    libvirtProbeTimeoutS: cfg.libvirt_probe_timeout_s,
     logLevel: cfg.log_level,
     defaultNetwork: cfg.default_network,
     hostZone: cfg.host_zone,

@@ -119,8 +119,8 @@ export interface EventHandlers {
 }
 
 export interface Hypervisor {
-  /** True when libvirtd answers. */
-  ping(): Promise<boolean>;
+  /** True when libvirtd answers (within timeoutMs, when given; the call is then killed). */
+  ping(timeoutMs?: number): Promise<boolean>;
   /** Host capabilities the agent cares about. */
   capabilities(): Promise<{ kvmUsable: boolean }>;
   defineDomain(spec: DomainSpec): Promise<void>;

@@ -99,19 +99,19 @@ export class VirshHypervisor implements Hypervisor {
   }
 
   /** Runs `virsh -c URI ...args`; failures are translated to typed errors. */
-  private async virsh(args: readonly string[], what: string, domain?: string): Promise<RunResult> {
+  private async virsh(args: readonly string[], what: string, domain?: string, timeoutMs = this.timeoutMs): Promise<RunResult> {
     try {
       return await this.runner.run(["virsh", "-c", this.uri, ...args], {
-        ...(this.timeoutMs !== undefined ? { timeoutMs: this.timeoutMs } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
       });
     } catch (error) {
       throw translateVirshError(error, what, domain);
     }
   }
 
-  async ping(): Promise<boolean> {
+  async ping(timeoutMs?: number): Promise<boolean> {
     try {
-      await this.virsh(["uri"], "uri");
+      await this.virsh(["uri"], "uri", undefined, timeoutMs ?? this.timeoutMs);
       return true;
     } catch {
       return false;
