@@ -5,7 +5,9 @@
  * and a newer report supersedes one that is still being retried.
  *
  * Never throws to its caller and never blocks it: trigger() only records that a
- * report is wanted; the work happens on the event loop.
+ * report is wanted; the work happens on the event loop. Memory is bounded whatever the
+ * controller does: at most one report in flight and one waiting (a queue of one; the
+ * older is dropped and counted in `Superseded`).
  */
 import { createTask, type ScheduledTask } from "node-cron";
 import type { Logger } from "pino";
@@ -24,6 +26,12 @@ export interface Report extends ReportPayload {
   Epoch: string;
   Sequence: number;
   Reason: string;
+  /**
+   * Reports built since the agent started that were dropped unsent (a newer one replaced
+   * them while the controller was away or slow). Sequence − 1 = the reports delivered
+   * before this one + Superseded: a gap in the sequence is always accounted for.
+   */
+  Superseded: number;
   /** ISO 8601. */
   Timestamp: string;
 }
@@ -197,6 +205,7 @@ export class Reporter {
       Epoch: this.opts.epoch,
       Sequence: this.sequence,
       Reason: reason,
+      Superseded: this.counters.superseded,
       Timestamp: new Date().toISOString(),
       HostResource: payload.HostResource,
       Instances: payload.Instances,

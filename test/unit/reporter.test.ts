@@ -178,6 +178,8 @@ describe("Reporter", () => {
       [1, "first"],
       [2, "second"],
     ]);
+    // The dropped report 1 is counted in the report that replaced it.
+    expect(ctl.received.map((r) => r.body.Superseded)).toEqual([0, 1]);
     expect(reporter.stats()).toMatchObject({ superseded: 1, sent: 1, lastSentSequence: 2 });
   });
 
