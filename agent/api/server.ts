@@ -1,30 +1,51 @@
 /**
- * The controller API's HTTP edge: CVM API 2017-03-12 over node:http.
+ * The controller API's HTTP edge: CVM API 2017-03-12 over node:http, or node:https
+ * when api_tls_cert/api_tls_key are set (tls.ts; mutual TLS with api_tls_client_ca).
  *
- * Order of checks: method (POST) → path (/) → body size → Content-Type →
- * X-TC-Action present → X-TC-Version → TC3 signature → JSON → command schema →
- * dispatch. The signature is verified before the command is parsed.
+ * Order of checks, and why: path (/) → method (POST) → Content-Length (present, within
+ * maxBodyBytes) → Content-Type → X-TC-Action present → X-TC-Version → the head's part
+ * of TC3 (Authorization parses, X-TC-Timestamp in the window, SecretId known) → a share
+ * of the unverified-body budget → the body → the signature → JSON → command schema →
+ * dispatch. No byte of a body is read before the head has passed every check that
+ * needs no body, so a stranger cannot make the agent hold bodies; and the bytes of
+ * bodies being read but not yet verified are capped across all connections
+ * (unverifiedBodyBudgetBytes; past it the answer is RequestLimitExceeded). A refusal
+ * that leaves a body unread closes the connection (node would otherwise read and
+ * discard it to keep the connection in step).
  *
  * Every answer to POST / is HTTP 200 with the CVM envelope. This matters for the
  * official SDK: tencentcloud-sdk-nodejs-common's parseResponse() turns any
  * non-200 status into a TencentCloudSDKHttpException carrying only the HTTP
  * status text (no code), while a 200 whose `Response.Error` is set becomes a
  * TencentCloudSDKHttpException with `.code = Error.Code`, the message and
- * `.requestId`. Only requests outside the API (a path other than /) get a 404,
- * still with the envelope (code InvalidAction) for humans with curl.
+ * `.requestId`. Requests outside the API (any path but /, e.g. `//` or `/x`) get a
+ * 404, still with the envelope (code InvalidAction) for humans with curl.
  * The SDK reads the `X-TC-TraceId` response header; the request's value is echoed.
+ *
+ * Bounded resources: at most maxConnections open connections, maxConnectionsPerSource
+ * from one remote address (TLS handshakes count); a connection over either cap gets
+ * RequestLimitExceeded (with `Connection: close`) to its first request and is closed
+ * after refusalGraceMs. A connection with no request under way closes after
+ * idleTimeoutMs; a head must be complete headersTimeoutMs after the connection or the
+ * previous answer; a whole request within requestTimeoutMs.
+ *
+ * A client that leaves mid-request (or whose body is too slow and hits the request
+ * timeout) is the client's doing: a debug line, no answer, never InternalError.
  */
 import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import type { AddressInfo, Socket } from "node:net";
 import { ApiError, type ErrorCode } from "../errors.js";
 import { parseCommand, type Command } from "./commands.js";
-import { verifyTc3 } from "./tc3.js";
+import { checkTc3Head, checkTc3Signature } from "./tc3.js";
+import { loadTlsContext, type ApiTlsFiles } from "./tls.js";
 
 export const API_VERSION = "2017-03-12";
 
 export interface ApiLogger {
   child(bindings: Record<string, unknown>): ApiLogger;
+  debug?(obj: Record<string, unknown>, msg?: string): void;
   info(obj: Record<string, unknown>, msg?: string): void;
   warn(obj: Record<string, unknown>, msg?: string): void;
   error(obj: Record<string, unknown>, msg?: string): void;
@@ -37,11 +58,41 @@ export interface DispatchContext {
 
 export type Dispatch = (command: Command, context: DispatchContext) => Promise<Record<string, unknown>>;
 
+export interface ApiLimits {
+  /** Open connections at once, all sources. */
+  readonly maxConnections: number;
+  /** Open connections at once from one remote address. */
+  readonly maxConnectionsPerSource: number;
+  /** Bytes of request bodies read but not yet verified, all connections together. */
+  readonly unverifiedBodyBudgetBytes: number;
+  /** A connection with no request under way is closed after this, ms. */
+  readonly idleTimeoutMs: number;
+  /** Until a request's head is complete, ms. */
+  readonly headersTimeoutMs: number;
+  /** Until a whole request (head and body) is in, ms. */
+  readonly requestTimeoutMs: number;
+  /** A connection over a cap is closed this long after it was refused, ms. */
+  readonly refusalGraceMs: number;
+}
+
+export const DEFAULT_API_LIMITS: ApiLimits = Object.freeze({
+  maxConnections: 256,
+  maxConnectionsPerSource: 64,
+  unverifiedBodyBudgetBytes: 16 * 1024 * 1024,
+  idleTimeoutMs: 10_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  refusalGraceMs: 2_000,
+});
+
 export interface ApiServerOptions {
   listen: { host: string; port: number };
   credentials: ReadonlyArray<{ secretId: string; secretKey: string }>;
   dispatch: Dispatch;
   logger: ApiLogger;
+  /** HTTPS with these PEM files (mutual TLS when clientCaFile is set); absent = plain HTTP. */
+  tls?: ApiTlsFiles;
+  limits?: Partial<ApiLimits>;
   /** Largest accepted request body, bytes. Default 1 MiB. */
   maxBodyBytes?: number;
   /** Largest accepted distance between X-TC-Timestamp and now, seconds. Default 300. */
@@ -53,49 +104,76 @@ export interface ApiServerOptions {
 export interface ApiServer {
   listen(): Promise<{ port: number }>;
   close(): Promise<void>;
-  readonly server: Server;
+  /**
+   * Reads the TLS files again and gives new connections the new context (open ones
+   * keep theirs). False without TLS; throws TlsFileError (the old context stays) when
+   * the files cannot be used.
+   */
+  reloadTls(): boolean;
+  /** Open connections (tests). */
+  readonly connectionCount: number;
+  readonly server: Server | HttpsServer;
 }
 
 const CONTENT_TYPE_RE = /^application\/json\s*(;\s*charset\s*=\s*"?utf-8"?\s*)?$/i;
+/** Connections over a cap that wait for their refusal at once; past this they are closed unanswered. */
+const MAX_REFUSING = 64;
 
-class BodyTooLarge extends Error {}
+/** The client left (or its body timed out) before the request was read. */
+class ClientGone extends Error {}
 
 function header(req: IncomingMessage, name: string): string | undefined {
   const v = req.headers[name];
   return Array.isArray(v) ? v.join(",") : v;
 }
 
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/** Reads exactly the declared body; rejects with ClientGone when the client leaves first. */
+function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const declared = Number(header(req, "content-length") ?? "0");
-    if (declared > limit) {
-      reject(new BodyTooLarge());
-      return;
-    }
     const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
-        req.off("data", onData);
-        req.pause();
-        reject(new BodyTooLarge());
-        return;
-      }
-      chunks.push(chunk);
+    let done = false;
+    const gone = () => {
+      if (done) return;
+      done = true;
+      reject(new ClientGone());
     };
-    req.on("data", onData);
-    req.once("end", () => resolve(Buffer.concat(chunks)));
-    req.once("error", reject);
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.once("end", () => {
+      if (done) return;
+      done = true;
+      resolve(Buffer.concat(chunks));
+    });
+    req.once("aborted", gone);
+    req.once("error", gone);
+    req.once("close", () => {
+      if (!req.complete) gone();
+    });
   });
+}
+
+/** `::ffff:10.0.0.1` → `10.0.0.1`. */
+function sourceOf(address: string | undefined): string {
+  if (address === undefined) return "?";
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
 }
 
 export function createApiServer(options: ApiServerOptions): ApiServer {
   const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
   const maxSkewSeconds = options.maxSkewSeconds ?? 300;
+  const limits: ApiLimits = Object.freeze({ ...DEFAULT_API_LIMITS, ...options.limits });
   const now = options.now ?? (() => Math.floor(Date.now() / 1000));
   const secrets = new Map(options.credentials.map((c) => [c.secretId, c.secretKey]));
   const logger = options.logger.child({ component: "api" });
+  const debug = (obj: Record<string, unknown>, msg: string) => logger.debug?.(obj, msg);
+
+  /** Bytes of unverified bodies held now. */
+  let unverifiedBytes = 0;
+  let openConnections = 0;
+  const perSource = new Map<string, number>();
+  /** `address|port` of connections over a cap, awaiting their refusal. */
+  const refusing = new Set<string>();
+  /** Requests under way per socket (the idle timeout spares a socket with one). */
+  const busy = new WeakMap<object, number>();
 
   interface Outcome {
     status: number;
@@ -104,28 +182,35 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     secretId?: string;
     code?: string;
     closeConnection?: boolean;
+    retryAfter?: boolean;
   }
 
   async function handle(req: IncomingMessage, requestId: string, note: Partial<Outcome>): Promise<Outcome> {
+    const declared = header(req, "content-length");
+    const unreadBody = declared !== undefined ? declared.trim() !== "0" : header(req, "transfer-encoding") !== undefined;
+    // Until the body is read, a refusal closes the connection (the body is never read).
     const error = (code: ErrorCode, message: string, status = 200): Outcome => ({
       status,
       response: { Error: { Code: code, Message: message } },
       code,
+      ...(unreadBody ? { closeConnection: true } : {}),
     });
+    const target = req.url ?? "/";
+    const q = target.indexOf("?");
+    const path = q < 0 ? target : target.slice(0, q);
+    if (path !== "/") {
+      const shown = path.length > 64 ? `${path.slice(0, 64)}…` : path;
+      return error("InvalidAction", `no API at ${JSON.stringify(shown)}; send POST /`, 404);
+    }
     if (req.method !== "POST") {
       return error("UnsupportedProtocol", `HTTP method ${req.method ?? "?"} is not supported; send POST /`);
     }
-    const url = new URL(req.url ?? "/", "http://agent.invalid");
-    if (url.pathname !== "/") return error("InvalidAction", `no API at ${url.pathname}; send POST /`, 404);
-    let body: Buffer;
-    try {
-      body = await readBody(req, maxBodyBytes);
-    } catch (e) {
-      if (e instanceof BodyTooLarge) {
-        return { ...error("InvalidParameter", `request body exceeds ${maxBodyBytes} bytes`), closeConnection: true };
-      }
-      throw e;
+    if (declared === undefined) {
+      return error("MissingParameter", "missing header Content-Length (a chunked body is not accepted)");
     }
+    if (!/^\d{1,15}$/.test(declared.trim())) return error("InvalidParameter", "Content-Length must be a number of bytes");
+    const length = Number(declared.trim());
+    if (length > maxBodyBytes) return error("InvalidParameter", `request body exceeds ${maxBodyBytes} bytes`);
     const contentType = header(req, "content-type") ?? "";
     if (!CONTENT_TYPE_RE.test(contentType.trim())) {
       return error("InvalidParameter", `Content-Type must be application/json, got ${JSON.stringify(contentType)}`);
@@ -138,24 +223,38 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     if (version !== API_VERSION) {
       return error("NoSuchVersion", `API version ${JSON.stringify(version)} does not exist; use ${API_VERSION}`);
     }
-    const { secretId } = verifyTc3({
-      method: "POST",
-      headers: req.headers,
-      body,
-      query: url.search.replace(/^\?/, ""),
-      lookupSecret: (id) => secrets.get(id),
-      now: now(),
-      maxSkewSeconds,
-    });
+    let tc3Head;
+    try {
+      tc3Head = checkTc3Head({ headers: req.headers, lookupSecret: (id) => secrets.get(id), now: now(), maxSkewSeconds });
+    } catch (e) {
+      if (e instanceof ApiError) return error(e.code, e.message);
+      throw e;
+    }
+    if (unverifiedBytes + length > limits.unverifiedBodyBudgetBytes) {
+      return {
+        ...error("RequestLimitExceeded", "too many request bodies are being received at once; retry later"),
+        closeConnection: true,
+        retryAfter: true,
+      };
+    }
+    unverifiedBytes += length;
+    let body: Buffer;
+    let secretId: string;
+    try {
+      body = await readBody(req);
+      ({ secretId } = checkTc3Signature(tc3Head, { method: "POST", headers: req.headers, body, query: q < 0 ? "" : target.slice(q + 1) }));
+    } finally {
+      unverifiedBytes -= length;
+    }
     note.secretId = secretId;
     let json: unknown;
     try {
       json = body.length === 0 ? {} : JSON.parse(body.toString("utf8"));
     } catch {
-      return error("InvalidParameter", "the request body is not valid JSON");
+      return { status: 200, response: { Error: { Code: "InvalidParameter", Message: "the request body is not valid JSON" } }, code: "InvalidParameter" };
     }
     if (json === null || typeof json !== "object" || Array.isArray(json)) {
-      return error("InvalidParameter", "the request body must be a JSON object");
+      return { status: 200, response: { Error: { Code: "InvalidParameter", Message: "the request body must be a JSON object" } }, code: "InvalidParameter" };
     }
     const command = parseCommand(action, json);
     const result = await options.dispatch(command, { requestId, secretId });
@@ -171,19 +270,36 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     const traceId = header(req, "x-tc-traceid");
     if (traceId && /^[\w.:-]{1,128}$/.test(traceId)) headers["X-TC-TraceId"] = traceId;
     if (outcome.closeConnection) headers["Connection"] = "close";
+    if (outcome.retryAfter) headers["Retry-After"] = "1";
     res.writeHead(outcome.status, headers);
     res.end(payload, () => {
-      // The rest of an oversized body is never read: drop the connection.
+      // The rest of an unread body is never read: drop the connection.
       if (outcome.closeConnection) req.socket.destroy();
     });
   }
 
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     const started = process.hrtime.bigint();
     const requestId = randomUUID();
+    const socket = req.socket;
+    if (refusing.has(`${socket.remoteAddress}|${socket.remotePort}`)) {
+      const outcome: Outcome = {
+        status: 200,
+        response: { Error: { Code: "RequestLimitExceeded", Message: "too many connections to the API; retry later" } },
+        code: "RequestLimitExceeded",
+        closeConnection: true,
+        retryAfter: true,
+      };
+      send(res, req, outcome, requestId);
+      debug({ requestId, remote: sourceOf(socket.remoteAddress) }, "api connection over the cap refused");
+      return;
+    }
+    busy.set(socket, (busy.get(socket) ?? 0) + 1);
+    res.once("close", () => busy.set(socket, Math.max(0, (busy.get(socket) ?? 1) - 1)));
     const note: Partial<Outcome> = {};
     handle(req, requestId, note)
-      .catch((e: unknown): Outcome => {
+      .catch((e: unknown): Outcome | undefined => {
+        if (e instanceof ClientGone) return undefined;
         if (e instanceof ApiError) {
           return { status: 200, response: { Error: { Code: e.code, Message: e.message } }, code: e.code };
         }
@@ -195,8 +311,13 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
         };
       })
       .then((outcome) => {
+        const durationMs = Math.round((Number(process.hrtime.bigint() - started) / 1e6) * 10) / 10;
+        if (outcome === undefined) {
+          debug({ requestId, action: note.action, remote: sourceOf(socket.remoteAddress), durationMs }, "the client left before its request was read");
+          res.destroy();
+          return;
+        }
         send(res, req, outcome, requestId);
-        const durationMs = Number(process.hrtime.bigint() - started) / 1e6;
         logger.info(
           {
             requestId,
@@ -204,7 +325,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
             secretId: note.secretId,
             code: outcome.code ?? "Success",
             status: outcome.status,
-            durationMs: Math.round(durationMs * 10) / 10,
+            durationMs,
           },
           "api request",
         );
@@ -213,12 +334,81 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
         logger.error({ err: e, requestId }, "could not send the response");
         res.destroy();
       });
+  };
+
+  const httpOptions = {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
+  };
+  let server: Server | HttpsServer;
+  if (options.tls) {
+    const mutual = options.tls.clientCaFile !== undefined;
+    server = createHttpsServer(
+      {
+        ...loadTlsContext(options.tls),
+        ...httpOptions,
+        requestCert: mutual,
+        rejectUnauthorized: mutual,
+        handshakeTimeout: limits.headersTimeoutMs,
+      },
+      onRequest,
+    );
+  } else {
+    server = createServer(httpOptions, onRequest);
+  }
+  server.keepAliveTimeout = Math.min(5_000, limits.idleTimeoutMs);
+  // Node closes a socket idle this long unless a 'timeout' listener decides.
+  server.timeout = limits.idleTimeoutMs;
+  server.on("timeout", (socket: Socket) => {
+    if ((busy.get(socket) ?? 0) === 0) socket.destroy();
   });
-  server.requestTimeout = 60_000;
-  server.headersTimeout = 30_000;
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    // Malformed heads, timeouts, resets, failed handshakes: the client's doing.
+    debug({ code: err.code, remote: sourceOf(socket.remoteAddress) }, "api client error");
+    if (err.code === "ECONNRESET" || !socket.writable) return void socket.destroy();
+    const status = err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+  });
+  server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: Socket) => {
+    debug({ code: err.code, remote: sourceOf(socket.remoteAddress) }, "api TLS handshake failed");
+  });
+  server.on("connection", (socket: Socket) => {
+    const source = sourceOf(socket.remoteAddress);
+    const fromSource = perSource.get(source) ?? 0;
+    if (openConnections >= limits.maxConnections || fromSource >= limits.maxConnectionsPerSource) {
+      if (refusing.size >= MAX_REFUSING) return void socket.destroy();
+      const key = `${socket.remoteAddress}|${socket.remotePort}`;
+      refusing.add(key);
+      const timer = setTimeout(() => socket.destroy(), limits.refusalGraceMs);
+      timer.unref();
+      socket.once("close", () => {
+        clearTimeout(timer);
+        refusing.delete(key);
+      });
+      debug({ remote: source, open: openConnections, fromSource }, "api connection over the cap");
+      return;
+    }
+    openConnections++;
+    perSource.set(source, fromSource + 1);
+    socket.once("close", () => {
+      openConnections--;
+      const left = (perSource.get(source) ?? 1) - 1;
+      if (left <= 0) perSource.delete(source);
+      else perSource.set(source, left);
+    });
+  });
 
   return {
     server,
+    get connectionCount() {
+      return openConnections;
+    },
+    reloadTls() {
+      if (!options.tls) return false;
+      (server as HttpsServer).setSecureContext(loadTlsContext(options.tls));
+      return true;
+    },
     listen: () =>
       new Promise((resolve, reject) => {
         const onError = (e: Error) => reject(e);

@@ -15,7 +15,12 @@
  *   (`127` for 127.0.0.1); any service is accepted because it only enters the
  *   key derivation, but the scope date must be the UTC date of X-TC-Timestamp.
  * - TC3 does not sign X-TC-Action unless the client chooses to: a replay within
- *   the skew window could change the action. That is the protocol's limit.
+ *   the skew window could change the action. Binding the signature to the action
+ *   would break the SDK (which signs only content-type and host): two requests with
+ *   the same body in the same second, such as `DescribeInstances {}` and
+ *   `DescribeHosts {}`, carry the same signature. TLS (api_tls_cert) is the answer to
+ *   capture and replay (README, "TLS").
+ * - checkTc3Head runs before the body is read; checkTc3Signature needs the body.
  */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { ApiError } from "../errors.js";
@@ -163,8 +168,19 @@ function single(value: HeaderValue): string | undefined {
   return Array.isArray(value) ? value.join(",") : value;
 }
 
-/** Verifies a request's TC3 signature. Returns the caller's SecretId or throws ApiError. */
-export function verifyTc3(options: VerifyTc3Options): VerifiedTc3 {
+/** What the head alone proves: a parsable Authorization, a fresh timestamp and a known SecretId. */
+export interface Tc3Head {
+  readonly auth: ParsedAuthorization;
+  readonly timestamp: number;
+  readonly secretKey: string;
+}
+
+/**
+ * The checks that need no body (so that the edge reads no body for a stranger):
+ * Authorization present and parsable, X-TC-Timestamp within the window, the SecretId
+ * known, the scope date that of the timestamp. Throws ApiError.
+ */
+export function checkTc3Head(options: Omit<VerifyTc3Options, "body" | "method" | "query">): Tc3Head {
   const maxSkew = options.maxSkewSeconds ?? 300;
   const authorization = single(options.headers["authorization"]);
   if (authorization === undefined || authorization === "") {
@@ -195,14 +211,21 @@ export function verifyTc3(options: VerifyTc3Options): VerifiedTc3 {
       `credential date ${auth.date} is not the UTC date of X-TC-Timestamp (${utcDate(timestamp)})`,
     );
   }
-  const values: string[] = [];
   for (const name of auth.signedHeaders) {
-    const value = single(options.headers[name]);
-    if (value === undefined) {
+    if (single(options.headers[name]) === undefined) {
       throw new ApiError("AuthFailure.SignatureFailure", `signed header ${name} is not in the request`);
     }
-    values.push(value.trim());
   }
+  return { auth, timestamp, secretKey };
+}
+
+/** The signature itself, over the head checked by checkTc3Head and the body. Throws ApiError. */
+export function checkTc3Signature(
+  head: Tc3Head,
+  options: Pick<VerifyTc3Options, "method" | "headers" | "body" | "query">,
+): VerifiedTc3 {
+  const { auth, timestamp, secretKey } = head;
+  const values = auth.signedHeaders.map((name) => (single(options.headers[name]) ?? "").trim());
   const scope = `${auth.date}/${auth.service}/tc3_request`;
   const payloadHash = sha256Hex(options.body);
   const method = options.method.toUpperCase();
@@ -222,6 +245,11 @@ export function verifyTc3(options: VerifyTc3Options): VerifiedTc3 {
     throw new ApiError("AuthFailure.SignatureFailure", "the request signature does not match; check the SecretKey and the signing steps");
   }
   return { secretId: auth.secretId, service: auth.service };
+}
+
+/** Verifies a request's TC3 signature (head checks, then the signature). Returns the caller's SecretId or throws ApiError. */
+export function verifyTc3(options: VerifyTc3Options): VerifiedTc3 {
+  return checkTc3Signature(checkTc3Head(options), options);
 }
 
 /** Values as received / lower-cased, each with the host as received / without its port. */
