@@ -13,6 +13,7 @@ import { isIP } from "node:net";
 import { validate as validateCron } from "node-cron";
 import { z } from "zod";
 import { intToIp, ipToInt, isIpv4, parseCidr, type Subnet } from "./network/subnets.js";
+import { isLoopbackHost } from "./api/tls.js";
 
 export const DEFAULT_CONFIG_FILE = "/etc/cdh-agent/config.json";
 export const ENV_PREFIX = "CDH_AGENT_";
@@ -66,6 +67,27 @@ export const configSchema = z
     /** Address of the controller API, "host:port" or "[ipv6]:port". */
     api_listen: z.string().default("127.0.0.1:8620")
       .describe("address of the controller API, host:port or [ipv6]:port"),
+    /** PEM certificate (chain) of the API; with api_tls_key the API speaks HTTPS. */
+    api_tls_cert: z.string().startsWith("/", "must be an absolute path").optional()
+      .describe("PEM certificate chain of the controller API (absolute path); with api_tls_key the API is HTTPS; reloaded on SIGHUP"),
+    /** PEM private key of the API. */
+    api_tls_key: z.string().startsWith("/", "must be an absolute path").optional()
+      .describe("PEM private key of the controller API (absolute path); reloaded on SIGHUP"),
+    /** PEM CA certificates a controller's client certificate must chain to (mutual TLS). */
+    api_tls_client_ca: z.string().startsWith("/", "must be an absolute path").optional()
+      .describe("PEM CA certificates for mutual TLS (absolute path): the controller must present a certificate this CA signed; reloaded on SIGHUP"),
+    /** Plain HTTP on a non-loopback api_listen (signatures, passwords and private keys in clear). */
+    api_allow_plain_http: z.boolean().default(false)
+      .describe("allow plain HTTP when api_listen is not a loopback address (true/false); without TLS the agent otherwise refuses to start"),
+    /** Open API connections at once. */
+    api_max_connections: z.number().int().positive().default(256)
+      .describe("open connections to the controller API at once (connections); more get RequestLimitExceeded"),
+    /** Open API connections at once from one address. */
+    api_max_connections_per_source: z.number().int().positive().default(64)
+      .describe("open connections to the controller API at once from one remote address (connections)"),
+    /** Bytes of request bodies read but not yet verified, all connections together. */
+    api_unverified_body_budget_bytes: z.number().int().min(1_048_576).default(16 * 1024 * 1024)
+      .describe("bytes of API request bodies being received and not yet verified, all connections together (bytes, >= 1048576); past it RequestLimitExceeded"),
     /** One credential pair (SecretId); both of secret_id/secret_key or neither. */
     secret_id: z.string().min(1, "must not be empty").optional()
       .describe("SecretId of one API credential pair (with secret_key)"),
@@ -147,6 +169,15 @@ export const configSchema = z
     /** Require IMDSv2 session tokens on every metadata request. */
     metadata_require_token: z.boolean().default(false)
       .describe("require IMDSv2 session tokens on every metadata request (true/false)"),
+    /** Open metadata connections at once, per listener. */
+    metadata_max_connections: z.number().int().positive().default(4096)
+      .describe("open connections to the metadata endpoint at once, per subnet listener (connections); more get 503"),
+    /** Open metadata connections at once from one guest address. */
+    metadata_max_connections_per_source: z.number().int().positive().default(128)
+      .describe("open connections to the metadata endpoint at once from one guest address (connections); more get 503"),
+    /** Live IMDSv2 tokens, all guests together. */
+    metadata_max_tokens: z.number().int().positive().default(65_536)
+      .describe("live IMDSv2 session tokens, all guests together (tokens); past it a token PUT gets 503"),
     /** NTP servers given to guests. */
     ntp_servers: z.array(z.string().min(1)).default([])
       .describe("NTP servers given to guests, JSON array of host names or addresses"),
@@ -197,6 +228,11 @@ export interface Credential {
 export interface AgentConfig {
   readonly dataDir: string;
   readonly apiListen: { readonly host: string; readonly port: number };
+  /** HTTPS (and mutual TLS with clientCaFile); absent = plain HTTP. */
+  readonly apiTls?: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile?: string };
+  readonly apiMaxConnections: number;
+  readonly apiMaxConnectionsPerSource: number;
+  readonly apiUnverifiedBodyBudgetBytes: number;
   readonly credentials: readonly Credential[];
   readonly libvirtUri: string;
   readonly virtType: "kvm" | "qemu" | "auto";
@@ -223,6 +259,9 @@ export interface AgentConfig {
   readonly subnets: readonly Subnet[];
   readonly metadataPort: number;
   readonly metadataRequireToken: boolean;
+  readonly metadataMaxConnections: number;
+  readonly metadataMaxConnectionsPerSource: number;
+  readonly metadataMaxTokens: number;
   readonly ntpServers: readonly string[];
   readonly region: string;
   readonly storagePools: readonly StoragePoolConfig[];
@@ -453,6 +492,23 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
   // 4. Checks that need more than one key or more than a schema.
   const listen = parseListen(cfg.api_listen);
   if (typeof listen === "string") problems.push({ key: "api_listen", source: at("api_listen"), message: listen });
+  if ((cfg.api_tls_cert === undefined) !== (cfg.api_tls_key === undefined)) {
+    const missing = cfg.api_tls_cert === undefined ? "api_tls_cert" : "api_tls_key";
+    const present = missing === "api_tls_cert" ? "api_tls_key" : "api_tls_cert";
+    problems.push({ key: missing, source: at(present), message: `${present} is set but ${missing} is not: set both or neither` });
+  }
+  if (cfg.api_tls_client_ca !== undefined && cfg.api_tls_cert === undefined) {
+    problems.push({ key: "api_tls_client_ca", source: at("api_tls_client_ca"), message: "mutual TLS needs api_tls_cert and api_tls_key too" });
+  }
+  if (typeof listen !== "string" && cfg.api_tls_cert === undefined && !cfg.api_allow_plain_http && !isLoopbackHost(listen.host)) {
+    problems.push({
+      key: "api_listen",
+      source: at("api_listen"),
+      message:
+        `${listen.host} is not a loopback address and the API has no TLS: signed requests (replayable for 300 s), passwords ` +
+        "and private keys would cross the network in clear; set api_tls_cert and api_tls_key, or api_allow_plain_http true",
+    });
+  }
 
   if (cfg.controller_url !== "") {
     let ok = false;
@@ -561,7 +617,13 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
   let hostId = cfg.host_id;
   if (hostId === undefined) {
     if (options.machineId !== undefined && options.machineId.trim() !== "") hostId = deriveHostId(options.machineId);
-    else problems.push({ key: "host_id", source: "default", message: "is not set and no machine id is available to derive it from" });
+    else {
+      problems.push({
+        key: "host_id",
+        source: "default",
+        message: "is not set and this machine has no machine ID (/etc/machine-id) to derive it from: set CDH_AGENT_HOST_ID (or host_id in the config file) to this host's own ID, host- and 8 lowercase letters or digits",
+      });
+    }
   }
 
   if (problems.length > 0 || typeof listen === "string" || hostId === undefined) throw new ConfigError(problems);
@@ -569,6 +631,12 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
   return deepFreeze<AgentConfig>({
     dataDir: cfg.data_dir,
     apiListen: listen,
+    ...(cfg.api_tls_cert !== undefined && cfg.api_tls_key !== undefined
+      ? { apiTls: { certFile: cfg.api_tls_cert, keyFile: cfg.api_tls_key, ...(cfg.api_tls_client_ca !== undefined ? { clientCaFile: cfg.api_tls_client_ca } : {}) } }
+      : {}),
+    apiMaxConnections: cfg.api_max_connections,
+    apiMaxConnectionsPerSource: cfg.api_max_connections_per_source,
+    apiUnverifiedBodyBudgetBytes: cfg.api_unverified_body_budget_bytes,
     credentials,
     libvirtUri: cfg.libvirt_uri,
     virtType: cfg.virt_type,
@@ -595,6 +663,9 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     subnets,
     metadataPort: cfg.metadata_port,
     metadataRequireToken: cfg.metadata_require_token,
+    metadataMaxConnections: cfg.metadata_max_connections,
+    metadataMaxConnectionsPerSource: cfg.metadata_max_connections_per_source,
+    metadataMaxTokens: cfg.metadata_max_tokens,
     ntpServers: cfg.ntp_servers,
     region: cfg.region,
     storagePools,

@@ -36,6 +36,9 @@ describe("loadConfig", () => {
     expect(cfg).toEqual({
       dataDir: "/var/lib/cdh-agent",
       apiListen: { host: "127.0.0.1", port: 8620 },
+      apiMaxConnections: 256,
+      apiMaxConnectionsPerSource: 64,
+      apiUnverifiedBodyBudgetBytes: 16 * 1024 * 1024,
       credentials: [],
       libvirtUri: "qemu:///system",
       virtType: "auto",
@@ -71,6 +74,9 @@ describe("loadConfig", () => {
       ],
       metadataPort: 8775,
       metadataRequireToken: false,
+      metadataMaxConnections: 4096,
+      metadataMaxConnectionsPerSource: 128,
+      metadataMaxTokens: 65536,
       ntpServers: [],
       region: "local",
       storagePools: [{ name: "local", path: "/var/lib/cdh-agent/pools/local", diskType: "LOCAL_BASIC", iops: 2000, throughputMBps: 150 }],
@@ -177,9 +183,38 @@ describe("loadConfig", () => {
   });
 
   it("parses api_listen into host and port, IPv6 included", () => {
-    expect(load({ env: { CDH_AGENT_API_LISTEN: "0.0.0.0:80" } }).apiListen).toEqual({ host: "0.0.0.0", port: 80 });
+    expect(load({ env: { CDH_AGENT_API_LISTEN: "0.0.0.0:80", CDH_AGENT_API_ALLOW_PLAIN_HTTP: "true" } }).apiListen).toEqual({ host: "0.0.0.0", port: 80 });
     expect(load({ env: { CDH_AGENT_API_LISTEN: "[::1]:8620" } }).apiListen).toEqual({ host: "::1", port: 8620 });
     expect(load({ env: { CDH_AGENT_API_LISTEN: "localhost:9000" } }).apiListen).toEqual({ host: "localhost", port: 9000 });
+  });
+
+  it.each(["0.0.0.0:8620", "10.0.0.5:8620", "[::]:8620", "agent.example:8620"])(
+    "refuses plain HTTP on the non-loopback api_listen %j, saying why and what to set",
+    (value) => {
+      const err = errorOf(() => load({ env: { CDH_AGENT_API_LISTEN: value } }));
+      expect(err.key).toBe("api_listen");
+      expect(err.message).toContain("not a loopback address and the API has no TLS");
+      expect(err.message).toContain("api_tls_cert");
+      expect(err.message).toContain("api_allow_plain_http");
+    },
+  );
+
+  it("allows a non-loopback api_listen with TLS, and plain HTTP on any loopback address", () => {
+    const tls = load({ env: { CDH_AGENT_API_LISTEN: "0.0.0.0:8620", CDH_AGENT_API_TLS_CERT: "/etc/c.pem", CDH_AGENT_API_TLS_KEY: "/etc/k.pem" } });
+    expect(tls.apiTls).toEqual({ certFile: "/etc/c.pem", keyFile: "/etc/k.pem" });
+    const mutual = load({
+      env: { CDH_AGENT_API_TLS_CERT: "/etc/c.pem", CDH_AGENT_API_TLS_KEY: "/etc/k.pem", CDH_AGENT_API_TLS_CLIENT_CA: "/etc/ca.pem" },
+    });
+    expect(mutual.apiTls).toEqual({ certFile: "/etc/c.pem", keyFile: "/etc/k.pem", clientCaFile: "/etc/ca.pem" });
+    for (const host of ["127.0.0.1", "127.8.9.10", "[::1]", "localhost"]) {
+      expect(load({ env: { CDH_AGENT_API_LISTEN: `${host}:8620` } }).apiTls).toBeUndefined();
+    }
+  });
+
+  it("refuses half a TLS configuration", () => {
+    expect(errorOf(() => load({ env: { CDH_AGENT_API_TLS_CERT: "/etc/c.pem" } })).key).toBe("api_tls_key");
+    expect(errorOf(() => load({ env: { CDH_AGENT_API_TLS_KEY: "/etc/k.pem" } })).key).toBe("api_tls_cert");
+    expect(errorOf(() => load({ env: { CDH_AGENT_API_TLS_CLIENT_CA: "/etc/ca.pem" } })).key).toBe("api_tls_client_ca");
   });
 
   it.each(["8620", "::1:8620", "127.0.0.1:0", "127.0.0.1:70000", "[nothost]:80", "bad host:80"])(
