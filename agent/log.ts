@@ -1,14 +1,17 @@
 /**
  * The agent's logger: pino, JSON lines, secrets redacted wherever they appear at
- * the first two levels of a log object, and a rate limiter for log paths that a
- * guest can trigger (a guest must not be able to flood the host's journal).
+ * the first two levels of a log object, every finished line scrubbed of every
+ * registered secret (drivers/exec/sanitize.ts: a secret inside an error message or
+ * a command line has no field name to redact it by), and a rate limiter for log
+ * paths that a guest can trigger (a guest must not be able to flood the host's journal).
  */
 import pino, { type DestinationStream, type Level, type Logger } from "pino";
+import { REDACTED, secrets, type Sanitizer } from "../drivers/exec/sanitize.js";
 
 export type { Logger } from "pino";
 export type LogLevel = Level | "silent";
 
-export const REDACTED = "[redacted]";
+export { REDACTED };
 
 /** Field names that hold secrets, in the spellings the agent and its peers use. */
 const SECRET_FIELDS = [
@@ -51,9 +54,12 @@ export interface CreateLoggerOptions {
   destination?: DestinationStream | NodeJS.WritableStream;
   /** Fields on every line (e.g. { hostId }). */
   base?: Record<string, unknown>;
+  /** Scrubs every line before it is written. Default: the agent's registry (sanitize.ts). */
+  sanitizer?: Sanitizer;
 }
 
 export function createLogger(options: CreateLoggerOptions): Logger {
+  const sanitizer = options.sanitizer ?? secrets;
   return pino(
     {
       level: options.level,
@@ -61,6 +67,7 @@ export function createLogger(options: CreateLoggerOptions): Logger {
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       redact: { paths: [...REDACT_PATHS], censor: REDACTED },
+      hooks: { streamWrite: (line) => sanitizer.sanitize(line) },
     },
     (options.destination ?? pino.destination(1)) as DestinationStream,
   );

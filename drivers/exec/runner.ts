@@ -1,9 +1,12 @@
 /**
  * The one chokepoint for child processes. Everything the agent runs (virsh,
  * qemu-img, genisoimage, …) goes through a CommandRunner, always as an argv
- * array, never as a shell string. Two implementations: LocalRunner (execa, this
- * host) and SshRunner (ssh2, a remote host).
+ * array, never as a shell string. One implementation, LocalRunner (execa): the
+ * agent runs on the host it manages (README, "Where the agent runs"). A secret is
+ * never an argument (any local user reads /proc/PID/cmdline): payloads that carry
+ * one go on standard input (`input`) or in 0600 files under the data directory.
  */
+import { secrets } from "./sanitize.js";
 
 export interface RunOptions {
   /** Kill the command after this many milliseconds. Default: the runner's default (60 s). */
@@ -12,9 +15,9 @@ export interface RunOptions {
   input?: string | Buffer;
   /** Cancels the command (it is killed) when aborted. */
   signal?: AbortSignal;
-  /** Extra environment variables for the command (local runner only). */
+  /** Extra environment variables for the command. */
   env?: Record<string, string>;
-  /** Working directory (local runner only). */
+  /** Working directory. */
   cwd?: string;
   /**
    * When true, a non-zero exit does not throw: the result carries the exit code.
@@ -51,11 +54,11 @@ export interface StreamHandle {
 }
 
 export interface CommandRunner {
-  /** A short description for logs, e.g. "local" or "ssh root@10.0.0.2:22". */
+  /** A short description for logs, e.g. "local". */
   readonly description: string;
   run(argv: readonly string[], options?: RunOptions): Promise<RunResult>;
   stream(argv: readonly string[], options: StreamOptions): StreamHandle;
-  /** Releases connections (ssh); a no-op locally. */
+  /** Releases what the runner holds (a no-op locally). */
   close(): Promise<void>;
 }
 
@@ -90,13 +93,17 @@ export class ExecError extends Error {
             : options.failure === "signal"
               ? `was killed by ${options.signal ?? "a signal"}`
               : `exited with code ${options.exitCode}`;
-    const detail = options.stderr.trim().split("\n").slice(-3).join(" | ");
-    super(`command ${formatArgv(options.command)} ${what}${detail ? `: ${detail}` : ""}`, { cause: options.cause });
-    this.command = options.command;
+    // Every registered secret is scrubbed before the error exists: its message, argv and
+    // output end up in logs and in API error messages (sanitize.ts).
+    const command = secrets.sanitizeAll(options.command);
+    const stderr = secrets.sanitize(options.stderr);
+    const detail = stderr.trim().split("\n").slice(-3).join(" | ");
+    super(`command ${formatArgv(command)} ${what}${detail ? `: ${detail}` : ""}`, { cause: scrubCause(options.cause) });
+    this.command = command;
     this.exitCode = options.exitCode;
     this.signal = options.signal ?? null;
-    this.stdout = options.stdout;
-    this.stderr = options.stderr;
+    this.stdout = secrets.sanitize(options.stdout);
+    this.stderr = stderr;
     this.failure = options.failure;
   }
 }
@@ -104,4 +111,22 @@ export class ExecError extends Error {
 /** Renders an argv for logs and messages (quoted where needed; never executed). */
 export function formatArgv(argv: readonly string[]): string {
   return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(" ");
+}
+
+/**
+ * An ExecError's cause, scrubbed: execa's messages repeat the whole command line, so a
+ * string is sanitized and an Error is replaced by a plain one carrying its scrubbed message.
+ */
+function scrubCause(cause: unknown): unknown {
+  if (cause === undefined || cause === null) return cause;
+  if (typeof cause === "string") return secrets.sanitize(cause);
+  if (cause instanceof Error) {
+    const clean = new Error(secrets.sanitize(cause.message));
+    clean.name = cause.name;
+    if (cause.stack) clean.stack = secrets.sanitize(cause.stack);
+    const code = (cause as { code?: unknown }).code;
+    if (code !== undefined) Object.assign(clean, { code });
+    return clean;
+  }
+  return secrets.sanitize(String(cause));
 }
