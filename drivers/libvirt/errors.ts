@@ -38,6 +38,23 @@ export function virshFailureKind(error: unknown): VirshFailureKind | undefined {
   return classifyVirshStderr(error.stderr);
 }
 
+/** A connection that was never made: the call cannot have reached libvirtd. */
+const NEVER_CONNECTED = /Failed to connect socket|failed to connect to the hypervisor|no valid connection|Cannot read CA certificate/i;
+
+/**
+ * Whether a failed virsh call may still have changed the domain: it timed out, or the
+ * connection to libvirtd broke after the call was sent. (`error` is the ExecError, or a
+ * typed error carrying it as cause.) A refusal by libvirt, a failed spawn or a connection
+ * never made are certain failures.
+ */
+export function mayHaveChanged(error: unknown): boolean {
+  const exec = error instanceof ExecError ? error : error instanceof Error && error.cause instanceof ExecError ? error.cause : undefined;
+  if (!exec) return false;
+  if (exec.failure === "timeout") return true;
+  if (exec.failure !== "exit" && exec.failure !== "signal") return false;
+  return classifyVirshStderr(exec.stderr) === "unavailable" && !NEVER_CONNECTED.test(exec.stderr);
+}
+
 /** The meaningful part of virsh's stderr: its "error: …" lines, without the prefix. */
 export function virshMessage(stderr: string): string {
   const lines = stderr

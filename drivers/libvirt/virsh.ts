@@ -8,9 +8,11 @@ import { rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandRunner, RunResult } from "../exec/runner.js";
 import { buildDiskXml, buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
-import { translateVirshError, virshFailureKind } from "./errors.js";
+import { mayHaveChanged, translateVirshError, virshFailureKind, type VirshFailureKind } from "./errors.js";
 import { superviseEvents, type BackoffOptions, type DriverLogger } from "./events.js";
+import { awaitStateChange, DEFAULT_STATE_CHANGE_POLICY, type Look, type StateChangePolicy } from "./state-change.js";
 import { DomainNotFoundError, DomainStateError, GuestAgentError } from "./types.js";
+import { asciiJson, asciiXml, goesOnStdin, runVirshOnStdin } from "./virsh-stdin.js";
 import type {
   DomainDetails,
   DomainDiskSpec,
@@ -34,6 +36,11 @@ export interface VirshHypervisorOptions {
   /** Restart backoff of the event child (defaults: 0.5 s doubling to 10 s, reset after 30 s). */
   eventBackoff?: Partial<BackoffOptions>;
   /**
+   * How calls that change a domain wait for a slow libvirt (see state-change.ts; defaults
+   * there). They are not bound by timeoutMs: at their deadline the driver looks at the domain.
+   */
+  stateChange?: Partial<StateChangePolicy>;
+  /**
    * Whether KVM is usable on the host. Default: /dev/kvm exists and can be opened
    * read-write by this process (fs.access). `virsh domcapabilities` is not trusted:
    * it answers even where KVM does not work.
@@ -54,6 +61,20 @@ const STATE_BY_NUMBER: Readonly<Record<string, DomainPowerState>> = {
 };
 
 const STATE_NAMES: ReadonlySet<string> = new Set(Object.values(STATE_BY_NUMBER));
+
+/**
+ * How a look tells that a change is made: from the domain's state (null: no such domain),
+ * or from its persistent or live definition (null: no such domain, or not running).
+ */
+type Seen =
+  | { kind: "state"; done: (state: DomainPowerState | null) => boolean }
+  | { kind: "config" | "live"; done: (spec: DomainSpec | null) => boolean };
+
+const isOn = (s: DomainPowerState | null) => s === "running" || s === "blocked" || s === "in shutdown";
+const isOff = (s: DomainPowerState | null) => s === null || s === "shut off" || s === "crashed";
+/** For calls whose effect a look cannot see (reboot, reset): a look only tells that libvirt answers. */
+const UNSEEN: Seen = { kind: "state", done: () => false };
+const hasDisk = (spec: DomainSpec | null, target: string) => spec?.disks.some((d) => d.target === target) ?? false;
 
 /** Separates the outputs of the sub-commands of the one `virsh` call in listDomains. */
 const SECTION_MARK = "@@cdh-agent-section@@";
@@ -87,6 +108,7 @@ export class VirshHypervisor implements Hypervisor {
   private readonly timeoutMs: number | undefined;
   private readonly eventBackoff: Partial<BackoffOptions> | undefined;
   private readonly kvmCheck: () => Promise<boolean>;
+  private readonly policy: StateChangePolicy;
 
   constructor(options: VirshHypervisorOptions) {
     this.runner = options.runner;
@@ -96,16 +118,89 @@ export class VirshHypervisor implements Hypervisor {
     this.timeoutMs = options.timeoutMs;
     this.eventBackoff = options.eventBackoff;
     this.kvmCheck = options.kvmUsable ?? defaultKvmUsable;
+    this.policy = { ...DEFAULT_STATE_CHANGE_POLICY, ...options.stateChange };
   }
 
-  /** Runs `virsh -c URI ...args`; failures are translated to typed errors. */
-  private async virsh(args: readonly string[], what: string, domain?: string, timeoutMs = this.timeoutMs): Promise<RunResult> {
+  /**
+   * Runs `virsh -c URI ...args`; failures are translated to typed errors. The sub-commands
+   * whose arguments may hold a secret (metadata, qemu-agent-command) go to virsh on its
+   * standard input, never on its argv (virsh-stdin.ts).
+   */
+  private async virsh(args: readonly string[], what: string, domain?: string, timeoutMs = this.timeoutMs, signal?: AbortSignal): Promise<RunResult> {
     try {
+      if (goesOnStdin(args)) {
+        return await runVirshOnStdin(args, {
+          runner: this.runner,
+          uri: this.uri,
+          stateDir: this.tmpDir,
+          ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+          ...(signal ? { signal } : {}),
+        });
+      }
       return await this.runner.run(["virsh", "-c", this.uri, ...args], {
         ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...(signal ? { signal } : {}),
       });
     } catch (error) {
       throw translateVirshError(error, what, domain);
+    }
+  }
+
+  /**
+   * A call that changes domain `name`: its deadline alone never fails it (state-change.ts).
+   * `seen` tells from a look at the domain whether the change is made; `quiet` lists the
+   * failures that count as success (a destroy of a domain already off).
+   */
+  private async change(
+    args: readonly string[],
+    what: string,
+    name: string,
+    seen: Seen,
+    quiet: readonly VirshFailureKind[] = [],
+  ): Promise<void> {
+    await awaitStateChange({
+      what,
+      call: async (signal) => {
+        try {
+          // The runner's timeout is only a backstop: awaitStateChange ends the call itself.
+          await this.virsh(args, what, name, this.policy.overallMs + this.policy.silentLimitMs, signal);
+        } catch (error) {
+          const kind = virshFailureKind((error as Error).cause);
+          if (kind !== undefined && quiet.includes(kind)) return;
+          throw error;
+        }
+      },
+      look: () => this.look(name, seen),
+      uncertain: mayHaveChanged,
+      policy: this.policy,
+      ...(this.logger ? { logger: this.logger } : {}),
+    });
+  }
+
+  /** One read-only look at a domain, bounded by the policy's lookTimeoutMs; never throws. */
+  private async look(name: string, seen: Seen): Promise<Look> {
+    const t = this.policy.lookTimeoutMs;
+    try {
+      const state = await this.lookState(name, t);
+      if (seen.kind === "state") return { answered: true, done: seen.done(state), detail: state ?? "no such domain" };
+      if (state === null) return { answered: true, done: seen.done(null), detail: "no such domain" };
+      const live = seen.kind === "live";
+      if (live && (state === "shut off" || state === "crashed")) return { answered: true, done: seen.done(null), detail: state };
+      const xml = (await this.virsh(["dumpxml", "--domain", name, ...(live ? [] : ["--inactive"])], `dumpxml ${name}`, name, t)).stdout;
+      return { answered: true, done: seen.done(parseDomainXml(xml)), detail: `${state}, ${live ? "live" : "persistent"} definition read` };
+    } catch (error) {
+      if (error instanceof DomainNotFoundError) return { answered: true, done: seen.done(null), detail: "no such domain" };
+      return { answered: false, detail: (error as Error).message };
+    }
+  }
+
+  private async lookState(name: string, timeoutMs: number): Promise<DomainPowerState | null> {
+    try {
+      const state = (await this.virsh(["domstate", "--domain", name], `domstate ${name}`, name, timeoutMs)).stdout.trim();
+      return STATE_NAMES.has(state) ? (state as DomainPowerState) : "no state";
+    } catch (error) {
+      if (error instanceof DomainNotFoundError) return null;
+      throw error;
     }
   }
 
@@ -127,7 +222,11 @@ export class VirshHypervisor implements Hypervisor {
     const file = join(this.tmpDir, `domain-${randomUUID()}.xml`);
     await writeFile(file, xml, { mode: 0o600 });
     try {
-      await this.virsh(["define", "--file", file, "--validate"], `define ${spec.name}`, spec.name);
+      const wanted = buildDomainXml(spec);
+      await this.change(["define", "--file", file, "--validate"], `define ${spec.name}`, spec.name, {
+        kind: "config",
+        done: (now) => now !== null && buildDomainXml(now) === wanted,
+      });
       this.logger?.debug({ domain: spec.name }, "domain defined");
     } finally {
       await rm(file, { force: true });
@@ -200,58 +299,55 @@ export class VirshHypervisor implements Hypervisor {
   }
 
   async start(name: string): Promise<void> {
-    await this.virsh(["start", "--domain", name], `start ${name}`, name);
+    await this.change(["start", "--domain", name], `start ${name}`, name, { kind: "state", done: isOn });
   }
 
   async shutdown(name: string): Promise<void> {
-    await this.virsh(["shutdown", "--domain", name, "--mode", "acpi"], `shutdown ${name}`, name);
+    // The call only presses the power button: a guest seen going down or off had it pressed.
+    await this.change(["shutdown", "--domain", name, "--mode", "acpi"], `shutdown ${name}`, name, {
+      kind: "state",
+      done: (s) => isOff(s) || s === "in shutdown",
+    });
   }
 
   async destroy(name: string): Promise<void> {
-    try {
-      await this.virsh(["destroy", "--domain", name], `destroy ${name}`, name);
-    } catch (error) {
-      if (virshFailureKind((error as Error).cause) === "not-running") return;
-      throw error;
-    }
+    await this.change(["destroy", "--domain", name], `destroy ${name}`, name, { kind: "state", done: isOff }, ["not-running"]);
   }
 
   async reboot(name: string): Promise<void> {
-    await this.virsh(["reboot", "--domain", name, "--mode", "acpi"], `reboot ${name}`, name);
+    await this.change(["reboot", "--domain", name, "--mode", "acpi"], `reboot ${name}`, name, UNSEEN);
   }
 
   async suspend(name: string): Promise<void> {
-    await this.virsh(["suspend", "--domain", name], `suspend ${name}`, name);
+    await this.change(["suspend", "--domain", name], `suspend ${name}`, name, { kind: "state", done: (s) => s === "paused" });
   }
 
   async resume(name: string): Promise<void> {
-    await this.virsh(["resume", "--domain", name], `resume ${name}`, name);
+    await this.change(["resume", "--domain", name], `resume ${name}`, name, { kind: "state", done: (s) => s === "running" || s === "blocked" });
   }
 
   async reset(name: string): Promise<void> {
-    await this.virsh(["reset", "--domain", name], `reset ${name}`, name);
+    await this.change(["reset", "--domain", name], `reset ${name}`, name, UNSEEN);
   }
 
   async undefine(name: string): Promise<void> {
-    try {
-      await this.virsh(
-        ["undefine", "--domain", name, "--nvram", "--managed-save", "--snapshots-metadata", "--checkpoints-metadata"],
-        `undefine ${name}`,
-        name,
-      );
-    } catch (error) {
-      if (virshFailureKind((error as Error).cause) === "not-found") return;
-      throw error;
-    }
+    await this.change(
+      ["undefine", "--domain", name, "--nvram", "--managed-save", "--snapshots-metadata", "--checkpoints-metadata"],
+      `undefine ${name}`,
+      name,
+      { kind: "state", done: (s) => s === null },
+      ["not-found"],
+    );
   }
 
   async changeMedia(name: string, target: string, path: string): Promise<void> {
     const state = await this.domainState(name);
     const live = state !== null && state !== "shut off" && state !== "crashed";
-    await this.virsh(
+    await this.change(
       ["change-media", "--domain", name, "--path", target, "--source", path, "--update", ...(live ? ["--live", "--config"] : ["--config"])],
       `change-media ${name}`,
       name,
+      { kind: "config", done: (spec) => spec?.disks.some((d) => d.target === target && d.path === path) ?? false },
     );
   }
 
@@ -259,10 +355,12 @@ export class VirshHypervisor implements Hypervisor {
     const file = join(this.tmpDir, `disk-${randomUUID()}.xml`);
     await writeFile(file, buildDiskXml(disk), { mode: 0o600 });
     try {
-      await this.virsh(
+      // libvirt applies the live part first: a disk in the persistent definition is in both.
+      await this.change(
         ["attach-device", "--domain", name, "--file", file, "--config", ...(live ? ["--live"] : [])],
         `attach-device ${name} ${disk.target}`,
         name,
+        { kind: "config", done: (spec) => hasDisk(spec, disk.target) },
       );
     } finally {
       await rm(file, { force: true });
@@ -273,7 +371,10 @@ export class VirshHypervisor implements Hypervisor {
     if (live) {
       const present = await this.liveDiskTargets(name);
       if (present?.includes(target)) {
-        await this.virsh(["detach-disk", "--domain", name, "--target", target, "--live"], `detach-disk ${name} ${target} --live`, name);
+        await this.change(["detach-disk", "--domain", name, "--target", target, "--live"], `detach-disk ${name} ${target} --live`, name, {
+          kind: "live",
+          done: (spec) => !hasDisk(spec, target),
+        });
         // The guest has to let the device go (ACPI eject); QEMU removes it then.
         const deadline = Date.now() + timeoutMs;
         for (;;) {
@@ -286,12 +387,15 @@ export class VirshHypervisor implements Hypervisor {
     }
     const inactive = parseDomainXml((await this.virsh(["dumpxml", "--domain", name, "--inactive"], `dumpxml ${name}`, name)).stdout);
     if (inactive.disks.some((d) => d.target === target)) {
-      await this.virsh(["detach-disk", "--domain", name, "--target", target, "--config"], `detach-disk ${name} ${target} --config`, name);
+      await this.change(["detach-disk", "--domain", name, "--target", target, "--config"], `detach-disk ${name} ${target} --config`, name, {
+        kind: "config",
+        done: (spec) => !hasDisk(spec, target),
+      });
     }
   }
 
   async blockResize(name: string, target: string, sizeBytes: number): Promise<void> {
-    await this.virsh(["blockresize", "--domain", name, "--path", target, "--size", `${sizeBytes}B`], `blockresize ${name} ${target}`, name);
+    await this.change(["blockresize", "--domain", name, "--path", target, "--size", `${sizeBytes}B`], `blockresize ${name} ${target}`, name, UNSEEN);
   }
 
   async liveDiskTargets(name: string): Promise<string[] | null> {
@@ -309,10 +413,11 @@ export class VirshHypervisor implements Hypervisor {
   async ejectMedia(name: string, target: string): Promise<void> {
     const state = await this.domainState(name);
     const live = state !== null && state !== "shut off" && state !== "crashed";
-    await this.virsh(
+    await this.change(
       ["change-media", "--domain", name, "--path", target, "--eject", "--force", ...(live ? ["--live", "--config"] : ["--config"])],
       `change-media --eject ${name}`,
       name,
+      { kind: "config", done: (spec) => spec?.disks.some((d) => d.target === target && d.path === undefined) ?? false },
     );
   }
 
@@ -320,7 +425,7 @@ export class VirshHypervisor implements Hypervisor {
     let result: RunResult;
     try {
       result = await this.virsh(
-        ["qemu-agent-command", "--domain", name, "--timeout", String(timeoutS), JSON.stringify(command)],
+        ["qemu-agent-command", "--domain", name, "--timeout", String(timeoutS), asciiJson(command)],
         `qemu-agent-command ${name}`,
         name,
       );
@@ -365,11 +470,11 @@ export class VirshHypervisor implements Hypervisor {
       "--key",
       METADATA_PREFIX,
       "--set",
-      buildMetadataElement(metadata),
+      asciiXml(buildMetadataElement(metadata)),
       "--config",
       ...(live ? ["--live"] : []),
     ];
-    await this.virsh(args, `metadata ${name}`, name);
+    await this.change(args, `metadata ${name}`, name, { kind: "config", done: (spec) => spec?.metadata === metadata });
   }
 
   watchEvents(handlers: EventHandlers): EventWatch {
