@@ -4,10 +4,12 @@
  * configuration and prints it (secrets hidden). This is the only module that reads
  * process.env and process.argv; everything else is handed a validated config.
  */
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { NetworkConflictError } from "../drivers/libvirt/networks.js";
 import { ConfigError, loadConfig, type AgentConfig } from "./config.js";
+import { CredentialsFileError } from "./credentials-file.js";
 import { createLogger } from "./log.js";
+import { readMachineId } from "./machine-id.js";
 import { AGENT_VERSION, startAgent } from "./main.js";
 import { missingNodeOptions } from "./node-flags.js";
 
@@ -21,20 +23,13 @@ commands:
 Every config key can be set in the JSON file (default /etc/cdh-agent/config.json)
 or by an environment variable CDH_AGENT_<KEY>; see the README.`;
 
-function readMachineId(): string | undefined {
-  for (const path of ["/etc/machine-id", "/var/lib/dbus/machine-id"]) {
-    try {
-      const id = readFileSync(path, "utf8").trim();
-      if (id) return id;
-    } catch {
-      // try the next one
-    }
-  }
-  return undefined;
-}
-
+/**
+ * Without a machine ID the host ID comes from host_id alone: loadConfig refuses to start
+ * without either (two such hosts must never share a made-up ID).
+ */
 function load(file: string | undefined): AgentConfig {
-  return loadConfig({ ...(file ? { file } : {}), env: process.env, machineId: readMachineId() ?? "cdh-agent-no-machine-id" });
+  const machineId = readMachineId();
+  return loadConfig({ ...(file ? { file } : {}), env: process.env, ...(machineId !== undefined ? { machineId } : {}) });
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -91,8 +86,10 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (error: unknown) => {
-    if (error instanceof ConfigError) console.error(`cdh-agent: ${error.message}`);
-    else console.error(`cdh-agent: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    // Refusals to start are one line that says what to fix; anything else keeps its stack.
+    if (error instanceof ConfigError || error instanceof CredentialsFileError || error instanceof NetworkConflictError) {
+      console.error(`cdh-agent: ${error.message}`);
+    } else console.error(`cdh-agent: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     process.exit(1);
   },
 );

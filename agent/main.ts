@@ -2,9 +2,9 @@
  * Wires the agent together from a validated config: drivers, the instance registry,
  * recovery, the event stream, the API server and the reporter.
  */
-import { mkdir, readFile, chmod } from "node:fs/promises";
+import { mkdir, chmod } from "node:fs/promises";
 import { join } from "node:path";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { LocalRunner } from "../drivers/exec/local.js";
 import type { CommandRunner } from "../drivers/exec/runner.js";
@@ -28,7 +28,7 @@ import { InstanceService } from "./instances/service.js";
 import type { ProvisionContext } from "./instances/provision.js";
 import { InstanceSync } from "./instances/sync.js";
 import { toCvmInstance } from "./instances/views.js";
-import { writeFileAtomic } from "./util/atomic-file.js";
+import { loadOrCreateCredentials } from "./credentials-file.js";
 import { GuestDocumentsService } from "./guests.js";
 import { KeyPairStore, keyPairsFile } from "./logins/keypairs.js";
 import { createMetadataServer, type MetadataServer } from "./metadata/server.js";
@@ -370,15 +370,12 @@ async function chooseVirtType(wanted: "kvm" | "qemu" | "auto", hypervisor: Virsh
   return "qemu";
 }
 
-/** Without configured credentials the agent makes one pair, keeps it (root only) and says where. */
+/**
+ * Without configured credentials the agent makes one pair, keeps it (root only) and says
+ * where. A file it cannot read or parse stops the agent and is never overwritten.
+ */
 async function generatedCredentials(paths: DataPaths, logger: Logger): Promise<Credential[]> {
-  try {
-    const saved = JSON.parse(await readFile(paths.credentialsFile, "utf8")) as { secret_id: string; secret_key: string };
-    return [{ secretId: saved.secret_id, secretKey: saved.secret_key }];
-  } catch {
-    const pair = { secret_id: `AKID${randomBytes(16).toString("hex")}`, secret_key: randomBytes(24).toString("base64url") };
-    await writeFileAtomic(paths.credentialsFile, JSON.stringify(pair, null, 1) + "\n", 0o600);
-    logger.warn({ file: paths.credentialsFile }, "no API credentials configured; generated a pair into this file (root only)");
-    return [{ secretId: pair.secret_id, secretKey: pair.secret_key }];
-  }
+  const { credential, created } = await loadOrCreateCredentials(paths.credentialsFile);
+  if (created) logger.warn({ file: paths.credentialsFile }, "no API credentials configured; generated a pair into this file (root only)");
+  return [credential];
 }

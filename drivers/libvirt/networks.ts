@@ -17,7 +17,8 @@ export interface IsolatedNetwork {
 export interface NetworkPort {
   /**
    * Defines (persistent, autostart) and starts the network if needed; a network of that
-   * name with another bridge or address is redefined.
+   * name with another bridge or address is redefined. Throws NetworkConflictError, before
+   * changing anything, when another network has the same bridge or an overlapping subnet.
    */
   ensureIsolated(options: IsolatedNetwork): Promise<void>;
 }
@@ -37,6 +38,106 @@ export function isolatedNetworkXml(options: IsolatedNetwork): string {
   ].join("\n");
 }
 
+/** What a libvirt network's XML says about where it lives: its bridge and IPv4 addresses. */
+export interface NetworkDefinition {
+  name: string;
+  bridge?: string;
+  /** Its IPv4 addresses (the host's side), each with its prefix. */
+  ips: { address: string; prefixLength: number }[];
+}
+
+function attr(tag: string, name: string): string | undefined {
+  return new RegExp(`\\b${name}\\s*=\\s*(?:'([^']*)'|"([^"]*)")`).exec(tag)?.slice(1).find((v) => v !== undefined);
+}
+
+function ipv4ToInt(ip: string): number | undefined {
+  const parts = ip.split(".");
+  if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return undefined;
+  return parts.reduce((n, p) => n * 256 + Number(p), 0);
+}
+
+function prefixOfNetmask(mask: string): number | undefined {
+  const n = ipv4ToInt(mask);
+  if (n === undefined) return undefined;
+  const bits = n.toString(2).padStart(32, "0");
+  return /^1*0*$/.test(bits) ? bits.indexOf("0") === -1 ? 32 : bits.indexOf("0") : undefined;
+}
+
+/** Reads `virsh net-dumpxml` output (name, bridge, IPv4 addresses; IPv6 ones are left out). */
+export function parseNetworkXml(xml: string): NetworkDefinition {
+  const name = /<name>([^<]*)<\/name>/.exec(xml)?.[1]?.trim() ?? "";
+  const bridgeTag = /<bridge\b[^>]*>/.exec(xml)?.[0];
+  const bridge = bridgeTag ? attr(bridgeTag, "name") : undefined;
+  const ips: NetworkDefinition["ips"] = [];
+  for (const [tag] of xml.matchAll(/<ip\b[^>]*>/g)) {
+    const family = attr(tag, "family");
+    const address = attr(tag, "address");
+    if ((family !== undefined && family !== "ipv4") || address === undefined || ipv4ToInt(address) === undefined) continue;
+    const prefix = attr(tag, "prefix");
+    const netmask = attr(tag, "netmask");
+    const prefixLength = prefix !== undefined ? Number(prefix) : netmask !== undefined ? prefixOfNetmask(netmask) : 32;
+    if (prefixLength === undefined || !Number.isInteger(prefixLength) || prefixLength < 0 || prefixLength > 32) continue;
+    ips.push({ address, prefixLength });
+  }
+  return { name, ...(bridge ? { bridge } : {}), ips };
+}
+
+function block(ip: { address: string; prefixLength: number }): { first: number; last: number } {
+  const size = 2 ** (32 - ip.prefixLength);
+  const first = Math.floor(ipv4ToInt(ip.address)! / size) * size;
+  return { first, last: first + size - 1 };
+}
+
+function describe(d: { name: string; bridge?: string; ips: readonly { address: string; prefixLength: number }[] }): string {
+  const where = [d.bridge ? `bridge ${d.bridge}` : "no bridge", ...d.ips.map((ip) => `${ip.address}/${ip.prefixLength}`)];
+  return `libvirt network ${JSON.stringify(d.name)} (${where.join(", ")})`;
+}
+
+export interface NetworkConflict {
+  /** The network already defined in libvirt. */
+  other: NetworkDefinition;
+  /** What they share, e.g. "the same bridge cdhbr0". */
+  reason: string;
+}
+
+/**
+ * The first network among `existing` (another name) that `wanted` would collide with:
+ * the same bridge device, or IPv4 ranges that overlap.
+ */
+export function findNetworkConflict(wanted: IsolatedNetwork, existing: readonly NetworkDefinition[]): NetworkConflict | undefined {
+  for (const other of existing) {
+    if (other.name === wanted.name) continue;
+    if (other.bridge !== undefined && other.bridge === wanted.bridge) return { other, reason: `the same bridge ${wanted.bridge}` };
+    if (!wanted.ip) continue;
+    const mine = block(wanted.ip);
+    for (const ip of other.ips) {
+      const theirs = block(ip);
+      if (mine.first <= theirs.last && theirs.first <= mine.last) {
+        return { other, reason: `overlapping subnets ${intToIpv4(mine.first)}/${wanted.ip.prefixLength} and ${intToIpv4(theirs.first)}/${ip.prefixLength}` };
+      }
+    }
+  }
+  return undefined;
+}
+
+function intToIpv4(n: number): string {
+  return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join(".");
+}
+
+/** The agent's network collides with one libvirt already has: the agent does not start. */
+export class NetworkConflictError extends Error {
+  override readonly name = "NetworkConflictError";
+  constructor(
+    readonly wanted: IsolatedNetwork,
+    readonly conflict: NetworkConflict,
+  ) {
+    super(
+      `${describe({ name: wanted.name, bridge: wanted.bridge, ips: wanted.ip ? [wanted.ip] : [] })} conflicts with ${describe(conflict.other)} ` +
+        `already defined in libvirt: ${conflict.reason}; give this agent another bridge and subnet (config keys default_network, subnets) or remove ${JSON.stringify(conflict.other.name)}`,
+    );
+  }
+}
+
 /** True when the network's XML has the bridge and address asked for. */
 function matches(xml: string, options: IsolatedNetwork): boolean {
   if (!new RegExp(`<bridge name=['"]${options.bridge}['"]`).test(xml)) return false;
@@ -52,7 +153,24 @@ export class VirshNetworks implements NetworkPort {
     return this.o.runner.run(["virsh", "-c", this.o.uri, ...args], { allowFailure: true });
   }
 
+  /** Every network libvirt has (defined or only running), as its inactive definition says. */
+  async definitions(): Promise<NetworkDefinition[]> {
+    const list = await this.virsh("net-list", "--all", "--name");
+    if (list.exitCode !== 0) throw new ExecError({ command: list.command, exitCode: list.exitCode, stdout: list.stdout, stderr: list.stderr, failure: "exit" });
+    const out: NetworkDefinition[] = [];
+    for (const name of list.stdout.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      const xml = await this.virsh("net-dumpxml", "--inactive", name);
+      // A network removed meanwhile is no conflict.
+      if (xml.exitCode === 0) out.push({ ...parseNetworkXml(xml.stdout), name });
+    }
+    return out;
+  }
+
   async ensureIsolated(options: IsolatedNetwork): Promise<void> {
+    // Before anything is defined or redefined: another network on the same bridge or subnet
+    // would make libvirt refuse ours, or worse, route the guests' traffic to the wrong bridge.
+    const conflict = findNetworkConflict(options, await this.definitions());
+    if (conflict) throw new NetworkConflictError(options, conflict);
     let info = await this.virsh("net-info", options.name);
     if (info.exitCode === 0) {
       const xml = await this.virsh("net-dumpxml", "--inactive", options.name);

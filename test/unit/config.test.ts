@@ -274,9 +274,13 @@ describe("loadConfig", () => {
     expect(load({ env: { CDH_AGENT_HOST_ID: "" } }).hostId).toBe(deriveHostId(MACHINE_ID));
   });
 
-  it("fails when host_id is unset and no machine id is available", () => {
+  it("fails when host_id is unset and no machine id is available, naming CDH_AGENT_HOST_ID", () => {
     const err = errorOf(() => loadConfig({ env: {}, readFile: files({}) }));
     expect(err.key).toBe("host_id");
+    expect(err.message).toContain("CDH_AGENT_HOST_ID");
+    expect(err.message.split("\n")).toHaveLength(1);
+    // A blank machine ID is no machine ID.
+    expect(errorOf(() => loadConfig({ env: {}, readFile: files({}), machineId: " \n" })).message).toContain("CDH_AGENT_HOST_ID");
   });
 
   it("accepts an empty controller_url or an http(s) URL and refuses anything else", () => {
