@@ -130,6 +130,9 @@ export const configSchema = z
     /** Guest memory per host memory (ratio, > 0, ≤ 16). */
     memory_allocation_ratio: z.number().positive().max(16).default(1.0)
       .describe("guest memory per host memory (ratio, > 0 and <= 16)"),
+    /** Launches that make disks and define and start domains at once; the rest wait PENDING. 0 = one per host core (2 to 16). */
+    launch_concurrency: z.number().int().nonnegative().max(256).default(0)
+      .describe("launches run at once on this host (instances); the others wait in order, PENDING; 0 = one per host core, at least 2, at most 16"),
     /** How long a soft stop waits for the guest before it fails (or goes hard), seconds. */
     soft_stop_timeout_s: seconds().default(60)
       .describe("how long a soft stop waits for the guest (seconds)"),
@@ -245,6 +248,8 @@ export interface AgentConfig {
   readonly reservedDiskGib: number;
   readonly cpuAllocationRatio: number;
   readonly memoryAllocationRatio: number;
+  /** 0 = derived from the host's cores (see instances/launch-queue.ts). */
+  readonly launchConcurrency: number;
   readonly softStopTimeoutS: number;
   readonly softStopRetryS: number;
   readonly reconcileIntervalS: number;
@@ -649,6 +654,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     reservedDiskGib: cfg.reserved_disk_gib,
     cpuAllocationRatio: cfg.cpu_allocation_ratio,
     memoryAllocationRatio: cfg.memory_allocation_ratio,
+    launchConcurrency: cfg.launch_concurrency,
     softStopTimeoutS: cfg.soft_stop_timeout_s,
     softStopRetryS: cfg.soft_stop_retry_s,
     reconcileIntervalS: cfg.reconcile_interval_s,

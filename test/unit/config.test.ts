@@ -51,6 +51,7 @@ describe("loadConfig", () => {
       reservedDiskGib: 10,
       cpuAllocationRatio: 1,
       memoryAllocationRatio: 1,
+      launchConcurrency: 0,
       softStopTimeoutS: 60,
       softStopRetryS: 10,
       reconcileIntervalS: 60,

@@ -1,0 +1,80 @@
+/**
+ * The per-host launch queue: at most `concurrency` launches make disks, define and
+ * start domains at once; the others wait their turn in arrival order (their instances
+ * stay PENDING). On a busy host libvirt starts domains one after another, so a batch of
+ * 100 launched at once would have its tail wait minutes inside libvirt; here it waits in
+ * the agent instead, where a wait costs nothing and a terminate can take it out.
+ */
+
+/** Launches at once when `launch_concurrency` is 0 (auto): one per host core, at least 2, at most 16. */
+export function launchConcurrency(setting: number, hostCores: number): number {
+  if (setting > 0) return setting;
+  return Math.min(16, Math.max(2, Math.floor(hostCores)));
+}
+
+interface Waiter {
+  start: () => void;
+}
+
+export class LaunchQueue {
+  readonly concurrency: number;
+  private active = 0;
+  private readonly waiters: Waiter[] = [];
+
+  constructor(options: { concurrency: number }) {
+    if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
+      throw new RangeError(`launch concurrency must be a positive integer, not ${options.concurrency}`);
+    }
+    this.concurrency = options.concurrency;
+  }
+
+  /** Launches under way now. */
+  get running(): number {
+    return this.active;
+  }
+
+  /** Launches waiting for a turn. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /**
+   * Runs `work` once a turn is free (first come, first served) and frees the turn when it
+   * settles. When `signal` is aborted while waiting, the launch leaves the queue and the
+   * promise rejects with the signal's reason; `work` never runs.
+   */
+  async run<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    signal?.throwIfAborted();
+    if (this.active < this.concurrency) {
+      this.active += 1;
+    } else {
+      await new Promise<void>((resolve, reject) => {
+        const waiter: Waiter = {
+          start: () => {
+            signal?.removeEventListener("abort", onAbort);
+            resolve();
+          },
+        };
+        const onAbort = () => {
+          const i = this.waiters.indexOf(waiter);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(signal?.reason);
+        };
+        signal?.addEventListener("abort", onAbort, { once: true });
+        this.waiters.push(waiter);
+      });
+      // The turn was handed over by release(): `active` already counts it.
+    }
+    try {
+      return await work();
+    } finally {
+      this.release();
+    }
+  }
+
+  private release(): void {
+    const next = this.waiters.shift();
+    if (next) next.start(); // the turn passes on: active stays the same
+    else this.active -= 1;
+  }
+}
