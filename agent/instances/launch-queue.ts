@@ -16,16 +16,23 @@ interface Waiter {
   start: () => void;
 }
 
+/** The part of a pino logger the queue uses. */
+export interface QueueLogger {
+  debug(obj: object, msg: string): void;
+}
+
 export class LaunchQueue {
   readonly concurrency: number;
   private active = 0;
   private readonly waiters: Waiter[] = [];
+  private readonly logger: QueueLogger | undefined;
 
-  constructor(options: { concurrency: number }) {
+  constructor(options: { concurrency: number; logger?: QueueLogger }) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
       throw new RangeError(`launch concurrency must be a positive integer, not ${options.concurrency}`);
     }
     this.concurrency = options.concurrency;
+    this.logger = options.logger;
   }
 
   /** Launches under way now. */
@@ -41,10 +48,13 @@ export class LaunchQueue {
   /**
    * Runs `work` once a turn is free (first come, first served) and frees the turn when it
    * settles. When `signal` is aborted while waiting, the launch leaves the queue and the
-   * promise rejects with the signal's reason; `work` never runs.
+   * promise rejects with the signal's reason; `work` never runs. `label` names the launch
+   * in the debug line logged when its turn comes.
    */
-  async run<T>(work: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async run<T>(work: () => Promise<T>, options: { signal?: AbortSignal; label?: string } = {}): Promise<T> {
+    const { signal } = options;
     signal?.throwIfAborted();
+    const queuedAt = performance.now();
     if (this.active < this.concurrency) {
       this.active += 1;
     } else {
@@ -65,6 +75,10 @@ export class LaunchQueue {
       });
       // The turn was handed over by release(): `active` already counts it.
     }
+    this.logger?.debug(
+      { launch: options.label, running: this.active, waiting: this.waiters.length, waitedMs: Math.round(performance.now() - queuedAt) },
+      "launch turn",
+    );
     try {
       return await work();
     } finally {

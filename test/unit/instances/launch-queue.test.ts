@@ -64,7 +64,7 @@ describe("LaunchQueue", () => {
     let ran = false;
     const b = q.run(async () => {
       ran = true;
-    }, abort.signal);
+    }, { signal: abort.signal });
     const c = q.run(async () => "third");
     await flush();
     expect(q.waiting).toBe(2);
@@ -82,8 +82,21 @@ describe("LaunchQueue", () => {
     const q = new LaunchQueue({ concurrency: 3 });
     const abort = new AbortController();
     abort.abort(new Error("gone"));
-    await expect(q.run(async () => "never", abort.signal)).rejects.toThrow("gone");
+    await expect(q.run(async () => "never", { signal: abort.signal })).rejects.toThrow("gone");
     expect(q.running).toBe(0);
+  });
+
+  it("logs each launch's turn with what runs and waits then", async () => {
+    const lines: Array<{ obj: object; msg: string }> = [];
+    const q = new LaunchQueue({ concurrency: 1, logger: { debug: (obj, msg) => lines.push({ obj, msg }) } });
+    const first = gate();
+    const a = q.run(() => first.promise, { label: "ins-aaaa1111" });
+    const b = q.run(async () => undefined, { label: "ins-bbbb2222" });
+    first.open();
+    await Promise.all([a, b]);
+    expect(lines.map((l) => l.msg)).toEqual(["launch turn", "launch turn"]);
+    expect(lines[0]?.obj).toMatchObject({ launch: "ins-aaaa1111", running: 1, waiting: 0 });
+    expect(lines[1]?.obj).toMatchObject({ launch: "ins-bbbb2222", running: 1, waiting: 0 });
   });
 
   it("refuses a concurrency that is not a positive integer", () => {
