@@ -90,6 +90,7 @@ export class LocalRunner implements CommandRunner {
       this.logger?.debug({ runner: "local", command: formatArgv(command), err: error }, "stream callback threw");
     const out = new LineSplitter(safeLineCallback(options.onLine, reportCallbackError), { splitOnCarriageReturn: options.splitOnCarriageReturn ?? false });
     const err = new LineSplitter(safeLineCallback(options.onStderrLine, reportCallbackError), { splitOnCarriageReturn: options.splitOnCarriageReturn ?? false });
+    const started = performance.now();
     const child = execa(file, args, {
       reject: false,
       shell: false,
@@ -110,7 +111,7 @@ export class LocalRunner implements CommandRunner {
       if (killTimer) clearTimeout(killTimer);
       out.flush();
       err.flush();
-      this.logger?.debug({ runner: "local", command: formatArgv(command), ...info }, "stream ended");
+      this.logger?.debug({ runner: "local", command: formatArgv(command), ...info, durationMs: Math.round(performance.now() - started) }, "stream ended");
       try {
         options.onExit(info);
       } catch (error) {
