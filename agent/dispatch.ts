@@ -10,7 +10,8 @@ import { ApiError } from "./errors.js";
 import { hostMatches, toHostItem, type HostIdentity } from "./host.js";
 import { toCvmImage, type ImageCatalog, type ImageRecord } from "./images.js";
 import type { InstanceRegistry } from "./instances/registry.js";
-import type { InstanceService, RunRequest } from "./instances/service.js";
+import type { InstanceOperations } from "./instances/index.js";
+import type { RunRequest } from "./instances/launch.js";
 import type { KeyPairStore } from "./logins/keypairs.js";
 import { checkPassword, type OsType } from "./logins/password.js";
 import { selectInstances, toCvmInstance } from "./instances/views.js";
@@ -22,7 +23,7 @@ import type { DataPaths } from "./paths.js";
 import { fetchIso } from "./instances/iso.js";
 
 export interface DispatcherDeps {
-  service: InstanceService;
+  instances: InstanceOperations;
   images: ImageCatalog;
   registry: InstanceRegistry;
   identity: HostIdentity;
@@ -74,7 +75,7 @@ function toVpc(vpc: NonNullable<RunParams["virtualPrivateCloud"]>): NonNullable<
 }
 
 export function createDispatcher(deps: DispatcherDeps): Dispatch {
-  const { service, images, registry, identity, keyPairs } = deps;
+  const { instances, images, registry, identity, keyPairs } = deps;
   const host = { hostId: identity.hostId, zone: identity.zone };
 
   /** Every key ID names a key pair of this host, or InvalidKeyPairId.NotFound naming the field. */
@@ -123,7 +124,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         const vpc = p.virtualPrivateCloud ? toVpc(p.virtualPrivateCloud) : undefined;
         const login = await toLogin(p);
         const names = p.instanceName ? expandInstanceNames(p.instanceName, p.instanceCount) : Array.from({ length: p.instanceCount }, () => "");
-        const ids = await service.run(
+        const ids = await instances.launch.run(
           {
             instanceType: p.instanceType,
             cpu: p.cpu,
@@ -161,27 +162,27 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         return { TotalCount: total, InstanceStatusSet: page.map((r) => ({ InstanceId: r.entry.record.instanceId, InstanceState: r.state })) };
       }
       case "StartInstances":
-        service.start(command.params.instanceIds, ctx);
+        instances.powerOps.start(command.params.instanceIds, ctx);
         return task();
       case "StopInstances": {
         const p = command.params;
         if (p.dryRun) {
-          service.validate(p.instanceIds, p.stopType === "HARD" ? "StopInstancesHard" : "StopInstances");
+          instances.ops.validate(p.instanceIds, p.stopType === "HARD" ? "StopInstancesHard" : "StopInstances");
           dryRun(true);
         }
-        service.stop(p.instanceIds, p.stopType, ctx);
+        instances.powerOps.stop(p.instanceIds, p.stopType, ctx);
         return task();
       }
       case "RebootInstances":
-        service.reboot(command.params.instanceIds, command.params.mode, ctx);
+        instances.powerOps.reboot(command.params.instanceIds, command.params.mode, ctx);
         return task();
       case "TerminateInstances": {
         const p = command.params;
         if (p.dryRun) {
-          service.validate(p.instanceIds, "TerminateInstances");
+          instances.ops.validate(p.instanceIds, "TerminateInstances");
           dryRun(true);
         }
-        await service.terminate(p.instanceIds, ctx);
+        await instances.terminate.terminate(p.instanceIds, ctx);
         return task();
       }
       case "ImportImage": {
@@ -256,13 +257,13 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "AssociateInstancesKeyPairs": {
         const p = command.params;
         await requireKeyPairs(p.keyIds, "KeyIds");
-        await service.associateKeyPairs({ instanceIds: p.instanceIds, keyIds: p.keyIds, forceStop: p.forceStop }, ctx);
+        await instances.logins.associateKeyPairs({ instanceIds: p.instanceIds, keyIds: p.keyIds, forceStop: p.forceStop }, ctx);
         return {};
       }
       case "DisassociateInstancesKeyPairs": {
         const p = command.params;
         await requireKeyPairs(p.keyIds, "KeyIds");
-        await service.disassociateKeyPairs({ instanceIds: p.instanceIds, keyIds: p.keyIds, forceStop: p.forceStop }, ctx);
+        await instances.logins.disassociateKeyPairs({ instanceIds: p.instanceIds, keyIds: p.keyIds, forceStop: p.forceStop }, ctx);
         return {};
       }
       case "ResetInstancesPassword": {
@@ -270,7 +271,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         // The request does not say the OS: the Linux rule is the looser one, so nothing a
         // Windows instance would take is refused here; the service re-checks per instance.
         checkPassword(p.password, "linux", { field: "Password" });
-        await service.resetPassword(
+        await instances.logins.resetPassword(
           { instanceIds: p.instanceIds, password: p.password, forceStop: p.forceStop, ...(p.userName !== undefined ? { userName: p.userName } : {}) },
           ctx,
         );
@@ -280,7 +281,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         const p = command.params;
         const l = p.loginSettings;
         if (l?.keyIds?.length) await requireKeyPairs(l.keyIds, "LoginSettings.KeyIds");
-        await service.reset(
+        await instances.reinstall.reset(
           {
             instanceId: p.instanceId,
             ...(p.imageId !== undefined ? { imageId: p.imageId } : {}),
@@ -296,7 +297,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       }
       case "CreateImage": {
         const p = command.params;
-        const { imageId } = await service.createImage(
+        const { imageId } = await instances.capture.createImage(
           { instanceId: p.instanceId, imageName: p.imageName, ...(p.imageDescription !== undefined ? { imageDescription: p.imageDescription } : {}), cleanGuest: p.cleanGuest, dryRun: p.dryRun },
           ctx,
         );
@@ -319,10 +320,10 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         const vpc = p.virtualPrivateCloud
           ? toVpc({ ...p.virtualPrivateCloud, asVpcGateway: false })
           : nic?.subnetId && nic.vpcId ? { vpcId: nic.vpcId, subnetId: nic.subnetId } : undefined;
-        const { imageId, done } = await service.createImage({ instanceId: p.instanceId, imageName: `clone-${p.instanceId}-${Date.now()}` }, ctx);
+        const { imageId, done } = await instances.capture.createImage({ instanceId: p.instanceId, imageName: `clone-${p.instanceId}-${Date.now()}` }, ctx);
         await done;
         const names = p.instanceName ? expandInstanceNames(p.instanceName, p.instanceCount) : Array.from({ length: p.instanceCount }, () => "");
-        const ids = await service.run(
+        const ids = await instances.launch.run(
           {
             instanceType: p.type?.name ?? rec.instanceType,
             cpu: p.type?.cpu ?? rec.cpu,
@@ -341,21 +342,21 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         return { InstanceIdSet: ids };
       }
       case "EnterRescueMode":
-        service.enterRescue(command.params, ctx);
+        instances.rescue.enterRescue(command.params, ctx);
         return {};
       case "ExitRescueMode":
-        service.exitRescue(command.params, ctx);
+        instances.rescue.exitRescue(command.params, ctx);
         return {};
       case "InstanceAttachISO": {
         const p = command.params;
-        service.validate([p.instanceId], "InstanceAttachISO");
+        instances.ops.validate([p.instanceId], "InstanceAttachISO");
         dryRun(p.dryRun);
         await fetchIso(p.imageUrl, deps.paths.attachedIso(p.instanceId), { maxBytes: deps.maxIsoBytes, timeoutMs: deps.downloadTimeoutMs });
-        await service.attachIso({ instanceId: p.instanceId, file: deps.paths.attachedIso(p.instanceId), url: p.imageUrl }, ctx);
+        await instances.iso.attachIso({ instanceId: p.instanceId, file: deps.paths.attachedIso(p.instanceId), url: p.imageUrl }, ctx);
         return {};
       }
       case "InstanceDetachISO":
-        await service.detachIso(command.params, ctx);
+        await instances.iso.detachIso(command.params, ctx);
         return {};
       case "CreateDisks": {
         const ids = await deps.diskService.create(command.params);
@@ -376,7 +377,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         return {};
       case "ResizeInstanceDisks": {
         const p = command.params;
-        service.resizeDisks(
+        instances.resize.resizeDisks(
           { instanceId: p.instanceId, ...(p.systemDiskGiB !== undefined ? { systemDiskGiB: p.systemDiskGiB } : {}), dataDisks: p.dataDisks, resizeOnline: p.resizeOnline, forceStop: p.forceStop },
           ctx,
         );

@@ -20,12 +20,12 @@ import { createDispatcher } from "./dispatch.js";
 import { ImageCatalog } from "./images.js";
 import { listQcow2Files } from "./images/sweep.js";
 import { Journal } from "./journal.js";
-import { isoSeconds, type InstanceRecord } from "./model.js";
+import { isoSeconds } from "./model.js";
 import { DataPaths } from "./paths.js";
 import { Reporter } from "./reporter.js";
 import { InstanceRegistry } from "./instances/registry.js";
-import { InstanceService } from "./instances/service.js";
-import type { ProvisionContext } from "./instances/provision.js";
+import { createInstanceOperations, type InstanceOperations } from "./instances/index.js";
+import { Operations } from "./core/operations.js";
 import { InstanceSync } from "./instances/sync.js";
 import { toCvmInstance } from "./instances/views.js";
 import { loadOrCreateCredentials } from "./credentials-file.js";
@@ -47,7 +47,7 @@ export const AGENT_VERSION = "0.1.0";
 export interface RunningAgent {
   readonly port: number;
   readonly hostId: string;
-  readonly service: InstanceService;
+  readonly instances: InstanceOperations;
   readonly images: ImageCatalog;
   close(): Promise<void>;
 }
@@ -132,8 +132,6 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       [...registry.all()].filter((e) => !e.launchFailed).map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB })),
     );
 
-  let sync: InstanceSync | undefined;
-  const refreshPower = (id: string) => sync!.refreshPower(id);
   const checkpoint = (point: string) => {
     if (config.failPoint !== point) return;
     logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
@@ -149,55 +147,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     host: { subnets: config.subnets, hostId: config.hostId, zone: config.hostZone, region: config.region, ntpServers: config.ntpServers },
     logger: logger.child({ component: "guests" }),
   });
-  const provision: ProvisionContext = {
-    hypervisor,
-    imageTool,
-    images,
-    paths,
-    virtType,
-    agentVersion: AGENT_VERSION,
-    logger,
-    checkpoint,
-    buildConfigDrive: (record: InstanceRecord) => guests.buildDrive(record),
-    storage,
-    disks,
-    ioLimits,
-    rescue: { kernel: config.rescueKernel, initrd: config.rescueInitrd },
-    subnetOf: (subnetId: string | undefined) => config.subnets.find((s) => s.subnetId === subnetId),
-  };
-  const service = new InstanceService({
-    registry,
-    journal,
-    paths,
-    provision,
-    power: {
-      hypervisor,
-      registry,
-      softStopTimeoutMs: config.softStopTimeoutS * 1000,
-      softStopRetryMs: config.softStopRetryS * 1000,
-      refreshPower,
-    },
-    hostResource,
-    subnets: config.subnets,
-    storage,
-    hostId: config.hostId,
-    keyPairs,
-    refreshGuest: (record) => guests.refresh(record),
-    logger: logger.child({ component: "instances" }),
-  });
-  sync = new InstanceSync({
-    hypervisor,
-    registry,
-    journal,
-    paths,
-    service,
-    logger: logger.child({ component: "sync" }),
-    reconcileIntervalMs: config.reconcileIntervalS * 1000,
-    hostId: config.hostId,
-    disks,
-    healDisks: (id, spec, state) => diskService.heal(id, spec, state),
-  });
-
+  const ops = new Operations({ registry, records: hypervisor, logger: logger.child({ component: "instances" }) });
   const snapshots = new SnapshotService({
     dir: paths.snapshotsDir,
     disks,
@@ -205,29 +155,60 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     storage,
     hypervisor,
     imageTool,
-    exclusive: (id, work) => service.exclusive(id, work),
+    exclusive: (id, work) => ops.exclusive(id, work),
     checkpoint,
     quiesceMarker: (id) => paths.quiesceMarker(id),
     logger: logger.child({ component: "snapshots" }),
   });
   storage.addFiles(() => snapshots.files());
-  storage.addFiles(() => service.pendingResets.values());
-  provision.onDiskDeleted = (diskId: string) => snapshots.dropForDisk(diskId);
   const diskService = new DiskService({
     disks,
     storage,
     registry,
     hypervisor,
     ioLimits,
-    exclusive: (id, work) => service.exclusive(id, work),
+    exclusive: (id, work) => ops.exclusive(id, work),
     onDiskDeleted: (diskId) => snapshots.dropForDisk(diskId),
     host: { hostId: config.hostId, zone: config.hostZone },
     logger: logger.child({ component: "disks" }),
   });
+  const instances = createInstanceOperations({
+    ops,
+    registry,
+    journal,
+    paths,
+    hypervisor,
+    imageTool,
+    images,
+    storage,
+    disks,
+    keyPairs,
+    drives: guests,
+    snapshots,
+    subnets: config.subnets,
+    hostResource,
+    hostId: config.hostId,
+    virtType,
+    agentVersion: AGENT_VERSION,
+    ioLimits,
+    rescue: { kernel: config.rescueKernel, initrd: config.rescueInitrd },
+    softStopTimeoutMs: config.softStopTimeoutS * 1000,
+    softStopRetryMs: config.softStopRetryS * 1000,
+    healDisks: (id, spec, state) => diskService.heal(id, spec, state),
+    checkpoint,
+    logger: logger.child({ component: "instances" }),
+  });
+  storage.addFiles(() => instances.reinstall.pendingResets.values());
+  const sync = new InstanceSync({
+    hypervisor,
+    registry,
+    logger: logger.child({ component: "sync" }),
+    reconcileIntervalMs: config.reconcileIntervalS * 1000,
+  });
 
   await images.load();
   images.start();
-  await sync.recover();
+  await instances.recovery.run();
   await snapshots.load();
   sync.start();
   await storage.measure();
@@ -255,7 +236,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
 
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
   const dispatch = createDispatcher({
-    service,
+    instances,
     images,
     registry,
     identity,
@@ -274,8 +255,24 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     credentials,
     dispatch,
     logger: logger.child({ component: "api" }),
+    ...(config.apiTls ? { tls: config.apiTls } : {}),
+    limits: {
+      maxConnections: config.apiMaxConnections,
+      maxConnectionsPerSource: config.apiMaxConnectionsPerSource,
+      unverifiedBodyBudgetBytes: config.apiUnverifiedBodyBudgetBytes,
+    },
   });
   const { port } = await api.listen();
+  // SIGHUP reloads the API's TLS files (open connections keep theirs).
+  const onHangup = () => {
+    try {
+      if (api.reloadTls()) logger.info({ cert: config.apiTls?.certFile }, "API TLS certificate reloaded");
+      else logger.info("SIGHUP: the API has no TLS to reload");
+    } catch (error) {
+      logger.error({ err: error }, "could not reload the API TLS files; the previous certificate stays");
+    }
+  };
+  process.on("SIGHUP", onHangup);
   logger.info({ listen: `${config.apiListen.host}:${port}`, hostId: config.hostId, virtType }, "cdh-agent is serving");
 
   reporter = new Reporter({
@@ -307,14 +304,15 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   return {
     port,
     hostId: config.hostId,
-    service,
+    instances,
     images,
     async close() {
       reporter?.stop();
-      sync?.stop();
+      sync.stop();
       clearInterval(measureTimer);
       void inventoryTask.stop();
       await images.stop();
+      process.off("SIGHUP", onHangup);
       await api.close();
       await metadata?.close();
       await runner.close();
@@ -334,6 +332,9 @@ async function startMetadata(o: { config: AgentConfig; runner: CommandRunner; gu
     resolve: (local, remote) => o.guests.resolve(local, remote),
     logger,
     requireToken: config.metadataRequireToken,
+    maxConnections: config.metadataMaxConnections,
+    maxConnectionsPerSource: config.metadataMaxConnectionsPerSource,
+    maxTokens: config.metadataMaxTokens,
   });
   try {
     await server.listen();

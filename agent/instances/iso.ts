@@ -1,14 +1,71 @@
 /**
- * InstanceAttachISO's file: fetched from ImageUrl (file:// or http(s)://, like ImportImage)
- * into the instance's directory, written to a temporary name and renamed when complete,
- * and accepted only when it is an ISO 9660 image ("CD001" at byte 32769).
+ * InstanceAttachISO and InstanceDetachISO. The ISO file is fetched from ImageUrl (file:// or
+ * http(s)://, like ImportImage) into the instance's directory, written to a temporary name
+ * and renamed when complete, and accepted only when it is an ISO 9660 image ("CD001" at
+ * byte 32769); then it goes into the instance's ISO tray (live, and in the definition).
  */
 import { createWriteStream } from "node:fs";
 import { copyFile, open, rename, rm } from "node:fs/promises";
+import type { Hypervisor } from "../../drivers/libvirt/types.js";
+import type { InstanceRecord } from "../model.js";
+import type { Operations, RequestContext } from "../core/operations.js";
+import type { PowerControl } from "./power.js";
+import type { DomainSpecs } from "./provision.js";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ApiError } from "../errors.js";
 import { parseImageUrl } from "../images.js";
+
+export class IsoOperations {
+  constructor(
+    private readonly o: {
+      ops: Operations;
+      hypervisor: Pick<Hypervisor, "defineDomain" | "liveDiskTargets" | "changeMedia">;
+      specs: DomainSpecs;
+      power: PowerControl;
+    },
+  ) {}
+
+  /** InstanceAttachISO: the ISO (a local file already checked by the caller) goes into the instance's ISO tray. */
+  async attachIso(req: { instanceId: string; file: string; url: string }, ctx: RequestContext): Promise<void> {
+    const [entry] = this.o.ops.validate([req.instanceId], "InstanceAttachISO");
+    const id = req.instanceId;
+    const t = this.o.ops.begin(entry!, "InstanceAttachISO", "UPDATING", ctx);
+    await this.o.ops.exclusive(id, async () => {
+      await this.o.ops.settle(entry!, t, "InstanceAttachISO", ctx, async () => {
+        const record: InstanceRecord = { ...entry!.record, iso: { path: req.file, url: req.url } };
+        const spec = this.o.specs.of(record);
+        const live = this.o.power.isOn(id) ? await this.o.hypervisor.liveDiskTargets(id) : null;
+        if (live && !live.includes("hdd")) {
+          throw new ApiError("UnsupportedOperation.InstanceStateRunning", `${id} was defined without an ISO tray; stop it to attach an ISO`);
+        }
+        if (live) await this.o.hypervisor.changeMedia(id, "hdd", req.file);
+        // The definition carries the ISO (and its boot order) for the next boots.
+        await this.o.hypervisor.defineDomain(spec);
+        entry!.record = record;
+      });
+    });
+    this.o.ops.throwIfFailed(entry!, "InstanceAttachISO");
+  }
+
+  /** InstanceDetachISO: only while the instance is not running (the seed's rule). The file goes. */
+  async detachIso(req: { instanceId: string }, ctx: RequestContext): Promise<void> {
+    const [entry] = this.o.ops.validate([req.instanceId], "InstanceDetachISO");
+    const id = req.instanceId;
+    const iso = entry!.record.iso;
+    if (!iso) throw new ApiError("ResourceNotFound", `instance ${id} has no ISO attached`);
+    const t = this.o.ops.begin(entry!, "InstanceDetachISO", "UPDATING", ctx);
+    await this.o.ops.exclusive(id, () =>
+      this.o.ops.settle(entry!, t, "InstanceDetachISO", ctx, async () => {
+        const { iso: _iso, ...record } = entry!.record;
+        await this.o.hypervisor.defineDomain(this.o.specs.of(record));
+        entry!.record = record;
+        await rm(iso.path, { force: true });
+      }),
+    );
+    this.o.ops.throwIfFailed(entry!, "InstanceDetachISO");
+  }
+}
 
 const ISO_MAGIC_OFFSET = 32769;
 

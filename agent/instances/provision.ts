@@ -18,69 +18,118 @@ import type { DiskStore } from "../disks/store.js";
 
 const GiB = 1024 ** 3;
 
-export interface ProvisionContext {
-  hypervisor: Hypervisor;
-  imageTool: ImageTool;
-  images: ImageCatalog;
-  paths: DataPaths;
-  virtType: VirtType;
-  agentVersion: string;
-  logger: Logger;
-  /**
-   * Fault injection for the crash tests: called at named points of create and
-   * terminate; the agent kills itself there when its fail_point setting names the point.
-   */
-  checkpoint: (point: string) => void;
-  /** Builds (or rebuilds) the instance's config drive from its record, atomically. */
-  buildConfigDrive: (record: InstanceRecord) => Promise<void>;
-  storage: Storage;
-  disks: DiskStore;
-  /** Per-disk IO limits of a pool. */
-  ioLimits: (pool: string | undefined) => IoLimits | undefined;
-  /** The rescue system's files, and the network an instance's rescue system gets. */
-  rescue?: { kernel: string; initrd: string };
-  subnetOf?: (subnetId: string | undefined) => { prefixLength: number; gateway: string; dns: readonly string[] } | undefined;
-  /** Called before a disk's record goes (its snapshots are dropped with it). */
-  onDiskDeleted?: (diskId: string) => Promise<void>;
+/**
+ * Fault injection for the crash tests: called at named points of the operations; the
+ * agent kills itself there when its fail_point setting names the point.
+ */
+export type Checkpoint = (point: string) => void;
+
+/** The config drive of an instance, made (or remade) from its record. */
+export interface ConfigDrives {
+  buildDrive(record: InstanceRecord): Promise<void>;
+  /** Rebuilds the drive and swaps it into a running guest. */
+  refresh(record: InstanceRecord): Promise<void>;
+}
+
+/** What is told when a disk's file is destroyed (its snapshots go with it). */
+export interface DiskDeletionListener {
+  dropForDisk(diskId: string): Promise<void>;
 }
 
 /** The domain spec of an instance as it is now: its record, its attached data disks, its pools' limits. */
-export function domainSpecOf(ctx: ProvisionContext, record: InstanceRecord, bootMode: "Legacy BIOS" | "UEFI"): DomainSpec {
-  return buildDomainSpec({
-    record,
-    virtType: ctx.virtType,
-    paths: ctx.paths,
-    agentVersion: ctx.agentVersion,
-    firmware: bootMode === "UEFI" ? "uefi" : "bios",
-    dataDisks: ctx.disks.attachedTo(record.instanceId).map((d) => ({ diskId: d.diskId, target: d.target!, path: d.path, pool: d.pool })),
-    ioLimits: ctx.ioLimits,
-    ...(ctx.rescue ? { rescue: { ...ctx.rescue, ...rescueNetwork(ctx, record) } } : {}),
-  });
+export class DomainSpecs {
+  constructor(
+    private readonly o: {
+      virtType: VirtType;
+      paths: DataPaths;
+      agentVersion: string;
+      disks: DiskStore;
+      images: Pick<ImageCatalog, "get">;
+      /** Per-disk IO limits of a pool. */
+      ioLimits: (pool: string | undefined) => IoLimits | undefined;
+      /** The rescue system's files, and the network an instance's rescue system gets. */
+      rescue?: { kernel: string; initrd: string };
+      subnetOf?: (subnetId: string | undefined) => { prefixLength: number; gateway: string; dns: readonly string[] } | undefined;
+    },
+  ) {}
+
+  /** The firmware the instance's image wants (an image since deleted: legacy BIOS). */
+  bootModeOf(record: InstanceRecord): "Legacy BIOS" | "UEFI" {
+    return this.o.images.get(record.imageId)?.bootMode ?? "Legacy BIOS";
+  }
+
+  of(record: InstanceRecord, bootMode: "Legacy BIOS" | "UEFI" = this.bootModeOf(record)): DomainSpec {
+    const o = this.o;
+    return buildDomainSpec({
+      record,
+      virtType: o.virtType,
+      paths: o.paths,
+      agentVersion: o.agentVersion,
+      firmware: bootMode === "UEFI" ? "uefi" : "bios",
+      dataDisks: o.disks.attachedTo(record.instanceId).map((d) => ({ diskId: d.diskId, target: d.target!, path: d.path, pool: d.pool })),
+      ioLimits: o.ioLimits,
+      ...(o.rescue ? { rescue: { ...o.rescue, ...this.rescueNetwork(record) } } : {}),
+    });
+  }
+
+  /** True when the host has a rescue system (EnterRescueMode needs one). */
+  get hasRescue(): boolean {
+    return this.o.rescue !== undefined;
+  }
+
+  private rescueNetwork(record: InstanceRecord): { network?: { ip: string; prefixLength: number; gateway: string; dns: readonly string[] } } {
+    const nic = record.nics[0];
+    const subnet = this.o.subnetOf?.(nic?.subnetId);
+    if (!nic?.ipv4 || !subnet) return {};
+    return { network: { ip: nic.ipv4, prefixLength: subnet.prefixLength, gateway: subnet.gateway, dns: subnet.dns } };
+  }
 }
 
-function rescueNetwork(ctx: ProvisionContext, record: InstanceRecord): { network?: { ip: string; prefixLength: number; gateway: string; dns: readonly string[] } } {
-  const nic = record.nics[0];
-  const subnet = ctx.subnetOf?.(nic?.subnetId);
-  if (!nic?.ipv4 || !subnet) return {};
-  return { network: { ip: nic.ipv4, prefixLength: subnet.prefixLength, gateway: subnet.gateway, dns: subnet.dns } };
+/** Makes and unmakes instances' host resources (launch, terminate, a failed launch's cleanup). */
+export class Provisioner {
+  constructor(
+    private readonly o: {
+      hypervisor: Pick<Hypervisor, "getDomain" | "defineDomain" | "start" | "destroy" | "undefine">;
+      imageTool: ImageTool;
+      images: Pick<ImageCatalog, "requireUsable">;
+      paths: DataPaths;
+      storage: Pick<Storage, "createEmpty" | "destroyFile">;
+      disks: DiskStore;
+      specs: DomainSpecs;
+      drives: Pick<ConfigDrives, "buildDrive">;
+      snapshots: DiskDeletionListener;
+      checkpoint: Checkpoint;
+      logger: Logger;
+    },
+  ) {}
+
+  provision(record: InstanceRecord, signal?: AbortSignal): Promise<void> {
+    return provisionInstance(this.o, record, signal);
+  }
+
+  teardown(instanceId: string, options: { allDisks?: boolean; systemDiskPath?: string; systemDiskId?: string } = {}): Promise<void> {
+    return teardownInstance(this.o, instanceId, options);
+  }
 }
+
+type ProvisionerDeps = ConstructorParameters<typeof Provisioner>[0];
 
 /**
  * Creates the system disk and the domain, and starts it. Safe to run again after a
  * crash at any point: a defined domain means its disk was complete; without one the
  * disk is made anew.
  */
-export async function provisionInstance(ctx: ProvisionContext, record: InstanceRecord, signal?: AbortSignal): Promise<void> {
-  const { hypervisor, imageTool, paths } = ctx;
+async function provisionInstance(o: ProvisionerDeps, record: InstanceRecord, signal?: AbortSignal): Promise<void> {
+  const { hypervisor, imageTool, paths } = o;
   const existing = await hypervisor.getDomain(record.instanceId);
   if (!existing) {
-    const image = ctx.images.requireUsable(record.imageId);
+    const image = o.images.requireUsable(record.imageId);
     await mkdir(paths.instanceDir(record.instanceId), { recursive: true, mode: 0o711 });
     await rm(record.systemDisk.path, { force: true });
     signal?.throwIfAborted();
     // The system disk, the data disks and the config drive are made at the same time.
     const started = performance.now();
-    const dataDisks = ctx.disks.attachedTo(record.instanceId);
+    const dataDisks = o.disks.attachedTo(record.instanceId);
     const timed = async (work: Promise<unknown>) => {
       await work;
       return Math.round(performance.now() - started);
@@ -96,17 +145,17 @@ export async function provisionInstance(ctx: ProvisionContext, record: InstanceR
           }),
           // Data disks: made empty, unless a crash left a complete one (it was then never used).
           ...dataDisks.map(async (disk) => {
-            if (!(await exists(disk.path)) || !(await isQcow2(imageTool, disk.path))) await ctx.storage.createEmpty(disk.path, disk.sizeGiB);
+            if (!(await exists(disk.path)) || !(await isQcow2(imageTool, disk.path))) await o.storage.createEmpty(disk.path, disk.sizeGiB);
           }),
         ]),
       ),
-      timed(ctx.buildConfigDrive(record)),
+      timed(o.drives.buildDrive(record)),
     ]);
-    ctx.logger.info({ instanceId: record.instanceId, disks: 1 + dataDisks.length, disksMs, driveMs }, "instance disks and config drive made");
-    ctx.checkpoint("create:overlay-created");
+    o.logger.info({ instanceId: record.instanceId, disks: 1 + dataDisks.length, disksMs, driveMs }, "instance disks and config drive made");
+    o.checkpoint("create:overlay-created");
     signal?.throwIfAborted();
-    await hypervisor.defineDomain(domainSpecOf(ctx, record, image.bootMode));
-    ctx.checkpoint("create:domain-defined");
+    await hypervisor.defineDomain(o.specs.of(record, image.bootMode));
+    o.checkpoint("create:domain-defined");
   }
   signal?.throwIfAborted();
   const state = existing?.state ?? "shut off";
@@ -135,34 +184,34 @@ async function isQcow2(imageTool: ImageTool, path: string): Promise<boolean> {
  * deleted with it (their data destroyed first, see Storage.destroyFile); data disks kept
  * are detached. `allDisks` (a failed launch) removes every disk made for it. Idempotent.
  */
-export async function teardownInstance(
-  ctx: ProvisionContext,
+async function teardownInstance(
+  o: ProvisionerDeps,
   instanceId: string,
   options: { allDisks?: boolean; systemDiskPath?: string; systemDiskId?: string } = {},
 ): Promise<void> {
   try {
-    await ctx.hypervisor.destroy(instanceId);
+    await o.hypervisor.destroy(instanceId);
   } catch (error) {
     // Gone already (a terminate interrupted after its undefine): nothing to stop.
     if (!(error instanceof DomainNotFoundError)) throw error;
   }
-  ctx.checkpoint("terminate:destroyed");
-  await ctx.hypervisor.undefine(instanceId);
-  ctx.checkpoint("terminate:undefined");
-  if (options.systemDiskPath) await ctx.storage.destroyFile(options.systemDiskPath);
-  if (options.systemDiskId) await ctx.onDiskDeleted?.(options.systemDiskId);
-  for (const disk of ctx.disks.attachedTo(instanceId)) {
+  o.checkpoint("terminate:destroyed");
+  await o.hypervisor.undefine(instanceId);
+  o.checkpoint("terminate:undefined");
+  if (options.systemDiskPath) await o.storage.destroyFile(options.systemDiskPath);
+  if (options.systemDiskId) await o.snapshots.dropForDisk(options.systemDiskId);
+  for (const disk of o.disks.attachedTo(instanceId)) {
     if (disk.deleteWithInstance || options.allDisks) {
-      await ctx.storage.destroyFile(disk.path);
-      await ctx.onDiskDeleted?.(disk.diskId);
-      await ctx.disks.remove(disk.diskId);
+      await o.storage.destroyFile(disk.path);
+      await o.snapshots.dropForDisk(disk.diskId);
+      await o.disks.remove(disk.diskId);
     } else {
       const { instanceId: _i, target: _t, ...kept } = disk;
-      await ctx.disks.save(kept);
+      await o.disks.save(kept);
     }
   }
-  await rm(ctx.paths.instanceDir(instanceId), { recursive: true, force: true });
-  await rm(`${ctx.paths.launchFailedDir}/${instanceId}.json`, { force: true });
+  await rm(o.paths.instanceDir(instanceId), { recursive: true, force: true });
+  await rm(`${o.paths.launchFailedDir}/${instanceId}.json`, { force: true });
 }
 
 /** Instances whose launch failed keep a record (no domain holds it) until terminated. */

@@ -10,13 +10,16 @@ import type { DiskStore } from "../../agent/disks/store.js";
 import { ApiError } from "../../agent/errors.js";
 import type { ImageCatalog, ImageRecord } from "../../agent/images.js";
 import type { InstanceRegistry } from "../../agent/instances/registry.js";
-import type { InstanceService, KeyBindingRequest, RequestContext, ResetPasswordRequest, RunRequest } from "../../agent/instances/service.js";
+import type { RequestContext } from "../../agent/core/operations.js";
+import type { InstanceOperations } from "../../agent/instances/index.js";
+import type { RunRequest } from "../../agent/instances/launch.js";
+import type { KeyBindingRequest, ResetPasswordRequest } from "../../agent/instances/logins.js";
 import { KeyPairStore, keyPairsFile } from "../../agent/logins/keypairs.js";
 import { rsaPublicKeyLine } from "../../agent/logins/openssh.js";
 import { DataPaths } from "../../agent/paths.js";
 
 /**
- * A stateful stand-in for InstanceService's login entry points: it records every call and
+ * A stateful stand-in for the instance operations' login entry points (and RunInstances): it records every call and
  * keeps the key bindings in the real store, as the service does; `run` answers new IDs.
  */
 class FakeService {
@@ -79,7 +82,7 @@ beforeEach(async () => {
   keyPairs = new KeyPairStore({ file: keyPairsFile(new DataPaths(dir)) });
   service = new FakeService(keyPairs);
   dispatcher = createDispatcher({
-    service: service as unknown as InstanceService,
+    instances: { launch: service, logins: service } as unknown as InstanceOperations,
     images: { get: (id: string) => IMAGES.get(id) } as unknown as ImageCatalog,
     registry: {} as InstanceRegistry,
     identity: { hostId: "host-abcd1234", hostName: "h", hostIp: "10.0.0.1", zone: "zone-1", createdTime: "", hostType: "" },

@@ -8,6 +8,7 @@ import { parseDomainList, VirshHypervisor } from "../../../drivers/libvirt/virsh
 import {
   DomainNotFoundError,
   DomainStateError,
+  GuestAgentError,
   LibvirtUnavailableError,
 } from "../../../drivers/libvirt/types.js";
 import { RecordingRunner } from "../../support/recording-runner.js";
@@ -199,18 +200,38 @@ describe("VirshHypervisor", () => {
     await expect(hv.start("x")).rejects.toBeInstanceOf(LibvirtUnavailableError);
   });
 
-  it("sets metadata in the config, and live as well while the domain runs", async () => {
-    const set = (name: string, ...extra: string[]) =>
-      v("metadata", "--domain", name, "--uri", "https://cdh-agent.dev/xmlns/instance/1", "--key", "cdh", "--set",
-        '<instance><record format="json">{"a":"&lt;1&gt;"}</record></instance>', "--config", ...extra);
+  it("sets metadata in the config, and live as well while the domain runs, on virsh's standard input", async () => {
+    const stdin = ["virsh", "-q", "-c", URI];
+    const line = (name: string, ...extra: string[]) =>
+      [
+        "metadata", "--domain", name, "--uri", "https://cdh-agent.dev/xmlns/instance/1", "--key", "cdh", "--set",
+        '<instance><record format="json">{"a":"&lt;1&gt;","p":"it\'s &#xe9;"}</record></instance>', "--config", ...extra,
+      ].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ") + "\n";
     runner
       .on(v("domstate", "--domain", "off"), { stdout: "shut off\n" })
       .on(v("domstate", "--domain", "on"), { stdout: "running\n" })
-      .on(set("off"), {})
-      .on(set("on", "--live"), {});
-    await hv.setMetadata("off", '{"a":"<1>"}');
-    await hv.setMetadata("on", '{"a":"<1>"}');
-    expect(runner.commands).toEqual([v("domstate", "--domain", "off"), set("off"), v("domstate", "--domain", "on"), set("on", "--live")]);
+      .on(stdin, (_argv, options) => ({ stdout: `virsh # ${String(options?.input)}virsh # \n` }));
+    const record = '{"a":"<1>","p":"it\'s \u00e9"}';
+    await hv.setMetadata("off", record);
+    await hv.setMetadata("on", record);
+    expect(runner.commands).toEqual([v("domstate", "--domain", "off"), stdin, v("domstate", "--domain", "on"), stdin]);
+    expect(runner.runs.filter((r) => r.argv[1] === "-q").map((r) => r.options?.input)).toEqual([line("off"), line("on", "--live")]);
+    for (const run of runner.runs) expect(run.argv.join(" ")).not.toContain("record");
+  });
+
+  it("gives a guest agent command (a password) on standard input and reads its answer", async () => {
+    const stdin = ["virsh", "-q", "-c", URI];
+    const command = { execute: "guest-set-user-password", arguments: { username: "root", password: "UzNjcjN0IQ==", crypted: false } };
+    runner
+      .once(stdin, (_argv, options) => ({ stdout: `virsh # ${String(options?.input)}{"return":{}}\nvirsh # \n` }))
+      .once(stdin, { stderr: "error: Guest agent is not responding: QEMU guest agent is not connected\n" });
+    expect(await hv.guestAgent("ins-1", command)).toEqual({});
+    expect(runner.runs[0]?.options?.input).toBe(`'qemu-agent-command' '--domain' 'ins-1' '--timeout' '10' '${JSON.stringify(command)}'\n`);
+    expect(runner.runs[0]?.argv).toEqual(stdin);
+    const error = await hv.guestAgent("ins-1", command).then(() => null, (e: unknown) => e);
+    expect(error).toBeInstanceOf(GuestAgentError);
+    expect((error as Error).message).toMatch(/not responding/);
+    expect((error as Error).message).not.toContain("UzNjcjN0IQ");
   });
 
   it("pings with a cheap call and says false when libvirtd is gone", async () => {

@@ -1,0 +1,138 @@
+/**
+ * The instance operations, one file each, built from named dependencies. Each operation
+ * takes only what it uses; they share the operations core (agent/core/operations.ts: one
+ * lock per instance, validate → begin → settle → finish) and the power primitives.
+ */
+import type { Logger } from "pino";
+import type { Hypervisor, VirtType } from "../../drivers/libvirt/types.js";
+import type { ImageTool } from "../../drivers/storage/types.js";
+import type { HostResource } from "../capacity.js";
+import type { Operations } from "../core/operations.js";
+import type { DiskStore } from "../disks/store.js";
+import type { ImageCatalog } from "../images.js";
+import type { Journal } from "../journal.js";
+import type { KeyPairStore } from "../logins/keypairs.js";
+import type { Subnet } from "../network/subnets.js";
+import type { DataPaths } from "../paths.js";
+import type { Storage } from "../storage/storage.js";
+import { ImageCapture } from "./capture.js";
+import type { IoLimits } from "./domain-spec.js";
+import { IsoOperations } from "./iso.js";
+import { Launcher } from "./launch.js";
+import { LoginOperations } from "./logins.js";
+import { PowerControl, PowerOperations } from "./power.js";
+import { DomainSpecs, Provisioner, type Checkpoint, type ConfigDrives, type DiskDeletionListener } from "./provision.js";
+import { Recovery } from "./recovery.js";
+import type { InstanceRegistry } from "./registry.js";
+import { Reinstaller } from "./reinstall.js";
+import { RescueOperations } from "./rescue.js";
+import { ResizeOperation } from "./resize.js";
+import { Terminator } from "./terminate.js";
+
+export interface InstanceOperations {
+  ops: Operations;
+  power: PowerControl;
+  launch: Launcher;
+  powerOps: PowerOperations;
+  logins: LoginOperations;
+  resize: ResizeOperation;
+  reinstall: Reinstaller;
+  rescue: RescueOperations;
+  iso: IsoOperations;
+  capture: ImageCapture;
+  terminate: Terminator;
+  recovery: Recovery;
+}
+
+export interface InstanceOperationsOptions {
+  ops: Operations;
+  registry: InstanceRegistry;
+  journal: Journal;
+  paths: DataPaths;
+  hypervisor: Hypervisor;
+  imageTool: ImageTool;
+  images: ImageCatalog;
+  storage: Storage;
+  disks: DiskStore;
+  keyPairs: KeyPairStore;
+  /** The guests' config drives (GuestDocumentsService). */
+  drives: ConfigDrives;
+  /** Told when a disk file is destroyed (SnapshotService). */
+  snapshots: DiskDeletionListener;
+  subnets: readonly Subnet[];
+  hostResource: () => HostResource;
+  /** Written into every record: the agent adopts only its own host's domains. */
+  hostId: string;
+  virtType: VirtType;
+  agentVersion: string;
+  ioLimits: (pool: string | undefined) => IoLimits | undefined;
+  rescue?: { kernel: string; initrd: string };
+  softStopTimeoutMs: number;
+  softStopRetryMs: number;
+  /** Recovery: makes a domain's data disks match the disk store (DiskService.heal). */
+  healDisks?: ConstructorParameters<typeof Recovery>[0]["healDisks"];
+  checkpoint: Checkpoint;
+  logger: Logger;
+}
+
+export function createInstanceOperations(o: InstanceOperationsOptions): InstanceOperations {
+  const { ops, registry, journal, paths, hypervisor, imageTool, images, storage, disks, keyPairs, drives, checkpoint, logger } = o;
+  const specs = new DomainSpecs({
+    virtType: o.virtType,
+    paths,
+    agentVersion: o.agentVersion,
+    disks,
+    images,
+    ioLimits: o.ioLimits,
+    ...(o.rescue ? { rescue: o.rescue } : {}),
+    subnetOf: (subnetId) => o.subnets.find((s) => s.subnetId === subnetId),
+  });
+  const power = new PowerControl({ hypervisor, registry, softStopTimeoutMs: o.softStopTimeoutMs, softStopRetryMs: o.softStopRetryMs });
+  const provisioner = new Provisioner({ hypervisor, imageTool, images, paths, storage, disks, specs, drives, snapshots: o.snapshots, checkpoint, logger });
+  const launch = new Launcher({
+    ops,
+    registry,
+    journal,
+    paths,
+    images,
+    storage,
+    disks,
+    subnets: o.subnets,
+    hostResource: o.hostResource,
+    hostId: o.hostId,
+    keyPairs,
+    provisioner,
+    power,
+    checkpoint,
+    logger,
+  });
+  const terminate = new Terminator({ ops, registry, journal, keyPairs, provisioner, checkpoint, logger });
+  const reinstall = new Reinstaller({ ops, registry, journal, paths, images, keyPairs, storage, hypervisor, imageTool, specs, drives, power, checkpoint });
+  return {
+    ops,
+    power,
+    launch,
+    powerOps: new PowerOperations({ ops, power }),
+    logins: new LoginOperations({ ops, paths, keyPairs, hypervisor, drives, power, logger }),
+    resize: new ResizeOperation({ ops, disks, storage, hypervisor, imageTool, power }),
+    reinstall,
+    rescue: new RescueOperations({ ops, registry, hypervisor, specs, power }),
+    iso: new IsoOperations({ ops, hypervisor, specs, power }),
+    capture: new ImageCapture({ ops, paths, images, hypervisor, imageTool, power, checkpoint, logger }),
+    terminate,
+    recovery: new Recovery({
+      hypervisor,
+      registry,
+      journal,
+      paths,
+      disks,
+      ops,
+      launcher: launch,
+      terminator: terminate,
+      reinstaller: reinstall,
+      hostId: o.hostId,
+      ...(o.healDisks ? { healDisks: o.healDisks } : {}),
+      logger,
+    }),
+  };
+}

@@ -1,0 +1,63 @@
+/**
+ * TerminateInstances: every instance named is checked first; each is then TERMINATING
+ * (pre-empting any operation in progress), journaled, and torn down in the background,
+ * retrying until it is gone. Recovery finishes a terminate a crash interrupted.
+ */
+import type { Logger } from "pino";
+import type { Journal } from "../journal.js";
+import { isoSeconds } from "../model.js";
+import type { KeyPairStore } from "../logins/keypairs.js";
+import type { Operations, RequestContext } from "../core/operations.js";
+import type { Checkpoint, Provisioner } from "./provision.js";
+import type { InstanceRegistry, Transition } from "./registry.js";
+
+export class Terminator {
+  constructor(
+    private readonly o: {
+      ops: Operations;
+      registry: InstanceRegistry;
+      journal: Journal;
+      keyPairs: Pick<KeyPairStore, "forgetInstances">;
+      provisioner: Provisioner;
+      checkpoint: Checkpoint;
+      logger: Logger;
+    },
+  ) {}
+
+  async terminate(ids: string[], ctx: RequestContext): Promise<void> {
+    const entries = this.o.ops.validate(ids, "TerminateInstances");
+    const ts: Transition[] = [];
+    for (const entry of entries) {
+      entry.transition?.abort.abort(new Error("pre-empted by TerminateInstances"));
+      ts.push(this.o.ops.begin(entry, "TerminateInstances", "TERMINATING", ctx));
+    }
+    const startedAt = isoSeconds(new Date());
+    await Promise.all(
+      entries.map((e) => this.o.journal.write({ kind: "terminate", instanceId: e.record.instanceId, record: e.record, requestId: ctx.requestId, startedAt })),
+    );
+    this.o.checkpoint("terminate:journaled");
+    entries.forEach((entry, i) => this.o.ops.background(entry.record.instanceId, ts[i]!, () => this.destroyInstance(entry.record.instanceId, ctx)));
+  }
+
+  /** Tears the instance down and forgets it (also used by recovery). */
+  async destroyInstance(instanceId: string, ctx: RequestContext): Promise<void> {
+    const log = this.o.logger.child({ instanceId, requestId: ctx.requestId });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const entry = this.o.registry.get(instanceId);
+        const sd = entry?.record.systemDisk;
+        await this.o.provisioner.teardown(instanceId, sd ? { systemDiskPath: sd.path, ...(sd.diskId ? { systemDiskId: sd.diskId } : {}) } : {});
+        break;
+      } catch (error) {
+        // The journal entry stays; the instance stays TERMINATING until it is gone.
+        log.error({ err: error, attempt }, "terminate failed; retrying");
+        await new Promise((r) => setTimeout(r, Math.min(30_000, 1000 * 2 ** attempt)));
+      }
+    }
+    await this.o.keyPairs.forgetInstances([instanceId]).catch((e: unknown) => log.warn({ err: e }, "could not drop the key pair bindings"));
+    // The journal goes before the instance leaves the API: a client that sees it gone never races a recovery.
+    await this.o.journal.remove({ kind: "terminate", instanceId });
+    this.o.registry.remove(instanceId);
+    log.info("instance terminated");
+  }
+}
