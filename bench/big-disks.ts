@@ -204,7 +204,8 @@ async function mountBigFilesystem(workDir: string, log: (line: string) => void):
   // libvirtd (QEMU opens the disks) and virtlogd (opens the console log), each in its own mount namespace.
   const daemons: string[] = [];
   const seen = new Set([await readlink("/proc/self/ns/mnt")]);
-  for (const pidFile of ["/run/libvirtd.pid", "/run/virtlogd.pid"]) {
+  // In the test host their pid files are in its private /run/libvirt.
+  for (const pidFile of ["/run/libvirt/libvirtd.pid", "/run/libvirt/virtlogd.pid"]) {
     const pid = (await readFile(pidFile, "utf8")).trim();
     const ns = await readlink(`/proc/${pid}/ns/mnt`);
     if (!seen.has(ns)) daemons.push(pid);

@@ -1,7 +1,8 @@
 /**
- * Integration tests run against a real libvirtd started inside network namespace
- * `cdhtest` (its bridges and guest traffic live only there), the tiny guest images the
- * project builds from Debian packages, and the compiled agent.
+ * Integration tests run inside the test host `cdhtest` (scripts/in-testns.sh): its own
+ * network and mount namespaces with a libvirtd of its own (its bridges, guest traffic and
+ * libvirt definitions live only there; a libvirtd of the machine itself is never touched),
+ * the tiny guest images the project builds from Debian packages, and the compiled agent.
  */
 import { execa } from "execa";
 import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
@@ -25,9 +26,10 @@ function alive(pid: number): boolean {
 }
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  await execa("bash", [resolve(root, "scripts/libvirtd-up.sh"), "--netns", "cdhtest"], { stdio: "inherit" });
+  // A no-op when the test host's libvirtd answers (scripts/in-testns.sh brought it up).
+  await execa("bash", [resolve(root, "scripts/libvirtd-up.sh"), "--host", process.env.CDH_TEST_HOST ?? "cdhtest"], { stdio: "inherit" });
   await execa("bash", [resolve(root, "scripts/build-tiny-image.sh")], { stdio: "inherit" });
-  // This libvirtd serves the tests only: clear instances an interrupted earlier run left
+  // The test host's libvirtd serves the tests only: clear instances an interrupted earlier run left
   // behind, unless another test run is going on (its instances are alive).
   const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
   await mkdir(RUNS_DIR, { recursive: true });
