@@ -97,16 +97,21 @@ export async function buildConfigDrive(options: BuildConfigDriveOptions): Promis
   let renamed = false;
   try {
     const root = join(staging, "root");
-    await mkdir(root, { mode: 0o700 });
-    for (const [path, content] of [...files.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      const target = join(root, ...path.split("/"));
-      await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-      await writeFile(target, content, { mode: 0o600 });
-    }
-
-    // Created here with mode 0600 before xorriso writes into it: never world-readable.
-    await mkdir(outDir, { recursive: true });
-    await (await open(tmpIso, "wx", 0o600)).close();
+    // The files are staged at the same time (a launch waits for the drive), their
+    // folders first; the output file beside them.
+    const entries = [...files.entries()].map(([path, content]) => ({ target: join(root, ...path.split("/")), content }));
+    const folders = [...new Set([root, ...entries.map((e) => dirname(e.target))])];
+    await Promise.all([
+      (async () => {
+        await Promise.all(folders.map((f) => mkdir(f, { recursive: true, mode: 0o700 })));
+        await Promise.all(entries.map((e) => writeFile(e.target, e.content, { mode: 0o600 })));
+      })(),
+      (async () => {
+        // Created here with mode 0600 before xorriso writes into it: never world-readable.
+        await mkdir(outDir, { recursive: true });
+        await (await open(tmpIso, "wx", 0o600)).close();
+      })(),
+    ]);
     const stamp = xorrisoTimestamp(CONFIG_DRIVE_EPOCH_SECONDS);
     await runner.run(
       [
