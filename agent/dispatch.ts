@@ -8,7 +8,9 @@ import type { Dispatch } from "./api/server.js";
 import type { HostResource } from "./capacity.js";
 import { ApiError } from "./errors.js";
 import { hostMatches, toHostItem, type HostIdentity } from "./host.js";
-import { toCvmImage, type ImageCatalog, type ImageRecord } from "./images.js";
+import type { ImageCatalog } from "./images/catalog.js";
+import type { ImageRecord } from "./images/model.js";
+import { imageFilterField, toCvmImage } from "./images/views.js";
 import type { InstanceRegistry } from "./instances/registry.js";
 import type { InstanceOperations } from "./instances/index.js";
 import type { RunRequest } from "./instances/launch.js";
@@ -20,7 +22,7 @@ import type { DiskStore } from "./disks/store.js";
 import type { DiskService } from "./disks/service.js";
 import type { SnapshotService } from "./disks/snapshots.js";
 import type { DataPaths } from "./paths.js";
-import { fetchIso } from "./instances/iso.js";
+import { checkIsoUrl, fetchIso } from "./instances/iso.js";
 
 export interface DispatcherDeps {
   instances: InstanceOperations;
@@ -187,7 +189,10 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       }
       case "ImportImage": {
         const p = command.params;
-        dryRun(p.dryRun);
+        if (p.dryRun) {
+          await images.checkImport({ ImageName: p.imageName, ImageUrl: p.imageUrl });
+          dryRun(true);
+        }
         const imageId = await images.startImport({
           ImageUrl: p.imageUrl,
           ImageName: p.imageName,
@@ -205,11 +210,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         let rows = p.imageIds ? p.imageIds.flatMap((id) => images.get(id) ?? []) : images.list();
         for (const f of p.filters) {
           const values = new Set(f.values);
-          rows = rows.filter((r) => {
-            const cvm = toCvmImage(r);
-            const field = { "image-id": cvm.ImageId, "image-name": cvm.ImageName, "image-state": cvm.ImageState, "image-type": cvm.ImageType }[f.name];
-            return values.has(String(field));
-          });
+          rows = rows.filter((r) => values.has(imageFilterField(r, f.name)));
         }
         return { TotalCount: rows.length, ImageSet: rows.slice(p.offset, p.offset + p.limit).map(toCvmImage) };
       }
@@ -350,6 +351,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "InstanceAttachISO": {
         const p = command.params;
         instances.ops.validate([p.instanceId], "InstanceAttachISO");
+        await checkIsoUrl(p.imageUrl);
         dryRun(p.dryRun);
         await fetchIso(p.imageUrl, deps.paths.attachedIso(p.instanceId), { maxBytes: deps.maxIsoBytes, timeoutMs: deps.downloadTimeoutMs });
         await instances.iso.attachIso({ instanceId: p.instanceId, file: deps.paths.attachedIso(p.instanceId), url: p.imageUrl }, ctx);

@@ -17,7 +17,7 @@ import { createApiServer } from "./api/server.js";
 import { computeHostResource, type HostResource } from "./capacity.js";
 import type { AgentConfig, Credential } from "./config.js";
 import { createDispatcher } from "./dispatch.js";
-import { ImageCatalog } from "./images.js";
+import { ImageCatalog } from "./images/catalog.js";
 import { listQcow2Files } from "./images/sweep.js";
 import { Journal } from "./journal.js";
 import { isoSeconds } from "./model.js";

@@ -5,9 +5,9 @@ import { rm } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
-import { CONFIG_DRIVE_TAG } from "../api/schemas-images.js";
+import { configDriveTags } from "../images/source.js";
 import { ApiError } from "../errors.js";
-import type { ImageCatalog } from "../images.js";
+import type { ImageCatalog } from "../images/catalog.js";
 import type { DataPaths } from "../paths.js";
 import { consistentCopy } from "../disks/copy.js";
 import type { Operations, RequestContext } from "../core/operations.js";
@@ -28,7 +28,7 @@ export class ImageCapture {
     private readonly o: {
       ops: Operations;
       paths: DataPaths;
-      images: Pick<ImageCatalog, "get" | "beginImage" | "completeImage" | "failImage">;
+      images: Pick<ImageCatalog, "get" | "checkName" | "beginImage" | "completeImage" | "failImage">;
       hypervisor: Hypervisor;
       imageTool: ImageTool;
       power: PowerControl;
@@ -55,6 +55,8 @@ export class ImageCapture {
     const images = this.o.images;
     const source = images.get(record.imageId);
     const [osType, ...version] = (record.osName ?? "Linux").split(" ");
+    // Every check beginImage makes, before DryRun stops: the name must be free.
+    images.checkName(req.imageName);
     if (req.dryRun) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
     const imageId = await images.beginImage({
       imageName: req.imageName,
@@ -65,7 +67,7 @@ export class ImageCapture {
       bootMode: source?.bootMode ?? "Legacy BIOS",
       source: "CREATE_IMAGE",
       // The new image wants the drive its instance was made with.
-      ...(record.configDrive === "nocloud" ? { tags: [{ key: CONFIG_DRIVE_TAG, value: "nocloud" }] } : {}),
+      tags: configDriveTags(record.configDrive),
     });
     const t = this.o.ops.begin(entry!, "CreateImage", "UPDATING", ctx);
     let settle!: (error?: unknown) => void;

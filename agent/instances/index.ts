@@ -9,7 +9,7 @@ import type { ImageTool } from "../../drivers/storage/types.js";
 import type { HostResource } from "../capacity.js";
 import type { Operations } from "../core/operations.js";
 import type { DiskStore } from "../disks/store.js";
-import type { ImageCatalog } from "../images.js";
+import type { ImageCatalog } from "../images/catalog.js";
 import type { Journal } from "../journal.js";
 import type { KeyPairStore } from "../logins/keypairs.js";
 import type { Subnet } from "../network/subnets.js";

@@ -4,17 +4,15 @@
  * and renamed when complete, and accepted only when it is an ISO 9660 image ("CD001" at
  * byte 32769); then it goes into the instance's ISO tray (live, and in the definition).
  */
-import { createWriteStream } from "node:fs";
-import { copyFile, open, rename, rm } from "node:fs/promises";
+import { open, rename, rm } from "node:fs/promises";
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
 import type { InstanceRecord } from "../model.js";
 import type { Operations, RequestContext } from "../core/operations.js";
 import type { PowerControl } from "./power.js";
 import type { DomainSpecs } from "./provision.js";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
 import { ApiError } from "../errors.js";
-import { parseImageUrl } from "../images.js";
+import { checkReadable, copyLocal, download, FetchError } from "../images/fetch.js";
+import { parseImageUrl, type ImageSource } from "../images/source.js";
 
 export class IsoOperations {
   constructor(
@@ -69,30 +67,25 @@ export class IsoOperations {
 
 const ISO_MAGIC_OFFSET = 32769;
 
-export async function fetchIso(url: string, target: string, options: { maxBytes: number; timeoutMs: number }): Promise<void> {
+/** The ISO's URL, checked as far as can be without fetching it (DryRun stops after this). */
+export async function checkIsoUrl(url: string): Promise<ImageSource> {
   const source = parseImageUrl(url);
+  if (source.kind === "file") await checkReadable(source.path).catch((error: unknown) => {
+    throw isoError(url, error);
+  });
+  return source;
+}
+
+/** Fetches the ISO into `target` (through the images' downloader) and checks that it is one. */
+export async function fetchIso(url: string, target: string, options: { maxBytes: number; timeoutMs: number }): Promise<void> {
+  const source = await checkIsoUrl(url);
   const part = `${target}.part`;
   await rm(part, { force: true });
   try {
-    if (source.kind === "file") {
-      try {
-        await copyFile(source.path, part);
-      } catch (error) {
-        throw new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl ${url} cannot be read: ${(error as Error).message}`);
-      }
-    } else {
-      const response = await fetch(source.href, { signal: AbortSignal.timeout(options.timeoutMs) }).catch((error: unknown) => {
-        throw new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl ${url} cannot be fetched: ${(error as Error).message}`);
-      });
-      if (!response.ok || !response.body) throw new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl ${url} answered HTTP ${response.status}`);
-      let received = 0;
-      const body = Readable.fromWeb(response.body as import("node:stream/web").ReadableStream);
-      body.on("data", (chunk: Buffer) => {
-        received += chunk.length;
-        if (received > options.maxBytes) body.destroy(new ApiError("InvalidParameterValue", `the ISO is larger than ${options.maxBytes} bytes`));
-      });
-      await pipeline(body, createWriteStream(part, { mode: 0o600 }));
-    }
+    const limits = { maxBytes: options.maxBytes, limitName: "max_image_bytes", timeoutMs: options.timeoutMs };
+    await (source.kind === "file" ? copyLocal(source.path, part, limits) : download(source.href, part, limits)).catch((error: unknown) => {
+      throw isoError(url, error);
+    });
     const handle = await open(part, "r");
     try {
       const magic = Buffer.alloc(5);
@@ -107,4 +100,10 @@ export async function fetchIso(url: string, target: string, options: { maxBytes:
   } finally {
     await rm(part, { force: true });
   }
+}
+
+function isoError(url: string, error: unknown): Error {
+  if (!(error instanceof FetchError)) return error as Error;
+  if (error.reason === "too-large") return new ApiError("InvalidParameterValue", `the ISO at ImageUrl is too large: ${error.message}`);
+  return new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl ${url} cannot be read: ${error.message}`);
 }

@@ -7,7 +7,7 @@ import { mkdir, rm, readdir, readFile, stat } from "node:fs/promises";
 import type { Logger } from "pino";
 import { DomainNotFoundError, type Hypervisor, type VirtType } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
-import type { ImageCatalog } from "../images.js";
+import type { ImageCatalog } from "../images/catalog.js";
 import type { InstanceRecord } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { writeFileAtomic } from "../util/atomic-file.js";

@@ -10,7 +10,7 @@ import { ApiError } from "../errors.js";
 import type { Journal } from "../journal.js";
 import { isoSeconds, newId, type InstanceRecord } from "../model.js";
 import type { DataPaths } from "../paths.js";
-import type { ImageCatalog } from "../images.js";
+import type { ImageCatalog } from "../images/catalog.js";
 import type { KeyPairStore } from "../logins/keypairs.js";
 import { checkPassword, sha512Crypt } from "../logins/password.js";
 import type { Storage } from "../storage/storage.js";

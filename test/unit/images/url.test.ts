@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { imageUrlChecksum, parseImageSource } from "../../../agent/api/schemas-images.js";
-import { parseImageUrl } from "../../../agent/images.js";
+import { parseImageUrl } from "../../../agent/images/source.js";
 
 const SHA = "a".repeat(44) + "0123456789ABCDEFabcd";
 
