@@ -61,6 +61,12 @@ export const ERROR_CODES = Object.freeze({
   "InvalidParameter.UrlError": "ImageUrl could not be read.",
   "InvalidImageOsType.Unsupported": "The image's OsType is not supported.",
   "InvalidImageOsVersion.Unsupported": "The image's OsVersion is not supported.",
+  // Networks (VirtualPrivateCloud of RunInstances; the VPC API's codes)
+  "InvalidParameter.InvalidIpFormat": "An IP address is not a dotted IPv4 address.",
+  "InvalidParameterValue.SubnetNotExist": "No subnet with this ID is configured on this host.",
+  "InvalidParameterValue.VpcIdSubnetIdNotMatch": "The subnet does not belong to the VPC named.",
+  VpcAddrNotInSubNet: "The private IP address is not inside the subnet (or is its network, gateway or broadcast address).",
+  VpcIpIsUsed: "The private IP address is already used by another instance.",
   // Resources and state
   "ResourceInsufficient.SpecifiedInstanceType": "The host has not enough CPU, memory or disk left for the request.",
   ResourceInsufficient: "The host has not enough resources left.",

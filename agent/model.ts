@@ -4,6 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { DomainPowerState } from "../drivers/libvirt/types.js";
+import type { ErrorCode } from "./errors.js";
 
 /** CVM instance states (seed API §2.1), plus UNKNOWN while libvirt cannot be asked. */
 export type InstanceState =
@@ -217,27 +218,27 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   InstanceDetachISO: new Set<InstanceState>(["STOPPED"]),
 });
 
-const STATE_ERROR_SUFFIX: Readonly<Record<InstanceState, string>> = Object.freeze({
-  PENDING: "Pending",
-  LAUNCH_FAILED: "LaunchFailed",
-  RUNNING: "Running",
-  STOPPED: "Stopped",
-  STARTING: "Starting",
-  STOPPING: "Stopping",
-  REBOOTING: "Rebooting",
-  SHUTDOWN: "Shutdown",
-  TERMINATING: "Terminating",
-  RESETTING: "Resetting",
-  ENTER_RESCUE_MODE: "RescueMode",
-  RESCUE_MODE: "RescueMode",
-  EXIT_RESCUE_MODE: "RescueMode",
-  UNKNOWN: "Unknown",
+/** The CVM error code for "this action is not allowed in that state" (every one in the catalogue). */
+const STATE_ERROR_CODE: Readonly<Record<InstanceState, ErrorCode>> = Object.freeze({
+  PENDING: "UnsupportedOperation.InstanceStatePending",
+  LAUNCH_FAILED: "UnsupportedOperation.InstanceStateLaunchFailed",
+  RUNNING: "UnsupportedOperation.InstanceStateRunning",
+  STOPPED: "UnsupportedOperation.InstanceStateStopped",
+  STARTING: "UnsupportedOperation.InstanceStateStarting",
+  STOPPING: "UnsupportedOperation.InstanceStateStopping",
+  REBOOTING: "UnsupportedOperation.InstanceStateRebooting",
+  SHUTDOWN: "InvalidInstanceState",
+  TERMINATING: "UnsupportedOperation.InstanceStateTerminating",
+  RESETTING: "UnsupportedOperation.InstanceStateResetting",
+  ENTER_RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
+  RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
+  EXIT_RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
+  UNKNOWN: "InvalidInstanceState",
 });
 
 /** The CVM error code for "this action is not allowed in that state". */
-export function stateErrorCode(state: InstanceState): string {
-  if (state === "SHUTDOWN" || state === "UNKNOWN") return "InvalidInstanceState";
-  return `UnsupportedOperation.InstanceState${STATE_ERROR_SUFFIX[state]}`;
+export function stateErrorCode(state: InstanceState): ErrorCode {
+  return STATE_ERROR_CODE[state];
 }
 
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";

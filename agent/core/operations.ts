@@ -13,7 +13,7 @@
  * The operation files (agent/instances/*.ts) hold only what is particular to them.
  */
 import type { Logger } from "pino";
-import { ApiError, type ErrorCode } from "../errors.js";
+import { ApiError, isKnownCode } from "../errors.js";
 import { ALLOWED_FROM, stateErrorCode, type InstanceAction, type LatestOperation, type TransitionState } from "../model.js";
 import { KeyedLock } from "../util/keyed-lock.js";
 import type { InstanceEntry, InstanceRegistry, Transition } from "../instances/registry.js";
@@ -46,7 +46,7 @@ export class Operations {
       const state = registry.stateOf(entry);
       if (!ALLOWED_FROM[action].has(state)) {
         const verb = action === "StopInstancesHard" ? "StopInstances (HARD)" : action;
-        throw new ApiError(stateErrorCode(state) as ErrorCode, `${verb} is not allowed for ${entry.record.instanceId} in state ${state}`);
+        throw new ApiError(stateErrorCode(state), `${verb} is not allowed for ${entry.record.instanceId} in state ${state}`);
       }
     }
     return entries;
@@ -93,7 +93,9 @@ export class Operations {
   /** For the actions that answer only once done: a failure is the request's answer too. */
   throwIfFailed(entry: InstanceEntry, action: string): void {
     const op = entry.record.latestOperation;
-    if (op?.action === action && op.state === "FAILED") throw new ApiError((op.errorCode ?? "InternalError") as ErrorCode, op.errorMessage ?? `${action} failed`);
+    if (op?.action === action && op.state === "FAILED") {
+      throw new ApiError(op.errorCode !== undefined && isKnownCode(op.errorCode) ? op.errorCode : "InternalError", op.errorMessage ?? `${action} failed`);
+    }
   }
 
   /**

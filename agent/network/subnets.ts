@@ -5,15 +5,17 @@
  */
 import { ApiError, type ErrorCode } from "../errors.js";
 
-/** Network error codes of the CVM API (listed in ERROR_CODES). */
-type NetCode =
+/** Network error codes of the CVM API (each in ERROR_CODES: the type says so). */
+type NetCode = Extract<
+  ErrorCode,
   | "InvalidParameter.InvalidIpFormat"
   | "VpcAddrNotInSubNet"
   | "VpcIpIsUsed"
   | "InvalidParameterValue.SubnetNotExist"
   | "InvalidParameterValue.VpcIdSubnetIdNotMatch"
-  | "ResourceInsufficient.SpecifiedInstanceType";
-const netError = (code: NetCode, message: string) => new ApiError(code as ErrorCode, message);
+  | "ResourceInsufficient.SpecifiedInstanceType"
+>;
+const netError = (code: NetCode, message: string) => new ApiError(code, message);
 
 export interface Subnet {
   readonly subnetId: string;
