@@ -25,6 +25,7 @@ import { DataPaths } from "./paths.js";
 import { Reporter } from "./reporter.js";
 import { InstanceRegistry } from "./instances/registry.js";
 import { createInstanceOperations, type InstanceOperations } from "./instances/index.js";
+import { launchConcurrency } from "./instances/launch-queue.js";
 import { Operations } from "./core/operations.js";
 import { InstanceSync } from "./instances/sync.js";
 import { toCvmInstance } from "./instances/views.js";
@@ -194,6 +195,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     rescue: { kernel: config.rescueKernel, initrd: config.rescueInitrd },
     softStopTimeoutMs: config.softStopTimeoutS * 1000,
     softStopRetryMs: config.softStopRetryS * 1000,
+    launchConcurrency: launchConcurrency(config.launchConcurrency, facts.cpuCount),
     healDisks: (id, spec, state) => diskService.heal(id, spec, state),
     checkpoint,
     logger: logger.child({ component: "instances" }),
