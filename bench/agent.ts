@@ -30,6 +30,8 @@ export interface Agent {
   readonly client: CvmClient;
   /** Milliseconds from spawn to the API port accepting connections. */
   readonly startMs: number;
+  /** performance.now() just before the spawn. */
+  readonly spawnedAt: number;
   /** SIGTERM, then SIGKILL after 10 s; resolves when the process is gone. */
   stop(): Promise<void>;
   alive(): boolean;
@@ -101,6 +103,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     port,
     client: sdkClient(port),
     startMs,
+    spawnedAt: t0,
     alive: () => !gone,
     async stop() {
       if (gone) return;

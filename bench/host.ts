@@ -27,6 +27,24 @@ export async function run(argv: readonly string[], options: { check?: boolean; t
 export const virsh = (args: readonly string[], options: { check?: boolean; timeoutMs?: number } = {}) =>
   run(["virsh", "-c", LIBVIRT_URI, ...args], options);
 
+/**
+ * One virsh process running `commands` as a script ("a; b; c"). virsh runs every command
+ * even when one fails; the final echo makes the exit status a success's.
+ */
+export const virshScript = (commands: readonly string[], options: { timeoutMs?: number } = {}) =>
+  run(["virsh", "-c", LIBVIRT_URI, [...commands, "echo done"].join("; ")], { timeoutMs: options.timeoutMs ?? 300_000 });
+
+/** Removes many domains whatever their state, one virsh script per 50 (names the bench made: no quoting needed). */
+export async function removeDomains(names: readonly string[]): Promise<void> {
+  for (const n of names) if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/.test(n)) throw new Error(`domain name ${JSON.stringify(n)} cannot go into a virsh script`);
+  for (let i = 0; i < names.length; i += 50) {
+    await virshScript(names.slice(i, i + 50).flatMap((n) => [`destroy --domain ${n}`, `undefine --domain ${n} --nvram`]));
+  }
+  // What the script could not undefine with --nvram (a libvirt without it) goes one by one.
+  const left = new Set(await domainNames());
+  for (const n of names) if (left.has(n)) await removeDomain(n);
+}
+
 /** Removes a domain whatever its state; a missing domain is fine. */
 export async function removeDomain(name: string): Promise<void> {
   await virsh(["destroy", name], { check: false });

@@ -3,15 +3,19 @@
  * measured in the same run on the same host. A script, not a test: it prints a table
  * and `bench: N of M targets met`; it fails only when it cannot measure.
  *
- *   ip netns exec cdhtest npm run bench [-- --only a,b,c,d,e,f] [--instances 200]
+ *   bash scripts/in-testns.sh npm run bench [-- --only a,b,c,d,e,f,g] [--instances 1000]
  *
  * (a) RunInstances → RUNNING        vs qemu-img create + virsh define + virsh start
- * (b) DescribeInstances, 200 inst.  vs virsh list --all
+ * (b) DescribeInstances, 1,000 defined domains vs virsh list --all;
+ *     start-up recovery until the API lists them vs virsh reading every domain's state and XML
  * (c) agent VmRSS with them         vs an idle agent's
  * (d) metadata req/s and p99        vs nginx on the same documents
  * (e) config drive build            vs xorriso alone
  * (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert -f raw -O qcow2 alone
  * (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
+ *
+ * (a) and (f) also print where the agent's time went, step by step beside the baseline's
+ * steps, from the agent's debug log (every command with its duration; see timeline.ts).
  *
  * Everything made lives under /var/tmp/cdh-bench-*: removed at the end, also after a
  * failure or Ctrl-C, together with every domain the run made.
@@ -39,16 +43,18 @@ const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 function usage(): string {
-  return `usage: ip netns exec ${NETNS} npm run bench [-- --only a,b,c,d,e,f] [--instances N] [--agent-log-level L] [--keep]
-  a  RunInstances → RUNNING vs qemu-img + virsh define + virsh start
-  b  DescribeInstances with N instances (default 200) vs virsh list --all
+  return `usage: bash scripts/in-testns.sh npm run bench [-- --only a,b,c,d,e,f,g] [--instances N] [--agent-log-level L] [--keep]
+  a  RunInstances → RUNNING vs qemu-img + virsh define + virsh start; where the agent's extra time goes
+  b  DescribeInstances with N defined domains (default 1000) vs virsh list --all; start-up recovery
+     until DescribeInstances lists them all vs virsh reading every domain's state and persistent XML
   c  agent VmRSS with those instances vs an idle agent
   d  metadata req/s and p99 vs nginx (wrk, 64 keep-alive connections)
   e  config drive build vs xorriso alone
-  f  ImportImage of a 1 GiB raw image (start → NORMAL) vs qemu-img convert -f raw -O qcow2 alone
+  f  ImportImage of a 1 GiB raw image (start → NORMAL) vs qemu-img convert -f raw -O qcow2 alone; where the agent's extra time goes
   g  RunInstances with a 50 GB system disk and two 100 GB data disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
      (its own agent on a sparse 400 GiB ext4 loop filesystem: the host's / has too little free for 250 GB of promises)
-  --agent-log-level  the agent's log level (default info; debug logs every command with its duration)
+  --agent-log-level  the agent's log level (default debug: every command with its duration, which (a) and (f) need
+                     for their time lines; at info they print the figures without the time lines)
   --keep             keep the work directory (agent log, configs) after the run; domains are removed anyway`;
 }
 
@@ -56,8 +62,8 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       only: { type: "string" },
-      instances: { type: "string", default: "200" },
-      "agent-log-level": { type: "string", default: "info" },
+      instances: { type: "string", default: "1000" },
+      "agent-log-level": { type: "string", default: "debug" },
       keep: { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
     },
@@ -117,7 +123,7 @@ async function main(): Promise<number> {
         agentJs,
         dataDir,
         logFile: join(root, "agent.log"),
-        env: { CDH_AGENT_LOG_LEVEL: values["agent-log-level"] ?? "info" },
+        env: { CDH_AGENT_LOG_LEVEL: values["agent-log-level"] ?? "debug" },
       };
       let agent = await startAgent(agentOptions);
       tracker.agent = agent;
@@ -135,7 +141,7 @@ async function main(): Promise<number> {
       }
       if (only.has("f")) {
         log("bench: (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert alone");
-        rows.push(...(await benchImport({ agent, dataDir, tinyImage, workDir: join(workDir, "f"), runs: 7, log })));
+        rows.push(...(await benchImport({ agent, dataDir, tinyImage, workDir: join(workDir, "f"), runs: 7, agentLog: agentOptions.logFile, log })));
       }
       if (only.has("g")) {
         log("bench: (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img ×3 + virsh define + virsh start");
@@ -144,10 +150,10 @@ async function main(): Promise<number> {
       const imageId = await importImage(agent.client, tinyImage, `bench-tiny-${process.pid}`);
       if (only.has("a")) {
         log("bench: (a) RunInstances → RUNNING vs qemu-img + virsh define + virsh start");
-        rows.push(...(await benchLaunch({ agent, dataDir, imageId, workDir: join(workDir, "a"), runs: 5, tracker, log })));
+        rows.push(...(await benchLaunch({ agent, dataDir, imageId, workDir: join(workDir, "a"), runs: 5, agentLog: agentOptions.logFile, tracker, log })));
       }
       if (only.has("b") || only.has("c")) {
-        log(`bench: (b, c) ${instances} instances: DescribeInstances vs virsh list --all; agent memory`);
+        log(`bench: (b, c) ${instances} instances: DescribeInstances vs virsh list --all; start-up recovery vs virsh reading them; agent memory`);
         const r = await benchMany({
           agent,
           agentOptions,
@@ -157,6 +163,7 @@ async function main(): Promise<number> {
           calls: 20,
           idleRss,
           want: { b: only.has("b"), c: only.has("c") },
+          workDir: join(workDir, "b"),
           tracker,
           log,
         });

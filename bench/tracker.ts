@@ -5,7 +5,7 @@
  */
 import { rm } from "node:fs/promises";
 import { terminateAll, type Agent } from "./agent.js";
-import { removeDomain } from "./host.js";
+import { removeDomains } from "./host.js";
 
 export class Tracker {
   /** Instance IDs made through (or adopted by) the bench's agent. */
@@ -34,9 +34,7 @@ export class Tracker {
     // Whatever the agent could not remove (it died, or a step failed), and our own domains.
     const leftovers = [...this.instances, ...this.domains];
     if (leftovers.length) log(`cleanup: removing ${leftovers.length} domain(s) with virsh`);
-    for (let i = 0; i < leftovers.length; i += 16) {
-      await Promise.all(leftovers.slice(i, i + 16).map((name) => removeDomain(name)));
-    }
+    await removeDomains(leftovers);
     this.instances.clear();
     this.domains.clear();
     for (const dir of this.dirs) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
