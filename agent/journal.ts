@@ -6,6 +6,8 @@
 import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "./util/atomic-file.js";
+import { setAside } from "./util/set-aside.js";
+import { describeIssues, journalEntrySchema } from "./core/records.js";
 import type { InstanceRecord } from "./model.js";
 import type { DiskRecord } from "./disks/store.js";
 
@@ -30,25 +32,44 @@ export class Journal {
     await rm(this.pathOf(entry), { force: true });
   }
 
-  /** Every entry on disk; unreadable ones (a crash cannot make them, but a disk can) are reported, not fatal. */
-  async readAll(): Promise<{ entries: JournalEntry[]; unreadable: string[] }> {
+  /**
+   * Every entry on disk, each checked against its schema. One that cannot be read or fails
+   * the check (a crash cannot make one, but a disk or a hand can) is renamed aside
+   * (`….json.bad-<time>`) and reported, never fatal: the agent starts without it.
+   */
+  async readAll(): Promise<{ entries: JournalEntry[]; setAside: Array<{ file: string; aside: string; reason: string }> }> {
     let names: string[];
     try {
       names = await readdir(this.dir);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") return { entries: [], unreadable: [] };
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return { entries: [], setAside: [] };
       throw error;
     }
     const entries: JournalEntry[] = [];
-    const unreadable: string[] = [];
+    const bad: Array<{ file: string; aside: string; reason: string }> = [];
     for (const name of names.sort()) {
       if (!name.endsWith(".json") || name.startsWith(".")) continue;
-      try {
-        entries.push(JSON.parse(await readFile(join(this.dir, name), "utf8")) as JournalEntry);
-      } catch {
-        unreadable.push(name);
-      }
+      const file = join(this.dir, name);
+      const reason = await readFile(file, "utf8").then(
+        (text) => {
+          let value: unknown;
+          try {
+            value = JSON.parse(text);
+          } catch (error) {
+            return `not JSON: ${(error as Error).message}`;
+          }
+          const parsed = journalEntrySchema.safeParse(value);
+          if (!parsed.success) return describeIssues(parsed.error);
+          const entry = parsed.data as unknown as JournalEntry;
+          if (entry.record.instanceId !== entry.instanceId) return "its instanceId is not its record's";
+          if (name !== `${entry.instanceId}.${entry.kind}.json`) return `its file name is not ${entry.instanceId}.${entry.kind}.json`;
+          entries.push(entry);
+          return undefined;
+        },
+        (error: unknown) => `unreadable: ${(error as Error).message}`,
+      );
+      if (reason !== undefined) bad.push({ file, aside: await setAside(file), reason });
     }
-    return { entries, unreadable };
+    return { entries, setAside: bad };
   }
 }

@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import type { DomainPowerState } from "../drivers/libvirt/types.js";
 import type { ErrorCode } from "./errors.js";
+import { checkInstanceRecord } from "./core/records.js";
 
 /** CVM instance states (seed API §2.1), plus UNKNOWN while libvirt cannot be asked. */
 export type InstanceState =
@@ -265,9 +266,7 @@ export function isoSeconds(date: Date): string {
 }
 
 export function parseRecord(json: string): InstanceRecord {
-  const value = JSON.parse(json) as InstanceRecord;
-  if (value.version !== 1 || typeof value.instanceId !== "string") {
-    throw new Error(`unsupported instance record (version ${String((value as { version?: unknown }).version)})`);
-  }
+  // Checked where it is read back: a record libvirt hands back may be old, damaged or edited.
+  const value = checkInstanceRecord(JSON.parse(json));
   return value;
 }

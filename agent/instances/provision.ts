@@ -11,6 +11,8 @@ import type { ImageCatalog } from "../images/catalog.js";
 import type { InstanceRecord } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
+import { setAside } from "../util/set-aside.js";
+import { checkInstanceRecord } from "../core/records.js";
 import { buildDomainSpec, type IoLimits } from "./domain-spec.js";
 import type { DomainSpec } from "../../drivers/libvirt/types.js";
 import type { Storage } from "../storage/storage.js";
@@ -219,7 +221,8 @@ export async function saveLaunchFailed(paths: DataPaths, record: InstanceRecord)
   await writeFileAtomic(`${paths.launchFailedDir}/${record.instanceId}.json`, JSON.stringify(record));
 }
 
-export async function loadLaunchFailed(paths: DataPaths): Promise<InstanceRecord[]> {
+/** The launch-failed records, each checked; a bad one is renamed aside with a warning. */
+export async function loadLaunchFailed(paths: DataPaths, logger: Logger): Promise<InstanceRecord[]> {
   let names: string[];
   try {
     names = await readdir(paths.launchFailedDir);
@@ -229,7 +232,15 @@ export async function loadLaunchFailed(paths: DataPaths): Promise<InstanceRecord
   const out: InstanceRecord[] = [];
   for (const name of names) {
     if (!/^ins-[a-z0-9]{8}\.json$/.test(name)) continue;
-    out.push(JSON.parse(await readFile(`${paths.launchFailedDir}/${name}`, "utf8")) as InstanceRecord);
+    const file = `${paths.launchFailedDir}/${name}`;
+    try {
+      const record = checkInstanceRecord(JSON.parse(await readFile(file, "utf8")));
+      if (`${record.instanceId}.json` !== name) throw new Error(`its instanceId ${record.instanceId} is not its file's name`);
+      out.push(record);
+    } catch (error) {
+      const aside = await setAside(file);
+      logger.warn({ file, aside, reason: (error as Error).message }, "launch-failed record unreadable; set aside");
+    }
   }
   return out;
 }

@@ -58,7 +58,14 @@ export class Recovery {
         logger.warn({ domain: name }, "domain has an instance-like name but no cdh-agent record; leaving it alone");
         continue;
       }
-      const record = parseRecord(details.spec.metadata);
+      let record: InstanceRecord;
+      try {
+        record = parseRecord(details.spec.metadata);
+      } catch (error) {
+        // The domain stays as it is (nothing of it is touched); the operator decides.
+        logger.warn({ domain: name, reason: (error as Error).message }, "domain's cdh-agent record is unreadable; leaving the domain alone");
+        continue;
+      }
       if (record.hostId !== undefined && record.hostId !== this.o.hostId) {
         logger.debug({ domain: name, owner: record.hostId }, "domain belongs to another host's agent; not adopted");
         continue;
@@ -70,12 +77,12 @@ export class Recovery {
         logger.error({ instanceId: record.instanceId, err: error }, "could not bring the domain's data disks in line with the disk records"),
       );
     }
-    for (const record of await loadLaunchFailed(paths)) {
+    for (const record of await loadLaunchFailed(paths, logger)) {
       if (!registry.has(record.instanceId)) registry.add({ ...newEntry(record, "absent"), launchFailed: true });
     }
 
-    const { entries, unreadable } = await journal.readAll();
-    for (const name of unreadable) logger.error({ file: name }, "journal entry unreadable; left in place for the operator");
+    const { entries, setAside: bad } = await journal.readAll();
+    for (const b of bad) logger.warn({ file: b.file, aside: b.aside, reason: b.reason }, "journal entry unreadable; set aside for the operator");
     for (const j of entries) {
       const ctx = { requestId: j.requestId };
       let entry = registry.get(j.instanceId);

@@ -1,0 +1,80 @@
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { FakeHypervisor } from "../../../drivers/testing/fake-hypervisor.js";
+import { Journal } from "../../../agent/journal.js";
+import { DataPaths } from "../../../agent/paths.js";
+import { ctx, makeHarness, runRequest, until, type Harness } from "./harness.js";
+
+let h: Harness | undefined;
+let dir: string | undefined;
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+  if (dir) await rm(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+describe("Journal.readAll", () => {
+  it("sets aside an entry that is not JSON, fails its schema, or sits under another name; keeps the good one", async () => {
+    dir = await mkdtemp(join(tmpdir(), "journal-"));
+    const journal = new Journal(dir);
+    h = await makeHarness();
+    const [id] = await h.instances.launch.run(runRequest(), ctx());
+    await until(h, id!, "RUNNING");
+    const record = h.registry.get(id!)!.record;
+    await journal.write({ kind: "terminate", instanceId: id!, record, requestId: "r", startedAt: "2026-01-01T00:00:00Z" });
+    await writeFile(join(dir, "ins-aaaaaaaa.create.json"), '{"kind":"create","instanceId":"ins-aaaa');
+    await writeFile(join(dir, "ins-bbbbbbbb.reset.json"), JSON.stringify({ kind: "reset", instanceId: "ins-bbbbbbbb", requestId: "r", startedAt: "t", oldPath: "/x" }));
+    await writeFile(join(dir, "ins-cccccccc.terminate.json"), JSON.stringify({ kind: "terminate", instanceId: id, record, requestId: "r", startedAt: "t" }));
+
+    const { entries, setAside } = await journal.readAll();
+
+    expect(entries.map((e) => `${e.instanceId}.${e.kind}`)).toEqual([`${id}.terminate`]);
+    expect(setAside.map((b) => b.file.split("/").pop()).sort()).toEqual(["ins-aaaaaaaa.create.json", "ins-bbbbbbbb.reset.json", "ins-cccccccc.terminate.json"]);
+    expect(setAside.find((b) => b.file.endsWith("ins-bbbbbbbb.reset.json"))!.reason).toMatch(/record/);
+    const files = await readdir(dir);
+    expect(files.filter((f) => f.endsWith(".json")).sort()).toEqual([`${id}.terminate.json`]);
+    expect(files.filter((f) => /\.json\.bad-/.test(f))).toHaveLength(3);
+  });
+});
+
+describe("start-up with bad persisted records", () => {
+  it("starts: a bad journal entry and a bad launch-failed record are set aside, a domain with a bad record is left alone", async () => {
+    dir = await mkdtemp(join(tmpdir(), "records-"));
+    const paths = new DataPaths(dir);
+    await mkdir(paths.journalDir, { recursive: true });
+    await mkdir(paths.launchFailedDir, { recursive: true });
+    await writeFile(join(paths.journalDir, "ins-dddddddd.create.json"), "{}");
+    await writeFile(join(paths.launchFailedDir, "ins-eeeeeeee.json"), JSON.stringify({ version: 1, instanceId: "ins-eeeeeeee", cpu: "two" }));
+    const hv = new FakeHypervisor();
+    hv.seed({
+      name: "ins-ffffffff",
+      uuid: "00000000-0000-4000-8000-00000000000f",
+      virtType: "qemu",
+      vcpus: 1,
+      memoryMiB: 512,
+      firmware: "bios",
+      disks: [],
+      nics: [],
+      consoleLogPath: "/dev/null",
+      guestAgent: false,
+      vnc: false,
+      smbios: { manufacturer: "", product: "", version: "", serial: "", family: "" },
+      metadata: '{"version":1,"instanceId":"ins-ffffffff","nics":"none"}',
+    });
+
+    h = await makeHarness({ dir, hv });
+
+    expect(h.registry.size).toBe(0);
+    expect(hv.peek("ins-ffffffff")).toBeDefined();
+    expect(hv.count("destroy") + hv.count("undefine") + hv.count("defineDomain")).toBe(0);
+    expect((await readdir(paths.journalDir)).filter((f) => f.startsWith("ins-dddddddd.create.json.bad-"))).toHaveLength(1);
+    expect((await readdir(paths.launchFailedDir)).filter((f) => f.startsWith("ins-eeeeeeee.json.bad-"))).toHaveLength(1);
+    // And it works: a launch after such a start-up runs.
+    const [id] = await h.instances.launch.run(runRequest(), ctx());
+    await until(h, id!, "RUNNING");
+    dir = undefined; // h.close removes it
+  });
+});
