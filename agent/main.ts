@@ -105,7 +105,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   const pools = new PoolSet(config.storagePools, config.reservedDiskGib * 1024 ** 3);
   await pools.load();
-  const disks = new DiskStore(paths.disksDir);
+  const disks = new DiskStore(paths.disksDir, logger.child({ component: "disks" }));
   await disks.load();
   const storage = new Storage({
     pools,
@@ -138,7 +138,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
     process.kill(process.pid, "SIGKILL");
   };
-  const keyPairs = new KeyPairStore({ file: keyPairsFile(paths) });
+  const keyPairs = new KeyPairStore({ file: keyPairsFile(paths), logger: logger.child({ component: "keypairs" }) });
   const guests = new GuestDocumentsService({
     runner,
     hypervisor,

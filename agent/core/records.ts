@@ -62,21 +62,27 @@ export const instanceRecordSchema = z
   })
   .passthrough();
 
-const diskRecord = z
+/** A data disk's record (agent/disks/store.ts), in the journal and in its own file. */
+export const diskRecordSchema = z
   .object({
     version: z.literal(1),
     diskId: z.string().regex(/^disk-[a-z0-9]{8}$/),
+    diskName: z.string(),
     diskType,
     pool: z.string(),
     sizeGiB: z.number().positive(),
     path: absolutePath,
+    instanceId: z.string().optional(),
+    target: z.string().optional(),
+    deleteWithInstance: z.boolean(),
+    createdTime: z.string(),
   })
   .passthrough();
 
 const base = { instanceId: z.string().regex(/^ins-[a-z0-9]{8}$/), record: instanceRecordSchema, requestId: z.string(), startedAt: z.string() };
 
 export const journalEntrySchema = z.discriminatedUnion("kind", [
-  z.object({ kind: z.literal("create"), ...base, dataDisks: z.array(diskRecord).optional() }).passthrough(),
+  z.object({ kind: z.literal("create"), ...base, dataDisks: z.array(diskRecordSchema).optional() }).passthrough(),
   z.object({ kind: z.literal("terminate"), ...base }).passthrough(),
   z.object({ kind: z.literal("reset"), ...base, oldPath: absolutePath }).passthrough(),
 ]);

@@ -8,7 +8,10 @@
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { LocalDiskType } from "../storage/pools.js";
+import type { Logger } from "pino";
 import { writeFileAtomic } from "../util/atomic-file.js";
+import { setAside } from "../util/set-aside.js";
+import { describeIssues, diskRecordSchema } from "../core/records.js";
 
 export type DiskState = "UNATTACHED" | "ATTACHING" | "ATTACHED" | "DETACHING" | "EXPANDING" | "ROLLBACKING" | "CREATING";
 
@@ -43,13 +46,28 @@ export function diskState(record: DiskRecord): DiskState {
 export class DiskStore {
   private readonly disks = new Map<string, DiskRecord>();
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly dir: string,
+    private readonly logger?: Pick<Logger, "warn">,
+  ) {}
 
   async load(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     for (const name of await readdir(this.dir)) {
       if (!/^disk-[a-z0-9]{8}\.json$/.test(name)) continue;
-      const record = JSON.parse(await readFile(join(this.dir, name), "utf8")) as DiskRecord;
+      const file = join(this.dir, name);
+      let record: DiskRecord;
+      try {
+        const parsed = diskRecordSchema.safeParse(JSON.parse(await readFile(file, "utf8")));
+        if (!parsed.success) throw new Error(describeIssues(parsed.error));
+        record = parsed.data as unknown as DiskRecord;
+        if (`${record.diskId}.json` !== name) throw new Error(`its diskId ${record.diskId} is not its file's name`);
+      } catch (error) {
+        // Set aside for the operator, never a failed start-up.
+        const aside = await setAside(file);
+        this.logger?.warn({ file, aside, reason: (error as Error).message }, "disk record unreadable; set aside");
+        continue;
+      }
       this.disks.set(record.diskId, record);
     }
   }

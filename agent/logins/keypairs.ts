@@ -29,11 +29,13 @@ import { generateKeyPair as generateKeyPairCb } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import type { Logger } from "pino";
 import { z } from "zod";
 import { isoSeconds, newId } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { KeyedLock } from "../util/keyed-lock.js";
+import { setAside } from "../util/set-aside.js";
 import { loginError } from "./error-codes.js";
 import {
   checkBatch,
@@ -132,12 +134,15 @@ export interface KeyPairStoreOptions {
   now?: () => Date;
   /** Most key pairs the host holds (InvalidKeyPair.LimitExceeded beyond). Default 500. */
   maxKeyPairs?: number;
+  /** Where a store that fails its check is reported (it is set aside). */
+  logger?: Pick<Logger, "warn">;
 }
 
 export class KeyPairStore {
   private readonly file: string;
   private readonly now: () => Date;
   private readonly maxKeyPairs: number;
+  private readonly logger: Pick<Logger, "warn"> | undefined;
   private readonly lock = new KeyedLock();
   private state: Promise<StoreState> | undefined;
 
@@ -145,6 +150,7 @@ export class KeyPairStore {
     this.file = options.file;
     this.now = options.now ?? (() => new Date());
     this.maxKeyPairs = options.maxKeyPairs ?? DEFAULT_MAX_KEY_PAIRS;
+    this.logger = options.logger;
   }
 
   /** ImportKeyPair: stores a public key under a new KeyId; binds nothing. */
@@ -352,9 +358,19 @@ export class KeyPairStore {
       if ((error as NodeJS.ErrnoException).code === "ENOENT") return { version: 1, keyPairs: [], bindings: {} };
       throw error;
     }
-    const parsed = fileSchema.safeParse(JSON.parse(text));
-    if (!parsed.success) throw new Error(`${this.file} is not a valid key pair store: ${parsed.error.issues[0]?.message ?? "?"}`);
-    return parsed.data;
+    let reason: string;
+    try {
+      const parsed = fileSchema.safeParse(JSON.parse(text));
+      if (parsed.success) return parsed.data;
+      reason = parsed.error.issues.slice(0, 3).map((i) => `${i.path.join(".") || "(file)"}: ${i.message}`).join("; ");
+    } catch (error) {
+      reason = `not JSON: ${(error as Error).message}`;
+    }
+    // A store that fails its check is set aside for the operator, never a stuck agent: the
+    // host goes on with no key pairs (instances keep the keys their guests already have).
+    const aside = await setAside(this.file);
+    this.logger?.warn({ file: this.file, aside, reason }, "key pair store unreadable; set aside, starting with no key pairs");
+    return { version: 1, keyPairs: [], bindings: {} };
   }
 
   /** Runs `change` on a copy of the state, writes the copy, then makes it current. One at a time. */

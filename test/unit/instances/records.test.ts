@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FakeHypervisor } from "../../../drivers/testing/fake-hypervisor.js";
+import { DiskStore } from "../../../agent/disks/store.js";
 import { Journal } from "../../../agent/journal.js";
 import { DataPaths } from "../../../agent/paths.js";
 import { ctx, makeHarness, runRequest, until, type Harness } from "./harness.js";
@@ -76,5 +77,22 @@ describe("start-up with bad persisted records", () => {
     const [id] = await h.instances.launch.run(runRequest(), ctx());
     await until(h, id!, "RUNNING");
     dir = undefined; // h.close removes it
+  });
+});
+
+describe("DiskStore.load", () => {
+  it("sets aside a disk record that fails its check or names another disk, with a warning, and loads the rest", async () => {
+    dir = await mkdtemp(join(tmpdir(), "disks-"));
+    const good = { version: 1, diskId: "disk-good0001", diskName: "d", diskType: "LOCAL_BASIC", pool: "local", sizeGiB: 10, path: "/srv/pool/disk-good0001.qcow2", deleteWithInstance: false, createdTime: "2026-01-01T00:00:00Z" };
+    await writeFile(join(dir, "disk-good0001.json"), JSON.stringify(good));
+    await writeFile(join(dir, "disk-bad00001.json"), JSON.stringify({ ...good, diskId: "disk-bad00001", path: "relative.qcow2" }));
+    await writeFile(join(dir, "disk-other001.json"), JSON.stringify(good));
+    await writeFile(join(dir, "disk-trunc001.json"), '{"version":1,');
+    const warnings: Array<Record<string, unknown>> = [];
+    const store = new DiskStore(dir, { warn: (o: object) => void warnings.push(o as Record<string, unknown>) });
+    await store.load();
+    expect([...store.all()].map((d) => d.diskId)).toEqual(["disk-good0001"]);
+    expect(warnings.map((w) => String(w.file).split("/").pop()).sort()).toEqual(["disk-bad00001.json", "disk-other001.json", "disk-trunc001.json"]);
+    expect((await readdir(dir)).filter((f) => f.includes(".json.bad-"))).toHaveLength(3);
   });
 });

@@ -342,10 +342,19 @@ describe("KeyPairStore persistence and concurrency", () => {
     expect((await reloaded.describeKeyPairs({ limit: 100 })).totalCount).toBe(13);
   });
 
-  it("refuses to start from a corrupt file instead of treating it as empty", async () => {
-    await writeFile(file, '{"version":1,"keyPairs":"oops","bindings":{}}');
-    const store = new KeyPairStore({ file });
-    await expect(store.describeKeyPairs({})).rejects.toThrow(/not a valid key pair store/);
+  it("sets a store that fails its check aside, with a warning, and goes on with no key pairs (the file is never overwritten)", async () => {
+    const corrupt = '{"version":1,"keyPairs":"oops","bindings":{}}';
+    await writeFile(file, corrupt);
+    const warnings: Array<{ file: string; aside: string; reason: string }> = [];
+    const store = new KeyPairStore({ file, logger: { warn: (o: object) => void warnings.push(o as (typeof warnings)[number]) } });
+    expect((await store.describeKeyPairs({})).totalCount).toBe(0);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ file, reason: expect.stringMatching(/keyPairs/) });
+    expect(await readFile(warnings[0]!.aside, "utf8")).toBe(corrupt);
+    // A new store is written beside it, never over it.
+    await store.importKeyPair({ keyName: "fresh", publicKey: (await sshKeygen("ed25519")).publicLine });
+    expect(await readFile(warnings[0]!.aside, "utf8")).toBe(corrupt);
+    expect((await new KeyPairStore({ file }).describeKeyPairs({})).totalCount).toBe(1);
   });
 
   it("refuses a description longer than 60 characters and a rename onto a taken name", async () => {
