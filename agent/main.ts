@@ -85,8 +85,13 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     hostType: "CDH_LIBVIRT",
   };
 
-  let reporter: Reporter | undefined;
-  const registry = new InstanceRegistry((reason) => reporter?.trigger(reason));
+  // Fault injection for the crash tests (fail_point): the agent kills itself at the named point.
+  const checkpoint = (point: string) => {
+    if (config.failPoint !== point) return;
+    logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
+    process.kill(process.pid, "SIGKILL");
+  };
+  const registry = new InstanceRegistry();
   const journal = new Journal(paths.journalDir);
   const usersOf = (imageId: string) => [...registry.all()].filter((e) => e.record.imageId === imageId).map((e) => e.record.instanceId);
   const images = new ImageCatalog({
@@ -101,7 +106,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     // Every qcow2 under the pools (disks, snapshots, quarantined orphans) and the old instance dirs.
     diskFiles: () => listQcow2Files([paths.instancesDir, ...config.storagePools.map((p) => p.path)]),
     sweepSchedule: config.imageCacheSweepSchedule,
-    checkpoint: (point) => checkpoint(point),
+    checkpoint,
   });
   const pools = new PoolSet(config.storagePools, config.reservedDiskGib * 1024 ** 3);
   await pools.load();
@@ -133,11 +138,6 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       [...registry.all()].filter((e) => !e.launchFailed).map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB })),
     );
 
-  const checkpoint = (point: string) => {
-    if (config.failPoint !== point) return;
-    logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
-    process.kill(process.pid, "SIGKILL");
-  };
   const keyPairs = new KeyPairStore({ file: keyPairsFile(paths), logger: logger.child({ component: "keypairs" }) });
   const guests = new GuestDocumentsService({
     runner,
@@ -277,7 +277,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   process.on("SIGHUP", onHangup);
   logger.info({ listen: `${config.apiListen.host}:${port}`, hostId: config.hostId, virtType }, "cdh-agent is serving");
 
-  reporter = new Reporter({
+  const reporter = new Reporter({
     controllerUrl: config.controllerUrl,
     schedule: config.reportSchedule,
     timeoutMs: config.reportTimeoutMs,
@@ -301,6 +301,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       Orphans: inventory.lastResult().quarantined.map((o) => ({ Kind: o.kind, Name: o.name, FoundAt: o.foundAt, DeleteAfter: o.deleteAfter })),
     }),
   });
+  registry.subscribe((reason) => reporter.trigger(reason));
   reporter.start();
 
   return {
@@ -309,7 +310,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     instances,
     images,
     async close() {
-      reporter?.stop();
+      reporter.stop();
       sync.stop();
       clearInterval(measureTimer);
       void inventoryTask.stop();

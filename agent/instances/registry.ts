@@ -34,7 +34,22 @@ export class InstanceRegistry {
   /** False while libvirt cannot be reached: every state is then UNKNOWN. */
   private connected = true;
 
-  constructor(private readonly onChange: (reason: string) => void) {}
+  private readonly listeners = new Set<(reason: string) => void>();
+
+  /** `onChange`: a first listener (more with subscribe). */
+  constructor(onChange?: (reason: string) => void) {
+    if (onChange) this.listeners.add(onChange);
+  }
+
+  /** Calls `listener` on every change of membership, state or record (the reporter's trigger); returns the unsubscribe. */
+  subscribe(listener: (reason: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private onChange(reason: string): void {
+    for (const listener of this.listeners) listener(reason);
+  }
 
   /** Bumped whenever an entry is added, replaced or removed (for indexes built over the registry). */
   membership = 0;
