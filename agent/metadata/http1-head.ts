@@ -205,7 +205,24 @@ export const REASONS: Readonly<Record<number, string>> = Object.freeze({
   431: "Request Header Fields Too Large",
   500: "Internal Server Error",
   501: "Not Implemented",
+  503: "Service Unavailable",
 });
+
+/** An IMF-fixdate (RFC 9110 §5.6.7) is always this long: `Sun, 06 Nov 1994 08:49:37 GMT`. */
+const IMF_FIXDATE_LENGTH = 29;
+const DATE_LINE_PREFIX = "date: ";
+let clockSecond = -1;
+let clockBytes = Buffer.alloc(IMF_FIXDATE_LENGTH, 0x20);
+
+/** The `Date` value for `nowMs` as bytes: one string made per second, shared by every answer. */
+export function httpDate(nowMs: number): Buffer {
+  const second = Math.floor(nowMs / 1000);
+  if (second !== clockSecond) {
+    clockSecond = second;
+    clockBytes = Buffer.from(new Date(second * 1000).toUTCString(), "latin1");
+  }
+  return clockBytes;
+}
 
 /** Bodies up to this size are also kept joined to their head, so a hit is one write. */
 const JOIN_BODY_BELOW = 16 * 1024;
@@ -221,6 +238,13 @@ export interface ResponseOptions {
  * An answer rendered to bytes once: the status line and headers, and the body. The
  * connection adds `connection: close` (or `keep-alive` for HTTP/1.0) itself; for a
  * keep-alive HTTP/1.1 request an answer is a single ready Buffer.
+ *
+ * Every answer carries `Date` (RFC 9110 §6.6.1) right after the status line, at the
+ * same offset in `head`, `headOnly` and `whole`: stamp(now) writes the current date
+ * into those bytes when the second has changed since the answer was last stamped, so
+ * the prebuilt buffers stay the fast path (one compare per answer, 3 small copies a
+ * second at most). A buffer still queued in a socket may get a date a second later
+ * than when it was queued; it is never torn (JavaScript and libuv share one thread).
  */
 export class Http1Response {
   /** Status line and header lines, each ending CRLF; no blank line. */
@@ -231,13 +255,30 @@ export class Http1Response {
   /** head + CRLF + body, when the body is small: the whole answer to a GET likewise. */
   readonly whole: Buffer | undefined;
   readonly close: boolean;
+  /** The epoch second of the date now in the buffers. */
+  private stampedSecond = -1;
+  private readonly dateAt: number;
 
-  private constructor(head: Buffer, body: Buffer, close: boolean) {
+  private constructor(head: Buffer, body: Buffer, close: boolean, dateAt: number) {
+    this.dateAt = dateAt;
     this.head = head;
     this.body = body;
     this.close = close;
     this.headOnly = Buffer.concat([head, CRLF]);
     this.whole = body.length < JOIN_BODY_BELOW ? Buffer.concat([head, CRLF, body]) : undefined;
+  }
+
+  /** Brings the Date header up to `nowMs`'s second (see above). Returns this. */
+  stamp(nowMs: number): this {
+    const second = Math.floor(nowMs / 1000);
+    if (second !== this.stampedSecond) {
+      this.stampedSecond = second;
+      const date = httpDate(nowMs);
+      date.copy(this.head, this.dateAt);
+      date.copy(this.headOnly, this.dateAt);
+      if (this.whole !== undefined) date.copy(this.whole, this.dateAt);
+    }
+    return this;
   }
 
   /** `content-length` is always set from the body; header names are sent as given. */
@@ -251,9 +292,11 @@ export class Http1Response {
     const reason = REASONS[status];
     if (reason === undefined) throw new RangeError(`no reason phrase for status ${status}`);
     let head = `HTTP/1.1 ${status} ${reason}\r\n`;
+    const dateAt = head.length + DATE_LINE_PREFIX.length;
+    head += `${DATE_LINE_PREFIX}${" ".repeat(IMF_FIXDATE_LENGTH)}\r\n`;
     for (const [name, value] of Object.entries(headers)) {
       const lower = name.toLowerCase();
-      if (lower === "content-length" || lower === "connection" || lower === "transfer-encoding") continue;
+      if (lower === "content-length" || lower === "connection" || lower === "transfer-encoding" || lower === "date") continue;
       const text = String(value);
       if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name) || !HEADER_SAFE.test(text)) {
         throw new RangeError(`header ${JSON.stringify(name)} cannot be sent as given`);
@@ -261,6 +304,6 @@ export class Http1Response {
       head += `${name}: ${text}\r\n`;
     }
     head += `content-length: ${bytes.length}\r\n`;
-    return new Http1Response(Buffer.from(head, "latin1"), bytes, options.close ?? false);
+    return new Http1Response(Buffer.from(head, "latin1"), bytes, options.close ?? false, dateAt).stamp(Date.now());
   }
 }

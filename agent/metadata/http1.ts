@@ -23,12 +23,17 @@
  * - A client that does not read its answers: once `maxQueuedBytes` wait in the socket,
  *   no further pipelined request is parsed (and the socket is paused) until they
  *   drain; a connection stuck like that for `requestTimeoutMs` is destroyed.
+ * - Connections: at most `maxConnections` open at once, `maxConnectionsPerSource` from one
+ *   remote address; one more gets `503 Service Unavailable` (connection: close,
+ *   retry-after: 1) at once, unasked, and is closed after `lingerMs` (at most
+ *   MAX_LINGERING_REFUSALS of them linger; past that they are closed unanswered).
+ * - Every answer, refusals included, carries `Date` (http1-head.ts).
  * Nothing here throws out of a socket event: a handler that throws answers 500 and
  * closes; a socket error destroys the socket.
  */
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { ChunkedDecoder } from "./http1-chunked.js";
-import { CR, LF, parseHead, REASONS, type Http1Request, type Http1Response } from "./http1-head.js";
+import { CR, LF, Http1Response, parseHead, type Http1Request } from "./http1-head.js";
 
 export { Http1Request, Http1Response, type ResponseOptions } from "./http1-head.js";
 
@@ -47,6 +52,10 @@ export interface Http1Limits {
   readonly lingerMs: number;
   /** Answer bytes queued in a socket beyond which parsing waits for them to drain. */
   readonly maxQueuedBytes: number;
+  /** Open connections at once; more are refused with 503. */
+  readonly maxConnections: number;
+  /** Open connections at once from one remote address; more are refused with 503. */
+  readonly maxConnectionsPerSource: number;
 }
 
 export const DEFAULT_HTTP1_LIMITS: Http1Limits = Object.freeze({
@@ -57,7 +66,12 @@ export const DEFAULT_HTTP1_LIMITS: Http1Limits = Object.freeze({
   idleTimeoutMs: 5_000,
   lingerMs: 2_000,
   maxQueuedBytes: 64 * 1024,
+  maxConnections: 4096,
+  maxConnectionsPerSource: 128,
 });
+
+/** Refused connections kept open at once to read their 503; more are closed unanswered. */
+const MAX_LINGERING_REFUSALS = 256;
 
 export interface Http1ServerOptions<C> {
   /** Called once per accepted socket; what it returns is handed to every handle() of that connection. */
@@ -69,15 +83,19 @@ export interface Http1ServerOptions<C> {
   onRefused?(status: number, context: C): void;
   /** The handler or connect() threw, or the listener failed after it started: our doing. */
   onError?(error: unknown): void;
+  /** A connection over a cap was refused (503), for a rate-limited log line. */
+  onOverCap?(remote: string, open: number, fromSource: number): void;
 }
 
 const CRLFCRLF = Buffer.from("\r\n\r\n", "latin1");
 const CLOSE_TAIL = Buffer.from("connection: close\r\n\r\n", "latin1");
 const KEEP_ALIVE_TAIL = Buffer.from("connection: keep-alive\r\n\r\n", "latin1");
 const CONTINUE = Buffer.from("HTTP/1.1 100 Continue\r\n\r\n", "latin1");
-const refusal = (status: number) =>
-  Buffer.from(`HTTP/1.1 ${status} ${REASONS[status]}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`, "latin1");
+const refusal = (status: number) => Http1Response.of(status, {}, "", { close: true });
 const REFUSALS = new Map([400, 408, 417, 431, 500, 501].map((s) => [s, refusal(s)]));
+const OVER_CAP = Http1Response.of(503, { "retry-after": "1" }, "", { close: true });
+/** A refusal's bytes, dated now. */
+const refusalBytes = (response: Http1Response, now: number) => Buffer.concat([response.stamp(now).head, CLOSE_TAIL]);
 
 /** Where a connection is between requests. */
 const IDLE = 0;
@@ -243,7 +261,7 @@ class Connection<C> {
       return this.refuse(500, now, false);
     }
     const keepAlive = request.keepAlive && !response.close;
-    this.write(response, request.method === "HEAD", keepAlive, request.minor);
+    this.write(response, request.method === "HEAD", keepAlive, request.minor, now);
     if (!keepAlive) return this.closeGently(now);
     this.state = IDLE;
     if (this.socket.writableLength > Math.max(this.limits.maxQueuedBytes, this.socket.writableHighWaterMark)) {
@@ -255,9 +273,10 @@ class Connection<C> {
     }
   }
 
-  private write(response: Http1Response, head: boolean, keepAlive: boolean, minor: 0 | 1): void {
+  private write(response: Http1Response, head: boolean, keepAlive: boolean, minor: 0 | 1, now: number): void {
     const s = this.socket;
     if (!s.writable) return;
+    response.stamp(now);
     // Answers to pipelined requests after the first go out together.
     if (++this.answered === 2 && !this.corked) {
       this.corked = true;
@@ -288,7 +307,7 @@ class Connection<C> {
 
   private refuse(status: number, now: number, report = true): void {
     if (report) this.owner.refused(status, this.context);
-    if (this.socket.writable) this.socket.write(REFUSALS.get(status) ?? REFUSALS.get(400)!);
+    if (this.socket.writable) this.socket.write(refusalBytes(REFUSALS.get(status) ?? REFUSALS.get(400)!, now));
     this.closeGently(now);
   }
 
@@ -318,6 +337,9 @@ export class Http1Server<C> {
   readonly limits: Http1Limits;
   private readonly server: Server;
   private readonly connections = new Set<Connection<C>>();
+  /** Open connections per remote address. */
+  private readonly perSource = new Map<string, number>();
+  private lingeringRefusals = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
 
@@ -393,12 +415,40 @@ export class Http1Server<C> {
 
   /** @internal */
   forget(connection: Connection<C>): void {
-    this.connections.delete(connection);
+    if (!this.connections.delete(connection)) return;
+    const source = connection.socket.remoteAddress ?? "?";
+    const left = (this.perSource.get(source) ?? 1) - 1;
+    if (left <= 0) this.perSource.delete(source);
+    else this.perSource.set(source, left);
+  }
+
+  /** Answers 503 at once and closes after lingerMs, draining what the client sends. */
+  private refuseOverCap(socket: Socket, source: string, fromSource: number): void {
+    try {
+      this.options.onOverCap?.(source, this.connections.size, fromSource);
+    } catch (error) {
+      this.reportError(error);
+    }
+    if (this.lingeringRefusals >= MAX_LINGERING_REFUSALS) return void socket.destroy();
+    this.lingeringRefusals++;
+    const timer = setTimeout(() => socket.destroy(), this.limits.lingerMs);
+    timer.unref();
+    socket.once("close", () => {
+      clearTimeout(timer);
+      this.lingeringRefusals--;
+    });
+    socket.resume();
+    socket.end(refusalBytes(OVER_CAP, Date.now()));
   }
 
   private accept(socket: Socket): void {
     socket.on("error", () => socket.destroy());
     if (this.closed) return void socket.destroy();
+    const source = socket.remoteAddress ?? "?";
+    const fromSource = this.perSource.get(source) ?? 0;
+    if (this.connections.size >= this.limits.maxConnections || fromSource >= this.limits.maxConnectionsPerSource) {
+      return this.refuseOverCap(socket, source, fromSource);
+    }
     let context: C;
     try {
       socket.setNoDelay(true);
@@ -409,6 +459,7 @@ export class Http1Server<C> {
       return;
     }
     this.connections.add(new Connection(socket, this, this.limits, context, Date.now()));
+    this.perSource.set(source, fromSource + 1);
   }
 
   private startSweeper(): void {

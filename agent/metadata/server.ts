@@ -9,7 +9,8 @@
  * caller the resolver does not know gets the same 404 as a path that does not
  * exist, whatever it asked.
  *
- * Order of checks for a known caller: rate limit (429) → path (404) → method
+ * Before any request: a connection over the caps (overall, per guest address) gets 503
+ * (http1.ts). Order of checks for a known caller: rate limit (429) → path (404) → method
  * (405) → IMDSv2 token (401; 403/400 on the token PUT) → resource (404).
  *
  * HTTP/1.1 is spoken by our own small server on node:net (http1.ts, http1-head.ts:
@@ -55,6 +56,12 @@ export interface MetadataServerOptions {
   rateLimit?: RateLimit | false;
   /** Clock in milliseconds since the epoch (token expiry, rate limit). Default Date.now. */
   now?: () => number;
+  /** Open connections per listener; more get 503. Default DEFAULT_HTTP1_LIMITS.maxConnections. */
+  maxConnections?: number;
+  /** Open connections per listener from one guest address; more get 503. */
+  maxConnectionsPerSource?: number;
+  /** Live IMDSv2 tokens, all guests together; past it a token PUT gets 503. Default DEFAULT_MAX_TOKENS. */
+  maxTokens?: number;
 }
 
 export interface MetadataServer {
@@ -79,8 +86,6 @@ const MAX_BODY_BYTES = 4 * 1024;
 const TOKEN_HEADER = "x-aws-ec2-metadata-token";
 const TTL_HEADER = "x-aws-ec2-metadata-token-ttl-seconds";
 const PASSWORD_PATHS = new Set(OPENSTACK_VERSIONS.map((v) => `/openstack/${v}/password`));
-/** Sweep expired tokens once the store holds this many. */
-const TOKEN_SWEEP_ABOVE = 10_000;
 /** Request targets whose canonical path is remembered (the map is emptied when full). */
 const PATH_MEMO_SIZE = 1024;
 
@@ -95,6 +100,7 @@ const CONFLICT = fixed(409, "Conflict");
 const TOO_LARGE = fixed(400, "Bad Request", {}, true);
 const TOO_MANY = fixed(429, "Too Many Requests", { "retry-after": "1" });
 const INTERNAL = fixed(500, "Internal Server Error");
+const TOKENS_FULL = fixed(503, "Service Unavailable", { "retry-after": "1" });
 const NOT_ALLOWED = fixed(405, "Method Not Allowed", { allow: "GET, HEAD" });
 const NOT_ALLOWED_TOKEN = fixed(405, "Method Not Allowed", { allow: "PUT" });
 const NOT_ALLOWED_PASSWORD = fixed(405, "Method Not Allowed", { allow: "GET, HEAD, POST" });
@@ -120,7 +126,7 @@ export function createMetadataServer(options: MetadataServerOptions): MetadataSe
   const requireToken = options.requireToken ?? false;
   const limit = options.rateLimit === undefined ? DEFAULT_RATE_LIMIT : options.rateLimit;
   const limiter = limit === false ? undefined : new RateLimiter(limit, now);
-  const tokens = new TokenStore({ now });
+  const tokens = new TokenStore({ now, ...(options.maxTokens !== undefined ? { maxTokens: options.maxTokens } : {}) });
   const sites = new WeakMap<GuestDocuments, CachedSite>();
   const paths = new Map<string, string | null>();
   const log = options.logger.child({ component: "metadata" });
@@ -205,8 +211,11 @@ export function createMetadataServer(options: MetadataServerOptions): MetadataSe
     if (req.header("x-forwarded-for") !== undefined) return FORBIDDEN;
     const ttl = parseTtl(req.header(TTL_HEADER));
     if (ttl === undefined) return BAD_REQUEST;
-    if (tokens.size > TOKEN_SWEEP_ABOVE) tokens.sweep();
     const token = tokens.issue(caller, ttl);
+    if (token === undefined) {
+      guestLog.warn({ caller, live: tokens.size }, "IMDSv2 token store full; token request refused (503)");
+      return TOKENS_FULL;
+    }
     return Http1Response.of(200, { "content-type": "text/plain", [TTL_HEADER]: String(ttl) }, token);
   };
 
@@ -248,7 +257,14 @@ export function createMetadataServer(options: MetadataServerOptions): MetadataSe
     new Http1Server<Peer>({
       connect,
       handle,
-      limits: { maxHeaderBytes: MAX_HEADER_BYTES, maxBodyBytes: MAX_BODY_BYTES },
+      limits: {
+        maxHeaderBytes: MAX_HEADER_BYTES,
+        maxBodyBytes: MAX_BODY_BYTES,
+        ...(options.maxConnections !== undefined ? { maxConnections: options.maxConnections } : {}),
+        ...(options.maxConnectionsPerSource !== undefined ? { maxConnectionsPerSource: options.maxConnectionsPerSource } : {}),
+      },
+      onOverCap: (remote, open, fromSource) =>
+        guestLog.warn({ remote: plainAddress(remote), open, fromSource }, "metadata connection over the cap refused (503)"),
       onRefused: (status, peer) => guestLog.debug({ status, remote: peer.remote }, "malformed metadata request refused"),
       onError: (error) => guestLog.error({ err: error }, "metadata server failed"),
     });

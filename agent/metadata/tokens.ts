@@ -11,6 +11,8 @@ export const MIN_TTL_SECONDS = 1;
 export const MAX_TTL_SECONDS = 21_600;
 /** Tokens a single caller may hold at once; the oldest is forgotten beyond this. */
 export const DEFAULT_MAX_TOKENS_PER_CALLER = 32;
+/** Live tokens of all callers together; past it issue() refuses (the server answers 503). */
+export const DEFAULT_MAX_TOKENS = 65_536;
 /** Longer header values are not tokens this store issued. */
 const MAX_TOKEN_LENGTH = 128;
 
@@ -18,9 +20,11 @@ export interface TokenStoreOptions {
   /** Milliseconds since the epoch. */
   now: () => number;
   maxPerCaller?: number;
+  maxTokens?: number;
 }
 
 interface Entry {
+  readonly token: string;
   readonly caller: string;
   readonly expiresAt: number;
 }
@@ -32,32 +36,44 @@ export function parseTtl(header: string | string[] | undefined): number | undefi
   return ttl >= MIN_TTL_SECONDS && ttl <= MAX_TTL_SECONDS ? ttl : undefined;
 }
 
+/**
+ * Expiry is swept in amortised O(log n) per token: every issued token also goes into a
+ * binary min-heap ordered by expiry, and each issue() first pops what has expired. A
+ * token forgotten early (its caller's 33rd, or checked after expiry) stays in the heap
+ * as a stale entry, skipped when popped; the heap is rebuilt from the live tokens when
+ * stale entries outnumber them, so it holds at most about twice the live tokens.
+ */
 export class TokenStore {
   private readonly now: () => number;
   private readonly maxPerCaller: number;
+  private readonly maxTokens: number;
   private readonly tokens = new Map<string, Entry>();
   /** Per caller, its tokens oldest first. */
   private readonly byCaller = new Map<string, string[]>();
+  /** Min-heap by expiresAt (may hold entries already forgotten). */
+  private heap: Entry[] = [];
 
   constructor(options: TokenStoreOptions) {
     this.now = options.now;
     this.maxPerCaller = options.maxPerCaller ?? DEFAULT_MAX_TOKENS_PER_CALLER;
+    this.maxTokens = options.maxTokens ?? DEFAULT_MAX_TOKENS;
   }
 
-  /** Issues a token for `caller`, valid for `ttlSeconds`. */
-  issue(caller: string, ttlSeconds: number): string {
+  /** Issues a token for `caller`, valid for `ttlSeconds`; undefined when the store is full of live tokens. */
+  issue(caller: string, ttlSeconds: number): string | undefined {
     const now = this.now();
-    const token = randomBytes(32).toString("base64url");
-    const own = (this.byCaller.get(caller) ?? []).filter((t) => {
-      const e = this.tokens.get(t);
-      if (e && e.expiresAt > now) return true;
-      this.tokens.delete(t);
-      return false;
-    });
+    this.sweep(now);
+    const own = this.byCaller.get(caller) ?? [];
+    // A caller at its own cap makes room by forgetting its oldest; only a new caller can meet the global cap.
+    if (own.length < this.maxPerCaller && this.tokens.size >= this.maxTokens) return undefined;
     while (own.length >= this.maxPerCaller) this.tokens.delete(own.shift()!);
+    const token = randomBytes(32).toString("base64url");
+    const entry: Entry = { token, caller, expiresAt: now + ttlSeconds * 1000 };
     own.push(token);
     this.byCaller.set(caller, own);
-    this.tokens.set(token, { caller, expiresAt: now + ttlSeconds * 1000 });
+    this.tokens.set(token, entry);
+    this.push(entry);
+    if (this.heap.length > 2 * this.tokens.size + 1024) this.rebuild();
     return token;
   }
 
@@ -67,28 +83,72 @@ export class TokenStore {
     const entry = this.tokens.get(token);
     if (!entry) return false;
     if (entry.expiresAt <= this.now()) {
-      this.forget(token, entry.caller);
+      this.forget(entry);
       return false;
     }
     return entry.caller === caller;
   }
 
-  /** Drops every expired token (called now and then by the server). */
-  sweep(): void {
-    const now = this.now();
-    for (const [token, entry] of this.tokens) if (entry.expiresAt <= now) this.forget(token, entry.caller);
+  /** Drops every expired token: pops the heap while its earliest entry has expired. */
+  sweep(now = this.now()): void {
+    const heap = this.heap;
+    while (heap.length > 0 && heap[0]!.expiresAt <= now) {
+      const entry = this.pop();
+      if (this.tokens.get(entry.token) === entry) this.forget(entry);
+    }
   }
 
   get size(): number {
     return this.tokens.size;
   }
 
-  private forget(token: string, caller: string): void {
-    this.tokens.delete(token);
-    const own = this.byCaller.get(caller);
+  /** Heap entries, stale ones included (tests). */
+  get queued(): number {
+    return this.heap.length;
+  }
+
+  private forget(entry: Entry): void {
+    this.tokens.delete(entry.token);
+    const own = this.byCaller.get(entry.caller);
     if (!own) return;
-    const rest = own.filter((t) => t !== token);
-    if (rest.length === 0) this.byCaller.delete(caller);
-    else this.byCaller.set(caller, rest);
+    const i = own.indexOf(entry.token);
+    if (i >= 0) own.splice(i, 1);
+    if (own.length === 0) this.byCaller.delete(entry.caller);
+  }
+
+  private rebuild(): void {
+    this.heap = [...this.tokens.values()].sort((a, b) => a.expiresAt - b.expiresAt);
+  }
+
+  private push(entry: Entry): void {
+    const heap = this.heap;
+    let i = heap.length;
+    heap.push(entry);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent]!.expiresAt <= entry.expiresAt) break;
+      heap[i] = heap[parent]!;
+      i = parent;
+    }
+    heap[i] = entry;
+  }
+
+  private pop(): Entry {
+    const heap = this.heap;
+    const top = heap[0]!;
+    const last = heap.pop()!;
+    if (heap.length === 0) return top;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= heap.length) break;
+      const r = l + 1;
+      const c = r < heap.length && heap[r]!.expiresAt < heap[l]!.expiresAt ? r : l;
+      if (heap[c]!.expiresAt >= last.expiresAt) break;
+      heap[i] = heap[c]!;
+      i = c;
+    }
+    heap[i] = last;
+    return top;
   }
 }

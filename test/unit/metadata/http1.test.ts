@@ -104,6 +104,16 @@ class Raw {
   }
 }
 
+/** One `date:` line (RFC 9110 IMF-fixdate) right after each status line. */
+const DATE_LINE = /date: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{4} \d{2}:\d{2}:\d{2} GMT\r\n/g;
+/** The text with each answer's date line checked (one per status line, within 2 s of now) and removed. */
+function undated(text: string): string {
+  const statusLines = text.match(/HTTP\/1\.1 \d{3} [^\r]*\r\n/g) ?? [];
+  const dates = [...text.matchAll(/HTTP\/1\.1 \d{3} [^\r]*\r\ndate: ([^\r]*)\r\n/g)].map((m) => m[1]!);
+  expect(dates).toHaveLength(statusLines.length);
+  for (const d of dates) expect(Math.abs(Date.parse(d) - Date.now())).toBeLessThan(2500);
+  return text.replace(DATE_LINE, "");
+}
 const GET = (target: string, extra = "") => `GET ${target} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
 
 describe("Http1Server framing", () => {
@@ -184,7 +194,7 @@ describe("Http1Server framing", () => {
     const c = new Raw(port);
     c.send(`HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n${GET("/g")}`);
     await c.wait((r) => r.answers() === 2);
-    const [head, get] = c.text.split(/(?=HTTP\/1\.1 200)/);
+    const [head, get] = undated(c.text).split(/(?=HTTP\/1\.1 200)/);
     expect(head).toBe("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\n");
     expect(get).toContain("GET /g 0 ");
   });
@@ -195,7 +205,7 @@ describe("Http1Server framing", () => {
       const c = new Raw(port);
       c.send(head);
       await c.wait((r) => r.closed);
-      expect(c.text).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\nconnection: close\r\n/);
+      expect(undated(c.text)).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n$/);
     }
     const ok = new Raw(port);
     ok.send(GET("/", `X-Fits: ${"a".repeat(900)}\r\n`));
@@ -473,7 +483,7 @@ describe("the metadata server on its own framing", () => {
     const c = new Raw(port, "127.0.0.2");
     c.send(GET("/latest/meta-data/instance-id"));
     await c.wait((r) => r.answers() === 1);
-    expect(c.text).toBe("HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n\r\nNot Found");
+    expect(undated(c.text)).toBe("HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\ncontent-length: 9\r\n\r\nNot Found");
   });
 
   it("answers a known guest's pipelined GET and HEAD from the same ready answer", async () => {
@@ -482,7 +492,7 @@ describe("the metadata server on its own framing", () => {
     c.send(GET("/latest/meta-data/instance-id") + "HEAD /latest/meta-data/instance-id HTTP/1.1\r\nHost: x\r\n\r\n" + GET("/latest/meta-data/instance-id", "Connection: close\r\n"));
     await c.wait((r) => r.closed);
     const head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n";
-    expect(c.text).toBe(`${head}\r\nins-3g445roi${head}\r\n${head}connection: close\r\n\r\nins-3g445roi`);
+    expect(undated(c.text)).toBe(`${head}\r\nins-3g445roi${head}\r\n${head}connection: close\r\n\r\nins-3g445roi`);
   });
 
   it("refuses a password POST over MAX_PASSWORD_BYTES with 400 and Connection: close", async () => {
