@@ -3,6 +3,7 @@
  * (reference/seeds-cvm-api.md §1.12) and DescribeHosts (§2.4 HostItem).
  */
 import { z } from "zod";
+import { osTypeField, osVersionField } from "./schemas-os.js";
 import {
   boundedString,
   fail,
@@ -99,8 +100,8 @@ export interface DescribeHostsParams extends Paging {
 const importImageSchema = z
   .object({
     Architecture: z.enum(["x86_64", "arm_64"]),
-    OsType: boundedString(64),
-    OsVersion: boundedString(64),
+    OsType: osTypeField,
+    OsVersion: osVersionField,
     ImageUrl: z.string().superRefine((v, ctx) => {
       if (imageUrlChecksum(v) === null) {
         fail(ctx, "InvalidParameter.InvalidParameterUrlError", "may carry only one fragment, #sha256= followed by 64 hex digits (a `#` in a file name must be written %23)");

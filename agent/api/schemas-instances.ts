@@ -3,6 +3,7 @@
  * typed parameters they produce (reference/seeds-cvm-api.md §1.10).
  */
 import { z } from "zod";
+import { osTypeField, osVersionField } from "./schemas-os.js";
 import { fail, filterList, idList, idString, paging, parseWith, toFilters, toPaging, unique, type Filter, type Paging } from "./schemas.js";
 
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
@@ -188,8 +189,8 @@ const attachIsoSchema = z
     InstanceId: idString("instance"),
     ImageUrl: z.string().min(1),
     Architecture: z.enum(["x86_64", "arm_64"]),
-    OsType: z.string().min(1),
-    OsVersion: z.string().min(1),
+    OsType: osTypeField,
+    OsVersion: osVersionField,
     DryRun: z.boolean().optional(),
   })
   .strict();
