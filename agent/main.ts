@@ -85,13 +85,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     hostType: "CDH_LIBVIRT",
   };
 
-  // Fault injection for the crash tests (fail_point): the agent kills itself at the named point.
-  const checkpoint = (point: string) => {
-    if (config.failPoint !== point) return;
-    logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
-    process.kill(process.pid, "SIGKILL");
-  };
-  const registry = new InstanceRegistry();
+  let reporter: Reporter | undefined;
+  const registry = new InstanceRegistry((reason) => reporter?.trigger(reason));
   const journal = new Journal(paths.journalDir);
   const usersOf = (imageId: string) => [...registry.all()].filter((e) => e.record.imageId === imageId).map((e) => e.record.instanceId);
   const images = new ImageCatalog({
@@ -106,7 +101,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     // Every qcow2 under the pools (disks, snapshots, quarantined orphans) and the old instance dirs.
     diskFiles: () => listQcow2Files([paths.instancesDir, ...config.storagePools.map((p) => p.path)]),
     sweepSchedule: config.imageCacheSweepSchedule,
-    checkpoint,
+    checkpoint: (point) => checkpoint(point),
   });
   const pools = new PoolSet(config.storagePools, config.reservedDiskGib * 1024 ** 3);
   await pools.load();
@@ -138,6 +133,11 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       [...registry.all()].filter((e) => !e.launchFailed).map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB })),
     );
 
+  const checkpoint = (point: string) => {
+    if (config.failPoint !== point) return;
+    logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
+    process.kill(process.pid, "SIGKILL");
+  };
   const keyPairs = new KeyPairStore({ file: keyPairsFile(paths), logger: logger.child({ component: "keypairs" }) });
   const guests = new GuestDocumentsService({
     runner,
@@ -206,6 +206,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     registry,
     logger: logger.child({ component: "sync" }),
     reconcileIntervalMs: config.reconcileIntervalS * 1000,
+    probeIntervalMs: config.libvirtProbeIntervalS * 1000,
+    probeTimeoutMs: config.libvirtProbeTimeoutS * 1000,
   });
 
   await images.load();
@@ -277,7 +279,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   process.on("SIGHUP", onHangup);
   logger.info({ listen: `${config.apiListen.host}:${port}`, hostId: config.hostId, virtType }, "cdh-agent is serving");
 
-  const reporter = new Reporter({
+  reporter = new Reporter({
     controllerUrl: config.controllerUrl,
     schedule: config.reportSchedule,
     timeoutMs: config.reportTimeoutMs,
@@ -301,7 +303,6 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       Orphans: inventory.lastResult().quarantined.map((o) => ({ Kind: o.kind, Name: o.name, FoundAt: o.foundAt, DeleteAfter: o.deleteAfter })),
     }),
   });
-  registry.subscribe((reason) => reporter.trigger(reason));
   reporter.start();
 
   return {
@@ -310,7 +311,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     instances,
     images,
     async close() {
-      reporter.stop();
+      reporter?.stop();
       sync.stop();
       clearInterval(measureTimer);
       void inventoryTask.stop();

@@ -110,6 +110,7 @@ export class SnapshotService {
     if (disk.instance?.transition) {
       throw new ApiError("InvalidDisk.Busy", `disk ${disk.diskId}: its instance ${disk.instance.record.instanceId} is busy with ${disk.instance.transition.action}`);
     }
+    await this.checkRoom(disk);
     let snapshotId = newId("snap");
     while (this.snapshots.has(snapshotId)) snapshotId = newId("snap");
     const record: SnapshotRecord = {
@@ -243,6 +244,20 @@ export class SnapshotService {
   }
 
   /** A data disk or a system disk (with a disk ID) by its ID. */
+  /**
+   * The copy takes what the disk's file holds: refused before anything is made when its
+   * pool cannot give that much (a full filesystem would otherwise fail the copy half way).
+   */
+  private async checkRoom(disk: DiskRef): Promise<void> {
+    const need = (await stat(disk.path)).blocks * 512;
+    await this.o.storage.measure();
+    const left = this.o.storage.usage().find((u) => u.name === disk.pool)?.availableBytes ?? 0;
+    if (left < need) {
+      const mib = (n: number) => `${Math.ceil(n / 1024 ** 2)} MiB`;
+      throw new ApiError("ResourceInsufficient", `not enough space in pool ${disk.pool}: the snapshot of disk ${disk.diskId} needs ${mib(need)}, the pool has ${mib(left)} left`);
+    }
+  }
+
   private resolve(diskId: string): DiskRef {
     const d = this.o.disks.get(diskId);
     if (d) {

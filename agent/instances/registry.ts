@@ -17,9 +17,22 @@ export interface Transition {
   abort: AbortController;
 }
 
+/**
+ * Why the instance is in its state when no operation put it there (QEMU died, the guest
+ * crashed): shown in DescribeInstances as StateReason while it is STOPPED, cleared when
+ * the domain runs again. Kept in memory only (an agent restart forgets it).
+ */
+export interface StateReason {
+  code: "InstanceCrashed";
+  message: string;
+  /** ISO 8601, when libvirt saw it. */
+  at: string;
+}
+
 export interface InstanceEntry {
   record: InstanceRecord;
   power: PowerView;
+  stateReason?: StateReason;
   launchFailed: boolean;
   transition?: Transition;
   /** Incremented on every libvirt reboot event (a guest reset). */
@@ -109,6 +122,7 @@ export class InstanceRegistry {
     if (!entry || entry.power === power) return;
     const before = this.stateOf(entry);
     entry.power = power;
+    if (power === "running") delete entry.stateReason;
     if (this.stateOf(entry) !== before) this.onChange(`instance ${instanceId} ${before} -> ${this.stateOf(entry)}`);
     this.wake(instanceId);
   }

@@ -24,13 +24,19 @@ export class InstanceSync {
   private watch: EventWatch | undefined;
   private timer: NodeJS.Timeout | undefined;
   private reconciling: Promise<void> | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probing = false;
 
   constructor(
     private readonly o: {
-      hypervisor: Pick<Hypervisor, "watchEvents" | "listDomains">;
+      hypervisor: Pick<Hypervisor, "watchEvents" | "listDomains" | "ping">;
       registry: InstanceRegistry;
       logger: Logger;
       reconcileIntervalMs: number;
+      /** Liveness probe of libvirtd (libvirt_probe_interval_s); 0 or absent = none. */
+      probeIntervalMs?: number;
+      /** How long the probe waits before it calls libvirtd unreachable (libvirt_probe_timeout_s). */
+      probeTimeoutMs?: number;
     },
   ) {}
 
@@ -48,11 +54,40 @@ export class InstanceSync {
     });
     this.timer = setInterval(() => void this.reconcile(), this.o.reconcileIntervalMs);
     this.timer.unref();
+    if (this.o.probeIntervalMs) {
+      this.probeTimer = setInterval(() => void this.probe(), this.o.probeIntervalMs);
+      this.probeTimer.unref();
+    }
+  }
+
+  /**
+   * A libvirtd that is frozen or hung keeps its sockets open: the event stream stays up
+   * and says nothing, and every state would stay what it last was. The probe asks it
+   * something small with a short deadline; unanswered, every state is UNKNOWN until an
+   * answer comes, which brings a full reconcile.
+   */
+  private async probe(): Promise<void> {
+    if (this.probing) return;
+    this.probing = true;
+    try {
+      const { hypervisor, registry, logger } = this.o;
+      const ok = await hypervisor.ping(this.o.probeTimeoutMs);
+      if (!ok) {
+        if (registry.isConnected()) logger.warn({ timeoutMs: this.o.probeTimeoutMs }, "libvirt did not answer the liveness probe; states are UNKNOWN until it does");
+        registry.setConnected(false);
+      } else if (!registry.isConnected()) {
+        logger.info({}, "libvirt answers the liveness probe again; reconciling");
+        await this.reconcile();
+      }
+    } finally {
+      this.probing = false;
+    }
   }
 
   stop(): void {
     this.watch?.stop();
     clearInterval(this.timer);
+    clearInterval(this.probeTimer);
   }
 
   handleEvent(event: DomainEvent): void {
@@ -69,6 +104,14 @@ export class InstanceSync {
       return;
     }
     const power = LIFECYCLE_TO_POWER[event.event];
+    // QEMU gone without being asked (killed, failed) or a guest crash: STOPPED, with why.
+    const crash = (event.event === "Stopped" && event.detail === "Failed") || event.event === "Crashed";
+    const entry = registry.get(event.domain);
+    if (crash && entry) {
+      const what = event.event === "Crashed" ? "the guest crashed" : "QEMU exited unexpectedly (killed or failed)";
+      entry.stateReason = { code: "InstanceCrashed", message: `${what}; libvirt: ${event.event} ${event.detail}`.trim(), at: event.at.toISOString() };
+      this.o.logger.warn({ instanceId: event.domain, event: `${event.event} ${event.detail}` }, "instance crashed");
+    }
     if (power) registry.setPower(event.domain, power);
   }
 

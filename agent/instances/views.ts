@@ -46,6 +46,7 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     LatestOperationRequestId: op?.requestId ?? null,
     LatestOperationErrorMsg: op?.errorMessage ?? null,
     LatestOperationCode: op?.errorCode ?? null,
+    StateReason: entry.stateReason && state === "STOPPED" ? { Code: entry.stateReason.code, Message: entry.stateReason.message, Time: entry.stateReason.at } : null,
     LoginSettings: { KeyIds: [...(r.login?.keyIds ?? [])], ...(r.login?.keepImage ? { KeepImageLogin: "TRUE" } : {}) },
     ...(r.nics[0]?.subnetId
       ? { VirtualPrivateCloud: { VpcId: r.nics[0].vpcId ?? null, SubnetId: r.nics[0].subnetId, AsVpcGateway: false, PrivateIpAddresses: r.nics[0].ipv4 ? [r.nics[0].ipv4] : [] } }

@@ -55,6 +55,8 @@ describe("loadConfig", () => {
       softStopTimeoutS: 60,
       softStopRetryS: 10,
       reconcileIntervalS: 60,
+      libvirtProbeIntervalS: 5,
+      libvirtProbeTimeoutS: 10,
       logLevel: "info",
       defaultNetwork: "cdh-default",
       hostZone: "zone-1",
