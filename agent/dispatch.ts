@@ -7,6 +7,8 @@ import type { Command } from "./api/commands.js";
 import type { Dispatch } from "./api/server.js";
 import type { HostResource } from "./capacity.js";
 import { ApiError } from "./errors.js";
+import { toApiError } from "./api/error-map.js";
+import { dryRunStop } from "./core/errors.js";
 import { hostMatches, toHostItem, type HostIdentity } from "./host.js";
 import type { ImageCatalog } from "./images/catalog.js";
 import type { ImageRecord } from "./images/model.js";
@@ -47,7 +49,7 @@ function task(): { TaskId: string } {
 }
 
 function dryRun(flag: boolean): void {
-  if (flag) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
+  if (flag) throw dryRunStop();
 }
 
 /** The image's OS family, as DescribeImages shows it in OsType. */
@@ -108,8 +110,16 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
     };
   }
 
+  // Every answer passes the error map: the domain's errors become CVM codes in one table.
   return async (command: Command, context) => {
-    const ctx = { requestId: context.requestId };
+    try {
+      return await handle(command, { requestId: context.requestId });
+    } catch (error) {
+      throw toApiError(error);
+    }
+  };
+
+  async function handle(command: Command, ctx: { requestId: string }): Promise<Record<string, unknown>> {
     switch (command.action) {
       case "RunInstances": {
         const p = command.params;
@@ -402,5 +412,5 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         throw new ApiError("InvalidAction", `action ${(unreachable as { action: string }).action} is not handled`);
       }
     }
-  };
+  }
 }

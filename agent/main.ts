@@ -27,6 +27,7 @@ import { InstanceRegistry } from "./instances/registry.js";
 import { createInstanceOperations, type InstanceOperations } from "./instances/index.js";
 import { launchConcurrency } from "./instances/launch-queue.js";
 import { Operations } from "./core/operations.js";
+import { cvmCodeOf } from "./api/error-map.js";
 import { InstanceSync } from "./instances/sync.js";
 import { toCvmInstance } from "./instances/views.js";
 import { loadOrCreateCredentials } from "./credentials-file.js";
@@ -148,7 +149,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     host: { subnets: config.subnets, hostId: config.hostId, zone: config.hostZone, region: config.region, ntpServers: config.ntpServers },
     logger: logger.child({ component: "guests" }),
   });
-  const ops = new Operations({ registry, records: hypervisor, logger: logger.child({ component: "instances" }) });
+  const ops = new Operations({ registry, records: hypervisor, codeOf: cvmCodeOf, logger: logger.child({ component: "instances" }) });
   const snapshots = new SnapshotService({
     dir: paths.snapshotsDir,
     disks,

@@ -4,7 +4,6 @@
  */
 import { randomBytes } from "node:crypto";
 import type { DomainPowerState } from "../drivers/libvirt/types.js";
-import type { ErrorCode } from "./errors.js";
 import { checkInstanceRecord } from "./core/records.js";
 
 /** CVM instance states (seed API §2.1), plus UNKNOWN while libvirt cannot be asked. */
@@ -218,29 +217,6 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   // The seed: detaching needs the instance not running.
   InstanceDetachISO: new Set<InstanceState>(["STOPPED"]),
 });
-
-/** The CVM error code for "this action is not allowed in that state" (every one in the catalogue). */
-const STATE_ERROR_CODE: Readonly<Record<InstanceState, ErrorCode>> = Object.freeze({
-  PENDING: "UnsupportedOperation.InstanceStatePending",
-  LAUNCH_FAILED: "UnsupportedOperation.InstanceStateLaunchFailed",
-  RUNNING: "UnsupportedOperation.InstanceStateRunning",
-  STOPPED: "UnsupportedOperation.InstanceStateStopped",
-  STARTING: "UnsupportedOperation.InstanceStateStarting",
-  STOPPING: "UnsupportedOperation.InstanceStateStopping",
-  REBOOTING: "UnsupportedOperation.InstanceStateRebooting",
-  SHUTDOWN: "InvalidInstanceState",
-  TERMINATING: "UnsupportedOperation.InstanceStateTerminating",
-  RESETTING: "UnsupportedOperation.InstanceStateResetting",
-  ENTER_RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
-  RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
-  EXIT_RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
-  UNKNOWN: "InvalidInstanceState",
-});
-
-/** The CVM error code for "this action is not allowed in that state". */
-export function stateErrorCode(state: InstanceState): ErrorCode {
-  return STATE_ERROR_CODE[state];
-}
 
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";
 

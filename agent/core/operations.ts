@@ -13,8 +13,8 @@
  * The operation files (agent/instances/*.ts) hold only what is particular to them.
  */
 import type { Logger } from "pino";
-import { ApiError, isKnownCode } from "../errors.js";
-import { ALLOWED_FROM, stateErrorCode, type InstanceAction, type LatestOperation, type TransitionState } from "../model.js";
+import { DomainError } from "./errors.js";
+import { ALLOWED_FROM, type InstanceAction, type LatestOperation, type TransitionState } from "../model.js";
 import { KeyedLock } from "../util/keyed-lock.js";
 import type { InstanceEntry, InstanceRegistry, Transition } from "../instances/registry.js";
 
@@ -34,19 +34,30 @@ export class Operations {
   /** Record saves into libvirt, one chain per instance (see saveRecord). */
   private readonly saves = new Map<string, { pending: boolean; done: Promise<void> }>();
 
-  constructor(private readonly o: { registry: InstanceRegistry; records: RecordSink; logger: Logger }) {}
+  /** The error each operation of an instance last failed with (throwIfFailed answers with it). */
+  private readonly failures = new WeakMap<InstanceEntry, { action: string; error: unknown }>();
+
+  constructor(
+    private readonly o: {
+      registry: InstanceRegistry;
+      records: RecordSink;
+      /** The code LatestOperation shows for an error (the API edge's table: agent/api/error-map.ts). */
+      codeOf: (error: unknown) => string;
+      logger: Logger;
+    },
+  ) {}
 
   /** Every ID must name a known instance in a state the action is allowed from; else nothing changes. */
   validate(ids: readonly string[], action: InstanceAction): InstanceEntry[] {
     const { registry } = this.o;
     const missing = ids.filter((id) => !registry.has(id));
-    if (missing.length) throw new ApiError("InvalidInstanceId.NotFound", `no such instance on this host: ${missing.join(", ")}`);
+    if (missing.length) throw new DomainError("InstanceNotFound", `no such instance on this host: ${missing.join(", ")}`);
     const entries = [...new Set(ids)].map((id) => registry.get(id)!);
     for (const entry of entries) {
       const state = registry.stateOf(entry);
       if (!ALLOWED_FROM[action].has(state)) {
         const verb = action === "StopInstancesHard" ? "StopInstances (HARD)" : action;
-        throw new ApiError(stateErrorCode(state), `${verb} is not allowed for ${entry.record.instanceId} in state ${state}`);
+        throw new DomainError("InstanceState", `${verb} is not allowed for ${entry.record.instanceId} in state ${state}`, { state });
       }
     }
     return entries;
@@ -77,7 +88,8 @@ export class Operations {
 
   /** Ends the operation; the returned promise settles once the record is saved in libvirt. */
   finish(entry: InstanceEntry, action: string, ctx: RequestContext, error: unknown): Promise<void> {
-    entry.record.latestOperation = error ? failedOperation(action, ctx, error) : { action, state: "SUCCESS", requestId: ctx.requestId };
+    if (error) this.failures.set(entry, { action, error });
+    entry.record.latestOperation = error ? this.failedOperation(action, ctx, error) : { action, state: "SUCCESS", requestId: ctx.requestId };
     this.o.registry.setTransition(entry.record.instanceId, undefined);
     this.o.registry.touched(entry.record.instanceId, `${action} ${entry.record.latestOperation.state}`);
     return entry.launchFailed ? Promise.resolve() : this.saveRecord(entry);
@@ -93,9 +105,8 @@ export class Operations {
   /** For the actions that answer only once done: a failure is the request's answer too. */
   throwIfFailed(entry: InstanceEntry, action: string): void {
     const op = entry.record.latestOperation;
-    if (op?.action === action && op.state === "FAILED") {
-      throw new ApiError(op.errorCode !== undefined && isKnownCode(op.errorCode) ? op.errorCode : "InternalError", op.errorMessage ?? `${action} failed`);
-    }
+    const failure = this.failures.get(entry);
+    if (op?.action === action && op.state === "FAILED" && failure?.action === action) throw failure.error;
   }
 
   /**
@@ -145,14 +156,16 @@ export class Operations {
   async idle(): Promise<void> {
     while (this.running.size) await Promise.allSettled([...this.running]);
   }
-}
 
-export function failedOperation(action: string, ctx: RequestContext, error: unknown): LatestOperation {
-  return {
-    action,
-    state: "FAILED",
-    requestId: ctx.requestId,
-    errorCode: error instanceof ApiError ? error.code : "InternalError",
-    errorMessage: error instanceof Error ? error.message : String(error),
-  };
+  /** LatestOperation FAILED for `error`, with the code the API shows for it. */
+  failedOperation(action: string, ctx: RequestContext, error: unknown): LatestOperation {
+    return {
+      action,
+      state: "FAILED",
+      requestId: ctx.requestId,
+      errorCode: this.o.codeOf(error),
+      errorMessage: error instanceof Error ? error.message : String(error),
+    };
+  }
+
 }

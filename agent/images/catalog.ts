@@ -24,7 +24,7 @@ import { createTask, type ScheduledTask } from "node-cron";
 import type { Logger } from "pino";
 import { ImageNotFoundError } from "../../drivers/storage/qemu-img.js";
 import type { ImageInspector, ImageTool } from "../../drivers/storage/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import { isoSeconds, newId } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
@@ -181,9 +181,9 @@ export class ImageCatalog implements ImportStore {
   /** The image for a new system disk, or the CVM error that says why it cannot be used. */
   requireUsable(imageId: string): UsableImage {
     const record = this.images.get(imageId);
-    if (!record) throw new ApiError("InvalidImageId.NotFound", `image ${imageId} does not exist on this host`);
+    if (!record) throw new DomainError("ImageNotFound", `image ${imageId} does not exist on this host`);
     if (record.state !== "NORMAL" || record.virtualSizeBytes === undefined || record.baseFile === undefined) {
-      throw new ApiError("InvalidImageId.IncorrectState", `image ${imageId} is ${record.state}, not NORMAL`);
+      throw new DomainError("ImageNotUsable", `image ${imageId} is ${record.state}, not NORMAL`);
     }
     const path = join(this.dir, record.baseFile);
     this.handedOut.set(path, Date.now());
@@ -202,7 +202,7 @@ export class ImageCatalog implements ImportStore {
     const duplicate = [...this.images.values()].find(
       (i) => i.imageName === imageName && i.state !== "IMPORTFAILED" && i.state !== "CREATEFAILED",
     );
-    if (duplicate) throw new ApiError("InvalidImageName.Duplicate", `ImageName ${imageName} is already used by ${duplicate.imageId}`);
+    if (duplicate) throw new DomainError("ImageNameTaken", `ImageName ${imageName} is already used by ${duplicate.imageId}`);
   }
 
   private newImageId(): string {
@@ -364,16 +364,16 @@ export class ImageCatalog implements ImportStore {
    */
   checkDelete(imageIds: string[]): void {
     // Unknown IDs first, whatever their place in the list.
-    for (const id of imageIds) if (!this.images.has(id)) throw new ApiError("InvalidImageId.NotFound", `image ${id} does not exist on this host`);
+    for (const id of imageIds) if (!this.images.has(id)) throw new DomainError("ImageNotFound", `image ${id} does not exist on this host`);
     for (const id of imageIds) {
       const record = this.images.get(id)!;
       if (record.state === "IMPORTING" || record.state === "CREATING") {
-        throw new ApiError("InvalidImageId.IncorrectState", `image ${id} is ${record.state}; wait until it is done`);
+        throw new DomainError("ImageNotUsable", `image ${id} is ${record.state}; wait until it is done`);
       }
       const users = this.options.usersOf?.(id) ?? [];
       if (users.length > 0) {
         const shown = users.slice(0, 5).join(", ") + (users.length > 5 ? ` and ${users.length - 5} more` : "");
-        throw new ApiError("InvalidImageId.IncorrectState", `image ${id} is in use by ${shown}; terminate or reinstall them first`);
+        throw new DomainError("ImageNotUsable", `image ${id} is in use by ${shown}; terminate or reinstall them first`);
       }
     }
   }

@@ -11,7 +11,7 @@ import { rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ImageInfo, ImageInspector, ImageTool } from "../../drivers/storage/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import { DISK_HEAD_BYTES, inspectDiskHead } from "./detect.js";
 import { checkReadable, download as fetchFile, FetchError, hashFile } from "./fetch.js";
 import { ImportFailure, type ImageRecord, type ImportImageRequest } from "./model.js";
@@ -58,7 +58,7 @@ export class ImageImporter {
     if (source.kind === "file") {
       await checkReadable(source.path).catch((error: unknown) => {
         const reason = (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : (error as Error).message;
-        throw new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl ${request.ImageUrl} cannot be read: ${reason}`);
+        throw new DomainError("BadUrl", `ImageUrl ${request.ImageUrl} cannot be read: ${reason}`);
       });
     }
     return source;

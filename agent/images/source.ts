@@ -3,7 +3,7 @@
  * Domain types: the API schemas (agent/api/schemas-images.ts) parse into them.
  */
 import { fileURLToPath } from "node:url";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 
 /**
  * Where an image comes from. `sha256` is the checksum the URL carries in its fragment
@@ -83,8 +83,7 @@ export function parseImageSource(raw: string): ImageSource | undefined {
 export function parseImageUrl(raw: string): ImageSource {
   const source = parseImageSource(raw);
   if (!source) {
-    throw new ApiError(
-      "InvalidParameter.InvalidParameterUrlError",
+    throw new DomainError("BadUrl",
       `ImageUrl ${JSON.stringify(raw)} must be file:///absolute/path or an http(s):// URL, optionally ending in #sha256=<64 hex digits>`,
     );
   }

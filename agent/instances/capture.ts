@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
 import { configDriveTags } from "../images/source.js";
-import { ApiError } from "../errors.js";
+import { DomainError, dryRunStop } from "../core/errors.js";
 import type { ImageCatalog } from "../images/catalog.js";
 import type { DataPaths } from "../paths.js";
 import { consistentCopy } from "../disks/copy.js";
@@ -50,14 +50,14 @@ export class ImageCapture {
     const [entry] = this.o.ops.validate([req.instanceId], "CreateImage");
     const record = entry!.record;
     if (req.cleanGuest && (record.osType === "windows" || !this.o.power.isOn(req.instanceId))) {
-      throw new ApiError("InvalidParameterValue", "`Sysprep` TRUE clears logs and shell histories inside a running Linux guest through its guest agent; this instance is not one");
+      throw new DomainError("BadValue", "`Sysprep` TRUE clears logs and shell histories inside a running Linux guest through its guest agent; this instance is not one");
     }
     const images = this.o.images;
     const source = images.get(record.imageId);
     const [osType, ...version] = (record.osName ?? "Linux").split(" ");
     // Every check beginImage makes, before DryRun stops: the name must be free.
     images.checkName(req.imageName);
-    if (req.dryRun) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
+    if (req.dryRun) throw dryRunStop();
     const imageId = await images.beginImage({
       imageName: req.imageName,
       ...(req.imageDescription !== undefined ? { imageDescription: req.imageDescription } : {}),
@@ -79,7 +79,7 @@ export class ImageCapture {
         try {
           if (req.cleanGuest) {
             const outcome = await cleanGuestForImage(this.o.hypervisor, req.instanceId);
-            if (!outcome.done) throw new ApiError("FailedOperation", `the guest could not be cleaned for the image: ${outcome.reason}`);
+            if (!outcome.done) throw new DomainError("GuestDidNotComply", `the guest could not be cleaned for the image: ${outcome.reason}`);
             this.o.logger.info({ instanceId: req.instanceId, imageId }, "guest logs and shell histories cleared for the image");
           }
           const quiesce = await consistentCopy({

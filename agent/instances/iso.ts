@@ -10,7 +10,7 @@ import type { InstanceRecord } from "../model.js";
 import type { Operations, RequestContext } from "../core/operations.js";
 import type { PowerControl } from "./power.js";
 import type { DomainSpecs } from "./provision.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import { checkReadable, copyLocal, download, FetchError } from "../images/fetch.js";
 import { parseImageUrl, type ImageSource } from "../images/source.js";
 
@@ -35,7 +35,7 @@ export class IsoOperations {
         const spec = this.o.specs.of(record);
         const live = this.o.power.isOn(id) ? await this.o.hypervisor.liveDiskTargets(id) : null;
         if (live && !live.includes("hdd")) {
-          throw new ApiError("UnsupportedOperation.InstanceStateRunning", `${id} was defined without an ISO tray; stop it to attach an ISO`);
+          throw new DomainError("InstanceRunning", `${id} was defined without an ISO tray; stop it to attach an ISO`);
         }
         if (live) await this.o.hypervisor.changeMedia(id, "hdd", req.file);
         // The definition carries the ISO (and its boot order) for the next boots.
@@ -51,7 +51,7 @@ export class IsoOperations {
     const [entry] = this.o.ops.validate([req.instanceId], "InstanceDetachISO");
     const id = req.instanceId;
     const iso = entry!.record.iso;
-    if (!iso) throw new ApiError("ResourceNotFound", `instance ${id} has no ISO attached`);
+    if (!iso) throw new DomainError("NotFound", `instance ${id} has no ISO attached`);
     const t = this.o.ops.begin(entry!, "InstanceDetachISO", "UPDATING", ctx);
     await this.o.ops.exclusive(id, () =>
       this.o.ops.settle(entry!, t, "InstanceDetachISO", ctx, async () => {
@@ -91,7 +91,7 @@ export async function fetchIso(url: string, target: string, options: { maxBytes:
       const magic = Buffer.alloc(5);
       await handle.read(magic, 0, 5, ISO_MAGIC_OFFSET);
       if (magic.toString("latin1") !== "CD001") {
-        throw new ApiError("InvalidParameterValue", `ImageUrl ${url} is not an ISO 9660 image (no CD001 signature)`);
+        throw new DomainError("BadValue", `ImageUrl ${url} is not an ISO 9660 image (no CD001 signature)`);
       }
     } finally {
       await handle.close();
@@ -104,6 +104,6 @@ export async function fetchIso(url: string, target: string, options: { maxBytes:
 
 function isoError(url: string, error: unknown): Error {
   if (!(error instanceof FetchError)) return error as Error;
-  if (error.reason === "too-large") return new ApiError("InvalidParameterValue", `the ISO at ImageUrl is too large: ${error.message}`);
-  return new ApiError("InvalidParameter.InvalidParameterUrlError", `ImageUrl ${url} cannot be read: ${error.message}`);
+  if (error.reason === "too-large") return new DomainError("BadValue", `the ISO at ImageUrl is too large: ${error.message}`);
+  return new DomainError("BadUrl", `ImageUrl ${url} cannot be read: ${error.message}`);
 }

@@ -7,7 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import type { Logger } from "pino";
-import { ApiError } from "../errors.js";
+import { DomainError, dryRunStop } from "../core/errors.js";
 import type { Journal } from "../journal.js";
 import { isoSeconds, newId, newMac, type InstanceRecord } from "../model.js";
 import type { DataPaths } from "../paths.js";
@@ -20,7 +20,7 @@ import type { ImageCatalog } from "../images/catalog.js";
 import type { UsableImage } from "../images/model.js";
 import type { Storage } from "../storage/storage.js";
 import { DATA_DISK_TARGETS, type DiskRecord, type DiskStore } from "../disks/store.js";
-import { failedOperation, type Operations, type RequestContext } from "../core/operations.js";
+import type { Operations, RequestContext } from "../core/operations.js";
 import type { PowerControl } from "./power.js";
 import { saveLaunchFailed, type Checkpoint, type Provisioner } from "./provision.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
@@ -93,7 +93,7 @@ export class Launcher {
     const earlier = this.byClientToken(req.clientToken);
     if (earlier) return earlier;
     const plan = this.check(req);
-    if (req.dryRun) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
+    if (req.dryRun) throw dryRunStop();
     const { entries, diskRecords } = this.reserve(req, plan, ctx);
     return this.commit(req, plan, entries, diskRecords, ctx);
   }
@@ -112,8 +112,7 @@ export class Launcher {
     const { registry, images } = this.o;
     const image = images.requireUsable(req.imageId);
     if (req.systemDisk.sizeGiB * GiB < image.virtualSizeBytes) {
-      throw new ApiError(
-        "InvalidParameterValue",
+      throw new DomainError("BadValue",
         `SystemDisk.DiskSize ${req.systemDisk.sizeGiB} GiB is smaller than image ${req.imageId} (${Math.ceil(image.virtualSizeBytes / GiB)} GiB)`,
       );
     }
@@ -122,15 +121,15 @@ export class Launcher {
     const subnet = resolveSubnet(this.o.subnets, req.vpc);
     const count = req.names.length;
     if (req.vpc?.privateIpAddress !== undefined && count > 1) {
-      throw new ApiError("InvalidParameterValue", "VirtualPrivateCloud.PrivateIpAddresses names one address; InstanceCount must then be 1");
+      throw new DomainError("BadValue", "VirtualPrivateCloud.PrivateIpAddresses names one address; InstanceCount must then be 1");
     }
     const dataDisks = req.dataDisks ?? [];
     if (dataDisks.length > MAX_DATA_DISKS) {
-      throw new ApiError("InvalidParameterValue.LimitExceeded", `DataDisks has ${dataDisks.length} disks; at most ${MAX_DATA_DISKS} per instance`);
+      throw new DomainError("TooMany", `DataDisks has ${dataDisks.length} disks; at most ${MAX_DATA_DISKS} per instance`);
     }
     const shortfall = admissionShortfall(this.o.hostResource(), { cpu: req.cpu, memoryGiB: req.memoryGiB }, count);
     if (shortfall) {
-      throw new ApiError("ResourceInsufficient.SpecifiedInstanceType", `${count} x ${req.instanceType} does not fit on this host: ${shortfall}`);
+      throw new DomainError("NoRoom", `${count} x ${req.instanceType} does not fit on this host: ${shortfall}`);
     }
     // One system disk and the data disks per instance, each placed in a pool of its type.
     const perInstance = [{ diskType: req.systemDisk.diskType, sizeGiB: req.systemDisk.sizeGiB }, ...dataDisks];
@@ -283,7 +282,7 @@ export class Launcher {
       await this.o.provisioner.teardown(id, { allDisks: true, systemDiskPath: entry.record.systemDisk.path }).catch((e: unknown) => log.error({ err: e }, "cleanup after failed launch failed"));
       entry.launchFailed = true;
       entry.power = "absent";
-      await saveLaunchFailed(this.o.paths, { ...entry.record, latestOperation: failedOperation("RunInstances", ctx, error) });
+      await saveLaunchFailed(this.o.paths, { ...entry.record, latestOperation: this.o.ops.failedOperation("RunInstances", ctx, error) });
       await this.o.journal.remove({ kind: "create", instanceId: id });
       await this.o.ops.finish(entry, "RunInstances", ctx, error);
       return;

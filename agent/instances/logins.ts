@@ -7,7 +7,7 @@
 import { mkdir } from "node:fs/promises";
 import type { Logger } from "pino";
 import { GuestAgentError, type Hypervisor } from "../../drivers/libvirt/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import type { DataPaths } from "../paths.js";
 import type { KeyPairStore } from "../logins/keypairs.js";
 import { checkPassword, sha512Crypt } from "../logins/password.js";
@@ -80,7 +80,7 @@ export class LoginOperations {
       const windows = entry.record.osType === "windows";
       checkPassword(req.password, windows ? "windows" : "linux", { field: "Password" });
       if (req.userName !== undefined && req.userName !== (windows ? "Administrator" : "root")) {
-        throw new ApiError("InvalidParameterValue", `UserName ${req.userName}: this host's images log in as ${windows ? "Administrator" : "root"}`);
+        throw new DomainError("BadValue", `UserName ${req.userName}: this host's images log in as ${windows ? "Administrator" : "root"}`);
       }
     }
     for (const entry of entries) {
@@ -106,8 +106,7 @@ export class LoginOperations {
         if (!this.o.power.isOn(id)) return; // applied at the next boot from the drive
         if (await this.applyLive(id, entry, change)) return;
         if (!forceStop) {
-          throw new ApiError(
-            "UnsupportedOperation.InstanceStateRunning",
+          throw new DomainError("InstanceRunning",
             `${id} is running and its guest agent does not answer: set ForceStop to stop it, apply the change and start it again`,
           );
         }

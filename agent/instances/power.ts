@@ -5,7 +5,7 @@
  * and the StartInstances, StopInstances and RebootInstances operations built on them.
  */
 import { DomainStateError, type Hypervisor } from "../../drivers/libvirt/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import { isPoweredOn } from "../model.js";
 import type { Operations, RequestContext } from "../core/operations.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
@@ -109,7 +109,7 @@ export class PowerControl {
     if (stopType === "HARD") return this.hardStop(instanceId);
     if (await this.softStop(instanceId, signal)) return;
     if (stopType === "SOFT_FIRST") return this.hardStop(instanceId);
-    throw new ApiError("FailedOperation", `${action}: the guest did not shut down within ${this.o.softStopTimeoutMs / 1000} s; use StopType HARD or SOFT_FIRST`);
+    throw new DomainError("GuestDidNotComply", `${action}: the guest did not shut down within ${this.o.softStopTimeoutMs / 1000} s; use StopType HARD or SOFT_FIRST`);
   }
 }
 
@@ -133,7 +133,7 @@ export class PowerOperations {
         if (stopType === "HARD") return power.hardStop(id);
         if (await power.softStop(id, t.abort.signal)) return;
         if (stopType === "SOFT_FIRST") return power.hardStop(id);
-        throw new ApiError("FailedOperation", `the guest did not shut down within ${power.softStopTimeoutMs / 1000} s (ACPI ignored?); use StopType HARD or SOFT_FIRST`);
+        throw new DomainError("GuestDidNotComply", `the guest did not shut down within ${power.softStopTimeoutMs / 1000} s (ACPI ignored?); use StopType HARD or SOFT_FIRST`);
       });
     }
   }
@@ -148,7 +148,7 @@ export class PowerOperations {
           if (!power.isOn(id)) await power.powerOn(id);
           return;
         }
-        if (mode === "SOFT") throw new ApiError("FailedOperation", `the guest did not reboot within ${power.softStopTimeoutMs / 1000} s; use ForceReboot`);
+        if (mode === "SOFT") throw new DomainError("GuestDidNotComply", `the guest did not reboot within ${power.softStopTimeoutMs / 1000} s; use ForceReboot`);
         if (power.isOn(id)) await power.hardReboot(id);
         else await power.powerOn(id);
       });

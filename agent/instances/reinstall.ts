@@ -6,7 +6,7 @@
  */
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError, dryRunStop } from "../core/errors.js";
 import type { Journal } from "../journal.js";
 import { isoSeconds, newId, type InstanceRecord } from "../model.js";
 import type { DataPaths } from "../paths.js";
@@ -15,7 +15,7 @@ import type { KeyPairStore } from "../logins/keypairs.js";
 import { checkPassword, sha512Crypt } from "../logins/password.js";
 import type { Storage } from "../storage/storage.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
-import { failedOperation, type Operations, type RequestContext } from "../core/operations.js";
+import type { Operations, RequestContext } from "../core/operations.js";
 import type { PowerControl } from "./power.js";
 import type { Checkpoint, ConfigDrives, DomainSpecs } from "./provision.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
@@ -67,20 +67,20 @@ export class Reinstaller {
     const osType: "linux" | "windows" = /windows/i.test(image.osName) ? "windows" : "linux";
     const sizeGiB = req.systemDiskGiB ?? Math.max(old.systemDisk.sizeGiB, Math.ceil(image.virtualSizeBytes / GiB));
     if (sizeGiB < old.systemDisk.sizeGiB) {
-      throw new ApiError("InvalidParameterValue.DiskShrink", `\`SystemDisk.DiskSize\` ${sizeGiB} GB is smaller than the system disk's ${old.systemDisk.sizeGiB} GB`);
+      throw new DomainError("DiskShrink", `\`SystemDisk.DiskSize\` ${sizeGiB} GB is smaller than the system disk's ${old.systemDisk.sizeGiB} GB`);
     }
     if (sizeGiB * GiB < image.virtualSizeBytes) {
-      throw new ApiError("InvalidParameterValue", `\`SystemDisk.DiskSize\` ${sizeGiB} GB is smaller than image ${imageId} (${Math.ceil(image.virtualSizeBytes / GiB)} GB)`);
+      throw new DomainError("BadValue", `\`SystemDisk.DiskSize\` ${sizeGiB} GB is smaller than image ${imageId} (${Math.ceil(image.virtualSizeBytes / GiB)} GB)`);
     }
     const login = req.login;
     if (login?.password !== undefined) checkPassword(login.password, osType, { field: "LoginSettings.Password" });
     if (login?.keyIds?.length && osType === "windows") {
-      throw new ApiError("InvalidParameterValue.KeyPairNotSupported", `\`LoginSettings.KeyIds\` image ${imageId} is Windows, which logs in with a password only`);
+      throw new DomainError("KeyPairNotSupported", `\`LoginSettings.KeyIds\` image ${imageId} is Windows, which logs in with a password only`);
     }
     const pool = old.systemDisk.pool;
     // The new disk is made before the old one goes: both are promised meanwhile.
     if (pool) this.o.storage.checkGrowth([{ pool, deltaGiB: sizeGiB }]);
-    if (req.dryRun) throw new ApiError("DryRunOperation", "the request would have succeeded; DryRun was set");
+    if (req.dryRun) throw dryRunStop();
 
     const generation = (old.configGeneration ?? 1) + 1;
     const diskId = old.systemDisk.diskId ?? newId("disk");
@@ -175,7 +175,7 @@ export class Reinstaller {
     if (!definedOnNew) {
       await this.o.storage.destroyFile(j.record.systemDisk.path);
       await this.o.journal.remove({ kind: "reset", instanceId: id });
-      entry.record.latestOperation = failedOperation("ResetInstance", ctx, new Error("the agent restarted before the new system disk was in place; the instance keeps its old disk"));
+      entry.record.latestOperation = this.o.ops.failedOperation("ResetInstance", ctx, new Error("the agent restarted before the new system disk was in place; the instance keeps its old disk"));
       this.o.registry.touched(id, "ResetInstance rolled back");
       return;
     }

@@ -3,7 +3,7 @@
  * and initrd) with its own disks attached, and later its own boot again.
  */
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import { isoSeconds, type InstanceRecord } from "../model.js";
 import { checkPassword, sha512Crypt } from "../logins/password.js";
 import type { Operations, RequestContext } from "../core/operations.js";
@@ -30,7 +30,7 @@ export class RescueOperations {
   enterRescue(req: { instanceId: string; password: string; stopType: StopType }, ctx: RequestContext): void {
     const [entry] = this.o.ops.validate([req.instanceId], "EnterRescueMode");
     const id = req.instanceId;
-    if (!this.o.specs.hasRescue) throw new ApiError("UnsupportedOperation", "this host has no rescue system configured (rescue_kernel, rescue_initrd)");
+    if (!this.o.specs.hasRescue) throw new DomainError("Unsupported", "this host has no rescue system configured (rescue_kernel, rescue_initrd)");
     checkPassword(req.password, "linux", { field: "Password" });
     const hash = sha512Crypt(req.password);
     const t = this.o.ops.begin(entry!, "EnterRescueMode", "ENTER_RESCUE_MODE", ctx);
@@ -49,7 +49,7 @@ export class RescueOperations {
   exitRescue(req: { instanceId: string }, ctx: RequestContext): void {
     const entry = this.o.registry.get(req.instanceId);
     if (entry && !entry.record.rescue && !entry.transition) {
-      throw new ApiError("UnsupportedOperation.NotInRescueMode", `instance ${req.instanceId} is not in rescue mode`);
+      throw new DomainError("NotInRescue", `instance ${req.instanceId} is not in rescue mode`);
     }
     const [e] = this.o.ops.validate([req.instanceId], "ExitRescueMode");
     const id = req.instanceId;

@@ -3,7 +3,7 @@
  */
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import type { Storage } from "../storage/storage.js";
 import type { DiskStore } from "../disks/store.js";
 import type { Operations, RequestContext } from "../core/operations.js";
@@ -48,20 +48,20 @@ export class ResizeOperation {
     }
     req.dataDisks.forEach((d, i) => {
       const rec = disks.get(d.diskId);
-      if (!rec) throw new ApiError("InvalidDiskId.NotFound", `\`DataDisks.${i}.DiskId\` no disk ${d.diskId} on this host`);
-      if (rec.instanceId !== id) throw new ApiError("ResourceUnavailable.NotAttached", `\`DataDisks.${i}.DiskId\` disk ${d.diskId} is not attached to ${id}`);
-      if (rec.busy) throw new ApiError("InvalidDisk.Busy", `disk ${d.diskId} is ${rec.busy}`);
+      if (!rec) throw new DomainError("DiskNotFound", `\`DataDisks.${i}.DiskId\` no disk ${d.diskId} on this host`);
+      if (rec.instanceId !== id) throw new DomainError("DiskNotAttached", `\`DataDisks.${i}.DiskId\` disk ${d.diskId} is not attached to ${id}`);
+      if (rec.busy) throw new DomainError("DiskBusy", `disk ${d.diskId} is ${rec.busy}`);
       changes.push({ field: `DataDisks.${i}.DiskSize`, target: rec.target!, path: rec.path, pool: rec.pool, from: rec.sizeGiB, to: d.diskSizeGiB, diskId: d.diskId });
     });
     for (const c of changes) {
-      if (c.to < c.from) throw new ApiError("InvalidParameterValue.DiskShrink", `\`${c.field}\` ${c.to} GB is smaller than the disk's ${c.from} GB; disks only grow`);
+      if (c.to < c.from) throw new DomainError("DiskShrink", `\`${c.field}\` ${c.to} GB is smaller than the disk's ${c.from} GB; disks only grow`);
       if (c.to === c.from || (c.to - c.from) % 10 !== 0) {
-        throw new ApiError("InvalidParameterValue.DiskSizeNotMultipleOfStep", `\`${c.field}\` ${c.to} GB: a disk of ${c.from} GB grows in steps of 10 GB (${c.from + 10}, ${c.from + 20}, …)`);
+        throw new DomainError("DiskStep", `\`${c.field}\` ${c.to} GB: a disk of ${c.from} GB grows in steps of 10 GB (${c.from + 10}, ${c.from + 20}, …)`);
       }
     }
     const running = this.o.power.isOn(id);
     if (running && !req.resizeOnline && !req.forceStop) {
-      throw new ApiError("UnsupportedOperation.InstanceStateRunning", `${id} is running: set ResizeOnline to grow its disks live, or ForceStop to stop it first`);
+      throw new DomainError("InstanceRunning", `${id} is running: set ResizeOnline to grow its disks live, or ForceStop to stop it first`);
     }
     this.o.storage.checkGrowth(changes.filter((c) => c.pool).map((c) => ({ pool: c.pool, deltaGiB: c.to - c.from })));
     // The promise counts from now: sizes change in memory in the same step as the checks.

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { ALLOWED_FROM, deriveState, newId, newMac, POWER_TO_STATE, stateErrorCode, type InstanceState } from "../../../agent/model.js";
+import { ALLOWED_FROM, deriveState, newId, newMac, POWER_TO_STATE, type InstanceState } from "../../../agent/model.js";
+import { codeOfDomainError } from "../../../agent/api/error-map.js";
+import { DomainError } from "../../../agent/core/errors.js";
 import { isKnownCode } from "../../../agent/errors.js";
 
 describe("instance state", () => {
@@ -41,10 +43,11 @@ describe("instance state", () => {
     expect(ALLOWED_FROM.TerminateInstances.has("PENDING")).toBe(false);
   });
 
-  it("gives every state a catalogued CVM error code", () => {
+  it("gives every state a catalogued CVM error code (the API edge's error map)", () => {
     const states: InstanceState[] = ["PENDING", "LAUNCH_FAILED", "RUNNING", "STOPPED", "STARTING", "STOPPING", "REBOOTING", "SHUTDOWN", "TERMINATING", "UNKNOWN"];
-    for (const s of states) expect(isKnownCode(stateErrorCode(s)), stateErrorCode(s)).toBe(true);
-    expect(stateErrorCode("STOPPED")).toBe("UnsupportedOperation.InstanceStateStopped");
+    const code = (state: InstanceState) => codeOfDomainError(new DomainError("InstanceState", "", { state }));
+    for (const s of states) expect(isKnownCode(code(s)), code(s)).toBe(true);
+    expect(code("STOPPED")).toBe("UnsupportedOperation.InstanceStateStopped");
   });
 });
 

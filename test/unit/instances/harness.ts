@@ -10,6 +10,7 @@ import pino from "pino";
 import { FakeHypervisor } from "../../../drivers/testing/fake-hypervisor.js";
 import { FakeImageTool } from "../../../drivers/testing/fake-image-tool.js";
 import type { CommandRunner } from "../../../drivers/exec/runner.js";
+import { cvmCodeOf } from "../../../agent/api/error-map.js";
 import { computeHostResource } from "../../../agent/capacity.js";
 import { Operations, type RequestContext } from "../../../agent/core/operations.js";
 import { DiskStore } from "../../../agent/disks/store.js";
@@ -109,7 +110,7 @@ export async function makeHarness(o: HarnessOptions = {}): Promise<Harness> {
   await storage.measure();
   const images = new FakeImages(base);
   const keyPairs = new KeyPairStore({ file: keyPairsFile(paths) });
-  const ops = new Operations({ registry, records: hv, logger });
+  const ops = new Operations({ registry, records: hv, codeOf: cvmCodeOf, logger });
   const instances = createInstanceOperations({
     ops,
     registry,

@@ -1,0 +1,67 @@
+/**
+ * The one table from the domain's errors (agent/core/errors.ts) to the CVM codes the API
+ * answers with. The dispatcher passes every error of a call through toApiError; the
+ * operations core uses cvmCodeOf for LatestOperation's code.
+ */
+import { DomainError, type DomainErrorKind } from "../core/errors.js";
+import { ApiError, type ErrorCode } from "../errors.js";
+import type { InstanceState } from "../model.js";
+
+/** The CVM code for "this action is not allowed in that state". */
+const STATE_CODE: Readonly<Record<InstanceState, ErrorCode>> = Object.freeze({
+  PENDING: "UnsupportedOperation.InstanceStatePending",
+  LAUNCH_FAILED: "UnsupportedOperation.InstanceStateLaunchFailed",
+  RUNNING: "UnsupportedOperation.InstanceStateRunning",
+  STOPPED: "UnsupportedOperation.InstanceStateStopped",
+  STARTING: "UnsupportedOperation.InstanceStateStarting",
+  STOPPING: "UnsupportedOperation.InstanceStateStopping",
+  REBOOTING: "UnsupportedOperation.InstanceStateRebooting",
+  SHUTDOWN: "InvalidInstanceState",
+  TERMINATING: "UnsupportedOperation.InstanceStateTerminating",
+  RESETTING: "UnsupportedOperation.InstanceStateResetting",
+  ENTER_RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
+  RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
+  EXIT_RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
+  UNKNOWN: "InvalidInstanceState",
+});
+
+export const CVM_CODE_OF: Readonly<Record<Exclude<DomainErrorKind, "InstanceState">, ErrorCode>> = Object.freeze({
+  InstanceNotFound: "InvalidInstanceId.NotFound",
+  InstanceRunning: "UnsupportedOperation.InstanceStateRunning",
+  BadValue: "InvalidParameterValue",
+  TooMany: "InvalidParameterValue.LimitExceeded",
+  NoRoom: "ResourceInsufficient.SpecifiedInstanceType",
+  DryRun: "DryRunOperation",
+  GuestDidNotComply: "FailedOperation",
+  NotFound: "ResourceNotFound",
+  BadUrl: "InvalidParameter.InvalidParameterUrlError",
+  DiskShrink: "InvalidParameterValue.DiskShrink",
+  DiskStep: "InvalidParameterValue.DiskSizeNotMultipleOfStep",
+  KeyPairNotSupported: "InvalidParameterValue.KeyPairNotSupported",
+  Unsupported: "UnsupportedOperation",
+  NotInRescue: "UnsupportedOperation.NotInRescueMode",
+  DiskNotFound: "InvalidDiskId.NotFound",
+  DiskNotAttached: "ResourceUnavailable.NotAttached",
+  DiskBusy: "InvalidDisk.Busy",
+  ImageNotFound: "InvalidImageId.NotFound",
+  ImageNotUsable: "InvalidImageId.IncorrectState",
+  ImageNameTaken: "InvalidImageName.Duplicate",
+});
+
+/** The CVM code of a domain error. */
+export function codeOfDomainError(error: DomainError): ErrorCode {
+  if (error.kind === "InstanceState") return STATE_CODE[error.detail.state ?? "UNKNOWN"];
+  return CVM_CODE_OF[error.kind];
+}
+
+/** The CVM code an error is answered with: a domain error's by the table, an ApiError's own, anything else InternalError. */
+export function cvmCodeOf(error: unknown): ErrorCode {
+  if (error instanceof DomainError) return codeOfDomainError(error);
+  if (error instanceof ApiError) return error.code;
+  return "InternalError";
+}
+
+/** A domain error as the ApiError the edge answers with; anything else unchanged. */
+export function toApiError(error: unknown): unknown {
+  return error instanceof DomainError ? new ApiError(codeOfDomainError(error), error.message, { cause: error }) : error;
+}
