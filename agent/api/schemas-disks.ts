@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { ApiError } from "../errors.js";
 import { boundedString, fail, filterList, idList, idString, intInRange, paging, parseWith, toFilters, toPaging, unique, type Filter, type Paging } from "./schemas.js";
+import { DISK_FILTER_NAMES, SNAPSHOT_FILTER_NAMES, type DiskFilterName, type SnapshotFilterName } from "../disks/filters.js";
 
 export type LocalDiskType = "LOCAL_BASIC" | "LOCAL_SSD";
 
@@ -83,8 +84,7 @@ export function parseDetachDisks(body: unknown): DetachDisksParams {
   return { diskIds: unique(r.DiskIds), ...(r.InstanceId !== undefined ? { instanceId: r.InstanceId } : {}) };
 }
 
-export const DISK_FILTER_NAMES = ["disk-id", "disk-usage", "disk-type", "disk-state", "disk-name", "instance-id", "zone"] as const;
-export type DiskFilterName = (typeof DISK_FILTER_NAMES)[number];
+export { DISK_FILTER_NAMES, SNAPSHOT_FILTER_NAMES, type DiskFilterName, type SnapshotFilterName } from "../disks/filters.js";
 
 export interface DescribeDisksParams extends Paging {
   diskIds?: string[];
@@ -165,8 +165,6 @@ export function parseCreateSnapshot(body: unknown): CreateSnapshotParams {
   return { diskId: r.DiskId, ...(r.SnapshotName !== undefined ? { snapshotName: r.SnapshotName } : {}) };
 }
 
-export const SNAPSHOT_FILTER_NAMES = ["snapshot-id", "disk-id", "disk-usage", "snapshot-name", "snapshot-state"] as const;
-export type SnapshotFilterName = (typeof SNAPSHOT_FILTER_NAMES)[number];
 
 export interface DescribeSnapshotsParams extends Paging {
   snapshotIds?: string[];

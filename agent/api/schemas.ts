@@ -13,6 +13,7 @@
  */
 import { z } from "zod";
 import { ApiError, type ErrorCode } from "../errors.js";
+import type { Filter } from "../core/filter.js";
 
 export type Ctx = z.RefinementCtx;
 
@@ -138,10 +139,7 @@ export function unsupportedFields(names: readonly string[]): Record<string, z.Zo
   return out;
 }
 
-export interface Filter<N extends string = string> {
-  name: N;
-  values: string[];
-}
+export type { Filter } from "../core/filter.js";
 
 const MAX_FILTERS = 10;
 const MAX_FILTER_VALUES = 100;

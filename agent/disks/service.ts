@@ -14,8 +14,8 @@ import type { InstanceEntry, InstanceRegistry } from "../instances/registry.js";
 import type { Storage } from "../storage/storage.js";
 import type { LocalDiskType } from "../storage/pools.js";
 import { diskState, type DiskRecord, type DiskStore } from "./store.js";
-import type { Filter } from "../api/schemas.js";
-import type { DiskFilterName } from "../api/schemas-disks.js";
+import type { Filter } from "../core/filter.js";
+import type { DiskFilterName } from "./filters.js";
 
 /** Attach and detach are allowed while the instance is at rest, on or off. */
 const AT_REST = new Set<InstanceState>(["RUNNING", "STOPPED"]);

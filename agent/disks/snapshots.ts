@@ -20,8 +20,8 @@ import type { Storage } from "../storage/storage.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { consistentCopy } from "./copy.js";
 import type { DiskStore } from "./store.js";
-import type { Filter } from "../api/schemas.js";
-import type { SnapshotFilterName } from "../api/schemas-disks.js";
+import type { Filter } from "../core/filter.js";
+import type { SnapshotFilterName } from "./filters.js";
 
 const GiB = 1024 ** 3;
 
