@@ -79,6 +79,25 @@ export const diskRecordSchema = z
   })
   .passthrough();
 
+/** A snapshot's record (agent/disks/snapshots.ts). */
+export const snapshotRecordSchema = z
+  .object({
+    version: z.literal(1),
+    snapshotId: z.string().regex(/^snap-[a-z0-9]{8}$/),
+    snapshotName: z.string(),
+    diskId: z.string().regex(/^disk-[a-z0-9]{8}$/),
+    diskUsage: z.enum(["SYSTEM_DISK", "DATA_DISK"]),
+    diskSizeGiB: z.number().positive(),
+    pool: z.string(),
+    path: absolutePath,
+    state: z.enum(["CREATING", "NORMAL", "ROLLBACKING"]),
+    createdTime: z.string(),
+    instanceId: z.string().optional(),
+    sizeBytes: z.number().nonnegative().optional(),
+    quiesce: z.enum(["none", "fsfreeze", "paused"]).optional(),
+  })
+  .passthrough();
+
 const base = { instanceId: z.string().regex(/^ins-[a-z0-9]{8}$/), record: instanceRecordSchema, requestId: z.string(), startedAt: z.string() };
 
 export const journalEntrySchema = z.discriminatedUnion("kind", [

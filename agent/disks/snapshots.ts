@@ -21,6 +21,8 @@ import { writeFileAtomic } from "../util/atomic-file.js";
 import { consistentCopy } from "./copy.js";
 import type { DiskStore } from "./store.js";
 import type { Filter } from "../core/filter.js";
+import { describeIssues, snapshotRecordSchema } from "../core/records.js";
+import { setAside } from "../util/set-aside.js";
 import type { SnapshotFilterName } from "./filters.js";
 
 const GiB = 1024 ** 3;
@@ -80,7 +82,19 @@ export class SnapshotService {
     await mkdir(this.o.dir, { recursive: true, mode: 0o700 });
     for (const name of await readdir(this.o.dir)) {
       if (!/^snap-[a-z0-9]{8}\.json$/.test(name)) continue;
-      const record = JSON.parse(await readFile(join(this.o.dir, name), "utf8")) as SnapshotRecord;
+      const file = join(this.o.dir, name);
+      let record: SnapshotRecord;
+      try {
+        const parsed = snapshotRecordSchema.safeParse(JSON.parse(await readFile(file, "utf8")));
+        if (!parsed.success) throw new Error(describeIssues(parsed.error));
+        record = parsed.data as unknown as SnapshotRecord;
+        if (`${record.snapshotId}.json` !== name) throw new Error(`its snapshotId ${record.snapshotId} is not its file's name`);
+      } catch (error) {
+        // Set aside for the operator (its file is left where it is), never a failed start-up.
+        const aside = await setAside(file);
+        this.o.logger.warn({ file, aside, reason: (error as Error).message }, "snapshot record unreadable; set aside");
+        continue;
+      }
       await rm(`${record.path}.part`, { force: true });
       if (record.state === "CREATING") {
         this.o.logger.warn({ snapshotId: record.snapshotId }, "removing a snapshot whose copy a restart cut short");

@@ -29,6 +29,7 @@ import { isoSeconds, newId } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { setAside } from "../util/set-aside.js";
+import { exists, syncDir, syncFile } from "../util/fs.js";
 import { ImageImporter, type ImportStore } from "./import.js";
 import { parseImageRecord, type ImageRecord, type ImportImageRequest, type NewImageMeta, type UsableImage } from "./model.js";
 import { configDriveOf } from "./source.js";
@@ -478,30 +479,5 @@ export class ImageCatalog implements ImportStore {
   async save(record: ImageRecord): Promise<void> {
     const { progressPercent: _progress, ...persisted } = record;
     await writeFileAtomic(this.options.paths.imageRecord(record.imageId), JSON.stringify(persisted, null, 1), 0o600);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function syncFile(file: string): Promise<void> {
-  const fh = await open(file, "r+");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
   }
 }

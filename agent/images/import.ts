@@ -12,6 +12,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ImageInfo, ImageInspector, ImageTool } from "../../drivers/storage/types.js";
 import { DomainError } from "../core/errors.js";
+import { exists } from "../util/fs.js";
 import { DISK_HEAD_BYTES, inspectDiskHead } from "./detect.js";
 import { checkReadable, download as fetchFile, FetchError, hashFile } from "./fetch.js";
 import { ImportFailure, type ImageRecord, type ImportImageRequest } from "./model.js";
@@ -243,11 +244,4 @@ function importFailureOf(error: unknown): Error {
 /** What finds base files that may hold the same disk: the guest-visible head and the size. */
 function contentKeyOf(head: Buffer, virtualSizeBytes: number): string {
   return createHash("sha256").update(head).update(`:${virtualSizeBytes}`).digest("hex");
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }

@@ -4,6 +4,9 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { FakeHypervisor } from "../../../drivers/testing/fake-hypervisor.js";
 import { DiskStore } from "../../../agent/disks/store.js";
+import { SnapshotService, type SnapshotServiceOptions } from "../../../agent/disks/snapshots.js";
+import { InstanceRegistry } from "../../../agent/instances/registry.js";
+import pino from "pino";
 import { Journal } from "../../../agent/journal.js";
 import { DataPaths } from "../../../agent/paths.js";
 import { ctx, makeHarness, runRequest, until, type Harness } from "./harness.js";
@@ -94,5 +97,28 @@ describe("DiskStore.load", () => {
     expect([...store.all()].map((d) => d.diskId)).toEqual(["disk-good0001"]);
     expect(warnings.map((w) => String(w.file).split("/").pop()).sort()).toEqual(["disk-bad00001.json", "disk-other001.json", "disk-trunc001.json"]);
     expect((await readdir(dir)).filter((f) => f.includes(".json.bad-"))).toHaveLength(3);
+  });
+});
+
+describe("SnapshotService.load", () => {
+  it("sets aside a snapshot record that fails its check (a relative path, a bad state), with a warning; its file is not touched", async () => {
+    dir = await mkdtemp(join(tmpdir(), "snapshots-"));
+    const good = { version: 1, snapshotId: "snap-good0001", snapshotName: "s", diskId: "disk-good0001", diskUsage: "DATA_DISK", diskSizeGiB: 10, pool: "local", path: join(dir, "snap-good0001.qcow2"), state: "NORMAL", createdTime: "2026-01-01T00:00:00Z" };
+    const victim = join(dir, "keep-me.qcow2");
+    await writeFile(victim, "data");
+    await writeFile(join(dir, "snap-good0001.json"), JSON.stringify(good));
+    // CREATING would make load() remove its file: with a bad field it must not be trusted at all.
+    await writeFile(join(dir, "snap-bad00001.json"), JSON.stringify({ ...good, snapshotId: "snap-bad00001", state: "CREATING", path: victim, diskSizeGiB: "ten" }));
+    await writeFile(join(dir, "snap-rel00001.json"), JSON.stringify({ ...good, snapshotId: "snap-rel00001", path: "snap.qcow2" }));
+    const disks = new DiskStore(join(dir, "disks"));
+    await disks.load();
+    const warnings: string[] = [];
+    const logger = pino({ level: "warn" }, { write: (line: string) => void warnings.push(String((JSON.parse(line) as { msg: string; file: string }).file)) });
+    const failClosed = new Proxy({}, { get: (_t, name) => () => { throw new Error(`unexpected call ${String(name)}`); } });
+    const service = new SnapshotService({ dir, disks, registry: new InstanceRegistry(), logger, quiesceMarker: (id: string) => id, checkpoint: () => undefined, exclusive: (_id, work) => work(), storage: failClosed, hypervisor: failClosed, imageTool: failClosed } as unknown as SnapshotServiceOptions);
+    await service.load();
+    expect(service.describe({ filters: [], offset: 0, limit: 100 }).snapshots.map((x) => x.SnapshotId)).toEqual(["snap-good0001"]);
+    expect(warnings.map((f) => f.split("/").pop()).sort()).toEqual(["snap-bad00001.json", "snap-rel00001.json"]);
+    expect(await readdir(dir)).toContain("keep-me.qcow2");
   });
 });
