@@ -115,7 +115,7 @@ describe("SnapshotService.load", () => {
     const warnings: string[] = [];
     const logger = pino({ level: "warn" }, { write: (line: string) => void warnings.push(String((JSON.parse(line) as { msg: string; file: string }).file)) });
     const failClosed = new Proxy({}, { get: (_t, name) => () => { throw new Error(`unexpected call ${String(name)}`); } });
-    const service = new SnapshotService({ dir, disks, registry: new InstanceRegistry(), logger, quiesceMarker: (id: string) => id, checkpoint: () => undefined, exclusive: (_id, work) => work(), storage: failClosed, hypervisor: failClosed, imageTool: failClosed } as unknown as SnapshotServiceOptions);
+    const service = new SnapshotService({ dir, disks, registry: new InstanceRegistry(), logger, quiesceMarker: (id: string) => id, checkpoint: () => undefined, exclusive: (_id: string, work: () => Promise<unknown>) => work(), storage: failClosed, hypervisor: failClosed, imageTool: failClosed } as unknown as SnapshotServiceOptions);
     await service.load();
     expect(service.describe({ filters: [], offset: 0, limit: 100 }).snapshots.map((x) => x.SnapshotId)).toEqual(["snap-good0001"]);
     expect(warnings.map((f) => f.split("/").pop()).sort()).toEqual(["snap-bad00001.json", "snap-rel00001.json"]);
