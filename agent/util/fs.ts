@@ -9,14 +9,7 @@ export async function exists(path: string): Promise<boolean> {
 }
 
 /** fsync of a directory: a rename into it survives a crash once this returns. */
-export async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
+export { syncDir } from "./atomic-file.js";
 
 /** fsync of a file's data. */
 export async function syncFile(file: string): Promise<void> {
