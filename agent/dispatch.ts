@@ -390,7 +390,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "ResizeInstanceDisks": {
         const p = command.params;
         instances.resize.resizeDisks(
-          { instanceId: p.instanceId, ...(p.systemDiskGiB !== undefined ? { systemDiskGiB: p.systemDiskGiB } : {}), dataDisks: p.dataDisks, resizeOnline: p.resizeOnline, forceStop: p.forceStop },
+          { instanceId: p.instanceId, ...(p.systemDiskGiB !== undefined ? { systemDiskGiB: p.systemDiskGiB } : {}), dataDisks: p.dataDisks, resizeOnline: p.resizeOnline, forceStop: p.forceStop, dryRun: p.dryRun },
           ctx,
         );
         return task();

@@ -116,6 +116,7 @@ export interface ResizeInstanceDisksParams {
   dataDisks: Array<{ diskId: string; diskSizeGiB: number }>;
   resizeOnline: boolean;
   forceStop: boolean;
+  dryRun: boolean;
 }
 
 const resizeSchema = z
@@ -148,6 +149,7 @@ export function parseResizeInstanceDisks(body: unknown): ResizeInstanceDisksPara
     dataDisks: (r.DataDisks ?? []).map((d) => ({ diskId: d.DiskId, diskSizeGiB: d.DiskSize })),
     resizeOnline: r.ResizeOnline ?? false,
     forceStop: r.ForceStop ?? false,
+    dryRun: r.DryRun ?? false,
   };
 }
 

@@ -3,7 +3,7 @@
  */
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
-import { DomainError } from "../core/errors.js";
+import { DomainError, dryRunStop } from "../core/errors.js";
 import type { Storage } from "../storage/storage.js";
 import type { DiskStore } from "../disks/store.js";
 import type { Operations, RequestContext } from "../core/operations.js";
@@ -17,6 +17,7 @@ export interface ResizeRequest {
   dataDisks: Array<{ diskId: string; diskSizeGiB: number }>;
   resizeOnline: boolean;
   forceStop: boolean;
+  dryRun?: boolean;
 }
 
 export class ResizeOperation {
@@ -64,6 +65,7 @@ export class ResizeOperation {
       throw new DomainError("InstanceRunning", `${id} is running: set ResizeOnline to grow its disks live, or ForceStop to stop it first`);
     }
     this.o.storage.checkGrowth(changes.filter((c) => c.pool).map((c) => ({ pool: c.pool, deltaGiB: c.to - c.from })));
+    if (req.dryRun) throw dryRunStop();
     // The promise counts from now: sizes change in memory in the same step as the checks.
     const apply = (size: "from" | "to") => {
       for (const c of changes) {

@@ -243,3 +243,23 @@ describe("CreateImage and DryRun run the same checks", () => {
     expect(stateOf(h, id)).toBe("RUNNING");
   });
 });
+
+describe("ResizeInstanceDisks and DryRun run the same checks", () => {
+  beforeEach(async () => {
+    h = await makeHarness();
+  });
+
+  it("refuses a shrink and an off-step size with DryRun as without; a good DryRun changes nothing", async () => {
+    const id = await launchOne();
+    const base = { instanceId: id, dataDisks: [], resizeOnline: false, forceStop: true };
+    for (const dryRun of [true, false]) {
+      expect(await codeOf(() => h.instances.resize.resizeDisks({ ...base, systemDiskGiB: 5, dryRun }, ctx()))).toBe("InvalidParameterValue.DiskShrink");
+      expect(await codeOf(() => h.instances.resize.resizeDisks({ ...base, systemDiskGiB: 15, dryRun }, ctx()))).toBe("InvalidParameterValue.DiskSizeNotMultipleOfStep");
+    }
+    expect(await codeOf(() => h.instances.resize.resizeDisks({ ...base, systemDiskGiB: 20, dryRun: true }, ctx()))).toBe("DryRunOperation");
+    await h.instances.ops.idle();
+    expect(h.registry.get(id)!.record.systemDisk.sizeGiB).toBe(10);
+    expect(stateOf(h, id)).toBe("RUNNING");
+    expect(h.tool.calls.filter((c) => c.method === "resize")).toEqual([]);
+  });
+});
