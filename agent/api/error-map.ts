@@ -46,6 +46,15 @@ export const CVM_CODE_OF: Readonly<Record<Exclude<DomainErrorKind, "InstanceStat
   ImageNotFound: "InvalidImageId.NotFound",
   ImageNotUsable: "InvalidImageId.IncorrectState",
   ImageNameTaken: "InvalidImageName.Duplicate",
+  HostNotFound: "InvalidHostId.NotFound",
+  DiskAttached: "ResourceUnavailable.Attached",
+  DiskSlotsFull: "LimitExceeded.InstanceAttachedDisk",
+  DiskNotSupported: "InvalidDisk.NotSupported",
+  InstanceNotAtRest: "InvalidInstanceState",
+  InstanceNotStopped: "UnsupportedOperation.InstanceNotStopped",
+  SnapshotNotFound: "InvalidSnapshotId.NotFound",
+  SnapshotNotSupported: "InvalidSnapshot.NotSupported",
+  PoolFull: "ResourceInsufficient",
 });
 
 /** The CVM code of a domain error. */

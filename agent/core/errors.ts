@@ -43,7 +43,23 @@ export type DomainErrorKind =
   | "ImageNotFound"
   /** The image exists but is not NORMAL, or is in use, for what was asked. */
   | "ImageNotUsable"
-  | "ImageNameTaken";
+  | "ImageNameTaken"
+  /** A host ID that is not this host's. */
+  | "HostNotFound"
+  | "DiskAttached"
+  /** The instance has no free data disk target left. */
+  | "DiskSlotsFull"
+  /** The disk does not allow this (it is a system disk, …). */
+  | "DiskNotSupported"
+  /** The instance is not at rest (an operation is running, or its state forbids disk changes). */
+  | "InstanceNotAtRest"
+  /** The operation needs the instance stopped. */
+  | "InstanceNotStopped"
+  | "SnapshotNotFound"
+  /** The snapshot does not allow this (another disk's, not NORMAL, …). */
+  | "SnapshotNotSupported"
+  /** A storage pool has not the room asked of it. */
+  | "PoolFull";
 
 export class DomainError extends Error {
   override name = "DomainError";

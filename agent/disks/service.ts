@@ -7,7 +7,7 @@
  */
 import type { Logger } from "pino";
 import type { DomainPowerState, DomainSpec, Hypervisor } from "../../drivers/libvirt/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import { isPoweredOn, isoSeconds, newId, type InstanceState } from "../model.js";
 import { dataDiskSpec, type IoLimits } from "../instances/domain-spec.js";
 import type { InstanceEntry, InstanceRegistry } from "../instances/registry.js";
@@ -40,11 +40,11 @@ export class DiskService {
   /** CreateDisks: empty local data disks, unattached. */
   async create(req: { diskType: LocalDiskType; diskSizeGiB: number; diskCount: number; diskName?: string; hostId?: string }): Promise<string[]> {
     if (req.hostId !== undefined && req.hostId !== this.o.host.hostId) {
-      throw new ApiError("InvalidHostId.NotFound", `Placement.HostId ${req.hostId} is not this host (${this.o.host.hostId})`);
+      throw new DomainError("HostNotFound", `Placement.HostId ${req.hostId} is not this host (${this.o.host.hostId})`);
     }
     const pools = this.o.storage.place(
       Array.from({ length: req.diskCount }, () => ({ diskType: req.diskType, sizeGiB: req.diskSizeGiB })),
-      "ResourceInsufficient",
+      "PoolFull",
     );
     const createdTime = isoSeconds(new Date());
     const records: DiskRecord[] = pools.map((pool, i) => {
@@ -87,13 +87,13 @@ export class DiskService {
     const entry = this.atRest(req.instanceId, "AttachDisks");
     const disks = req.diskIds.map((id) => this.requireDisk(id));
     for (const d of disks) {
-      if (d.busy) throw new ApiError("InvalidDisk.Busy", `disk ${d.diskId} is ${d.busy}`);
-      if (d.instanceId) throw new ApiError("ResourceUnavailable.Attached", `disk ${d.diskId} is already attached to ${d.instanceId}`);
+      if (d.busy) throw new DomainError("DiskBusy", `disk ${d.diskId} is ${d.busy}`);
+      if (d.instanceId) throw new DomainError("DiskAttached", `disk ${d.diskId} is already attached to ${d.instanceId}`);
     }
     const taken = new Set<string>();
     const targets = disks.map((d) => {
       const t = this.o.disks.freeTarget(req.instanceId, taken);
-      if (!t) throw new ApiError("LimitExceeded.InstanceAttachedDisk", `instance ${req.instanceId} has no free disk slot for ${d.diskId}`);
+      if (!t) throw new DomainError("DiskSlotsFull", `instance ${req.instanceId} has no free disk slot for ${d.diskId}`);
       taken.add(t);
       return t;
     });
@@ -128,10 +128,10 @@ export class DiskService {
     const disks = req.diskIds.map((id) => this.requireDisk(id));
     const owners = new Set<string>();
     for (const d of disks) {
-      if (d.busy) throw new ApiError("InvalidDisk.Busy", `disk ${d.diskId} is ${d.busy}`);
-      if (!d.instanceId) throw new ApiError("ResourceUnavailable.NotAttached", `disk ${d.diskId} is not attached`);
+      if (d.busy) throw new DomainError("DiskBusy", `disk ${d.diskId} is ${d.busy}`);
+      if (!d.instanceId) throw new DomainError("DiskNotAttached", `disk ${d.diskId} is not attached`);
       if (req.instanceId !== undefined && d.instanceId !== req.instanceId) {
-        throw new ApiError("ResourceUnavailable.NotAttached", `disk ${d.diskId} is attached to ${d.instanceId}, not ${req.instanceId}`);
+        throw new DomainError("DiskNotAttached", `disk ${d.diskId} is attached to ${d.instanceId}, not ${req.instanceId}`);
       }
       owners.add(d.instanceId);
     }
@@ -157,8 +157,8 @@ export class DiskService {
   async terminate(diskIds: string[]): Promise<void> {
     const disks = diskIds.map((id) => this.requireDisk(id));
     for (const d of disks) {
-      if (d.busy) throw new ApiError("InvalidDisk.Busy", `disk ${d.diskId} is ${d.busy}`);
-      if (d.instanceId) throw new ApiError("ResourceUnavailable.Attached", `disk ${d.diskId} is attached to ${d.instanceId}; detach it first`);
+      if (d.busy) throw new DomainError("DiskBusy", `disk ${d.diskId} is ${d.busy}`);
+      if (d.instanceId) throw new DomainError("DiskAttached", `disk ${d.diskId} is attached to ${d.instanceId}; detach it first`);
     }
     for (const d of disks) {
       d.busy = "DETACHING";
@@ -226,16 +226,16 @@ export class DiskService {
     const d = this.o.disks.get(diskId);
     if (d) return d;
     const system = [...this.o.registry.all()].find((e) => e.record.systemDisk.diskId === diskId);
-    if (system) throw new ApiError("InvalidDisk.NotSupported", `disk ${diskId} is the system disk of ${system.record.instanceId}`);
-    throw new ApiError("InvalidDiskId.NotFound", `no disk ${diskId} on this host`);
+    if (system) throw new DomainError("DiskNotSupported", `disk ${diskId} is the system disk of ${system.record.instanceId}`);
+    throw new DomainError("DiskNotFound", `no disk ${diskId} on this host`);
   }
 
   private atRest(instanceId: string, action: string): InstanceEntry {
     const entry = this.o.registry.get(instanceId);
-    if (!entry) throw new ApiError("InvalidInstanceId.NotFound", `no such instance on this host: ${instanceId}`);
+    if (!entry) throw new DomainError("InstanceNotFound", `no such instance on this host: ${instanceId}`);
     const state = this.o.registry.stateOf(entry);
     if (!AT_REST.has(state) || entry.transition) {
-      throw new ApiError("InvalidInstanceState", `${action} is not allowed for ${instanceId} in state ${state}${entry.transition ? ` (${entry.transition.action} running)` : ""}`);
+      throw new DomainError("InstanceNotAtRest", `${action} is not allowed for ${instanceId} in state ${state}${entry.transition ? ` (${entry.transition.action} running)` : ""}`);
     }
     return entry;
   }

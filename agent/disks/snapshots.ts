@@ -12,7 +12,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import type { Hypervisor } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import { isPoweredOn, isoSeconds, newId } from "../model.js";
 import type { InstanceEntry, InstanceRegistry } from "../instances/registry.js";
 import type { PoolFile } from "../storage/pools.js";
@@ -122,7 +122,7 @@ export class SnapshotService {
   async create(req: { diskId: string; snapshotName?: string }): Promise<string> {
     const disk = this.resolve(req.diskId);
     if (disk.instance?.transition) {
-      throw new ApiError("InvalidDisk.Busy", `disk ${disk.diskId}: its instance ${disk.instance.record.instanceId} is busy with ${disk.instance.transition.action}`);
+      throw new DomainError("DiskBusy", `disk ${disk.diskId}: its instance ${disk.instance.record.instanceId} is busy with ${disk.instance.transition.action}`);
     }
     await this.checkRoom(disk);
     let snapshotId = newId("snap");
@@ -201,7 +201,7 @@ export class SnapshotService {
   /** DeleteSnapshots: all or nothing; a snapshot being made or rolled back is busy. */
   async delete(snapshotIds: string[]): Promise<void> {
     const records = snapshotIds.map((id) => this.require(id));
-    for (const r of records) if (r.state !== "NORMAL") throw new ApiError("InvalidSnapshot.NotSupported", `snapshot ${r.snapshotId} is ${r.state}`);
+    for (const r of records) if (r.state !== "NORMAL") throw new DomainError("SnapshotNotSupported", `snapshot ${r.snapshotId} is ${r.state}`);
     for (const r of records) await this.drop(r);
   }
 
@@ -222,13 +222,13 @@ export class SnapshotService {
    */
   async apply(req: { snapshotId: string; diskId: string }): Promise<void> {
     const snap = this.require(req.snapshotId);
-    if (snap.diskId !== req.diskId) throw new ApiError("InvalidSnapshot.NotSupported", `snapshot ${snap.snapshotId} is of disk ${snap.diskId}, not ${req.diskId}`);
-    if (snap.state !== "NORMAL") throw new ApiError("InvalidSnapshot.NotSupported", `snapshot ${snap.snapshotId} is ${snap.state}`);
+    if (snap.diskId !== req.diskId) throw new DomainError("SnapshotNotSupported", `snapshot ${snap.snapshotId} is of disk ${snap.diskId}, not ${req.diskId}`);
+    if (snap.state !== "NORMAL") throw new DomainError("SnapshotNotSupported", `snapshot ${snap.snapshotId} is ${snap.state}`);
     const disk = this.resolve(req.diskId);
     if (disk.instance) {
       const state = this.o.registry.stateOf(disk.instance);
       if (state !== "STOPPED" || disk.instance.transition) {
-        throw new ApiError("UnsupportedOperation.InstanceNotStopped", `instance ${disk.instance.record.instanceId} is ${state}; stop it before rolling its disk back`);
+        throw new DomainError("InstanceNotStopped", `instance ${disk.instance.record.instanceId} is ${state}; stop it before rolling its disk back`);
       }
     }
     snap.state = "ROLLBACKING";
@@ -253,7 +253,7 @@ export class SnapshotService {
 
   private require(snapshotId: string): SnapshotRecord {
     const r = this.snapshots.get(snapshotId);
-    if (!r) throw new ApiError("InvalidSnapshotId.NotFound", `no snapshot ${snapshotId} on this host`);
+    if (!r) throw new DomainError("SnapshotNotFound", `no snapshot ${snapshotId} on this host`);
     return r;
   }
 
@@ -268,14 +268,14 @@ export class SnapshotService {
     const left = this.o.storage.usage().find((u) => u.name === disk.pool)?.availableBytes ?? 0;
     if (left < need) {
       const mib = (n: number) => `${Math.ceil(n / 1024 ** 2)} MiB`;
-      throw new ApiError("ResourceInsufficient", `not enough space in pool ${disk.pool}: the snapshot of disk ${disk.diskId} needs ${mib(need)}, the pool has ${mib(left)} left`);
+      throw new DomainError("PoolFull", `not enough space in pool ${disk.pool}: the snapshot of disk ${disk.diskId} needs ${mib(need)}, the pool has ${mib(left)} left`);
     }
   }
 
   private resolve(diskId: string): DiskRef {
     const d = this.o.disks.get(diskId);
     if (d) {
-      if (d.busy) throw new ApiError("InvalidDisk.Busy", `disk ${diskId} is ${d.busy}`);
+      if (d.busy) throw new DomainError("DiskBusy", `disk ${diskId} is ${d.busy}`);
       const instance = d.instanceId ? this.o.registry.get(d.instanceId) : undefined;
       return { diskId, usage: "DATA_DISK", path: d.path, pool: d.pool, sizeGiB: d.sizeGiB, ...(instance ? { instance } : {}) };
     }
@@ -283,7 +283,7 @@ export class SnapshotService {
       const sd = e.record.systemDisk;
       if (sd.diskId === diskId && sd.pool && !e.launchFailed) return { diskId, usage: "SYSTEM_DISK", path: sd.path, pool: sd.pool, sizeGiB: sd.sizeGiB, instance: e };
     }
-    throw new ApiError("InvalidDiskId.NotFound", `no disk ${diskId} on this host`);
+    throw new DomainError("DiskNotFound", `no disk ${diskId} on this host`);
   }
 
   private async save(record: SnapshotRecord): Promise<void> {

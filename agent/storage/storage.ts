@@ -7,7 +7,7 @@ import { rm, stat } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { CommandRunner } from "../../drivers/exec/runner.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
-import { ApiError, type ErrorCode } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 import type { DiskStore } from "../disks/store.js";
 import type { InstanceRegistry } from "../instances/registry.js";
 import { placeDisks, type LocalDiskType, type PoolFile, type PoolSet, type PoolUsage } from "./pools.js";
@@ -81,11 +81,11 @@ export class Storage {
    * Chooses a pool for each disk, or throws the CVM capacity error naming what does not
    * fit. Synchronous, so that the caller can reserve in the same step.
    */
-  place(requests: ReadonlyArray<{ diskType: LocalDiskType; sizeGiB: number }>, code: ErrorCode = "ResourceInsufficient.SpecifiedInstanceType"): string[] {
+  place(requests: ReadonlyArray<{ diskType: LocalDiskType; sizeGiB: number }>, shortage: "NoRoom" | "PoolFull" = "NoRoom"): string[] {
     const usage = this.usage();
     for (const r of requests) {
       if (!usage.some((u) => u.diskType === r.diskType)) {
-        throw new ApiError("InvalidParameterValue", `DiskType ${r.diskType}: this host has no ${r.diskType} storage pool`);
+        throw new DomainError("BadValue", `DiskType ${r.diskType}: this host has no ${r.diskType} storage pool`);
       }
     }
     const placed = placeDisks(usage, requests);
@@ -95,7 +95,7 @@ export class Storage {
     const have = new Map<string, number>();
     for (const u of usage) have.set(u.diskType, (have.get(u.diskType) ?? 0) + Math.floor(u.availableBytes / GiB));
     const detail = [...want.entries()].map(([t, g]) => `${g} GiB of ${t} requested, ${have.get(t) ?? 0} GiB available`).join("; ");
-    throw new ApiError(code, `the disks do not fit in this host's storage pools: ${detail}`);
+    throw new DomainError(shortage, `the disks do not fit in this host's storage pools: ${detail}`);
   }
 
   /** Throws ResourceInsufficient unless every pool can give the growth asked of it. Synchronous. */
@@ -105,7 +105,7 @@ export class Storage {
     for (const u of this.usage()) {
       const n = need.get(u.name) ?? 0;
       if (n > u.availableBytes) {
-        throw new ApiError("ResourceInsufficient", `pool ${u.name} has ${Math.floor(u.availableBytes / GiB)} GiB left; the disks would grow by ${n / GiB} GiB`);
+        throw new DomainError("PoolFull", `pool ${u.name} has ${Math.floor(u.availableBytes / GiB)} GiB left; the disks would grow by ${n / GiB} GiB`);
       }
     }
   }

@@ -30,7 +30,9 @@ describe("disk, snapshot and instance-disk actions: parsing", () => {
       dataDisks: [],
       resizeOnline: true,
       forceStop: false,
+      dryRun: false,
     });
+    expect(parse("ResizeInstanceDisks", { InstanceId: "ins-abcd1234", SystemDisk: { DiskSize: 60 }, DryRun: true })).toMatchObject({ dryRun: true });
     expect(refusal("ResizeInstanceDisks", { InstanceId: "ins-abcd1234" }).code).toBe("MissingParameter");
     expect(refusal("ResizeInstanceDisks", { InstanceId: "ins-abcd1234", SystemDisk: { DiskSize: 60 }, ResizeOnline: true, ForceStop: true }).code).toBe("InvalidParameterCombination");
     const twice = refusal("ResizeInstanceDisks", { InstanceId: "ins-abcd1234", DataDisks: [{ DiskId: "disk-abcd1234", DiskSize: 20 }, { DiskId: "disk-abcd1234", DiskSize: 30 }] });
