@@ -55,6 +55,7 @@ export const CVM_CODE_OF: Readonly<Record<Exclude<DomainErrorKind, "InstanceStat
   SnapshotNotFound: "InvalidSnapshotId.NotFound",
   SnapshotNotSupported: "InvalidSnapshot.NotSupported",
   PoolFull: "ResourceInsufficient",
+  HostFailure: "InternalError",
 });
 
 /** The CVM code of a domain error. */

@@ -59,7 +59,9 @@ export type DomainErrorKind =
   /** The snapshot does not allow this (another disk's, not NORMAL, …). */
   | "SnapshotNotSupported"
   /** A storage pool has not the room asked of it. */
-  | "PoolFull";
+  | "PoolFull"
+  /** The host failed doing what was asked (libvirt, qemu-img, the filesystem); the message says how. */
+  | "HostFailure";
 
 export class DomainError extends Error {
   override name = "DomainError";

@@ -106,7 +106,11 @@ export class Operations {
   throwIfFailed(entry: InstanceEntry, action: string): void {
     const op = entry.record.latestOperation;
     const failure = this.failures.get(entry);
-    if (op?.action === action && op.state === "FAILED" && failure?.action === action) throw failure.error;
+    if (op?.action === action && op.state === "FAILED" && failure?.action === action) {
+      // The operation's own refusal, or the host's failure with its message (as LatestOperation shows it).
+      if (failure.error instanceof DomainError || (failure.error instanceof Error && "code" in failure.error && failure.error.name === "ApiError")) throw failure.error;
+      throw new DomainError("HostFailure", op.errorMessage ?? `${action} failed`, {}, { cause: failure.error });
+    }
   }
 
   /**

@@ -263,3 +263,29 @@ describe("ResizeInstanceDisks and DryRun run the same checks", () => {
     expect(h.tool.calls.filter((c) => c.method === "resize")).toEqual([]);
   });
 });
+
+describe("actions that answer once done (ISO)", () => {
+  beforeEach(async () => {
+    h = await makeHarness();
+  });
+
+  it("answer with the operation's own refusal, or InternalError with the host's message, as LatestOperation shows it", async () => {
+    const id = await launchOne();
+    h.hv.script("liveDiskTargets", async () => ["vda"]);
+    expect(await codeOf(() => h.instances.iso.attachIso({ instanceId: id, file: `${h.dir}/x.iso`, url: "file:///x.iso" }, ctx()))).toBe(
+      "UnsupportedOperation.InstanceStateRunning",
+    );
+    h.hv.script("liveDiskTargets", async () => ["vda", "hdd"]);
+    h.hv.script("changeMedia", async () => {
+      throw new Error("libvirt: internal error: unable to execute QEMU command");
+    });
+    expect(await codeOf(() => h.instances.iso.attachIso({ instanceId: id, file: `${h.dir}/x.iso`, url: "file:///x.iso" }, ctx("req-iso")))).toBe("InternalError");
+    expect(h.registry.get(id)!.record.latestOperation).toMatchObject({
+      action: "InstanceAttachISO",
+      state: "FAILED",
+      errorCode: "InternalError",
+      errorMessage: "libvirt: internal error: unable to execute QEMU command",
+    });
+    expect(h.registry.get(id)!.record.iso).toBeUndefined();
+  });
+});
