@@ -19,6 +19,7 @@ import { ImageCapture } from "./capture.js";
 import type { IoLimits } from "./domain-spec.js";
 import { IsoOperations } from "./iso.js";
 import { Launcher } from "./launch.js";
+import { LaunchQueue } from "./launch-queue.js";
 import { LoginOperations } from "./logins.js";
 import { PowerControl, PowerOperations } from "./power.js";
 import { DomainSpecs, Provisioner, type Checkpoint, type ConfigDrives, type DiskDeletionListener } from "./provision.js";
@@ -69,6 +70,8 @@ export interface InstanceOperationsOptions {
   rescue?: { kernel: string; initrd: string };
   softStopTimeoutMs: number;
   softStopRetryMs: number;
+  /** Launches under way at once on this host (launch-queue.ts; config launch_concurrency resolved). */
+  launchConcurrency: number;
   /** Recovery: makes a domain's data disks match the disk store (DiskService.heal). */
   healDisks?: ConstructorParameters<typeof Recovery>[0]["healDisks"];
   checkpoint: Checkpoint;
@@ -103,9 +106,11 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     keyPairs,
     provisioner,
     power,
+    queue: new LaunchQueue({ concurrency: o.launchConcurrency, logger }),
     checkpoint,
     logger,
   });
+  logger.info({ concurrency: o.launchConcurrency }, "launch queue");
   const terminate = new Terminator({ ops, registry, journal, keyPairs, provisioner, checkpoint, logger });
   const reinstall = new Reinstaller({ ops, registry, journal, paths, images, keyPairs, storage, hypervisor, imageTool, specs, drives, power, checkpoint });
   return {

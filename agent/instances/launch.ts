@@ -2,7 +2,8 @@
  * RunInstances: every check first (image, disk size, password, subnet and address, data
  * disks, capacity, pool placement), then, in one synchronous step, the admission and the
  * reservation (IDs, MACs, addresses, disk records, registry entries); the journal entry
- * and the provisioning follow, in the background, one instance at a time per instance.
+ * and the provisioning follow, in the background, one instance at a time per instance,
+ * at most launch_concurrency on the host at once (the others wait PENDING in the queue).
  */
 import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
@@ -21,6 +22,7 @@ import type { UsableImage } from "../images/model.js";
 import type { Storage } from "../storage/storage.js";
 import { DATA_DISK_TARGETS, type DiskRecord, type DiskStore } from "../disks/store.js";
 import type { Operations, RequestContext } from "../core/operations.js";
+import type { LaunchQueue } from "./launch-queue.js";
 import type { PowerControl } from "./power.js";
 import { saveLaunchFailed, type Checkpoint, type Provisioner } from "./provision.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
@@ -79,6 +81,8 @@ export class Launcher {
       keyPairs: Pick<KeyPairStore, "associate">;
       provisioner: Provisioner;
       power: PowerControl;
+      /** The host's launch queue: provisioning waits here for its turn. */
+      queue: Pick<LaunchQueue, "run">;
       checkpoint: Checkpoint;
       logger: Logger;
     },
@@ -273,11 +277,21 @@ export class Launcher {
   async create(entry: InstanceEntry, ctx: RequestContext): Promise<void> {
     const id = entry.record.instanceId;
     const log = this.o.logger.child({ instanceId: id, requestId: ctx.requestId });
+    const t = entry.transition;
+    const signal = t?.abort.signal;
     try {
-      await this.o.provisioner.provision(entry.record, entry.transition?.abort.signal);
+      await this.o.queue.run(() => this.o.provisioner.provision(entry.record, signal), { ...(signal ? { signal } : {}), label: id });
       await this.o.power.refresh(id);
       this.o.checkpoint("create:started");
     } catch (error) {
+      if (signal?.aborted && entry.transition !== t) {
+        // Pre-empted (TerminateInstances, perhaps while queued): nothing is marked failed,
+        // the terminate that follows under the lock reports; what was made goes, all disks.
+        log.info("launch pre-empted; removing what was made");
+        await this.o.provisioner.teardown(id, { allDisks: true, systemDiskPath: entry.record.systemDisk.path }).catch((e: unknown) => log.error({ err: e }, "cleanup after a pre-empted launch failed"));
+        await this.o.journal.remove({ kind: "create", instanceId: id });
+        return;
+      }
       log.error({ err: error }, "launch failed; removing what was made");
       await this.o.provisioner.teardown(id, { allDisks: true, systemDiskPath: entry.record.systemDisk.path }).catch((e: unknown) => log.error({ err: e }, "cleanup after failed launch failed"));
       entry.launchFailed = true;
