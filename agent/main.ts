@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import type { Logger } from "pino";
 import { LocalRunner } from "../drivers/exec/local.js";
+import { addSecret } from "../drivers/exec/sanitize.js";
 import type { CommandRunner } from "../drivers/exec/runner.js";
 import { VirshHypervisor } from "../drivers/libvirt/virsh.js";
 import { VirshNetworks } from "../drivers/libvirt/networks.js";
@@ -29,6 +30,7 @@ import { launchConcurrency } from "./instances/launch-queue.js";
 import { Operations } from "./core/operations.js";
 import { cvmCodeOf } from "./api/error-map.js";
 import { InstanceSync } from "./instances/sync.js";
+import { QemuWatch } from "./instances/qemu-watch.js";
 import { toCvmInstance } from "./instances/views.js";
 import { loadOrCreateCredentials } from "./credentials-file.js";
 import { GuestDocumentsService } from "./guests.js";
@@ -86,8 +88,13 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     hostType: "CDH_LIBVIRT",
   };
 
-  let reporter: Reporter | undefined;
-  const registry = new InstanceRegistry((reason) => reporter?.trigger(reason));
+  // Fault injection for the crash tests (fail_point): the agent kills itself at the named point.
+  const checkpoint = (point: string) => {
+    if (config.failPoint !== point) return;
+    logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
+    process.kill(process.pid, "SIGKILL");
+  };
+  const registry = new InstanceRegistry();
   const journal = new Journal(paths.journalDir);
   const usersOf = (imageId: string) => [...registry.all()].filter((e) => e.record.imageId === imageId).map((e) => e.record.instanceId);
   const images = new ImageCatalog({
@@ -102,7 +109,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     // Every qcow2 under the pools (disks, snapshots, quarantined orphans) and the old instance dirs.
     diskFiles: () => listQcow2Files([paths.instancesDir, ...config.storagePools.map((p) => p.path)]),
     sweepSchedule: config.imageCacheSweepSchedule,
-    checkpoint: (point) => checkpoint(point),
+    checkpoint,
   });
   const pools = new PoolSet(config.storagePools, config.reservedDiskGib * 1024 ** 3);
   await pools.load();
@@ -134,11 +141,6 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       [...registry.all()].filter((e) => !e.launchFailed).map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB })),
     );
 
-  const checkpoint = (point: string) => {
-    if (config.failPoint !== point) return;
-    logger.fatal({ point }, "fail point reached: killing the agent (crash test)");
-    process.kill(process.pid, "SIGKILL");
-  };
   const keyPairs = new KeyPairStore({ file: keyPairsFile(paths), logger: logger.child({ component: "keypairs" }) });
   const guests = new GuestDocumentsService({
     runner,
@@ -240,6 +242,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   const metadata = await startMetadata({ config, runner, guests, logger });
 
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
+  for (const c of credentials) addSecret(c.secretKey); // scrubbed from every log line (sanitize.ts)
   const dispatch = createDispatcher({
     instances,
     images,
@@ -280,7 +283,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   process.on("SIGHUP", onHangup);
   logger.info({ listen: `${config.apiListen.host}:${port}`, hostId: config.hostId, virtType }, "cdh-agent is serving");
 
-  reporter = new Reporter({
+  const reporter = new Reporter({
     controllerUrl: config.controllerUrl,
     schedule: config.reportSchedule,
     timeoutMs: config.reportTimeoutMs,
@@ -304,6 +307,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       Orphans: inventory.lastResult().quarantined.map((o) => ({ Kind: o.kind, Name: o.name, FoundAt: o.foundAt, DeleteAfter: o.deleteAfter })),
     }),
   });
+  registry.subscribe((reason) => reporter.trigger(reason));
   reporter.start();
 
   return {
@@ -312,7 +316,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     instances,
     images,
     async close() {
-      reporter?.stop();
+      reporter.stop();
       sync.stop();
       clearInterval(measureTimer);
       void inventoryTask.stop();
@@ -352,6 +356,7 @@ async function startMetadata(o: { config: AgentConfig; runner: CommandRunner; gu
       runner: o.runner,
       bridges: config.subnets.map((s) => ({ bridge: s.bridge, gateway: s.gateway })),
       port: config.metadataPort,
+      table: config.metadataNftTable,
     });
   } catch (error) {
     logger.error({ err: error }, "could not install the metadata redirect (nftables); guests rely on their config drive");

@@ -2,6 +2,7 @@
  * The agent's instance model: the record it keeps in each domain's <metadata>,
  * the CVM instance states, and the pure rules that connect them.
  */
+import { addSecret } from "../drivers/exec/sanitize.js";
 import { randomBytes } from "node:crypto";
 import type { DomainPowerState } from "../drivers/libvirt/types.js";
 import { checkInstanceRecord } from "./core/records.js";
@@ -244,5 +245,10 @@ export function isoSeconds(date: Date): string {
 export function parseRecord(json: string): InstanceRecord {
   // Checked where it is read back: a record libvirt hands back may be old, damaged or edited.
   const value = checkInstanceRecord(JSON.parse(json));
+  // A record read back from libvirt brings its secrets into the agent: scrub them (sanitize.ts).
+  addSecret(value.userData);
+  if (value.userData) addSecret(Buffer.from(value.userData, "base64").toString("utf8"));
+  addSecret(value.login?.passwordHash);
+  addSecret(value.rescue?.passwordHash);
   return value;
 }

@@ -3,6 +3,7 @@
  * any other front end) only builds commands; one dispatcher handles them with a
  * switch on `action` ending in an exhaustiveness check.
  */
+import { addSecret } from "../../drivers/exec/sanitize.js";
 import { ApiError } from "../errors.js";
 import { parseDeleteImages, parseDescribeHosts, parseDescribeImages, parseImportImage } from "./schemas-images.js";
 import type { DeleteImagesParams, DescribeHostsParams, DescribeImagesParams, ImportImageParams } from "./schemas-images.js";
@@ -166,8 +167,29 @@ export function isAction(name: string): name is Action {
   return Object.prototype.hasOwnProperty.call(PARSERS, name);
 }
 
+/** Request fields whose values are secrets, at any depth (LoginSettings.Password, UserData, …). */
+const SECRET_FIELD = /password|userdata|secret|privatekey/i;
+
+/**
+ * Registers every secret a request carries with the agent's sanitizer (drivers/exec/sanitize.ts),
+ * before anything else reads the request: from here on no log line or command error shows it.
+ * User data is registered as sent (base64) and decoded.
+ */
+export function registerRequestSecrets(body: unknown, depth = 0): void {
+  if (depth > 8 || body === null || typeof body !== "object") return;
+  for (const [key, value] of Object.entries(body as Record<string, unknown>)) {
+    if (typeof value === "string" && SECRET_FIELD.test(key)) {
+      addSecret(value);
+      if (/userdata/i.test(key)) addSecret(Buffer.from(value, "base64").toString("utf8"));
+    } else if (typeof value === "object") {
+      registerRequestSecrets(value, depth + 1);
+    }
+  }
+}
+
 /** Parses a request body for an action; throws ApiError (InvalidAction, MissingParameter, InvalidParameter…). */
 export function parseCommand(action: string, body: unknown): Command {
+  registerRequestSecrets(body);
   if (!isAction(action)) {
     throw new ApiError("InvalidAction", `action ${JSON.stringify(action)} does not exist on this host agent`);
   }

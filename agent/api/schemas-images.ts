@@ -97,13 +97,34 @@ export interface DescribeHostsParams extends Paging {
   filters: Filter<HostFilterName>[];
 }
 
+/**
+ * Whether a URL carries a user name or password (`scheme://user:password@host/…`). Such a URL
+ * is refused where it enters, naming the field and never repeating the URL: its password would
+ * otherwise be kept in records, shown in DescribeImages and written to logs.
+ */
+export function urlHasCredentials(raw: string): boolean {
+  try {
+    const url = new URL(raw);
+    return url.username !== "" || url.password !== "";
+  } catch {
+    // Not a URL at all (refused for that); an authority with an "@" is still a credential.
+    return /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(raw);
+  }
+}
+
+/** The refusal of a URL with credentials; the message never repeats the URL. */
+export const URL_CREDENTIALS_MESSAGE =
+  "must not carry a user name or password (user:password@host): the agent would have to keep and show them; use a URL that needs none (a pre-signed URL, or file:///)";
+
 const importImageSchema = z
   .object({
     Architecture: z.enum(["x86_64", "arm_64"]),
     OsType: osTypeField,
     OsVersion: osVersionField,
     ImageUrl: z.string().superRefine((v, ctx) => {
-      if (imageUrlChecksum(v) === null) {
+      if (urlHasCredentials(v)) {
+        fail(ctx, "InvalidParameter.InvalidParameterUrlError", URL_CREDENTIALS_MESSAGE);
+      } else if (imageUrlChecksum(v) === null) {
         fail(ctx, "InvalidParameter.InvalidParameterUrlError", "may carry only one fragment, #sha256= followed by 64 hex digits (a `#` in a file name must be written %23)");
       } else if (!parseImageSource(v)) {
         fail(ctx, "InvalidParameter.InvalidParameterUrlError", "must be file:///absolute/path or an http:// or https:// URL");

@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { osTypeField, osVersionField } from "./schemas-os.js";
 import { fail, filterList, idList, idString, paging, parseWith, toFilters, toPaging, unique, type Filter, type Paging } from "./schemas.js";
+import { URL_CREDENTIALS_MESSAGE, urlHasCredentials } from "./schemas-images.js";
 
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
 const STOP_TYPES = ["SOFT", "HARD", "SOFT_FIRST"] as const;
@@ -187,7 +188,12 @@ export interface InstanceAttachIsoParams {
 const attachIsoSchema = z
   .object({
     InstanceId: idString("instance"),
-    ImageUrl: z.string().min(1),
+    ImageUrl: z
+      .string()
+      .min(1)
+      .superRefine((v, ctx) => {
+        if (urlHasCredentials(v)) fail(ctx, "InvalidParameter.InvalidParameterUrlError", URL_CREDENTIALS_MESSAGE);
+      }),
     Architecture: z.enum(["x86_64", "arm_64"]),
     OsType: osTypeField,
     OsVersion: osVersionField,

@@ -31,6 +31,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import type { Logger } from "pino";
 import { z } from "zod";
+import { addSecret } from "../../drivers/exec/sanitize.js";
 import { isoSeconds, newId } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
@@ -192,6 +193,7 @@ export class KeyPairStore {
     this.checkRoomFor(await this.load(), req.keyName);
     const { publicKey, privateKey } = await generateKeyPair("rsa", { modulusLength: bits, publicExponent: 0x10001 });
     const privatePem = privateKey.export({ type: "pkcs1", format: "pem" }).toString();
+    addSecret(privatePem); // scrubbed from every log line and command error (sanitize.ts)
     const bare = parseSshPublicKey(rsaPublicKeyLine(publicKey, ""));
     return this.mutate((s) => {
       this.checkRoomFor(s, req.keyName);

@@ -31,6 +31,7 @@
  * Python's crypt module and `openssl passwd -6`) and with the specification's vectors.
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { addSecret } from "../../drivers/exec/sanitize.js";
 import { ApiError } from "../errors.js";
 
 export type OsType = "linux" | "windows";
@@ -140,7 +141,11 @@ export function sha512Crypt(password: string, salt?: string, rounds?: number): s
     roundsGiven === undefined ? DEFAULT_ROUNDS : Math.min(MAX_ROUNDS, Math.max(MIN_ROUNDS, roundsGiven));
   const digest = sha512CryptDigest(Buffer.from(password, "utf8"), Buffer.from(saltChars, "utf8"), effectiveRounds);
   const roundsPart = roundsGiven === undefined ? "" : `rounds=${effectiveRounds}$`;
-  return `$6$${roundsPart}${saltChars}$${encodeDigest(digest)}`;
+  const hash = `$6$${roundsPart}${saltChars}$${encodeDigest(digest)}`;
+  // The password and its hash are scrubbed from every log line and command error (sanitize.ts).
+  addSecret(password);
+  addSecret(hash);
+  return hash;
 }
 
 /** True when `hash` is a `$6$` hash of `password`. A malformed hash is simply false. */
