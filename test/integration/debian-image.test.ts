@@ -15,7 +15,7 @@ import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureDebianImage, type DebianImage } from "../support/debian-image.js";
 import { generateGuestKeyPair, sshExec, waitForSsh } from "../support/guest-ssh.js";
-import { freePort } from "../support/sshd.js";
+import { freePort } from "../support/agent-process.js";
 
 const GUEST_IP = "10.0.2.50";
 const GUEST_MAC = "52:54:00:cd:40:01";
