@@ -48,13 +48,13 @@ export class LocalRunner implements CommandRunner {
       reject: false,
       shell: false,
       stripFinalNewline: false,
-      extendEnv: true,
+      extendEnv: false,
+      env: childEnv(options.env),
       forceKillAfterDelay: KILL_GRACE_MS,
       maxBuffer: 256 * 1024 * 1024,
       ...(timeoutMs > 0 && Number.isFinite(timeoutMs) ? { timeout: timeoutMs } : {}),
       ...(options.signal ? { cancelSignal: options.signal } : {}),
       ...(options.input !== undefined ? { input: options.input } : { stdin: "ignore" as const }),
-      ...(options.env ? { env: options.env } : {}),
       ...(options.cwd ? { cwd: options.cwd } : {}),
     };
     const started = performance.now();
@@ -96,9 +96,9 @@ export class LocalRunner implements CommandRunner {
       shell: false,
       buffer: false,
       stdin: "ignore",
-      extendEnv: true,
+      extendEnv: false,
+      env: childEnv(options.env),
       forceKillAfterDelay: false,
-      ...(options.env ? { env: options.env } : {}),
     });
     child.stdout?.on("data", (chunk: Buffer | string) => out.push(chunk));
     child.stderr?.on("data", (chunk: Buffer | string) => err.push(chunk));
@@ -155,6 +155,18 @@ function classify(result: ExecaResult, allowFailure: boolean): ExecFailure | nul
   if (result.signal !== undefined) return "signal";
   if (result.exitCode !== 0) return allowFailure ? null : "exit";
   return null;
+}
+
+/**
+ * A child's environment: the agent's own, without its CDH_AGENT_* settings (one of them may be
+ * the API SecretKey; no tool needs them), plus `extra`.
+ */
+export function childEnv(extra: Record<string, string> | undefined): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !k.startsWith("CDH_AGENT_")) env[k] = v;
+  }
+  return { ...env, ...extra };
 }
 
 export function checkArgv(argv: readonly string[]): [string, ...string[]] {

@@ -237,3 +237,18 @@ describe("LocalRunner.stream", () => {
     expect(exits).toBe(1);
   });
 });
+
+describe("LocalRunner's child environment", () => {
+  it("keeps the agent's environment but none of its CDH_AGENT_* settings (the SecretKey may be one)", async () => {
+    process.env.CDH_AGENT_SECRET_KEY_TEST_ONLY = "must-not-reach-children";
+    try {
+      const runner = new LocalRunner({ defaultTimeoutMs: 10_000 });
+      const { stdout } = await runner.run(["env"], { env: { EXTRA_ONE: "yes" } });
+      expect(stdout).not.toContain("CDH_AGENT_");
+      expect(stdout).toContain("EXTRA_ONE=yes");
+      expect(stdout).toContain(`PATH=${process.env.PATH}`);
+    } finally {
+      delete process.env.CDH_AGENT_SECRET_KEY_TEST_ONLY;
+    }
+  });
+});
