@@ -207,17 +207,15 @@ describe("SIGKILL in the middle of a reinstall, a snapshot or an image copy, the
     const vdb = (await describe1(id)).DataDisks![0]!.DiskId!;
 
     await armAt("snapshot:copying");
-    let snapshotId: string | undefined;
-    try {
-      snapshotId = ((await cbs.request("CreateSnapshot", { DiskId: vdb, SnapshotName: "crash" })) as { SnapshotId: string }).SnapshotId;
-    } catch {
-      // Killed before it could answer: the disk-id filter finds it below, if it survived.
-    }
+    // The copy runs in the background, after the answer (the guest is frozen first): the
+    // call answers, then the agent dies in the copy.
+    const snapshotId = ((await cbs.request("CreateSnapshot", { DiskId: vdb, SnapshotName: "crash" })) as { SnapshotId: string }).SnapshotId;
+    expect(snapshotId).toMatch(/^snap-[a-z0-9]{8}$/);
     await recover("snapshot:copying");
 
     const snaps = (await cbs.request("DescribeSnapshots", { Filters: [{ Name: "disk-id", Values: [vdb] }] })) as { TotalCount: number; SnapshotSet: CbsSnapshot[] };
     expect(snaps.SnapshotSet).toEqual([]);
-    if (snapshotId) expect(existsSync(join(pool, "snapshots", `${snapshotId}.qcow2`))).toBe(false);
+    expect(existsSync(join(pool, "snapshots", `${snapshotId}.qcow2`))).toBe(false);
     expect(filesUnder(join(pool, "snapshots")), "files in snapshots/").toEqual([]);
     expect(readdirSync(join(agent.dataDir, "snapshots")).filter((f) => f.endsWith(".json")), "snapshot records").toEqual([]);
     // The copy of a running disk pauses the guest; the restart must not leave it paused.
@@ -253,7 +251,7 @@ describe("SIGKILL in the middle of a reinstall, a snapshot or an image copy, the
 
     await armAt("snapshot:rollback-copied");
     // The request waits for the rollback: the kill cuts it off.
-    await cbs.request("ApplySnapshot", { SnapshotId: snapshotId, DiskId: vdb }).catch(() => undefined);
+    await expect(cbs.request("ApplySnapshot", { SnapshotId: snapshotId, DiskId: vdb })).rejects.toThrow();
     await recover("snapshot:rollback-copied");
 
     const check = await qemuImgCheck(disk);
@@ -281,12 +279,14 @@ describe("SIGKILL in the middle of a reinstall, a snapshot or an image copy, the
     const name = `crash-image-${process.pid}`;
 
     await armAt("image:copying");
-    await agent.client.CreateImage({ InstanceId: id, ImageName: name }).catch(() => undefined);
+    // The copy runs in the background, after the answer: the call answers the new image's ID.
+    const answered = await agent.client.CreateImage({ InstanceId: id, ImageName: name });
     await recover("image:copying");
 
     const images = (await agent.client.DescribeImages({ Filters: [{ Name: "image-name", Values: [name] }] })).ImageSet ?? [];
     expect(images).toHaveLength(1);
     const image = images[0]!;
+    expect(image.ImageId).toBe(answered.ImageId);
     expect(image.ImageState).toBe("CREATEFAILED");
     const newImage = image.ImageId!;
     const left = filesUnder(agent.dataDir).filter((f) => f.includes(newImage) && !f.endsWith(`${newImage}.json`));

@@ -554,12 +554,8 @@ describe("SIGKILL in the middle of an import, then restart", () => {
   async function killedAt(point: string, path: string, name: string): Promise<string> {
     await agent.kill("SIGTERM");
     agent = await agent.restart({ CDH_AGENT_FAIL_POINT: point });
-    let imageId: string | undefined;
-    try {
-      imageId = (await agent.client.ImportImage({ ImageUrl: `file://${path}`, ImageName: name, OsType: "Linux", OsVersion: "x", Architecture: "x86_64" })).ImageId!;
-    } catch {
-      // killed before it answered: the import was not yet recorded
-    }
+    // The import answers first and converts in the background, where the agent dies.
+    const imageId = (await agent.client.ImportImage({ ImageUrl: `file://${path}`, ImageName: name, OsType: "Linux", OsVersion: "x", Architecture: "x86_64" })).ImageId;
     const dead = await Promise.race([
       agent.exited(),
       sleep(120_000).then(() => {

@@ -141,10 +141,7 @@ describe("the API server with the official SDK", () => {
     });
     expect(result.InstanceIdSet).toEqual(["ins-new00001"]);
     const command = calls[0]!.command;
-    expect(command.action).toBe("RunInstances");
-    if (command.action === "RunInstances") {
-      expect(command.params).toMatchObject({ cpu: 2, memoryGiB: 4, imageId: "img-abcd1234", placement: { hostId: "host-abcd1234" } });
-    }
+    expect(command).toMatchObject({ action: "RunInstances", params: { cpu: 2, memoryGiB: 4, imageId: "img-abcd1234", placement: { hostId: "host-abcd1234" } } });
   });
 
   it("reports a parameter error to the SDK as TencentCloudSDKHttpException with the CVM code", async () => {
