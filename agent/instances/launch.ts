@@ -280,8 +280,8 @@ export class Launcher {
     const t = entry.transition;
     const signal = t?.abort.signal;
     try {
-      await this.o.queue.run(() => this.o.provisioner.provision(entry.record, signal), { ...(signal ? { signal } : {}), label: id });
-      await this.o.power.refresh(id);
+      const power = await this.o.queue.run(() => this.o.provisioner.provision(entry.record, signal), { ...(signal ? { signal } : {}), label: id });
+      this.o.power.known(id, power);
       this.o.checkpoint("create:started");
     } catch (error) {
       if (signal?.aborted && entry.transition !== t) {

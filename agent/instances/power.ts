@@ -4,7 +4,7 @@
  * plug; each takes an AbortSignal, so that a hard stop or a terminate can pre-empt it)
  * and the StartInstances, StopInstances and RebootInstances operations built on them.
  */
-import { DomainStateError, type Hypervisor } from "../../drivers/libvirt/types.js";
+import { DomainStateError, type DomainPowerState, type Hypervisor } from "../../drivers/libvirt/types.js";
 import { DomainError } from "../core/errors.js";
 import { isPoweredOn } from "../model.js";
 import type { Operations, RequestContext } from "../core/operations.js";
@@ -27,6 +27,11 @@ export class PowerControl {
     },
   ) {
     this.softStopTimeoutMs = o.softStopTimeoutMs;
+  }
+
+  /** Records a state libvirt has just given (a start that returned: running), without asking again. */
+  known(instanceId: string, state: DomainPowerState): void {
+    this.o.registry.setPower(instanceId, state);
   }
 
   /** Asks libvirt for the domain's state now (heals a missed event). */

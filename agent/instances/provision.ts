@@ -5,7 +5,7 @@
  */
 import { mkdir, rm, readdir, readFile, stat } from "node:fs/promises";
 import type { Logger } from "pino";
-import { DomainNotFoundError, type Hypervisor, type VirtType } from "../../drivers/libvirt/types.js";
+import { DomainNotFoundError, type DomainPowerState, type Hypervisor, type VirtType } from "../../drivers/libvirt/types.js";
 import type { ImageTool } from "../../drivers/storage/types.js";
 import type { ImageCatalog } from "../images/catalog.js";
 import type { InstanceRecord } from "../model.js";
@@ -105,7 +105,8 @@ export class Provisioner {
     },
   ) {}
 
-  provision(record: InstanceRecord, signal?: AbortSignal): Promise<void> {
+  /** Returns the domain's state as the last step left it ("running" after its start). */
+  provision(record: InstanceRecord, signal?: AbortSignal): Promise<DomainPowerState> {
     return provisionInstance(this.o, record, signal);
   }
 
@@ -118,50 +119,82 @@ type ProvisionerDeps = ConstructorParameters<typeof Provisioner>[0];
 
 /**
  * Creates the system disk and the domain, and starts it. Safe to run again after a
- * crash at any point: a defined domain means its disk was complete; without one the
- * disk is made anew.
+ * crash at any point (recovery rolls a create forward with it).
+ *
+ * A launch waits for the slowest of its steps, so they overlap: the config drive (the
+ * slowest: xorriso) is built while libvirt is asked whether the domain exists; then the
+ * disks are made while the domain is defined (a definition does not need its files);
+ * only the start waits for all of them. So a defined domain no longer means complete
+ * disks: when recovery finds the domain defined and not running, every disk that is not
+ * a readable qcow2 is made anew (the guest never ran from it: the user never saw the
+ * instance RUNNING). The config drive is rebuilt every time (atomically; the same record
+ * gives the same bytes).
  */
-async function provisionInstance(o: ProvisionerDeps, record: InstanceRecord, signal?: AbortSignal): Promise<void> {
+async function provisionInstance(o: ProvisionerDeps, record: InstanceRecord, signal?: AbortSignal): Promise<DomainPowerState> {
   const { hypervisor, imageTool, paths } = o;
-  const existing = await hypervisor.getDomain(record.instanceId);
-  if (!existing) {
+  const id = record.instanceId;
+  // The directory first, with its mode (the drive's build would make it 0755).
+  await mkdir(paths.instanceDir(id), { recursive: true, mode: 0o711 });
+  const started = performance.now();
+  const timed = async (work: Promise<unknown>) => {
+    await work;
+    return Math.round(performance.now() - started);
+  };
+  const drive = timed(o.drives.buildDrive(record));
+  drive.catch(() => undefined); // awaited below; a failure is thrown there
+  let existing: Awaited<ReturnType<typeof hypervisor.getDomain>>;
+  try {
+    existing = await hypervisor.getDomain(id);
+  } catch (error) {
+    await drive.catch(() => undefined);
+    throw error;
+  }
+  const state = existing?.state ?? "shut off";
+  const startable = state === "shut off" || state === "crashed";
+  if (!existing || startable) {
     const image = o.images.requireUsable(record.imageId);
-    await mkdir(paths.instanceDir(record.instanceId), { recursive: true, mode: 0o711 });
-    await rm(record.systemDisk.path, { force: true });
-    signal?.throwIfAborted();
-    // The system disk, the data disks and the config drive are made at the same time.
-    const started = performance.now();
-    const dataDisks = o.disks.attachedTo(record.instanceId);
-    const timed = async (work: Promise<unknown>) => {
-      await work;
-      return Math.round(performance.now() - started);
+    const dataDisks = o.disks.attachedTo(id);
+    const makeSystemDisk = async () => {
+      if (existing && (await exists(record.systemDisk.path)) && (await isQcow2(imageTool, record.systemDisk.path))) return;
+      await rm(record.systemDisk.path, { force: true });
+      signal?.throwIfAborted();
+      await imageTool.createOverlay({
+        backing: image.path,
+        backingFormat: "qcow2",
+        target: record.systemDisk.path,
+        sizeBytes: Math.max(record.systemDisk.sizeGiB * GiB, image.virtualSizeBytes),
+      });
     };
-    const [disksMs, driveMs] = await Promise.all([
-      timed(
-        Promise.all([
-          imageTool.createOverlay({
-            backing: image.path,
-            backingFormat: "qcow2",
-            target: record.systemDisk.path,
-            sizeBytes: Math.max(record.systemDisk.sizeGiB * GiB, image.virtualSizeBytes),
-          }),
-          // Data disks: made empty, unless a crash left a complete one (it was then never used).
-          ...dataDisks.map(async (disk) => {
-            if (!(await exists(disk.path)) || !(await isQcow2(imageTool, disk.path))) await o.storage.createEmpty(disk.path, disk.sizeGiB);
-          }),
-        ]),
-      ),
-      timed(o.drives.buildDrive(record)),
-    ]);
-    o.logger.info({ instanceId: record.instanceId, disks: 1 + dataDisks.length, disksMs, driveMs }, "instance disks and config drive made");
+    const disks = timed(
+      Promise.all([
+        makeSystemDisk(),
+        // Data disks: made empty, unless a crash left a complete one (it was then never used).
+        ...dataDisks.map(async (disk) => {
+          if (!(await exists(disk.path)) || !(await isQcow2(imageTool, disk.path))) await o.storage.createEmpty(disk.path, disk.sizeGiB);
+        }),
+      ]),
+    );
+    const defined = existing ? Promise.resolve() : hypervisor.defineDomain(o.specs.of(record, image.bootMode));
+    const [disksMs, driveMs] = await settleAll([disks, drive, defined]);
+    o.logger.info({ instanceId: id, disks: 1 + dataDisks.length, disksMs, driveMs }, "instance disks and config drive made");
     o.checkpoint("create:overlay-created");
-    signal?.throwIfAborted();
-    await hypervisor.defineDomain(o.specs.of(record, image.bootMode));
     o.checkpoint("create:domain-defined");
+  } else {
+    await drive;
   }
   signal?.throwIfAborted();
-  const state = existing?.state ?? "shut off";
-  if (state === "shut off" || state === "crashed") await hypervisor.start(record.instanceId);
+  if (!startable) return state;
+  // A start that returned has the domain running (the driver checks a late answer): no need to ask libvirt again.
+  await hypervisor.start(id);
+  return "running";
+}
+
+/** Like Promise.all, but waits for every promise to settle before it throws the first failure. */
+async function settleAll<T extends readonly unknown[]>(work: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const results = await Promise.allSettled(work);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 async function exists(path: string): Promise<boolean> {
