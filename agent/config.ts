@@ -169,6 +169,9 @@ export const configSchema = z
     /** Port the metadata endpoint listens on at each subnet's gateway (guests use 80 through a redirect). */
     metadata_port: z.number().int().min(1).max(65535).default(8775)
       .describe("port of the metadata endpoint on each subnet gateway; guests reach it at 169.254.169.254:80 and 169.254.0.23:80"),
+    /** The agent's own nftables table (ip family) for the metadata redirect; replaced whole at start. */
+    metadata_nft_table: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "must be an nftables table name (a letter, then letters, digits or _)").default("cdh_metadata")
+      .describe("the agent's own nftables table (ip family) for the metadata redirect, replaced whole at start; two agents in one network namespace need two names"),
     /** Require IMDSv2 session tokens on every metadata request. */
     metadata_require_token: z.boolean().default(false)
       .describe("require IMDSv2 session tokens on every metadata request (true/false)"),
@@ -263,6 +266,7 @@ export interface AgentConfig {
   readonly failPoint: string;
   readonly subnets: readonly Subnet[];
   readonly metadataPort: number;
+  readonly metadataNftTable: string;
   readonly metadataRequireToken: boolean;
   readonly metadataMaxConnections: number;
   readonly metadataMaxConnectionsPerSource: number;
@@ -668,6 +672,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     failPoint: cfg.fail_point,
     subnets,
     metadataPort: cfg.metadata_port,
+    metadataNftTable: cfg.metadata_nft_table,
     metadataRequireToken: cfg.metadata_require_token,
     metadataMaxConnections: cfg.metadata_max_connections,
     metadataMaxConnectionsPerSource: cfg.metadata_max_connections_per_source,

@@ -25,6 +25,7 @@
 # Run from inside a test host, the script acts from the machine's root namespaces.
 set -euo pipefail
 script=$(readlink -f "$0")
+args=("$@")
 
 host="" restart=0 down=0
 while [ $# -gt 0 ]; do
@@ -56,7 +57,7 @@ inside_test_host() {
 if inside_test_host; then
   m=${CDH_MACHINE_NS_PID:-}
   if [ -n "$m" ] && [ -r "/proc/$m/ns/mnt" ] && [ "$(readlink "/proc/$m/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ]; then
-    exec nsenter -t "$m" -m -n -- bash "$script" "$@"
+    exec nsenter -t "$m" -m -n -- bash "$script" "${args[@]}"
   fi
   if [ -n "$host" ] && [ "$restart" = 0 ] && [ "$down" = 0 ] && timeout 20 virsh -c qemu:///system version >/dev/null 2>&1; then
     exit 0 # the host's libvirtd answers; nothing to do

@@ -13,7 +13,15 @@ import { AGENT_NODE_OPTIONS } from "../../agent/node-flags.js";
 
 export const SECRET_ID = "AKIDcdhagenttest0000000000000001";
 export const SECRET_KEY = "cdh-agent-test-secret-key-0001";
+/**
+ * The test agents' one subnet: its own libvirt network and bridge (the agent's defaults are
+ * cdh-default on cdhbr0), in the test host's libvirtd. The addresses stay the defaults'
+ * (10.201.0.0/24, gateway 10.201.0.1): the test host is its own network namespace.
+ */
 export const TEST_NETWORK = "cdhtest-net";
+export const TEST_BRIDGE = "cdhtbr0";
+export const TEST_GATEWAY = "10.201.0.1";
+const TEST_SUBNETS = [{ subnet_id: "subnet-default", vpc_id: "vpc-default", network: TEST_NETWORK, bridge: TEST_BRIDGE, cidr: "10.201.0.0/24" }];
 export type CvmClient = InstanceType<typeof tencentcloud.cvm.v20170312.Client>;
 
 export async function freePort(): Promise<number> {
@@ -92,6 +100,9 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
     CDH_AGENT_SOFT_STOP_TIMEOUT_S: "12",
     CDH_AGENT_SOFT_STOP_RETRY_S: "4",
     CDH_AGENT_DEFAULT_NETWORK: TEST_NETWORK,
+    CDH_AGENT_SUBNETS: JSON.stringify(TEST_SUBNETS),
+    // Not the agent's default table (cdh_metadata).
+    CDH_AGENT_METADATA_NFT_TABLE: "cdhtest_metadata",
     CDH_AGENT_LOG_LEVEL: "debug",
     CDH_AGENT_CONTROLLER_URL: "",
     ...options.env,

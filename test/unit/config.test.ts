@@ -76,6 +76,7 @@ describe("loadConfig", () => {
         },
       ],
       metadataPort: 8775,
+      metadataNftTable: "cdh_metadata",
       metadataRequireToken: false,
       metadataMaxConnections: 4096,
       metadataMaxConnectionsPerSource: 128,
