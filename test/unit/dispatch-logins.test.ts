@@ -6,6 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseCommand } from "../../agent/api/commands.js";
 import type { Dispatch } from "../../agent/api/server.js";
 import { createDispatcher } from "../../agent/dispatch.js";
+import type { DiskService } from "../../agent/disks/service.js";
+import type { SnapshotService } from "../../agent/disks/snapshots.js";
 import type { DiskStore } from "../../agent/disks/store.js";
 import { ApiError } from "../../agent/errors.js";
 import type { ImageCatalog } from "../../agent/images/catalog.js";
@@ -73,6 +75,15 @@ const IMAGES = new Map([
   [WINDOWS_IMAGE, image(WINDOWS_IMAGE, "Windows Server 2022")],
 ]);
 
+/** A dependency these tests must not reach: any use of it throws. */
+function failClosed<T extends object>(name: string): T {
+  return new Proxy({} as T, {
+    get: (_target, key) => {
+      throw new Error(`${name}.${String(key)} is not expected in these tests`);
+    },
+  });
+}
+
 let dir: string;
 let keyPairs: KeyPairStore;
 let service: FakeService;
@@ -93,6 +104,11 @@ beforeEach(async () => {
     libvirtConnected: () => true,
     keyPairs,
     disks: { attachedTo: () => [] } as unknown as DiskStore,
+    diskService: failClosed<DiskService>("diskService"),
+    snapshots: failClosed<SnapshotService>("snapshots"),
+    paths: new DataPaths(dir),
+    maxIsoBytes: 1024 ** 3,
+    downloadTimeoutMs: 60_000,
   });
 });
 afterEach(async () => {
