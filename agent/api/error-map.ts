@@ -56,6 +56,22 @@ export const CVM_CODE_OF: Readonly<Record<Exclude<DomainErrorKind, "InstanceStat
   SnapshotNotSupported: "InvalidSnapshot.NotSupported",
   PoolFull: "ResourceInsufficient",
   HostFailure: "InternalError",
+  BadPassword: "InvalidPassword",
+  KeyPairNotFound: "InvalidKeyPairId.NotFound",
+  KeyPairNameTaken: "InvalidKeyPairName.Duplicate",
+  KeyNameEmpty: "InvalidKeyPairNameEmpty",
+  KeyNameTooLong: "InvalidKeyPairNameTooLong",
+  KeyNameBadChar: "InvalidKeyPairNameIncludeIllegalChar",
+  PublicKeyMalformed: "InvalidPublicKey.Malformed",
+  PublicKeyTaken: "InvalidPublicKey.Duplicate",
+  KeyPairLimit: "InvalidKeyPair.LimitExceeded",
+  ProjectNotFound: "InvalidProjectId.NotFound",
+  BadFilter: "InvalidFilter",
+  MissingValue: "MissingParameter",
+  BadCombination: "InvalidParameterCombination",
+  TooLong: "InvalidParameterValue.TooLong",
+  KeyPairIdMalformed: "InvalidKeyPairId.Malformed",
+  InstanceIdMalformed: "InvalidInstanceId.Malformed",
 });
 
 /** The CVM code of a domain error. */

@@ -61,7 +61,26 @@ export type DomainErrorKind =
   /** A storage pool has not the room asked of it. */
   | "PoolFull"
   /** The host failed doing what was asked (libvirt, qemu-img, the filesystem); the message says how. */
-  | "HostFailure";
+  | "HostFailure"
+  /** A password that does not meet the complexity rules. */
+  | "BadPassword"
+  /** Key pairs (the CVM key pair codes). */
+  | "KeyPairNotFound"
+  | "KeyPairNameTaken"
+  | "KeyNameEmpty"
+  | "KeyNameTooLong"
+  | "KeyNameBadChar"
+  | "PublicKeyMalformed"
+  | "PublicKeyTaken"
+  | "KeyPairLimit"
+  | "ProjectNotFound"
+  /** Request-shaped refusals the login store makes itself (filters, lists, lengths). */
+  | "BadFilter"
+  | "MissingValue"
+  | "BadCombination"
+  | "TooLong"
+  | "KeyPairIdMalformed"
+  | "InstanceIdMalformed";
 
 export class DomainError extends Error {
   override name = "DomainError";

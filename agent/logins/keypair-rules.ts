@@ -17,18 +17,18 @@ export const KEY_NAME = /^[A-Za-z0-9_]+$/;
 
 /** KeyName rules with the seed's codes: required, ≤25 characters, letters/digits/underscore. */
 export function checkKeyName(keyName: string): void {
-  if (keyName.length === 0) throw loginError("InvalidKeyPairNameEmpty", "KeyName must not be empty");
+  if (keyName.length === 0) throw loginError("KeyNameEmpty", "KeyName must not be empty");
   if ([...keyName].length > KEY_NAME_MAX) {
-    throw loginError("InvalidKeyPairNameTooLong", `KeyName is longer than ${KEY_NAME_MAX} characters`);
+    throw loginError("KeyNameTooLong", `KeyName is longer than ${KEY_NAME_MAX} characters`);
   }
   if (!KEY_NAME.test(keyName)) {
-    throw loginError("InvalidKeyPairNameIncludeIllegalChar", "KeyName may contain only letters, digits and underscore");
+    throw loginError("KeyNameBadChar", "KeyName may contain only letters, digits and underscore");
   }
 }
 
 export function checkProjectId(projectId: number | undefined): number {
   const id = projectId ?? 0;
-  if (id !== 0) throw loginError("InvalidProjectId.NotFound", `project ${id} does not exist; this host has only project 0`);
+  if (id !== 0) throw loginError("ProjectNotFound", `project ${id} does not exist; this host has only project 0`);
   return id;
 }
 
@@ -36,13 +36,13 @@ export function checkBatch(
   name: string,
   ids: readonly string[],
   shape: RegExp,
-  malformed: "InvalidKeyPairId.Malformed" | "InvalidInstanceId.Malformed",
+  malformed: "KeyPairIdMalformed" | "InstanceIdMalformed",
   prefix: string,
   mayBeEmpty: boolean,
 ): void {
-  if (ids.length === 0 && !mayBeEmpty) throw loginError("MissingParameter", `${name} must name at least one ID`);
+  if (ids.length === 0 && !mayBeEmpty) throw loginError("MissingValue", `${name} must name at least one ID`);
   if (ids.length > BATCH_MAX) {
-    throw loginError("InvalidParameterValue.LimitExceeded", `${name} has ${ids.length} items; at most ${BATCH_MAX} are allowed`);
+    throw loginError("TooMany", `${name} has ${ids.length} items; at most ${BATCH_MAX} are allowed`);
   }
   for (const id of ids) {
     if (!shape.test(id)) {

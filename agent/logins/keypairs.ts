@@ -162,14 +162,14 @@ export class KeyPairStore {
     try {
       parsed = parseSshPublicKey(req.publicKey);
     } catch (error) {
-      if (error instanceof SshKeyError) throw loginError("InvalidPublicKey.Malformed", `PublicKey ${error.message}`, { cause: error });
+      if (error instanceof SshKeyError) throw loginError("PublicKeyMalformed", `PublicKey ${error.message}`, { cause: error });
       throw error;
     }
     const fingerprint = sshFingerprint(parsed.blob);
     return this.mutate((s) => {
       this.checkRoomFor(s, req.keyName);
       if (s.keyPairs.some((k) => k.fingerprint === fingerprint)) {
-        throw loginError("InvalidPublicKey.Duplicate", `a key pair with this public key (${fingerprint}) already exists`);
+        throw loginError("PublicKeyTaken", `a key pair with this public key (${fingerprint}) already exists`);
       }
       const record = this.newRecord(s, {
         keyName: req.keyName,
@@ -188,7 +188,7 @@ export class KeyPairStore {
     checkKeyName(req.keyName);
     const projectId = checkProjectId(req.projectId);
     const bits = req.bits ?? 2048;
-    if (bits !== 2048 && bits !== 4096) throw loginError("InvalidParameterValue", "the RSA key size must be 2048 or 4096 bits");
+    if (bits !== 2048 && bits !== 4096) throw loginError("BadValue", "the RSA key size must be 2048 or 4096 bits");
     // Fail fast on a taken name before spending time on a key; checked again under the lock.
     this.checkRoomFor(await this.load(), req.keyName);
     const { publicKey, privateKey } = await generateKeyPair("rsa", { modulusLength: bits, publicExponent: 0x10001 });
@@ -232,12 +232,12 @@ export class KeyPairStore {
     const keyIds = req.keyIds ?? [];
     const filters = req.filters ?? [];
     if (keyIds.length > 0 && filters.length > 0) {
-      throw loginError("InvalidParameterCombination", "KeyIds and Filters cannot be given together");
+      throw loginError("BadCombination", "KeyIds and Filters cannot be given together");
     }
-    checkBatch("KeyIds", keyIds, KEY_ID, "InvalidKeyPairId.Malformed", "skey-", true);
+    checkBatch("KeyIds", keyIds, KEY_ID, "KeyPairIdMalformed", "skey-", true);
     for (const f of filters) {
       if (!(KEY_PAIR_FILTERS as readonly string[]).includes(f.name)) {
-        throw loginError("InvalidFilter", `'${f.name}' is not a supported filter; use one of ${KEY_PAIR_FILTERS.join(", ")}`);
+        throw loginError("BadFilter", `'${f.name}' is not a supported filter; use one of ${KEY_PAIR_FILTERS.join(", ")}`);
       }
     }
     const s = await this.load();
@@ -255,16 +255,16 @@ export class KeyPairStore {
 
   /** ModifyKeyPairAttribute: rename and/or describe a key pair. */
   async modifyKeyPairAttribute(req: { keyId: string; keyName?: string; description?: string }): Promise<KeyPair> {
-    checkBatch("KeyId", [req.keyId], KEY_ID, "InvalidKeyPairId.Malformed", "skey-", false);
+    checkBatch("KeyId", [req.keyId], KEY_ID, "KeyPairIdMalformed", "skey-", false);
     if (req.keyName !== undefined) checkKeyName(req.keyName);
     if (req.description !== undefined && [...req.description].length > DESCRIPTION_MAX) {
-      throw loginError("InvalidParameterValue.TooLong", `Description is longer than ${DESCRIPTION_MAX} characters`);
+      throw loginError("TooLong", `Description is longer than ${DESCRIPTION_MAX} characters`);
     }
     return this.mutate((s) => {
       const record = findOrThrow(s, req.keyId);
       if (req.keyName !== undefined && req.keyName !== record.keyName) {
         if (s.keyPairs.some((k) => k.keyName === req.keyName)) {
-          throw loginError("InvalidKeyPairName.Duplicate", `a key pair named ${req.keyName} already exists`);
+          throw loginError("KeyPairNameTaken", `a key pair named ${req.keyName} already exists`);
         }
         record.keyName = req.keyName;
       }
@@ -275,15 +275,14 @@ export class KeyPairStore {
 
   /** DeleteKeyPairs: all or nothing; refused while any of the keys is bound to an instance. */
   async deleteKeyPairs(keyIds: readonly string[]): Promise<void> {
-    checkBatch("KeyIds", keyIds, KEY_ID, "InvalidKeyPairId.Malformed", "skey-", false);
+    checkBatch("KeyIds", keyIds, KEY_ID, "KeyPairIdMalformed", "skey-", false);
     await this.mutate((s) => {
       const doomed = new Set(keyIds);
       for (const keyId of doomed) {
         findOrThrow(s, keyId);
         const users = instancesOf(s, keyId);
         if (users.length > 0) {
-          throw loginError(
-            "InvalidParameterValue.KeyPairNotSupported",
+          throw loginError("KeyPairNotSupported",
             `key pair ${keyId} is bound to ${users.join(", ")}; unbind it (DisassociateInstancesKeyPairs) before deleting it`,
           );
         }
@@ -294,8 +293,8 @@ export class KeyPairStore {
 
   /** AssociateInstancesKeyPairs bookkeeping: each instance ends up bound to exactly `keyIds`. */
   async associate(instanceIds: readonly string[], keyIds: readonly string[]): Promise<BindingChange[]> {
-    checkBatch("InstanceIds", instanceIds, INSTANCE_ID, "InvalidInstanceId.Malformed", "ins-", false);
-    checkBatch("KeyIds", keyIds, KEY_ID, "InvalidKeyPairId.Malformed", "skey-", false);
+    checkBatch("InstanceIds", instanceIds, INSTANCE_ID, "InstanceIdMalformed", "ins-", false);
+    checkBatch("KeyIds", keyIds, KEY_ID, "KeyPairIdMalformed", "skey-", false);
     const keys = unique(keyIds);
     return this.mutate((s) => {
       for (const keyId of keys) findOrThrow(s, keyId);
@@ -309,8 +308,8 @@ export class KeyPairStore {
 
   /** DisassociateInstancesKeyPairs bookkeeping: removes `keyIds` from each instance. */
   async disassociate(instanceIds: readonly string[], keyIds: readonly string[]): Promise<BindingChange[]> {
-    checkBatch("InstanceIds", instanceIds, INSTANCE_ID, "InvalidInstanceId.Malformed", "ins-", false);
-    checkBatch("KeyIds", keyIds, KEY_ID, "InvalidKeyPairId.Malformed", "skey-", false);
+    checkBatch("InstanceIds", instanceIds, INSTANCE_ID, "InstanceIdMalformed", "ins-", false);
+    checkBatch("KeyIds", keyIds, KEY_ID, "KeyPairIdMalformed", "skey-", false);
     const removed = new Set(keyIds);
     return this.mutate((s) => {
       for (const keyId of removed) findOrThrow(s, keyId);
@@ -388,10 +387,10 @@ export class KeyPairStore {
 
   private checkRoomFor(s: StoreState, keyName: string): void {
     if (s.keyPairs.some((k) => k.keyName === keyName)) {
-      throw loginError("InvalidKeyPairName.Duplicate", `a key pair named ${keyName} already exists`);
+      throw loginError("KeyPairNameTaken", `a key pair named ${keyName} already exists`);
     }
     if (s.keyPairs.length >= this.maxKeyPairs) {
-      throw loginError("InvalidKeyPair.LimitExceeded", `this host already holds ${this.maxKeyPairs} key pairs`);
+      throw loginError("KeyPairLimit", `this host already holds ${this.maxKeyPairs} key pairs`);
     }
   }
 
@@ -416,7 +415,7 @@ export class KeyPairStore {
 
 function findOrThrow(s: StoreState, keyId: string): KeyPairRecord {
   const record = s.keyPairs.find((k) => k.keyId === keyId);
-  if (!record) throw loginError("InvalidKeyPairId.NotFound", `key pair ${keyId} does not exist`);
+  if (!record) throw loginError("KeyPairNotFound", `key pair ${keyId} does not exist`);
   return record;
 }
 

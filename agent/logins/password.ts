@@ -32,7 +32,7 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { addSecret } from "../../drivers/exec/sanitize.js";
-import { ApiError } from "../errors.js";
+import { DomainError } from "../core/errors.js";
 
 export type OsType = "linux" | "windows";
 
@@ -56,13 +56,13 @@ export interface CheckPasswordOptions {
   userName?: string;
 }
 
-/** Throws ApiError(InvalidPassword) unless `password` meets the rule above for `osType`. */
+/** Throws DomainError(BadPassword) unless `password` meets the rule above for `osType`. */
 export function checkPassword(password: string, osType: OsType, options: CheckPasswordOptions = {}): void {
   const field = options.field ?? "LoginSettings.Password";
   const rule = RULES[osType];
   const os = osType === "linux" ? "Linux" : "Windows";
   const fail = (why: string): never => {
-    throw new ApiError("InvalidPassword", `\`${field}\` ${why}`);
+    throw new DomainError("BadPassword", `\`${field}\` ${why}`);
   };
   // Count code points, not UTF-16 units, so a message about length is right even for
   // characters that are refused anyway.

@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ApiError } from "../../../agent/errors.js";
+import { DomainError } from "../../../agent/core/errors.js";
+import { cvmCodeOf } from "../../../agent/api/error-map.js";
 import { KeyPairStore, keyPairsFile } from "../../../agent/logins/keypairs.js";
 import { parseSshPublicKey } from "../../../agent/logins/openssh.js";
 import { DataPaths } from "../../../agent/paths.js";
@@ -24,7 +26,8 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
   try {
     await p;
   } catch (error) {
-    if (error instanceof ApiError) return error.code;
+    // The code the API answers with (the edge's error map).
+    if (error instanceof DomainError || error instanceof ApiError) return cvmCodeOf(error);
     throw error;
   }
   return "(no error)";

@@ -1,13 +1,16 @@
 import { execFileSync } from "node:child_process";
 import { describe, expect, it } from "vitest";
 import { ApiError } from "../../../agent/errors.js";
+import { DomainError } from "../../../agent/core/errors.js";
+import { cvmCodeOf } from "../../../agent/api/error-map.js";
 import { checkPassword, sha512Crypt, verifySha512Crypt, type OsType } from "../../../agent/logins/password.js";
 
 function codeOf(fn: () => void): string | undefined {
   try {
     fn();
   } catch (error) {
-    if (error instanceof ApiError) return error.code;
+    // The code the API answers with (the edge's error map).
+    if (error instanceof DomainError || error instanceof ApiError) return cvmCodeOf(error);
     throw error;
   }
   return undefined;
