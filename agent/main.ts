@@ -31,6 +31,7 @@ import { Operations } from "./core/operations.js";
 import { cvmCodeOf } from "./api/error-map.js";
 import { InstanceSync } from "./instances/sync.js";
 import { QemuWatch } from "./instances/qemu-watch.js";
+import { QemuWatch } from "./instances/qemu-watch.js";
 import { toCvmInstance } from "./instances/views.js";
 import { loadOrCreateCredentials } from "./credentials-file.js";
 import { GuestDocumentsService } from "./guests.js";
@@ -211,6 +212,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     reconcileIntervalMs: config.reconcileIntervalS * 1000,
     probeIntervalMs: config.libvirtProbeIntervalS * 1000,
     probeTimeoutMs: config.libvirtProbeTimeoutS * 1000,
+    ...(config.libvirtUri === "qemu:///system"
+      ? { qemuWatch: new QemuWatch({ registry, logger: logger.child({ component: "qemu-watch" }), pidFile: (domain) => `/run/libvirt/qemu/${domain}.pid` }) }
+      : {}),
   });
 
   await images.load();

@@ -5,6 +5,7 @@
  */
 import type { Logger } from "pino";
 import type { DomainEvent, DomainPowerState, EventWatch, Hypervisor } from "../../drivers/libvirt/types.js";
+import type { QemuWatch } from "./qemu-watch.js";
 import type { InstanceRegistry } from "./registry.js";
 
 /** libvirt lifecycle event → the power state it leaves the domain in (undefined: no change). */
@@ -37,6 +38,8 @@ export class InstanceSync {
       probeIntervalMs?: number;
       /** How long the probe waits before it calls libvirtd unreachable (libvirt_probe_timeout_s). */
       probeTimeoutMs?: number;
+      /** Sees a QEMU that vanished before libvirt says so (local libvirt only). */
+      qemuWatch?: QemuWatch;
     },
   ) {}
 
@@ -54,6 +57,7 @@ export class InstanceSync {
     });
     this.timer = setInterval(() => void this.reconcile(), this.o.reconcileIntervalMs);
     this.timer.unref();
+    this.o.qemuWatch?.start();
     if (this.o.probeIntervalMs) {
       this.probeTimer = setInterval(() => void this.probe(), this.o.probeIntervalMs);
       this.probeTimer.unref();
@@ -88,6 +92,7 @@ export class InstanceSync {
     this.watch?.stop();
     clearInterval(this.timer);
     clearInterval(this.probeTimer);
+    this.o.qemuWatch?.stop();
   }
 
   handleEvent(event: DomainEvent): void {
@@ -107,10 +112,15 @@ export class InstanceSync {
     // QEMU gone without being asked (killed, failed) or a guest crash: STOPPED, with why.
     const crash = (event.event === "Stopped" && event.detail === "Failed") || event.event === "Crashed";
     const entry = registry.get(event.domain);
+    // A QEMU that ended for a reason libvirt gives is no crash (the watch may have guessed one).
+    if (!crash && (event.event === "Shutdown" || event.event === "Stopped" || event.event === "Started")) {
+      this.o.qemuWatch?.explained(event.domain);
+      if (entry && event.event === "Stopped") delete entry.stateReason;
+    }
     if (crash && entry) {
       const what = event.event === "Crashed" ? "the guest crashed" : "QEMU exited unexpectedly (killed or failed)";
       entry.stateReason = { code: "InstanceCrashed", message: `${what}; libvirt: ${event.event} ${event.detail}`.trim(), at: event.at.toISOString() };
-      this.o.logger.warn({ instanceId: event.domain, event: `${event.event} ${event.detail}` }, "instance crashed");
+      this.o.logger.warn({ instanceId: event.domain, event: `${event.event} ${event.detail}`, seenAt: event.at.toISOString() }, "instance crashed");
     }
     if (power) registry.setPower(event.domain, power);
   }
