@@ -31,7 +31,6 @@ import { Operations } from "./core/operations.js";
 import { cvmCodeOf } from "./api/error-map.js";
 import { InstanceSync } from "./instances/sync.js";
 import { QemuWatch } from "./instances/qemu-watch.js";
-import { QemuWatch } from "./instances/qemu-watch.js";
 import { toCvmInstance } from "./instances/views.js";
 import { loadOrCreateCredentials } from "./credentials-file.js";
 import { GuestDocumentsService } from "./guests.js";
