@@ -5,49 +5,25 @@
  * Certificates are made with the openssl CLI. (test/integration/api-tls.test.ts does
  * the same against the agent process, with SIGHUP and the config refusals.)
  */
-import { execa } from "execa";
 import { copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { Agent } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createApiServer, type ApiLogger, type ApiServer } from "../../../agent/api/server.js";
-import { signTc3 } from "../../../agent/api/tc3.js";
 import { isLoopbackHost, loadTlsContext, TlsFileError } from "../../../agent/api/tls.js";
+import { describeOn, fingerprint, makeCertificates, openTls } from "../../support/tls.js";
 
 const SECRET_ID = "AKIDtestagent0001";
 const SECRET_KEY = "test-secret-key-0001";
+const CREDENTIAL = { secretId: SECRET_ID, secretKey: SECRET_KEY };
 let dir = "";
 let api: ApiServer | undefined;
 const file = (name: string) => join(dir, name);
 const pem = (name: string) => readFile(file(name));
 
 const quiet: ApiLogger = { child: () => quiet, info: () => {}, warn: () => {}, error: () => {} };
-
-async function openssl(...args: string[]): Promise<void> {
-  await execa("openssl", args, { cwd: dir });
-}
-
-async function makeCa(name: string): Promise<void> {
-  await openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.crt`, "-days", "2", "-subj", `/CN=${name}`);
-}
-
-async function makeLeaf(name: string, ca: string, kind: "server" | "client"): Promise<void> {
-  const ext =
-    kind === "server"
-      ? "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n"
-      : "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n";
-  await writeFile(file(`${name}.ext`), ext);
-  await openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
-  await openssl("x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.crt`, "-CAkey", `${ca}.key`, "-CAcreateserial", "-out", `${name}.crt`, "-days", "2", "-extfile", `${name}.ext`);
-}
-
-async function fingerprint(name: string): Promise<string> {
-  const { stdout } = await execa("openssl", ["x509", "-in", file(name), "-noout", "-fingerprint", "-sha256"]);
-  return stdout.split("=")[1]!.trim().toUpperCase();
-}
 
 async function start(mutual: boolean): Promise<number> {
   api = createApiServer({
@@ -68,45 +44,9 @@ function sdk(port: number, agentOptions: ConstructorParameters<typeof Agent>[0])
   });
 }
 
-function openTls(port: number, o: { ca: Buffer; cert?: Buffer; key?: Buffer }): Promise<TLSSocket> {
-  return new Promise((resolve, reject) => {
-    const s = tlsConnect({ host: "127.0.0.1", port, ca: o.ca, ...(o.cert ? { cert: o.cert, key: o.key } : {}) }, () => resolve(s));
-    s.once("error", reject);
-  });
-}
-
-function describeOn(s: TLSSocket, port: number): Promise<{ Response: { TotalCount?: number; Error?: unknown } }> {
-  const body = "{}";
-  const timestamp = Math.floor(Date.now() / 1000);
-  const authorization = signTc3({ secretId: SECRET_ID, secretKey: SECRET_KEY, service: "cvm", host: "127.0.0.1", timestamp, payload: body, contentType: "application/json" });
-  return new Promise((resolve, reject) => {
-    let text = "";
-    const onData = (d: Buffer) => {
-      text += d.toString("latin1");
-      const end = text.indexOf("\r\n\r\n");
-      const m = /content-length: (\d+)/i.exec(text);
-      if (end >= 0 && m && text.length >= end + 4 + Number(m[1])) {
-        s.off("data", onData);
-        resolve(JSON.parse(text.slice(end + 4)) as { Response: { TotalCount?: number } });
-      }
-    };
-    s.on("data", onData);
-    s.once("error", reject);
-    s.write(
-      `POST / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nX-TC-Action: DescribeInstances\r\n` +
-        `X-TC-Version: 2017-03-12\r\nX-TC-Timestamp: ${timestamp}\r\nAuthorization: ${authorization}\r\nContent-Length: 2\r\n\r\n${body}`,
-    );
-  });
-}
-
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "cdh-tls-unit-"));
-  await makeCa("ca");
-  await makeCa("otherca");
-  await makeLeaf("server1", "ca", "server");
-  await makeLeaf("server2", "ca", "server");
-  await makeLeaf("client", "ca", "client");
-  await makeLeaf("stranger", "otherca", "client");
+  await makeCertificates(dir);
   await copyFile(file("server1.crt"), file("api.crt"));
   await copyFile(file("server1.key"), file("api.key"));
 }, 60_000);
@@ -151,15 +91,15 @@ describe("the API over TLS", () => {
     const port = await start(true);
     const client = { ca: await pem("ca.crt"), cert: await pem("client.crt"), key: await pem("client.key") };
     const open = await openTls(port, client);
-    expect((await describeOn(open, port)).Response.TotalCount).toBe(0);
-    expect(open.getPeerCertificate().fingerprint256.toUpperCase()).toBe(await fingerprint("server1.crt"));
+    expect((await describeOn(open, port, CREDENTIAL)).Response.TotalCount).toBe(0);
+    expect(open.getPeerCertificate().fingerprint256.toUpperCase()).toBe(await fingerprint(file("server1.crt")));
     await copyFile(file("server2.crt"), file("api.crt"));
     await copyFile(file("server2.key"), file("api.key"));
     expect(api!.reloadTls()).toBe(true);
     const fresh = await openTls(port, client);
-    expect(fresh.getPeerCertificate().fingerprint256.toUpperCase()).toBe(await fingerprint("server2.crt"));
+    expect(fresh.getPeerCertificate().fingerprint256.toUpperCase()).toBe(await fingerprint(file("server2.crt")));
     fresh.destroy();
-    expect((await describeOn(open, port)).Response.TotalCount).toBe(0);
+    expect((await describeOn(open, port, CREDENTIAL)).Response.TotalCount).toBe(0);
     open.destroy();
   });
 
@@ -169,7 +109,7 @@ describe("the API over TLS", () => {
     expect(() => api!.reloadTls()).toThrow(TlsFileError);
     expect(() => api!.reloadTls()).toThrow(/api_tls_cert/);
     const s = await openTls(port, { ca: await pem("ca.crt") });
-    expect(s.getPeerCertificate().fingerprint256.toUpperCase()).toBe(await fingerprint("server1.crt"));
+    expect(s.getPeerCertificate().fingerprint256.toUpperCase()).toBe(await fingerprint(file("server1.crt")));
     s.destroy();
   });
 
