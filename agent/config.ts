@@ -358,9 +358,8 @@ type Kind = "string" | "number" | "boolean" | "json";
 function kindOf(schema: z.ZodTypeAny): Kind {
   let s: z.ZodTypeAny = schema;
   for (;;) {
-    if (s instanceof z.ZodDefault) s = s._def.innerType;
-    else if (s instanceof z.ZodOptional) s = s._def.innerType;
-    else if (s instanceof z.ZodEffects) s = s._def.schema;
+    if (s instanceof z.ZodDefault || s instanceof z.ZodOptional) s = s.unwrap() as z.ZodTypeAny;
+    else if (s instanceof z.ZodPipe) s = s.in as z.ZodTypeAny;
     else break;
   }
   if (s instanceof z.ZodNumber) return "number";

@@ -34,11 +34,7 @@ fi
 cd "$here"
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "install-deps: npm ci"
-  # The registry these hosts reach lacks some platform-only optional packages
-  # (rollup's android/darwin builds), and npm ci refuses a lock file without
-  # them; npm install honours the same lock file and skips what it cannot get.
-  if ! npm ci --no-audit --no-fund --loglevel=error >/tmp/cdh-npm-ci.log 2>&1; then
-    echo "install-deps: npm ci refused the lock file; installing from it with npm install"
-    npm install --no-audit --no-fund --loglevel=error
-  fi
+  # The lock file lists every platform's optional packages: a refusal is an error
+  # (regenerate the lock file, README "Dependencies"), never a silent npm install.
+  npm ci --no-audit --no-fund --loglevel=error
 fi

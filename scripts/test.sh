@@ -17,5 +17,5 @@ bash scripts/build-rescue-image.sh >/dev/null
 for script in scripts/build-debian-image.sh; do
   [ -f "$script" ] && bash "$script" >/dev/null
 done
-npx tsc -p tsconfig.json --noEmit
+npm run typecheck --silent  # the agent and the tests (tsconfig.test.json)
 exec bash scripts/in-testns.sh npx vitest run "$@"

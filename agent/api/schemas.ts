@@ -19,10 +19,10 @@ export type Ctx = z.RefinementCtx;
 
 /** Adds an issue that will surface with the given CVM code. */
 export function fail(ctx: Ctx, code: ErrorCode, message: string, path?: Array<string | number>): void {
-  ctx.addIssue({ code: z.ZodIssueCode.custom, message, params: { apiCode: code }, ...(path ? { path } : {}) });
+  ctx.addIssue({ code: "custom", message, params: { apiCode: code }, ...(path ? { path } : {}) });
 }
 
-export function formatPath(path: ReadonlyArray<string | number>): string {
+export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   return path.map(String).join(".");
 }
 
@@ -30,31 +30,50 @@ function article(type: string): string {
   return /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
 }
 
-function priority(issue: z.ZodIssue): number {
+/**
+ * The JSON type of the value an issue is about (zod 4 keeps the value itself, in
+ * `input`, when parsing with `reportInput`): "undefined" for a missing field, "null",
+ * "array", or its typeof.
+ */
+function received(issue: z.core.$ZodIssue): string {
+  const input = issue.input;
+  if (input === null) return "null";
+  if (Array.isArray(input)) return "array";
+  return typeof input;
+}
+
+/** A required field that is absent (zod 4 reports a missing enum as invalid_value). */
+function missing(issue: z.core.$ZodIssue): boolean {
+  return (issue.code === "invalid_type" || issue.code === "invalid_value") && received(issue) === "undefined";
+}
+
+function priority(issue: z.core.$ZodIssue): number {
   if (issue.code === "unrecognized_keys") return 0;
-  if (issue.code === "invalid_type" && issue.received === "undefined") return 1;
+  if (missing(issue)) return 1;
   if (issue.code === "invalid_type") return 2;
   return 3;
 }
 
 /** Turns the most important zod issue into an ApiError. */
-export function issueToApiError(issues: readonly z.ZodIssue[]): ApiError {
+export function issueToApiError(issues: readonly z.core.$ZodIssue[]): ApiError {
   const issue = [...issues].sort((a, b) => priority(a) - priority(b))[0];
   if (!issue) return new ApiError("InvalidParameter", "the request parameters are invalid");
   const where = formatPath(issue.path);
   const named = (text: string) => (where ? `\`${where}\` ${text}` : text);
+  if (missing(issue)) return new ApiError("MissingParameter", `missing parameter \`${where}\``);
   switch (issue.code) {
     case "unrecognized_keys": {
       const key = issue.keys[0] ?? "";
       return new ApiError("InvalidParameter", `unknown parameter \`${where ? `${where}.${key}` : key}\``);
     }
     case "invalid_type":
-      if (issue.received === "undefined") return new ApiError("MissingParameter", `missing parameter \`${where}\``);
-      return new ApiError("InvalidParameter", named(`must be ${article(issue.expected)}, got ${issue.received}`));
-    case "invalid_enum_value":
+      // zod 4 reports a fractional number where an integer belongs as invalid_type "int".
+      if (issue.expected === "int") return new ApiError("InvalidParameter", named(`must be an integer, got ${received(issue) === "number" ? "float" : received(issue)}`));
+      return new ApiError("InvalidParameter", named(`must be ${article(issue.expected)}, got ${received(issue)}`));
+    case "invalid_value":
       return new ApiError(
         "InvalidParameterValue",
-        named(`must be one of ${issue.options.map((o) => `'${String(o)}'`).join(", ")}, got '${String(issue.received)}'`),
+        named(`must be one of ${issue.values.map((o) => `'${String(o)}'`).join(", ")}, got '${String(issue.input)}'`),
       );
     case "custom": {
       const code = (issue.params as { apiCode?: ErrorCode } | undefined)?.apiCode ?? "InvalidParameterValue";
@@ -67,7 +86,8 @@ export function issueToApiError(issues: readonly z.ZodIssue[]): ApiError {
 
 /** Parses with a schema, or throws the translated ApiError. */
 export function parseWith<S extends z.ZodTypeAny>(schema: S, body: unknown): z.output<S> {
-  const result = schema.safeParse(body);
+  // reportInput: the issues carry the offending value, whose JSON type the messages name.
+  const result = schema.safeParse(body, { reportInput: true });
   if (!result.success) throw issueToApiError(result.error.issues);
   return result.data as z.output<S>;
 }
@@ -132,9 +152,12 @@ export function boundedString(max: number, tooLongCode: ErrorCode = "InvalidPara
 export function unsupportedFields(names: readonly string[]): Record<string, z.ZodTypeAny> {
   const out: Record<string, z.ZodTypeAny> = {};
   for (const name of names) {
-    out[name] = z.unknown().superRefine((v, ctx) => {
-      if (v !== undefined) fail(ctx, "InvalidParameterValue", "is not supported by this host agent");
-    });
+    out[name] = z
+      .unknown()
+      .superRefine((v, ctx) => {
+        if (v !== undefined) fail(ctx, "InvalidParameterValue", "is not supported by this host agent");
+      })
+      .optional();
   }
   return out;
 }
@@ -192,4 +215,4 @@ export function unique<T>(list: readonly T[]): T[] {
 }
 
 /** The request body must be a JSON object. */
-export const bodyObject = z.record(z.unknown());
+export const bodyObject = z.record(z.string(), z.unknown());
