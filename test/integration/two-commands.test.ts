@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AGENT_NODE_OPTIONS } from "../../agent/node-flags.js";
-import { SECRET_ID, SECRET_KEY, TEST_BRIDGE, TEST_NETWORK, startAgentProcess, type AgentProcess } from "../support/agent-process.js";
+import { SECRET_ID, SECRET_KEY, TEST_BRIDGE, TEST_NETWORK, freePort, startAgentProcess, type AgentProcess } from "../support/agent-process.js";
 
 const machinePid = process.env.CDH_MACHINE_NS_PID ?? "";
 
@@ -200,7 +200,7 @@ describe("the agent on its defaults and the test host, on one machine", () => {
       env: {
         ...BASE_ENV,
         CDH_AGENT_DATA_DIR: dataDir,
-        CDH_AGENT_API_LISTEN: "127.0.0.1:0",
+        CDH_AGENT_API_LISTEN: `127.0.0.1:${await freePort()}`,
         CDH_AGENT_SECRET_ID: SECRET_ID,
         CDH_AGENT_SECRET_KEY: SECRET_KEY,
         CDH_AGENT_HOST_ID: "host-clash000",
