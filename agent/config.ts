@@ -130,9 +130,9 @@ export const configSchema = z
     /** Guest memory per host memory (ratio, > 0, ≤ 16). */
     memory_allocation_ratio: z.number().positive().max(16).default(1.0)
       .describe("guest memory per host memory (ratio, > 0 and <= 16)"),
-    /** Launches that make disks and define and start domains at once; the rest wait PENDING. 0 = one per host core (2 to 16). */
+    /** Launches that make disks and define and start domains at once; the rest wait PENDING. 0 = four per host core (4 to 32). */
     launch_concurrency: z.number().int().nonnegative().max(256).default(0)
-      .describe("launches run at once on this host (instances); the others wait in order, PENDING; 0 = one per host core, at least 2, at most 16"),
+      .describe("launches run at once on this host (instances); the others wait in order, PENDING; 0 = four per host core, at least 4, at most 32"),
     /** How long a soft stop waits for the guest before it fails (or goes hard), seconds. */
     soft_stop_timeout_s: seconds().default(60)
       .describe("how long a soft stop waits for the guest (seconds)"),

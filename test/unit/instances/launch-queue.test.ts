@@ -106,11 +106,11 @@ describe("LaunchQueue", () => {
 });
 
 describe("launchConcurrency", () => {
-  it("takes the setting when it is set, and one per core (2 to 16) when it is 0", () => {
+  it("takes the setting when it is set, and four per core (4 to 32) when it is 0", () => {
     expect(launchConcurrency(5, 2)).toBe(5);
-    expect(launchConcurrency(0, 1)).toBe(2);
-    expect(launchConcurrency(0, 2)).toBe(2);
-    expect(launchConcurrency(0, 8)).toBe(8);
-    expect(launchConcurrency(0, 64)).toBe(16);
+    expect(launchConcurrency(0, 1)).toBe(4);
+    expect(launchConcurrency(0, 2)).toBe(8);
+    expect(launchConcurrency(0, 8)).toBe(32);
+    expect(launchConcurrency(0, 64)).toBe(32);
   });
 });
