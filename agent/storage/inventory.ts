@@ -110,6 +110,9 @@ export class InventorySweep {
     }
 
     // Domains that carry this host's record but are not instances the agent knows.
+    // Only instances at rest before the listing can be missing from it: a slow libvirt
+    // lists for many seconds, and a launch may define its domain meanwhile.
+    const atRest = new Set([...this.o.registry.all()].filter((e) => !e.launchFailed && !e.transition).map((e) => e.record.instanceId));
     const present = new Set<string>();
     for (const d of await this.o.hypervisor.listDomains()) {
       present.add(d.name);
@@ -129,7 +132,8 @@ export class InventorySweep {
       });
     }
     for (const e of this.o.registry.all()) {
-      if (!e.launchFailed && !e.transition && !present.has(e.record.instanceId)) result.missingDomains.push(e.record.instanceId);
+      const id = e.record.instanceId;
+      if (atRest.has(id) && !e.launchFailed && !e.transition && !present.has(id)) result.missingDomains.push(id);
     }
     for (const id of result.missingDomains) this.o.logger.warn({ instanceId: id }, "instance has no libvirt domain (state UNKNOWN); left for the operator");
 
