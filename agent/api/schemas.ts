@@ -47,6 +47,12 @@ function missing(issue: z.core.$ZodIssue): boolean {
   return (issue.code === "invalid_type" || issue.code === "invalid_value") && received(issue) === "undefined";
 }
 
+/** The offending value, short, for a message (String() throws on an object without a prototype). */
+function shown(value: unknown): string {
+  const text = typeof value === "string" ? `'${value}'` : (JSON.stringify(value) ?? String(value));
+  return text.length > 40 ? `${text.slice(0, 37)}...` : text;
+}
+
 function priority(issue: z.core.$ZodIssue): number {
   if (issue.code === "unrecognized_keys") return 0;
   if (missing(issue)) return 1;
@@ -73,7 +79,7 @@ export function issueToApiError(issues: readonly z.core.$ZodIssue[]): ApiError {
     case "invalid_value":
       return new ApiError(
         "InvalidParameterValue",
-        named(`must be one of ${issue.values.map((o) => `'${String(o)}'`).join(", ")}, got '${String(issue.input)}'`),
+        named(`must be one of ${issue.values.map((o) => `'${String(o)}'`).join(", ")}, got ${shown(issue.input)}`),
       );
     case "custom": {
       const code = (issue.params as { apiCode?: ErrorCode } | undefined)?.apiCode ?? "InvalidParameterValue";

@@ -17,8 +17,11 @@ const id = (prefix: string) => hex8.map((s) => `${prefix}-${s}`);
 const anyId = fc.oneof(id("ins"), id("img"), id("disk"), id("snap"), id("skey"), id("host"), id("subnet"), id("vpc"), fc.constantFrom("ins-1", "img-", "", "x"));
 const smallInt = fc.oneof(fc.integer({ min: -2, max: 200 }), fc.constantFrom(0, 1, 10, 50, 100, 101, 16384, 2 ** 31, 1.5, Number.MAX_SAFE_INTEGER));
 const text = fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom("CDH_1C1G", "CDH_2C4G", "LOCAL_BASIC", "CLOUD_PREMIUM", "SOFT", "HARD", "x86_64", "Linux", "Debian", "12", "file:///dev/null", "http://127.0.0.1/x.raw", "Passw0rd!x", "instance-name", "zone-1", "CDHPAID"));
-/** Any JSON value, small. */
-const json = fc.jsonValue({ maxDepth: 2 });
+/**
+ * Any JSON value, small, without a backtick: messages quote field names in backticks
+ * (unescaped), so a name holding one could not be read back out of a message here.
+ */
+const json = fc.jsonValue({ maxDepth: 2 }).filter((v) => !JSON.stringify(v).includes("`"));
 
 /** Values a field of this API might take, right or wrong. */
 const fieldValue: fc.Arbitrary<unknown> = fc.oneof(
