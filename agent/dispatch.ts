@@ -2,6 +2,7 @@
  * The one dispatcher: every parsed API command is routed here by one exhaustive
  * switch. HTTP (and, later, the command line or scheduled jobs) only build commands.
  */
+import { storedOsFamily } from "./os-family.js";
 import { randomUUID } from "node:crypto";
 import type { Command } from "./api/commands.js";
 import type { Dispatch } from "./api/server.js";
@@ -54,7 +55,7 @@ function dryRun(flag: boolean): void {
 
 /** The image's OS family, as DescribeImages shows it in OsType. */
 function osTypeOf(image: ImageRecord): OsType {
-  return /windows/i.test(image.osType) ? "windows" : "linux";
+  return storedOsFamily(image.osType);
 }
 
 type RunParams = Extract<Command, { action: "RunInstances" }>["params"];

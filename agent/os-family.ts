@@ -46,6 +46,15 @@ export function osFamilyOf(osType: string): OsFamily | undefined {
 }
 
 /**
+ * The family of an image already stored: the exact mapping for the names above; for a
+ * name outside them (only images imported before ImportImage checked OsType) the old
+ * rule, "windows" anywhere in the name, so that such images do not change family.
+ */
+export function storedOsFamily(osType: string): OsFamily {
+  return osFamilyOf(osType) ?? (/windows/i.test(osType) ? "windows" : "linux");
+}
+
+/**
  * An OsVersion is a release name or number: 1–32 letters, digits, `.`, `_`, `-` or
  * blanks, starting with a letter or digit (`7.2.1`, `12`, `22.04`, `2012 R2`, `bookworm`).
  */

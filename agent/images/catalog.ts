@@ -18,6 +18,7 @@
  * (a snapshot, or another image sharing the base), at the scheduled sweep
  * (`image_cache_sweep_schedule`), never by age.
  */
+import { storedOsFamily } from "../os-family.js";
 import { copyFile, mkdir, open, readdir, readFile, realpath, rename, rm, stat } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { createTask, type ScheduledTask } from "node-cron";
@@ -193,6 +194,7 @@ export class ImageCatalog implements ImportStore {
       path,
       virtualSizeBytes: record.virtualSizeBytes,
       osName: `${record.osType} ${record.osVersion}`.trim(),
+      osFamily: storedOsFamily(record.osType),
       bootMode: record.bootMode,
       configDrive: configDriveOf(record.tags),
     };

@@ -2,6 +2,7 @@
  * The image model: the record kept per image (img-xxxxxxxx.json under the images
  * directory), its states, and the import failures DescribeImages shows.
  */
+import type { OsFamily } from "../os-family.js";
 import { z } from "zod";
 import type { ConfigDriveFormat, ImageTag } from "./source.js";
 
@@ -58,6 +59,8 @@ export interface UsableImage {
   path: string;
   virtualSizeBytes: number;
   osName: string;
+  /** The image's OS family (agent/os-family.ts). */
+  osFamily: OsFamily;
   bootMode: "Legacy BIOS" | "UEFI";
   /** The config drive the image's tags ask for. */
   configDrive: ConfigDriveFormat;

@@ -2,6 +2,7 @@
  * DescribeImages' view of an image: the CVM Image structure (seed API §2.4), with
  * ErrorCode/ErrorMessage when an import or creation failed.
  */
+import { storedOsFamily } from "../os-family.js";
 import type { ImageRecord } from "./model.js";
 
 const GiB = 1024 ** 3;
@@ -23,9 +24,9 @@ export function toCvmImage(record: ImageRecord): Record<string, unknown> {
     ImageCreator: "",
     ImageSource: record.origin ?? "IMPORT",
     SyncPercent: done ? 100 : Math.floor(record.progressPercent ?? 0),
-    IsSupportCloudinit: !/windows/i.test(record.osType),
+    IsSupportCloudinit: storedOsFamily(record.osType) === "linux",
     ImageFormat: "qcow2",
-    OsType: /windows/i.test(record.osType) ? "windows" : "linux",
+    OsType: storedOsFamily(record.osType),
     OsVersion: record.osVersion,
     BootMode: record.bootMode,
     Tags: (record.tags ?? []).map((t) => ({ Key: t.key, Value: t.value })),

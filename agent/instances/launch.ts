@@ -120,7 +120,7 @@ export class Launcher {
         `SystemDisk.DiskSize ${req.systemDisk.sizeGiB} GiB is smaller than image ${req.imageId} (${Math.ceil(image.virtualSizeBytes / GiB)} GiB)`,
       );
     }
-    const osType: "linux" | "windows" = /windows/i.test(image.osName) ? "windows" : "linux";
+    const osType = image.osFamily;
     if (req.login?.password !== undefined) checkPassword(req.login.password, osType, { field: "LoginSettings.Password" });
     const subnet = resolveSubnet(this.o.subnets, req.vpc);
     const count = req.names.length;

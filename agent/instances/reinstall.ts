@@ -64,7 +64,7 @@ export class Reinstaller {
     const old = entry!.record;
     const imageId = req.imageId ?? old.imageId;
     const image = this.o.images.requireUsable(imageId);
-    const osType: "linux" | "windows" = /windows/i.test(image.osName) ? "windows" : "linux";
+    const osType = image.osFamily;
     const sizeGiB = req.systemDiskGiB ?? Math.max(old.systemDisk.sizeGiB, Math.ceil(image.virtualSizeBytes / GiB));
     if (sizeGiB < old.systemDisk.sizeGiB) {
       throw new DomainError("DiskShrink", `\`SystemDisk.DiskSize\` ${sizeGiB} GB is smaller than the system disk's ${old.systemDisk.sizeGiB} GB`);

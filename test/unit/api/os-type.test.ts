@@ -1,6 +1,6 @@
 /** OsType and OsVersion: the documented families, an exact mapping, and the refusals. */
 import { describe, expect, it } from "vitest";
-import { osFamilyOf, OS_TYPES } from "../../../agent/os-family.js";
+import { osFamilyOf, OS_TYPES, storedOsFamily } from "../../../agent/os-family.js";
 import { parse, refusal } from "../../support/parse.js";
 
 const importBody = {
@@ -24,6 +24,16 @@ describe("the OS family mapping", () => {
     for (const name of ["NotWindows", "windowsish", "Linux (not Windows)", "Windows 95", "Win", "", "Linux2"]) {
       expect([name, osFamilyOf(name)]).toEqual([name, undefined]);
     }
+  });
+});
+
+describe("the family of a stored image", () => {
+  it("is the exact mapping for a listed name, and the old word rule only for names imported before the check", () => {
+    expect(storedOsFamily("Windows Server 2016")).toBe("windows");
+    expect(storedOsFamily("Debian")).toBe("linux");
+    // Before the check, ImportImage kept any name; such images keep the family they had.
+    expect(storedOsFamily("Windows 10 Pro")).toBe("windows");
+    expect(storedOsFamily("Arch")).toBe("linux");
   });
 });
 

@@ -37,7 +37,7 @@ class FakeImages {
 
   requireUsable(imageId: string): UsableImage {
     if (imageId !== IMAGE_ID) throw new Error(`FakeImages: unknown image ${imageId}`);
-    return { imageId, path: this.base, virtualSizeBytes: GiB, osName: "Debian 12", bootMode: "Legacy BIOS", configDrive: "config-2" };
+    return { imageId, path: this.base, virtualSizeBytes: GiB, osName: "Debian 12", osFamily: "linux", bootMode: "Legacy BIOS", configDrive: "config-2" };
   }
 
   checkName(imageName: string): void {
