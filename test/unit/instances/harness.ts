@@ -69,6 +69,8 @@ export interface HarnessOptions {
   cpus?: number;
   memoryGiB?: number;
   softStopTimeoutMs?: number;
+  /** Launches at once (launch_concurrency). Default 4. */
+  launchConcurrency?: number;
   /** Shared with a previous harness (restart). */
   dir?: string;
   hv?: FakeHypervisor;
@@ -138,7 +140,7 @@ export async function makeHarness(o: HarnessOptions = {}): Promise<Harness> {
     rescue: { kernel: "/boot/rescue", initrd: "/boot/rescue.img" },
     softStopTimeoutMs: o.softStopTimeoutMs ?? 2000,
     softStopRetryMs: 200,
-    launchConcurrency: 4,
+    launchConcurrency: o.launchConcurrency ?? 4,
     checkpoint: () => undefined,
     logger,
   } as Parameters<typeof createInstanceOperations>[0]);
