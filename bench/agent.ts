@@ -9,14 +9,16 @@ import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { AGENT_NODE_OPTIONS } from "../agent/node-flags.js";
-import { freePort, sdkClient as testSdkClient, type CvmClient } from "../test/support/agent-process.js";
+import { freePort, sdkClient as testSdkClient, TEST_BRIDGE, TEST_NETWORK, type CvmClient } from "../test/support/agent-process.js";
 import { sleep } from "./stats.js";
 
 export { freePort, type CvmClient };
 
 export const SECRET_ID = "AKIDcdhagentbench000000000000001";
 export const SECRET_KEY = "cdh-agent-bench-secret-key-0001";
-export const BENCH_NETWORK = "cdhtest-net";
+/** The test agents' network and bridge in the test host (not the agent's defaults, cdh-default on cdhbr0). */
+export const BENCH_NETWORK = TEST_NETWORK;
+const BENCH_SUBNETS = [{ subnet_id: "subnet-default", vpc_id: "vpc-default", network: BENCH_NETWORK, bridge: TEST_BRIDGE, cidr: "10.201.0.0/24" }];
 export const HOST_ID = "host-cdhbench";
 
 /** The SDK client of the integration tests, with the bench's credentials. */
@@ -61,6 +63,9 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     CDH_AGENT_SOFT_STOP_TIMEOUT_S: "12",
     CDH_AGENT_SOFT_STOP_RETRY_S: "4",
     CDH_AGENT_DEFAULT_NETWORK: BENCH_NETWORK,
+    CDH_AGENT_SUBNETS: JSON.stringify(BENCH_SUBNETS),
+    // Not the agent's default table (cdh_metadata), as for the test agents.
+    CDH_AGENT_METADATA_NFT_TABLE: "cdhtest_metadata",
     CDH_AGENT_LOG_LEVEL: "info",
     CDH_AGENT_CONTROLLER_URL: "",
     ...options.env,
