@@ -5,9 +5,15 @@
  * DescribeImages (SyncPercent); a failure leaves the image IMPORTFAILED with an ErrorCode
  * and nothing else behind. An import whose disk shows the guest the same bytes as an
  * existing image's base (same content key, then `qemu-img compare`) shares that base.
+ *
+ * A file whose first bytes carry no other format's magic is most likely raw: its convert
+ * (`-f raw`, which reads the file as it is and follows nothing) starts at once, beside
+ * `qemu-img info` and the checks, instead of after them; it is kept only when info says
+ * raw and every check passes, and stopped (its output removed) otherwise. qemu-img info
+ * stays the judge of the format.
  */
 import { createHash } from "node:crypto";
-import { rename, rm, stat } from "node:fs/promises";
+import { open, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ImageInfo, ImageInspector, ImageTool } from "../../drivers/storage/types.js";
@@ -73,6 +79,31 @@ export class ImageImporter {
     const download = join(store.partialDir, `${record.imageId}.download`);
     const scratch = join(store.partialDir, `${record.imageId}.head`);
     const started = performance.now();
+    // The convert started before qemu-img info answered (see the top of this file).
+    let speculative: { done: Promise<void>; abort: AbortController } | undefined;
+    let convertCheckedIn = false;
+    const convert = (path: string, format: string, signal?: AbortSignal) =>
+      imageTool.convert({
+        source: path,
+        sourceFormat: format,
+        target: partial,
+        targetFormat: "qcow2",
+        ...(signal ? { signal } : {}),
+        onProgress: (p) => {
+          record.progressPercent = source.kind === "http" ? 50 + p / 2 : p;
+          if (!convertCheckedIn && p > 0 && p < 100) {
+            convertCheckedIn = true;
+            this.o.checkpoint?.("import:converting");
+          }
+        },
+      });
+    const dropSpeculative = async () => {
+      if (!speculative) return;
+      speculative.abort.abort();
+      await speculative.done.catch(() => undefined);
+      speculative = undefined;
+      await rm(partial, { force: true });
+    };
     try {
       let path: string;
       let sha256: Promise<string> | undefined;
@@ -104,6 +135,11 @@ export class ImageImporter {
         this.verifyChecksum(source, downloaded);
         sha256 = Promise.resolve(downloaded);
         path = download;
+      }
+      if (await looksRaw(path)) {
+        const abort = new AbortController();
+        speculative = { done: convert(path, "raw", abort.signal), abort };
+        speculative.done.catch(() => undefined); // awaited or dropped below
       }
       const info = await imageTool.info(path).catch((error: Error) => {
         throw new ImportFailure("InvalidFormatSize", `the file is not a readable disk image: ${error.message}`);
@@ -142,23 +178,17 @@ export class ImageImporter {
       // is a candidate, and qemu-img compare decides (no full hash in the usual case).
       const contentKey = contentKeyOf(head, info.virtualSizeBytes);
       let shared = await this.findSameContent(contentKey, { path, format: info.format });
+      if (info.format !== "raw" || shared) await dropSpeculative();
       let converted: ImageInfo | undefined;
       for (;;) {
         if (!shared && !converted) {
-          let checkedIn = false;
-          await imageTool.convert({
-            source: path,
-            sourceFormat: info.format,
-            target: partial,
-            targetFormat: "qcow2",
-            onProgress: (p) => {
-              record.progressPercent = source.kind === "http" ? 50 + p / 2 : p;
-              if (!checkedIn && p > 0 && p < 100) {
-                checkedIn = true;
-                this.o.checkpoint?.("import:converting");
-              }
-            },
-          });
+          if (speculative) {
+            const { done } = speculative;
+            speculative = undefined;
+            await done;
+          } else {
+            await convert(path, info.format);
+          }
           // qemu-img convert -O qcow2 without -b makes a standalone qcow2 of the source's virtual size.
           const st = await stat(partial);
           converted = { format: "qcow2", virtualSizeBytes: info.virtualSizeBytes, actualSizeBytes: st.blocks * 512 };
@@ -197,6 +227,7 @@ export class ImageImporter {
       const failure =
         error instanceof ImportFailure ? error : new ImportFailure("InternalError", `the import failed: ${(error as Error).message}`);
       // Work files go before the failure is visible: a client that sees IMPORTFAILED sees nothing left.
+      await dropSpeculative();
       await Promise.all([partial, download, scratch].map((f) => rm(f, { force: true })));
       record.state = "IMPORTFAILED";
       record.errorCode = failure.code;
@@ -206,6 +237,7 @@ export class ImageImporter {
       await store.save(record).catch(() => undefined);
       log.warn({ code: failure.code, err: error }, "image import failed");
     } finally {
+      await dropSpeculative();
       await rm(partial, { force: true });
       await rm(download, { force: true });
       await rm(scratch, { force: true });
@@ -244,4 +276,32 @@ function importFailureOf(error: unknown): Error {
 /** What finds base files that may hold the same disk: the guest-visible head and the size. */
 function contentKeyOf(head: Buffer, virtualSizeBytes: number): string {
   return createHash("sha256").update(head).update(`:${virtualSizeBytes}`).digest("hex");
+}
+
+/**
+ * True when the file's first bytes carry none of the magics qemu-img's format probes look
+ * for (qcow, qcow2, VMDK, VHD, VHDX, VDI, QED, LUKS, Parallels, cloop, Bochs, DMG by
+ * name): qemu-img will then most likely call it raw. Only a hint; info decides.
+ */
+export async function looksRaw(path: string): Promise<boolean> {
+  if (/\.dmg$/i.test(path)) return false;
+  let head: Buffer;
+  try {
+    const fh = await open(path, "r");
+    try {
+      const buf = Buffer.alloc(512);
+      const { bytesRead } = await fh.read(buf, 0, 512, 0);
+      head = buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return false;
+  }
+  if (head.length < 512) return false;
+  const text = head.toString("latin1", 0, 64);
+  const magics = ["QFI\xfb", "KDMV", "COWD", "# Disk Descriptor", "conectix", "vhdxfile", "QED\0", "LUKS\xba\xbe", "WithoutFreeSpace", "WithouFreSpacExt", "#!", "Bochs Virtual HD Image", "<<< "];
+  if (magics.some((m) => text.startsWith(m))) return false;
+  if (head.readUInt32LE(0x40) === 0xbeda107f) return false; // VDI
+  return true;
 }
