@@ -212,9 +212,8 @@ async function preflight(o: { only: Set<Part>; needLibvirt: boolean; tinyImage: 
     if (ns !== NETNS || !up) {
       problems.push(
         (up ? `this process runs in network namespace "${ns || "(the host's)"}", not "${NETNS}"` : `libvirt does not answer on ${LIBVIRT_URI}`) +
-          `; start libvirtd in the namespace and run the bench there:\n` +
-          `    bash scripts/libvirtd-up.sh --netns ${NETNS}\n` +
-          `    ip netns exec ${NETNS} npm run bench`,
+          `; run the bench inside the test host (scripts/in-testns.sh brings it up):\n` +
+          `    bash scripts/in-testns.sh npm run bench`,
       );
     }
     await access(o.tinyImage).catch(() => problems.push(`${o.tinyImage} is missing: run bash scripts/build-tiny-image.sh (outside the namespace: it downloads from Debian)`));
