@@ -265,10 +265,11 @@ export class SnapshotService {
   private async checkRoom(disk: DiskRef): Promise<void> {
     const need = (await stat(disk.path)).blocks * 512;
     await this.o.storage.measure();
-    const left = this.o.storage.usage().find((u) => u.name === disk.pool)?.availableBytes ?? 0;
+    // What the filesystem really has free, read now (promises of thin disks are not bytes written).
+    const left = this.o.storage.usage().find((u) => u.name === disk.pool)?.fsFreeBytes ?? 0;
     if (left < need) {
       const mib = (n: number) => `${Math.ceil(n / 1024 ** 2)} MiB`;
-      throw new DomainError("PoolFull", `not enough space in pool ${disk.pool}: the snapshot of disk ${disk.diskId} needs ${mib(need)}, the pool has ${mib(left)} left`);
+      throw new DomainError("PoolFull", `not enough space in pool ${disk.pool}: the snapshot of disk ${disk.diskId} needs ${mib(need)}, its filesystem has ${mib(left)} free`);
     }
   }
 
