@@ -13,8 +13,10 @@
  *                                            `silentLimitMs`, then give up.
  *
  * When the call is given up (overall bound, or libvirt silent too long), or when it
- * failed because the connection to libvirt broke or timed out, one last look decides:
- * the change made is a success; otherwise the call fails, saying what libvirt was doing.
+ * failed because the connection to libvirt broke or timed out, looks decide: the change
+ * made is a success; a change under way (libvirtd goes on with a job whose client left) is
+ * looked at again until it is made, within the overall bound; otherwise the call fails,
+ * saying what libvirt showed.
  * Any other failure (libvirt refused the call) is the call's own answer and is thrown as is.
  */
 import { LibvirtUnavailableError } from "./types.js";
@@ -25,7 +27,10 @@ export interface StateChangePolicy {
   checkAfterMs: number;
   /** Time between two looks while the call is still running, ms. Default 10 000. */
   checkEveryMs: number;
-  /** The longest the driver waits for libvirt to answer nothing at all (no look answered), ms. Default 120 000. */
+  /**
+   * The longest the driver waits while libvirt answers nothing at all (no look answered), ms.
+   * Default 300 000: 32 TCG guests booting on 2 cores left libvirtd silent for over 2 min.
+   */
   silentLimitMs: number;
   /** The overall bound of one call, however busy libvirt is, ms. Default 900 000 (15 min). */
   overallMs: number;
@@ -36,15 +41,19 @@ export interface StateChangePolicy {
 export const DEFAULT_STATE_CHANGE_POLICY: Readonly<StateChangePolicy> = Object.freeze({
   checkAfterMs: 30_000,
   checkEveryMs: 10_000,
-  silentLimitMs: 120_000,
+  silentLimitMs: 300_000,
   overallMs: 900_000,
   lookTimeoutMs: 15_000,
 });
 
 /** What a read-only look at the domain found. */
 export type Look =
-  /** libvirt answered; `done` when the domain shows the change; `detail` says what was seen (for logs). */
-  | { answered: true; done: boolean; detail: string }
+  /**
+   * libvirt answered; `done` when the domain shows the change; `underWay` when it shows the
+   * change in progress (a domain being started is paused until libvirt lets its vCPUs run);
+   * `detail` says what was seen (for logs).
+   */
+  | { answered: true; done: boolean; underWay?: boolean; detail: string }
   /** libvirt did not answer the look (it timed out, or libvirtd is gone). */
   | { answered: false; detail: string };
 
@@ -138,19 +147,24 @@ export async function awaitStateChange(c: StateChangeCall): Promise<void> {
  * (while the bounds allow), then the domain's state decides.
  */
 async function decide(c: StateChangeCall, o: { /** The message so far, "virsh <what>: …". */ reason: string; startedAt: number; now: () => number; cause?: unknown }): Promise<void> {
-  const silentSince = o.now();
+  let silentSince = o.now();
   for (;;) {
     const look = await c.look();
+    const t = o.now();
     if (look.answered) {
+      silentSince = t;
       if (look.done) {
         c.logger?.info({ call: c.what, seen: look.detail, reason: o.reason }, "the call did not answer, but libvirt made the change");
         return;
+      }
+      if (look.underWay && t - o.startedAt < c.policy.overallMs) {
+        await new Promise((r) => setTimeout(r, c.policy.checkEveryMs));
+        continue;
       }
       throw new LibvirtUnavailableError(`${o.reason}; the domain shows it not done (${look.detail})`, {
         cause: o.cause,
       });
     }
-    const t = o.now();
     if (t - silentSince >= c.policy.silentLimitMs || t - o.startedAt >= c.policy.overallMs + c.policy.silentLimitMs) {
       throw new LibvirtUnavailableError(`${o.reason}, and libvirt does not answer (${look.detail}); the outcome is unknown`, {
         cause: o.cause,

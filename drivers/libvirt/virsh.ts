@@ -67,7 +67,7 @@ const STATE_NAMES: ReadonlySet<string> = new Set(Object.values(STATE_BY_NUMBER))
  * or from its persistent or live definition (null: no such domain, or not running).
  */
 type Seen =
-  | { kind: "state"; done: (state: DomainPowerState | null) => boolean }
+  | { kind: "state"; done: (state: DomainPowerState | null) => boolean; underWay?: (state: DomainPowerState | null) => boolean }
   | { kind: "config" | "live"; done: (spec: DomainSpec | null) => boolean };
 
 const isOn = (s: DomainPowerState | null) => s === "running" || s === "blocked" || s === "in shutdown";
@@ -188,7 +188,7 @@ export class VirshHypervisor implements Hypervisor {
     const t = this.policy.lookTimeoutMs;
     try {
       const state = await this.lookState(name, t);
-      if (seen.kind === "state") return { answered: true, done: seen.done(state), detail: state ?? "no such domain" };
+      if (seen.kind === "state") return { answered: true, done: seen.done(state), underWay: seen.underWay?.(state) ?? false, detail: state ?? "no such domain" };
       if (state === null) return { answered: true, done: seen.done(null), detail: "no such domain" };
       const live = seen.kind === "live";
       if (live && (state === "shut off" || state === "crashed")) return { answered: true, done: seen.done(null), detail: state };
@@ -315,7 +315,8 @@ export class VirshHypervisor implements Hypervisor {
   }
 
   async start(name: string): Promise<void> {
-    await this.change(["start", "--domain", name], `start ${name}`, name, { kind: "state", done: isOn });
+    // libvirt starts QEMU with its vCPUs paused and lets them run at the end of the start.
+    await this.change(["start", "--domain", name], `start ${name}`, name, { kind: "state", done: isOn, underWay: (s) => s === "paused" });
   }
 
   async shutdown(name: string): Promise<void> {

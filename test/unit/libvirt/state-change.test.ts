@@ -127,6 +127,26 @@ describe("state-changing virsh calls under a deadline", () => {
     expect(start.aborted()).toBe(true);
   });
 
+  it("a start given up while libvirt was silent goes on being looked at while the domain is paused mid-start, and succeeds once it runs", async () => {
+    const start = slowCall();
+    runner.on(v("start", "--domain", NAME), start.responder);
+    // libvirt answers no look until the silent limit (4 s), then shows the domain paused twice, then running.
+    runner.on(v("domstate", "--domain", NAME), { failure: "timeout" }, { times: 4 });
+    runner.on(v("domstate", "--domain", NAME), { stdout: "paused\n" }, { times: 2 });
+    runner.on(v("domstate", "--domain", NAME), { stdout: "running\n" });
+    expect(await settle(hv.start(NAME))).toEqual({ ok: true, value: undefined });
+    expect(start.aborted()).toBe(true);
+    expect(domstates()).toBe(7);
+  });
+
+  it("a start whose domain stays paused fails at the overall bound", async () => {
+    const start = slowCall();
+    runner.on(v("start", "--domain", NAME), start.responder);
+    runner.on(v("domstate", "--domain", NAME), { stdout: "paused\n" });
+    const r = await settle(hv.start(NAME));
+    expect(((r as { error: Error }).error).message).toMatch(/did not finish it in 10 s; the domain shows it not done \(paused\)/);
+  });
+
   it("a define whose virsh timed out counts as done when the persistent definition is the one asked for", async () => {
     runner.on((argv) => argv[3] === "define", { failure: "timeout" });
     runner.on(v("domstate", "--domain", NAME), { stdout: "shut off\n" });
