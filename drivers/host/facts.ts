@@ -47,10 +47,8 @@ export function nearestExisting(path: string): string {
 
 /**
  * The host's IPv4 address: the default route's interface's, else the first other one,
- * link-local (169.254/16) addresses last. The addresses come from Node's own list (this
- * network namespace's): systeminformation's interface list answered no address at all in
- * the test host while its bridge held three (host-facts test, once it stopped skipping
- * its check when the address was empty).
+ * link-local (169.254/16) addresses last. The addresses come from Node's list of this
+ * network namespace, which (like libuv's) leaves out links that are down or without carrier.
  */
 async function primaryIpv4(): Promise<string> {
   const defaultIface = await si.networkInterfaceDefault().catch(() => "");

@@ -49,9 +49,13 @@ describe("getHostFacts", () => {
   it("reports the hostname, an IPv4 that is not loopback (or none) and whether /dev/kvm exists", async () => {
     const facts = await getHostFacts({ dataDir: tmp });
     expect(facts.hostname).toBe(hostname());
-    // One of the host's IPv4 addresses other than loopback, or "" when it has none.
+    // One of the IPv4 addresses other than loopback on a link that is up and has carrier
+    // (what Node and libuv list), or "" when there is none (the test host's bridge has no
+    // carrier while no guest is attached).
+    const links = (await execa("ip", ["-o", "link", "show"])).stdout;
+    const running = new Set([...links.matchAll(/^\d+: ([^:@]+)[^<]*<([^>]*)>/gm)].filter((m) => m[2]!.split(",").includes("UP") && m[2]!.split(",").includes("LOWER_UP")).map((m) => m[1]!));
     const { stdout } = await execa("ip", ["-4", "-o", "addr", "show"]);
-    const addresses = [...stdout.matchAll(/ inet (\d+\.\d+\.\d+\.\d+)\//g)].map((m) => m[1]!).filter((a) => !a.startsWith("127."));
+    const addresses = [...stdout.matchAll(/^\d+: (\S+)\s+inet (\d+\.\d+\.\d+\.\d+)\//gm)].filter((m) => running.has(m[1]!) && !m[2]!.startsWith("127.")).map((m) => m[2]!);
     expect(addresses.length > 0 ? addresses : [""]).toContain(facts.primaryIpv4);
     expect(facts.kvmAvailable).toBe(existsSync("/dev/kvm"));
     const noKvm = await getHostFacts({ dataDir: tmp, kvmDevice: join(tmp, "no-such-device") });
