@@ -284,7 +284,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     }
   };
   process.on("SIGHUP", onHangup);
-  logger.info({ listen: `${config.apiListen.host}:${port}`, hostId: config.hostId, virtType }, "cdh-agent is serving");
+  logger.info({ listen: `${config.apiListen.host}:${port}`, virtType }, "cdh-agent is serving");
 
   const reporter = new Reporter({
     controllerUrl: config.controllerUrl,

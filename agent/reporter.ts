@@ -116,7 +116,8 @@ export class Reporter {
     this.fetchImpl = options.fetchImpl ?? ((input, init) => fetch(input, init));
     this.backoff = options.backoff ?? { ...DEFAULT_BACKOFF };
     this.random = options.random ?? Math.random;
-    this.log = options.logger.child({ component: "reporter" });
+    // main.ts names the component (a second child binding would repeat the key on every line).
+    this.log = options.logger;
   }
 
   /** Starts the schedule and sends a first report (reason "startup"). */

@@ -163,7 +163,8 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   const limits: ApiLimits = Object.freeze({ ...DEFAULT_API_LIMITS, ...options.limits });
   const now = options.now ?? (() => Math.floor(Date.now() / 1000));
   const secrets = new Map(options.credentials.map((c) => [c.secretId, c.secretKey]));
-  const logger = options.logger.child({ component: "api" });
+  // main.ts names the component (a second child binding would repeat the key on every line).
+  const logger = options.logger;
   const debug = (obj: Record<string, unknown>, msg: string) => logger.debug?.(obj, msg);
 
   /** Bytes of unverified bodies held now. */

@@ -10,6 +10,7 @@ import { execa, type ResultPromise } from "execa";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { importImage, SECRET_KEY, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
+import { linesWithRepeatedKeys } from "../support/log-lines.js";
 
 const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
 
@@ -144,5 +145,7 @@ describe("secrets stay off command lines and out of the log", () => {
       expect(inArgv.map((l) => l.slice(0, 200)), `${what} in an execve`).toEqual([]);
       expect(log.includes(secret), `${what} in the agent's log`).toBe(false);
     }
+    // The same log, read as text: no line repeats a key (JSON.parse would hide it).
+    expect(linesWithRepeatedKeys(log).map((l) => `${l.repeated.join(",")}: ${l.line.slice(0, 160)}`)).toEqual([]);
   });
 });
