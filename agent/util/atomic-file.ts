@@ -11,9 +11,13 @@ export async function writeFileAtomic(path: string, data: string | Buffer, mode 
   try {
     await fh.writeFile(data);
     await fh.sync();
-  } finally {
-    await fh.close();
+  } catch (error) {
+    // A full filesystem (ENOSPC) must not leave the half-written temp file behind.
+    await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw error;
   }
+  await fh.close();
   try {
     await rename(tmp, path);
   } catch (error) {
