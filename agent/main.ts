@@ -64,7 +64,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   await mkdir(paths.tmpDir, { recursive: true, mode: 0o700 });
 
   const runner = options.runner ?? new LocalRunner({ defaultTimeoutMs: 120_000, logger });
-  const hypervisor = new VirshHypervisor({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir, logger });
+  await mkdir(paths.virshStateDir, { recursive: true, mode: 0o700 });
+  const hypervisor = new VirshHypervisor({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir, stateDir: paths.virshStateDir, logger });
   const imageTool = new QemuImg({ runner });
 
   await waitForLibvirt(hypervisor, logger);

@@ -66,6 +66,10 @@ export class DataPaths {
   get tmpDir(): string {
     return join(this.root, "tmp");
   }
+  /** virsh's own state (readline's empty history file) when a command goes on its stdin. */
+  get virshStateDir(): string {
+    return join(this.root, "virsh");
+  }
   get credentialsFile(): string {
     return join(this.root, "api-credentials.json");
   }

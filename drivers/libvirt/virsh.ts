@@ -30,6 +30,12 @@ export interface VirshHypervisorOptions {
   uri: string;
   /** Directory for the temporary domain XML files given to `virsh define`. */
   tmpDir: string;
+  /**
+   * Directory (0700) for virsh's own state when a command goes on its standard input
+   * (readline's empty history file). Default: tmpDir. Kept apart from tmpDir by the agent,
+   * whose tmp must be empty once no operation is under way.
+   */
+  stateDir?: string;
   logger?: DriverLogger;
   /** Timeout of each virsh call, in milliseconds. Default: the runner's default. */
   timeoutMs?: number;
@@ -111,6 +117,7 @@ export class VirshHypervisor implements Hypervisor {
   private readonly runner: CommandRunner;
   private readonly uri: string;
   private readonly tmpDir: string;
+  private readonly stateDir: string;
   private readonly logger: DriverLogger | undefined;
   private readonly timeoutMs: number | undefined;
   private readonly eventBackoff: Partial<BackoffOptions> | undefined;
@@ -121,6 +128,7 @@ export class VirshHypervisor implements Hypervisor {
     this.runner = options.runner;
     this.uri = options.uri;
     this.tmpDir = options.tmpDir;
+    this.stateDir = options.stateDir ?? options.tmpDir;
     this.logger = options.logger;
     this.timeoutMs = options.timeoutMs;
     this.eventBackoff = options.eventBackoff;
@@ -139,7 +147,7 @@ export class VirshHypervisor implements Hypervisor {
         return await runVirshOnStdin(args, {
           runner: this.runner,
           uri: this.uri,
-          stateDir: this.tmpDir,
+          stateDir: this.stateDir,
           ...(timeoutMs !== undefined ? { timeoutMs } : {}),
           ...(signal ? { signal } : {}),
         });
