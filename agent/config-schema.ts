@@ -1,0 +1,217 @@
+/**
+ * The agent's settings as one schema: every key with its type, default, unit and the
+ * one-line meaning the README and systemd/env.example repeat (a test keeps them equal).
+ * agent/config.ts loads the sources against it; this file only declares.
+ */
+import { z } from "zod";
+
+export const DEFAULT_CONFIG_FILE = "/etc/cdh-agent/config.json";
+export const ENV_PREFIX = "CDH_AGENT_";
+
+const HOST_ID_RE = /^host-[a-z0-9]{8}$/;
+/** libvirt object names: keep to a conservative, shell- and XML-safe set. */
+const LIBVIRT_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const TIB = 1024 ** 4;
+
+const subnetSchema = z
+  .object({
+    subnet_id: z.string().regex(/^subnet-[a-z0-9]{1,32}$/, 'must be "subnet-" followed by lowercase letters or digits'),
+    vpc_id: z.string().regex(/^vpc-[a-z0-9]{1,32}$/, 'must be "vpc-" followed by lowercase letters or digits'),
+    network: z.string().regex(LIBVIRT_NAME_RE, "must be a libvirt network name"),
+    bridge: z.string().regex(/^[a-zA-Z0-9_-]{1,15}$/, "must be a bridge device name (at most 15 characters)"),
+    cidr: z.string(),
+    gateway: z.string().optional(),
+    dns: z.array(z.string()).optional(),
+  })
+  .strict();
+
+const storagePoolSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, "must be lowercase letters, digits, - or _ (at most 32)"),
+    path: z.string().startsWith("/", "must be an absolute path"),
+    disk_type: z.enum(["LOCAL_BASIC", "LOCAL_SSD"]),
+    size_gib: z.number().int().positive().optional(),
+    iops: z.number().int().nonnegative().optional(),
+    throughput_mbps: z.number().int().nonnegative().optional(),
+  })
+  .strict();
+
+const credentialSchema = z
+  .object({
+    secret_id: z.string().min(1, "secret_id must not be empty"),
+    secret_key: z.string().min(1, "secret_key must not be empty"),
+  })
+  .strict();
+
+const seconds = () => z.number().int().positive();
+
+/**
+ * Every key, its default (the one place defaults live) and its unit.
+ * `.describe()` texts are what env.example and the README document.
+ */
+export const configSchema = z
+  .object({
+    /** Directory for disks, config drives, images and the journal. */
+    data_dir: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent")
+      .describe("directory for disks, config drives, images and the journal (absolute path)"),
+    /** Address of the controller API, "host:port" or "[ipv6]:port". */
+    api_listen: z.string().default("127.0.0.1:8620")
+      .describe("address of the controller API, host:port or [ipv6]:port"),
+    /** PEM certificate (chain) of the API; with api_tls_key the API speaks HTTPS. */
+    api_tls_cert: z.string().startsWith("/", "must be an absolute path").optional()
+      .describe("PEM certificate chain of the controller API (absolute path); with api_tls_key the API is HTTPS; reloaded on SIGHUP"),
+    /** PEM private key of the API. */
+    api_tls_key: z.string().startsWith("/", "must be an absolute path").optional()
+      .describe("PEM private key of the controller API (absolute path); reloaded on SIGHUP"),
+    /** PEM CA certificates a controller's client certificate must chain to (mutual TLS). */
+    api_tls_client_ca: z.string().startsWith("/", "must be an absolute path").optional()
+      .describe("PEM CA certificates for mutual TLS (absolute path): the controller must present a certificate this CA signed; reloaded on SIGHUP"),
+    /** Plain HTTP on a non-loopback api_listen (signatures, passwords and private keys in clear). */
+    api_allow_plain_http: z.boolean().default(false)
+      .describe("allow plain HTTP when api_listen is not a loopback address (true/false); without TLS the agent otherwise refuses to start"),
+    /** Open API connections at once. */
+    api_max_connections: z.number().int().positive().default(256)
+      .describe("open connections to the controller API at once (connections); more get RequestLimitExceeded"),
+    /** Open API connections at once from one address. */
+    api_max_connections_per_source: z.number().int().positive().default(64)
+      .describe("open connections to the controller API at once from one remote address (connections)"),
+    /** Bytes of request bodies read but not yet verified, all connections together. */
+    api_unverified_body_budget_bytes: z.number().int().min(1_048_576).default(16 * 1024 * 1024)
+      .describe("bytes of API request bodies being received and not yet verified, all connections together (bytes, >= 1048576); past it RequestLimitExceeded"),
+    /** One credential pair (SecretId); both of secret_id/secret_key or neither. */
+    secret_id: z.string().min(1, "must not be empty").optional()
+      .describe("SecretId of one API credential pair (with secret_key)"),
+    /** One credential pair (SecretKey). */
+    secret_key: z.string().min(1, "must not be empty").optional()
+      .describe("SecretKey of one API credential pair (with secret_id)"),
+    /** More credential pairs; merged with the pair above. */
+    credentials: z.array(credentialSchema).default([])
+      .describe('more credential pairs, JSON array of {"secret_id","secret_key"}'),
+    /** libvirt connection URI. */
+    libvirt_uri: z.string().min(1, "must not be empty").default("qemu:///system")
+      .describe("libvirt connection URI"),
+    /** Domain type: kvm, qemu (TCG) or auto (kvm when /dev/kvm is usable by QEMU, else qemu with a warning). */
+    virt_type: z.enum(["kvm", "qemu", "auto"]).default("auto")
+      .describe("domain type: kvm, qemu (TCG) or auto (kvm when /dev/kvm is usable by QEMU, else qemu with a warning)"),
+    /** This host's ID, "host-" + 8 lowercase alphanumerics; derived from /etc/machine-id when unset. */
+    host_id: z.string().regex(HOST_ID_RE, 'must be "host-" followed by 8 lowercase letters or digits').optional()
+      .describe("this host's ID (host-xxxxxxxx); derived from /etc/machine-id when unset"),
+    /** Controller base URL for reports; "" = no controller (reports are only logged). */
+    controller_url: z.string().default("")
+      .describe('controller URL for reports (http or https); empty = reports are only logged'),
+    /** node-cron expression (with a seconds field) for scheduled reports. */
+    report_schedule: z.string().default("*/30 * * * * *")
+      .describe("node-cron expression (6 fields, with seconds) for scheduled reports"),
+    /** Timeout of one report request, milliseconds. */
+    report_timeout_ms: z.number().int().positive().default(5000)
+      .describe("timeout of one report request (milliseconds)"),
+    /** CPU cores kept for the host. */
+    reserved_cpu: z.number().int().nonnegative().default(0)
+      .describe("CPU cores kept for the host (cores)"),
+    /** Memory kept for the host, GiB. */
+    reserved_memory_gib: z.number().nonnegative().default(1)
+      .describe("memory kept for the host (GiB)"),
+    /** Disk kept for the host on the data directory's filesystem, GiB. */
+    reserved_disk_gib: z.number().nonnegative().default(10)
+      .describe("disk kept for the host on the data directory's filesystem (GiB)"),
+    /** vCPUs sold per physical core (ratio, > 0, ≤ 16). */
+    cpu_allocation_ratio: z.number().positive().max(16).default(1.0)
+      .describe("vCPUs per host core (ratio, > 0 and <= 16)"),
+    /** Guest memory per host memory (ratio, > 0, ≤ 16). */
+    memory_allocation_ratio: z.number().positive().max(16).default(1.0)
+      .describe("guest memory per host memory (ratio, > 0 and <= 16)"),
+    /** Launches that make disks and define and start domains at once; the rest wait PENDING. 0 = four per host core (4 to 32). */
+    launch_concurrency: z.number().int().nonnegative().max(256).default(0)
+      .describe("launches run at once on this host (instances); the others wait in order, PENDING; 0 = four per host core, at least 4, at most 32"),
+    /** How long a soft stop waits for the guest before it fails (or goes hard), seconds. */
+    soft_stop_timeout_s: seconds().default(60)
+      .describe("how long a soft stop waits for the guest (seconds)"),
+    /** Interval between ACPI shutdown requests during a soft stop, seconds. */
+    soft_stop_retry_s: seconds().default(10)
+      .describe("interval between repeated ACPI shutdown requests during a soft stop (seconds)"),
+    /** Interval of the full reconcile with libvirt, seconds. */
+    reconcile_interval_s: seconds().default(60)
+      .describe("interval of the full reconcile with libvirt (seconds)"),
+    /** Interval of the liveness probe of libvirtd (a frozen libvirtd makes every state UNKNOWN), seconds. */
+    libvirt_probe_interval_s: seconds().default(5)
+      .describe("interval of the liveness probe of libvirtd (seconds); while it goes unanswered every state is UNKNOWN"),
+    /** How long the liveness probe waits for libvirtd, seconds. */
+    libvirt_probe_timeout_s: seconds().default(10)
+      .describe("how long the liveness probe of libvirtd waits for an answer (seconds)"),
+    /** pino log level. */
+    log_level: z.enum(["trace", "debug", "info", "warn", "error", "fatal", "silent"]).default("info")
+      .describe("log level: trace, debug, info, warn, error, fatal or silent"),
+    /** libvirt network for NICs until subnets arrive. */
+    default_network: z.string().regex(LIBVIRT_NAME_RE, "must be a libvirt network name").default("cdh-default")
+      .describe("libvirt network for instance NICs"),
+    /** Reported Placement.Zone. */
+    host_zone: z.string().min(1, "must not be empty").default("zone-1")
+      .describe("zone reported as Placement.Zone"),
+    /** Timeout of one image download, seconds. */
+    image_download_timeout_s: seconds().default(3600)
+      .describe("timeout of one image download (seconds)"),
+    /** Largest accepted image, bytes (default 1 TiB). */
+    max_image_bytes: z.number().int().positive().default(TIB)
+      .describe("largest accepted image (bytes)"),
+    /** Guest subnets; empty = one isolated subnet on default_network (10.201.0.0/24). */
+    subnets: z.array(subnetSchema).default([])
+      .describe('guest subnets, JSON array of {"subnet_id","vpc_id","network","bridge","cidr","gateway"?,"dns"?}; empty = one isolated subnet 10.201.0.0/24 on default_network'),
+    /** Port the metadata endpoint listens on at each subnet's gateway (guests use 80 through a redirect). */
+    metadata_port: z.number().int().min(1).max(65535).default(8775)
+      .describe("port of the metadata endpoint on each subnet gateway; guests reach it at 169.254.169.254:80 and 169.254.0.23:80"),
+    /** The agent's own nftables table (ip family) for the metadata redirect; replaced whole at start. */
+    metadata_nft_table: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "must be an nftables table name (a letter, then letters, digits or _)").default("cdh_metadata")
+      .describe("the agent's own nftables table (ip family) for the metadata redirect, replaced whole at start; two agents in one network namespace need two names"),
+    /** Require IMDSv2 session tokens on every metadata request. */
+    metadata_require_token: z.boolean().default(false)
+      .describe("require IMDSv2 session tokens on every metadata request (true/false)"),
+    /** Open metadata connections at once, per listener. */
+    metadata_max_connections: z.number().int().positive().default(4096)
+      .describe("open connections to the metadata endpoint at once, per subnet listener (connections); more get 503"),
+    /** Open metadata connections at once from one guest address. */
+    metadata_max_connections_per_source: z.number().int().positive().default(128)
+      .describe("open connections to the metadata endpoint at once from one guest address (connections); more get 503"),
+    /** Live IMDSv2 tokens, all guests together. */
+    metadata_max_tokens: z.number().int().positive().default(65_536)
+      .describe("live IMDSv2 session tokens, all guests together (tokens); past it a token PUT gets 503"),
+    /** NTP servers given to guests. */
+    ntp_servers: z.array(z.string().min(1)).default([])
+      .describe("NTP servers given to guests, JSON array of host names or addresses"),
+    /** Region name guests see in their metadata. */
+    region: z.string().min(1, "must not be empty").default("local")
+      .describe("region name guests see in their metadata"),
+    /** Local disk pools; empty = one LOCAL_BASIC pool "local" at <data_dir>/pools/local. */
+    storage_pools: z.array(storagePoolSchema).default([])
+      .describe('local disk pools, JSON array of {"name","path","disk_type" (LOCAL_BASIC or LOCAL_SSD),"size_gib"?,"iops"?,"throughput_mbps"?}; empty = one LOCAL_BASIC pool "local" at <data_dir>/pools/local, as large as its filesystem'),
+    /** How local disk data is discarded when a disk is deleted (degaussing). */
+    disk_wipe: z.enum(["zero", "discard", "none"]).default("discard")
+      .describe("how a deleted disk's data is destroyed: zero (overwrite with zeros, then delete), discard (punch out every block so the filesystem and device drop them, then delete) or none"),
+    /** node-cron schedule of the inventory sweep (orphaned files and domains). */
+    inventory_sweep_schedule: z.string().default("0 */10 * * * *")
+      .describe("node-cron expression (6 fields) of the inventory sweep that finds orphaned disk files and domains"),
+    /** How long an orphan stays in quarantine before the sweep deletes it, seconds. */
+    orphan_grace_period_s: z.number().int().nonnegative().default(86400)
+      .describe("how long an orphaned disk file stays in quarantine before the sweep deletes it (seconds)"),
+    /** node-cron schedule of the image cache sweep (base files no image and no disk uses). */
+    image_cache_sweep_schedule: z.string().default("0 */15 * * * *")
+      .describe("node-cron expression (6 fields) of the image cache sweep that deletes base image files no image record names and no disk's backing chain contains"),
+    /** The rescue system's kernel (scripts/build-rescue-image.sh). */
+    rescue_kernel: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent/rescue/rescue-vmlinuz")
+      .describe("kernel of the rescue system that EnterRescueMode boots (absolute path; built by scripts/build-rescue-image.sh)"),
+    /** The rescue system's initramfs. */
+    rescue_initrd: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent/rescue/rescue-initrd.gz")
+      .describe("initramfs of the rescue system (absolute path; built by scripts/build-rescue-image.sh)"),
+    /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
+    fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
+      .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),
+  })
+  .strict();
+
+export type ConfigKey = keyof typeof configSchema.shape;
+/** Every key, in schema order (the README and env.example document each). */
+export const CONFIG_KEYS = Object.freeze(Object.keys(configSchema.shape) as ConfigKey[]);
+
+/** "data_dir" → "CDH_AGENT_DATA_DIR". */
+export function envVarName(key: ConfigKey): string {
+  return ENV_PREFIX + key.toUpperCase();
+}
