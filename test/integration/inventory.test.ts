@@ -54,7 +54,13 @@ describe("the inventory sweep", () => {
     await mkdir(strayDir, { recursive: true });
     await writeFile(join(strayDir, "console.log"), "left behind\n");
 
-    const record = JSON.stringify({ version: 1, instanceId: ORPHAN_DOMAIN, hostId: agent.hostId });
+    // A whole record (one that fails its schema is left alone, as start-up recovery leaves it).
+    const record = JSON.stringify({
+      version: 1, instanceId: ORPHAN_DOMAIN, uuid: "6f1c2d1e-0000-4000-8000-000000000001", hostId: agent.hostId,
+      instanceName: "orphan", instanceType: "CDH_1C1G", cpu: 1, memoryGiB: 1, imageId: "img-orphan01",
+      systemDisk: { diskType: "LOCAL_BASIC", sizeGiB: 1, path: join(pool, "ins-orphan01-system.qcow2") },
+      nics: [], createdTime: new Date().toISOString(), launchIndex: 0,
+    });
     const xml = `<domain type="qemu"><name>${ORPHAN_DOMAIN}</name><memory unit="MiB">64</memory><os><type arch="x86_64" machine="pc">hvm</type></os>
       <metadata><cdh:instance xmlns:cdh="https://cdh-agent.dev/xmlns/instance/1"><cdh:record format="json">${record.replace(/&/g, "&amp;").replace(/</g, "&lt;")}</cdh:record></cdh:instance></metadata></domain>`;
     const xmlFile = join(agent.dataDir, "..", "orphan.xml");
