@@ -6,9 +6,8 @@
  */
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
-import { ensureTinyImages } from "../support/tiny-image.js";
-import { waitForSerial, TINY_READY_PATTERN } from "../support/serial.js";
+import { waitForState, type AgentProcess } from "../support/agent-process.js";
+import { agentWithTinyGuests } from "../support/tiny-guests.js";
 
 /** The PID of the QEMU process running a domain (its argv carries `-name guest=<name>,`). */
 async function qemuPid(domain: string): Promise<number> {
@@ -23,14 +22,7 @@ describe("QEMU killed with SIGKILL", () => {
   let ids: string[] = [];
 
   beforeAll(async () => {
-    const images = await ensureTinyImages();
-    agent = await startAgentProcess({ repoRoot: inject("repoRoot"), env: { CDH_AGENT_RECONCILE_INTERVAL_S: "3600" } });
-    const img = await importImage(agent.client, images.raw.normal, "faults-qemu");
-    ids = (await agent.client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: img, SystemDisk: { DiskSize: 1 }, InstanceCount: 2 })).InstanceIdSet!;
-    for (const id of ids) {
-      await waitForState(agent.client, id, "RUNNING");
-      await waitForSerial(`${agent.dataDir}/instances/${id}/console.log`, TINY_READY_PATTERN, { timeoutMs: 60_000 });
-    }
+    ({ agent, ids } = await agentWithTinyGuests({ repoRoot: inject("repoRoot"), imageName: "faults-qemu", count: 2 }));
   });
 
   afterAll(async () => {
