@@ -9,21 +9,13 @@ import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import type { TestProject } from "vitest/node";
 import { TEST_DATA_ROOT } from "../support/agent-process.js";
+import { alive } from "../support/file-lock.js";
 
 const root = resolve(import.meta.dirname, "../..");
 
 /** One empty file per test run in progress, named by its process ID. */
 const RUNS_DIR = "/run/cdh-agent-test-runs";
 
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   // A no-op when the test host's libvirtd answers (scripts/in-testns.sh brought it up).

@@ -1,20 +1,9 @@
-import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { createLogger, rateLimited, REDACTED } from "../../agent/log.js";
+import { captureLines as capture } from "../support/log-capture.js";
 
 const SECRET = "s3cr3t-VALUE-that-must-not-leak";
 
-function capture() {
-  const lines: string[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      lines.push(...String(chunk).split("\n").filter((l) => l !== ""));
-      cb();
-    },
-  });
-  const records = () => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
-  return { lines, records, destination };
-}
 
 describe("createLogger", () => {
   it("writes JSON lines with a level label, a time and the message", () => {

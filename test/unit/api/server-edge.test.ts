@@ -6,28 +6,13 @@
  */
 import { connect, type Socket } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { createApiServer, type ApiLimits, type ApiLogger, type ApiServer } from "../../../agent/api/server.js";
+import { createApiServer, type ApiLimits, type ApiServer } from "../../../agent/api/server.js";
 import { signTc3 } from "../../../agent/api/tc3.js";
+import { recordingLogger, type LogLine } from "../../support/log-capture.js";
 
 const SECRET_ID = "AKIDtestagent0001";
 const SECRET_KEY = "test-secret-key-0001";
 
-interface LogLine {
-  level: string;
-  obj: Record<string, unknown>;
-  msg?: string;
-}
-
-function recordingLogger(lines: LogLine[]): ApiLogger {
-  const make = (bindings: Record<string, unknown>): ApiLogger => ({
-    child: (more) => make({ ...bindings, ...more }),
-    debug: (obj, msg) => lines.push({ level: "debug", obj: { ...bindings, ...obj }, msg }),
-    info: (obj, msg) => lines.push({ level: "info", obj: { ...bindings, ...obj }, msg }),
-    warn: (obj, msg) => lines.push({ level: "warn", obj: { ...bindings, ...obj }, msg }),
-    error: (obj, msg) => lines.push({ level: "error", obj: { ...bindings, ...obj }, msg }),
-  });
-  return make({});
-}
 
 let api: ApiServer | undefined;
 let port = 0;

@@ -2,28 +2,14 @@ import { request } from "node:http";
 import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Command } from "../../../agent/api/commands.js";
-import { createApiServer, type ApiLogger, type ApiServer, type DispatchContext } from "../../../agent/api/server.js";
+import { createApiServer, type ApiServer, type DispatchContext } from "../../../agent/api/server.js";
 import { signTc3 } from "../../../agent/api/tc3.js";
 import { ApiError } from "../../../agent/errors.js";
+import { recordingLogger, type LogLine } from "../../support/log-capture.js";
 
 const SECRET_ID = "AKIDtestagent0001";
 const SECRET_KEY = "test-secret-key-0001";
 
-interface LogLine {
-  level: string;
-  obj: Record<string, unknown>;
-  msg?: string;
-}
-
-function recordingLogger(lines: LogLine[]): ApiLogger {
-  const make = (bindings: Record<string, unknown>): ApiLogger => ({
-    child: (more) => make({ ...bindings, ...more }),
-    info: (obj, msg) => lines.push({ level: "info", obj: { ...bindings, ...obj }, msg }),
-    warn: (obj, msg) => lines.push({ level: "warn", obj: { ...bindings, ...obj }, msg }),
-    error: (obj, msg) => lines.push({ level: "error", obj: { ...bindings, ...obj }, msg }),
-  });
-  return make({});
-}
 
 let api: ApiServer;
 let port: number;

@@ -1,21 +1,11 @@
-import { Writable } from "node:stream";
 import { afterEach, describe, expect, it } from "vitest";
 import { createLogger } from "../../../agent/log.js";
 import { ExecError } from "../../../drivers/exec/runner.js";
 import { addSecret, REDACTED, Sanitizer, secrets } from "../../../drivers/exec/sanitize.js";
+import { captureLines as capture } from "../../support/log-capture.js";
 
 const PASSWORD = "Tr0ub4dor&3-horse";
 
-function capture() {
-  const lines: string[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      lines.push(...String(chunk).split("\n").filter((l) => l !== ""));
-      cb();
-    },
-  });
-  return { lines, destination };
-}
 
 describe("Sanitizer", () => {
   it("replaces every occurrence of a registered secret", () => {
