@@ -162,6 +162,9 @@ export const configSchema = z
     /** The agent's own nftables table (ip family) for the metadata redirect; replaced whole at start. */
     metadata_nft_table: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "must be an nftables table name (a letter, then letters, digits or _)").default("cdh_metadata")
       .describe("the agent's own nftables table (ip family) for the metadata redirect, replaced whole at start; two agents in one network namespace need two names"),
+    /** The agent's own nftables tables (inet and bridge) for security groups and anti-spoofing. */
+    firewall_nft_table: z.string().regex(/^[A-Za-z][A-Za-z0-9_]{0,63}$/, "must be an nftables table name (a letter, then letters, digits or _)").default("cdh_filter")
+      .describe("the agent's own nftables tables (an inet and a bridge table of this name) for security groups and anti-spoofing, replaced whole at start; two agents in one network namespace need two names"),
     /** Require IMDSv2 session tokens on every metadata request. */
     metadata_require_token: z.boolean().default(false)
       .describe("require IMDSv2 session tokens on every metadata request (true/false)"),

@@ -59,6 +59,7 @@ export interface AgentConfig {
   readonly subnets: readonly Subnet[];
   readonly metadataPort: number;
   readonly metadataNftTable: string;
+  readonly firewallNftTable: string;
   readonly metadataRequireToken: boolean;
   readonly metadataMaxConnections: number;
   readonly metadataMaxConnectionsPerSource: number;
@@ -464,6 +465,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     subnets,
     metadataPort: cfg.metadata_port,
     metadataNftTable: cfg.metadata_nft_table,
+    firewallNftTable: cfg.firewall_nft_table,
     metadataRequireToken: cfg.metadata_require_token,
     metadataMaxConnections: cfg.metadata_max_connections,
     metadataMaxConnectionsPerSource: cfg.metadata_max_connections_per_source,

@@ -103,6 +103,7 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
     CDH_AGENT_SUBNETS: JSON.stringify(TEST_SUBNETS),
     // Not the agent's default table (cdh_metadata).
     CDH_AGENT_METADATA_NFT_TABLE: "cdhtest_metadata",
+    CDH_AGENT_FIREWALL_NFT_TABLE: "cdhtest_filter",
     CDH_AGENT_LOG_LEVEL: "debug",
     CDH_AGENT_CONTROLLER_URL: "",
     ...options.env,

@@ -77,6 +77,7 @@ describe("loadConfig", () => {
       ],
       metadataPort: 8775,
       metadataNftTable: "cdh_metadata",
+      firewallNftTable: "cdh_filter",
       metadataRequireToken: false,
       metadataMaxConnections: 4096,
       metadataMaxConnectionsPerSource: 128,
