@@ -26,6 +26,7 @@ import type { DiskService } from "./disks/service.js";
 import type { SnapshotService } from "./disks/snapshots.js";
 import type { DataPaths } from "./paths.js";
 import { checkIsoUrl, fetchIso } from "./instances/iso.js";
+import { checkPlacement } from "./api/placement.js";
 
 export interface DispatcherDeps {
   instances: InstanceOperations;
@@ -124,11 +125,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
     switch (command.action) {
       case "RunInstances": {
         const p = command.params;
-        const hostId = p.placement.hostId;
-        if (hostId && hostId !== identity.hostId) throw new ApiError("InvalidHostId.NotFound", `Placement.HostId ${hostId} is not this host (${identity.hostId})`);
-        if (p.placement.hostIds?.length && !p.placement.hostIds.includes(identity.hostId)) {
-          throw new ApiError("InvalidHostId.NotFound", `Placement.HostIds does not include this host (${identity.hostId})`);
-        }
+        checkPlacement(p.placement, host);
         const dataDisks = p.dataDisks.map((d, i) => {
           if (d.diskId !== undefined) throw new ApiError("InvalidParameterValue", `\`DataDisks.${i}.DiskId\` cannot be chosen: local disks get their ID when they are made`);
           if (d.snapshotId !== undefined) throw new ApiError("InvalidParameterValue", `\`DataDisks.${i}.SnapshotId\` is not supported: make the disk, then ApplySnapshot`);
@@ -151,6 +148,8 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
             ...(login ? { login } : {}),
             ...(vpc ? { vpc } : {}),
             ...(dataDisks.length ? { dataDisks } : {}),
+            ...(p.disableApiTermination ? { disableApiTermination: true } : {}),
+            ...(p.tags.length ? { tags: p.tags } : {}),
             dryRun: p.dryRun,
           },
           ctx,
@@ -192,11 +191,19 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "TerminateInstances": {
         const p = command.params;
         if (p.dryRun) {
-          instances.ops.validate(p.instanceIds, "TerminateInstances");
+          instances.terminate.check(p.instanceIds);
           dryRun(true);
         }
         await instances.terminate.terminate(p.instanceIds, ctx);
         return task();
+      }
+      case "ModifyInstancesAttribute": {
+        const p = command.params;
+        await instances.attributes.modify(p.instanceIds, {
+          ...(p.instanceName !== undefined ? { instanceName: p.instanceName } : {}),
+          ...(p.disableApiTermination !== undefined ? { disableApiTermination: p.disableApiTermination } : {}),
+        });
+        return {};
       }
       case "ImportImage": {
         const p = command.params;
@@ -291,6 +298,14 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       }
       case "ResetInstance": {
         const p = command.params;
+        // SystemDisk.DiskType and DiskId may only name the disk the instance has (a reinstall keeps it).
+        const sd = registry.get(p.instanceId)?.record.systemDisk;
+        if (sd && p.systemDiskType !== undefined && p.systemDiskType !== sd.diskType) {
+          throw new ApiError("InvalidParameterValue", `\`SystemDisk.DiskType\` cannot change on a reinstall: ${p.instanceId}'s system disk is ${sd.diskType}`);
+        }
+        if (sd && p.systemDiskId !== undefined && p.systemDiskId !== sd.diskId) {
+          throw new ApiError("InvalidParameterValue", `\`SystemDisk.DiskId\` ${p.systemDiskId} is not ${p.instanceId}'s system disk (${sd.diskId ?? "none"})`);
+        }
         const l = p.loginSettings;
         if (l?.keyIds?.length) await requireKeyPairs(l.keyIds, "LoginSettings.KeyIds");
         await instances.reinstall.reset(
@@ -319,7 +334,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         // A whole-machine image of the source, then new instances from it with the source's
         // size and subnet (unless the request says otherwise). Answers once the image is made.
         const p = command.params;
-        if (p.hostId && p.hostId !== identity.hostId) throw new ApiError("InvalidHostId.NotFound", `Placement.HostId ${p.hostId} is not this host (${identity.hostId})`);
+        checkPlacement({ zone: p.zone, hostId: p.hostId, hostIds: p.hostIds }, host);
         const source = registry.get(p.instanceId);
         if (!source) throw new ApiError("InvalidInstanceId.NotFound", `no such instance on this host: ${p.instanceId}`);
         if (p.dataDiskIds.length || deps.disks.attachedTo(p.instanceId).length) {
@@ -330,7 +345,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         const rec = source.record;
         const nic = rec.nics[0];
         const vpc = p.virtualPrivateCloud
-          ? toVpc({ ...p.virtualPrivateCloud, asVpcGateway: false })
+          ? toVpc(p.virtualPrivateCloud)
           : nic?.subnetId && nic.vpcId ? { vpcId: nic.vpcId, subnetId: nic.subnetId } : undefined;
         const { imageId, done } = await instances.capture.createImage({ instanceId: p.instanceId, imageName: `clone-${p.instanceId}-${Date.now()}` }, ctx);
         await done;
@@ -341,13 +356,14 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
             cpu: p.type?.cpu ?? rec.cpu,
             memoryGiB: p.type?.memoryGiB ?? rec.memoryGiB,
             imageId,
-            systemDisk: { diskType: rec.systemDisk.diskType, sizeGiB: p.systemDiskGiB ?? rec.systemDisk.sizeGiB },
+            systemDisk: { diskType: p.systemDiskType ?? rec.systemDisk.diskType, sizeGiB: p.systemDiskGiB ?? rec.systemDisk.sizeGiB },
             names,
             ...(p.hostName ? { hostName: p.hostName } : {}),
             ...(p.userData ? { userData: p.userData } : {}),
             ...(p.clientToken ? { clientToken: p.clientToken } : {}),
             ...(l ? { login: l } : {}),
             ...(vpc ? { vpc } : {}),
+            ...(p.disableApiTermination ? { disableApiTermination: true } : {}),
           },
           ctx,
         );
@@ -372,6 +388,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         await instances.iso.detachIso(command.params, ctx);
         return {};
       case "CreateDisks": {
+        checkPlacement({ zone: command.params.zone }, host);
         const ids = await deps.diskService.create(command.params);
         return { DiskIdSet: ids };
       }
@@ -383,13 +400,28 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         return {};
       case "DescribeDisks": {
         const { total, disks } = deps.diskService.describe(command.params);
-        return { TotalCount: total, DiskSet: disks };
+        // ReturnBindAutoSnapshotPolicy: no disk here is bound to an automatic snapshot policy.
+        return { TotalCount: total, DiskSet: command.params.withAutoSnapshotPolicies ? disks.map((d) => ({ ...d, AutoSnapshotPolicyIds: [] })) : disks };
       }
       case "TerminateDisks":
         await deps.diskService.terminate(command.params.diskIds);
         return {};
       case "ResizeInstanceDisks": {
         const p = command.params;
+        // DiskType and DiskId may only restate the disks' own (a resize changes sizes only).
+        const sd = registry.get(p.instanceId)?.record.systemDisk;
+        if (sd && p.systemDiskType !== undefined && p.systemDiskType !== sd.diskType) {
+          throw new ApiError("InvalidParameterValue", `\`SystemDisk.DiskType\` cannot change: ${p.instanceId}'s system disk is ${sd.diskType}`);
+        }
+        if (sd && p.systemDiskId !== undefined && p.systemDiskId !== sd.diskId) {
+          throw new ApiError("InvalidParameterValue", `\`SystemDisk.DiskId\` ${p.systemDiskId} is not ${p.instanceId}'s system disk (${sd.diskId ?? "none"})`);
+        }
+        p.dataDisks.forEach((d, i) => {
+          const own = deps.disks.get(d.diskId)?.diskType;
+          if (d.diskType !== undefined && own !== undefined && d.diskType !== own) {
+            throw new ApiError("InvalidParameterValue", `\`DataDisks.${i}.DiskType\` cannot change: disk ${d.diskId} is ${own}`);
+          }
+        });
         instances.resize.resizeDisks(
           { instanceId: p.instanceId, ...(p.systemDiskGiB !== undefined ? { systemDiskGiB: p.systemDiskGiB } : {}), dataDisks: p.dataDisks, resizeOnline: p.resizeOnline, forceStop: p.forceStop, dryRun: p.dryRun },
           ctx,

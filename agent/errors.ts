@@ -102,6 +102,14 @@ export const ERROR_CODES = Object.freeze({
   "UnsupportedOperation.InstanceStateRescueMode": "The instance is in rescue mode: only ExitRescueMode is allowed.",
   "UnsupportedOperation.NotInRescueMode": "The instance is not in rescue mode.",
   "UnsupportedOperation.InvalidDataDisk": "The instance has data disks, which this operation does not allow.",
+  // Instance attributes: termination protection, tags, placement (issue 10 part 4)
+  "UnsupportedOperation.InstancesProtected": "The instance has DisableApiTermination set: clear it with ModifyInstancesAttribute first.",
+  "InvalidZone.MismatchRegion": "The zone is not this host's zone.",
+  "FailedOperation.IllegalTagKey": "A tag key is empty, longer than 127 characters or holds a control character.",
+  "FailedOperation.IllegalTagValue": "A tag value is longer than 255 characters or holds a control character.",
+  "FailedOperation.TagKeyReserved": "A tag key starts with a prefix the platform reserves (qcloud:, tencent:, project).",
+  "InvalidParameterValue.DuplicateTags": "A tag key is given twice.",
+  "InvalidParameterValue.TagQuotaLimitExceeded": "More than 50 tags on one resource.",
   // Outcomes
   DryRunOperation: "The request would have succeeded; DryRun was set so nothing was done.",
   RequestLimitExceeded: "Too many requests; retry later.",

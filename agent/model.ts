@@ -120,6 +120,16 @@ export interface InstanceRecord {
   rescue?: { passwordHash: string; since: string };
   /** An ISO in the instance's second CD-ROM (InstanceAttachISO): the file and where it came from. */
   iso?: { path: string; url: string };
+  /** DisableApiTermination: TerminateInstances refuses the instance while true. Absent (older records) means false. */
+  disableApiTermination?: boolean;
+  /** The instance's tags (RunInstances TagSpecification), in the order given; absent means none. */
+  tags?: InstanceTag[];
+}
+
+/** A tag of an instance (CVM's Tag: Key and Value). */
+export interface InstanceTag {
+  key: string;
+  value: string;
 }
 
 /** libvirt's view of the domain, as the agent last saw it. */

@@ -12,6 +12,7 @@ import {
   parseExitRescueMode,
   parseInstanceAttachIso,
   parseInstanceDetachIso,
+  parseModifyInstancesAttribute,
   parseDescribeInstances,
   parseDescribeInstancesStatus,
   parseRebootInstances,
@@ -23,6 +24,7 @@ import type {
   EnterRescueModeParams,
   InstanceAttachIsoParams,
   InstanceIdParams,
+  ModifyInstancesAttributeParams,
   DescribeInstancesParams,
   DescribeInstancesStatusParams,
   RebootInstancesParams,
@@ -90,6 +92,7 @@ export type Command =
   | { action: "StopInstances"; params: StopInstancesParams }
   | { action: "RebootInstances"; params: RebootInstancesParams }
   | { action: "TerminateInstances"; params: TerminateInstancesParams }
+  | { action: "ModifyInstancesAttribute"; params: ModifyInstancesAttributeParams }
   | { action: "ImportImage"; params: ImportImageParams }
   | { action: "DescribeImages"; params: DescribeImagesParams }
   | { action: "DeleteImages"; params: DeleteImagesParams }
@@ -131,6 +134,7 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   StopInstances: parseStopInstances,
   RebootInstances: parseRebootInstances,
   TerminateInstances: parseTerminateInstances,
+  ModifyInstancesAttribute: parseModifyInstancesAttribute,
   ImportImage: parseImportImage,
   DescribeImages: parseDescribeImages,
   DeleteImages: parseDeleteImages,

@@ -72,6 +72,7 @@ export const CVM_CODE_OF: Readonly<Record<Exclude<DomainErrorKind, "InstanceStat
   TooLong: "InvalidParameterValue.TooLong",
   KeyPairIdMalformed: "InvalidKeyPairId.Malformed",
   InstanceIdMalformed: "InvalidInstanceId.Malformed",
+  TerminationProtected: "UnsupportedOperation.InstancesProtected",
 });
 
 /** The CVM code of a domain error. */

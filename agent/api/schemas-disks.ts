@@ -5,7 +5,23 @@
  */
 import { z } from "zod";
 import { ApiError } from "../errors.js";
-import { boundedString, fail, filterList, idList, idString, intInRange, paging, parseWith, toFilters, toPaging, unique, type Filter, type Paging } from "./schemas.js";
+import {
+  boundedString,
+  defaultProjectOnly,
+  fail,
+  filterList,
+  idList,
+  idString,
+  intInRange,
+  paging,
+  parseWith,
+  toFilters,
+  toPaging,
+  unique,
+  unsupportedFields,
+  type Filter,
+  type Paging,
+} from "./schemas.js";
 import { DISK_FILTER_NAMES, SNAPSHOT_FILTER_NAMES, type DiskFilterName, type SnapshotFilterName } from "../disks/filters.js";
 
 export type LocalDiskType = "LOCAL_BASIC" | "LOCAL_SSD";
@@ -26,8 +42,27 @@ export interface CreateDisksParams {
   diskCount: number;
   diskName?: string;
   hostId?: string;
+  /** Placement.Zone as sent; the dispatcher checks it is the host's. */
+  zone?: string;
+  /** Idempotency: the same token gives back the same disks. */
   clientToken?: string;
 }
+
+/** The order of a Describe's rows: by creation time (the only field disks and snapshots here have to sort on), ASC by default. */
+export interface OrderParams {
+  descending: boolean;
+}
+
+/** Order (ASC, DESC) and OrderField (CREATE_TIME only: disks and snapshots on this host have no deadline or price). */
+const order = {
+  Order: z.enum(["ASC", "DESC"]).optional(),
+  OrderField: z
+    .string()
+    .superRefine((v, ctx) => {
+      if (v !== "CREATE_TIME") fail(ctx, "InvalidParameterValue", `must be CREATE_TIME: '${v}' is not a field disks and snapshots on this host have`);
+    })
+    .optional(),
+};
 
 const createDisksSchema = z
   .object({
@@ -35,8 +70,14 @@ const createDisksSchema = z
     DiskSize: intInRange(10, MAX_DISK_GIB),
     DiskCount: intInRange(1, 50).optional(),
     DiskName: boundedString(60).optional(),
-    DiskChargeType: z.string().optional(),
-    Placement: z.object({ Zone: z.string().optional(), ProjectId: z.number().int().optional(), HostId: idString("host").optional() }).strict().optional(),
+    // Information only (README): CDHPAID, what DescribeDisks shows; a local disk is part of the host.
+    DiskChargeType: z
+      .string()
+      .superRefine((v, ctx) => {
+        if (v !== "CDHPAID") fail(ctx, "InvalidParameterValue", `must be CDHPAID: local disks are part of the dedicated host, not billed on their own ('${v}')`);
+      })
+      .optional(),
+    Placement: z.object({ Zone: z.string().optional(), ProjectId: defaultProjectOnly().optional(), HostId: idString("host").optional() }).strict().optional(),
     ClientToken: boundedString(64).optional(),
     SnapshotId: idString("snapshot").optional(),
   })
@@ -53,6 +94,7 @@ export function parseCreateDisks(body: unknown): CreateDisksParams {
     diskCount: r.DiskCount ?? 1,
     ...(r.DiskName !== undefined ? { diskName: r.DiskName } : {}),
     ...(r.Placement?.HostId !== undefined ? { hostId: r.Placement.HostId } : {}),
+    ...(r.Placement?.Zone !== undefined ? { zone: r.Placement.Zone } : {}),
     ...(r.ClientToken !== undefined ? { clientToken: r.ClientToken } : {}),
   };
 }
@@ -64,7 +106,7 @@ export interface AttachDisksParams {
 }
 
 const attachDisksSchema = z
-  .object({ DiskIds: idList("disk", 10), InstanceId: idString("instance"), DeleteWithInstance: z.boolean().optional(), AttachMode: z.string().optional() })
+  .object({ DiskIds: idList("disk", 10), InstanceId: idString("instance"), DeleteWithInstance: z.boolean().optional(), ...unsupportedFields(["AttachMode"]) })
   .strict();
 
 export function parseAttachDisks(body: unknown): AttachDisksParams {
@@ -86,25 +128,45 @@ export function parseDetachDisks(body: unknown): DetachDisksParams {
 
 export { DISK_FILTER_NAMES, SNAPSHOT_FILTER_NAMES, type DiskFilterName, type SnapshotFilterName } from "../disks/filters.js";
 
-export interface DescribeDisksParams extends Paging {
+export interface DescribeDisksParams extends Paging, OrderParams {
   diskIds?: string[];
   filters: Filter<DiskFilterName>[];
+  /** ReturnBindAutoSnapshotPolicy: each disk shows AutoSnapshotPolicyIds (always empty: there are no automatic snapshot policies here). */
+  withAutoSnapshotPolicies: boolean;
 }
 
 const describeDisksSchema = z
-  .object({ DiskIds: idList("disk").optional(), Filters: filterList(DISK_FILTER_NAMES).optional(), ...paging, ReturnBindAutoSnapshotPolicy: z.boolean().optional(), Order: z.string().optional(), OrderField: z.string().optional() })
+  .object({ DiskIds: idList("disk").optional(), Filters: filterList(DISK_FILTER_NAMES).optional(), ...paging, ReturnBindAutoSnapshotPolicy: z.boolean().optional(), ...order })
   .strict();
 
 export function parseDescribeDisks(body: unknown): DescribeDisksParams {
   const r = parseWith(describeDisksSchema, body);
-  return { ...toPaging(r), filters: toFilters<DiskFilterName>(r.Filters), ...(r.DiskIds ? { diskIds: unique(r.DiskIds) } : {}) };
+  return {
+    ...toPaging(r),
+    filters: toFilters<DiskFilterName>(r.Filters),
+    ...(r.DiskIds ? { diskIds: unique(r.DiskIds) } : {}),
+    descending: r.Order === "DESC",
+    withAutoSnapshotPolicies: r.ReturnBindAutoSnapshotPolicy === true,
+  };
 }
 
 export interface TerminateDisksParams {
   diskIds: string[];
 }
 
-const terminateDisksSchema = z.object({ DiskIds: idList("disk"), DeleteSnapshot: z.number().int().optional() }).strict();
+/** DeleteSnapshot: 1 (delete the disk's snapshots with it) is what happens here; 0 (keep them) is refused. */
+const terminateDisksSchema = z
+  .object({
+    DiskIds: idList("disk"),
+    DeleteSnapshot: z
+      .number()
+      .int()
+      .superRefine((v, ctx) => {
+        if (v !== 1) fail(ctx, "InvalidParameterValue", `must be 1: a disk's snapshots are deleted with it on this host (a snapshot lives beside its disk), got ${v}`);
+      })
+      .optional(),
+  })
+  .strict();
 
 export function parseTerminateDisks(body: unknown): TerminateDisksParams {
   return { diskIds: unique(parseWith(terminateDisksSchema, body).DiskIds) };
@@ -113,7 +175,11 @@ export function parseTerminateDisks(body: unknown): TerminateDisksParams {
 export interface ResizeInstanceDisksParams {
   instanceId: string;
   systemDiskGiB?: number;
-  dataDisks: Array<{ diskId: string; diskSizeGiB: number }>;
+  /** SystemDisk.DiskType and DiskId as sent: they must name the instance's own system disk (the dispatcher checks). */
+  systemDiskType?: string;
+  systemDiskId?: string;
+  /** diskType as sent: it must be the disk's own type (a resize does not change it). */
+  dataDisks: Array<{ diskId: string; diskSizeGiB: number; diskType?: string }>;
   resizeOnline: boolean;
   forceStop: boolean;
   dryRun: boolean;
@@ -124,7 +190,17 @@ const resizeSchema = z
     InstanceId: idString("instance"),
     SystemDisk: z.object({ DiskSize: intInRange(1, MAX_DISK_GIB), DiskType: z.string().optional(), DiskId: z.string().optional() }).strict().optional(),
     DataDisks: z
-      .array(z.object({ DiskId: idString("disk"), DiskSize: intInRange(1, MAX_DISK_GIB), DiskType: z.string().optional(), DeleteWithInstance: z.boolean().optional() }).strict())
+      .array(
+        z
+          .object({
+            DiskId: idString("disk"),
+            DiskSize: intInRange(1, MAX_DISK_GIB),
+            DiskType: z.string().optional(),
+            // A resize changes sizes only; DeleteWithInstance is AttachDisks' to set.
+            ...unsupportedFields(["DeleteWithInstance"]),
+          })
+          .strict(),
+      )
       .optional(),
     ResizeOnline: z.boolean().optional(),
     ForceStop: z.boolean().optional(),
@@ -146,7 +222,9 @@ export function parseResizeInstanceDisks(body: unknown): ResizeInstanceDisksPara
   return {
     instanceId: r.InstanceId,
     ...(r.SystemDisk ? { systemDiskGiB: r.SystemDisk.DiskSize } : {}),
-    dataDisks: (r.DataDisks ?? []).map((d) => ({ diskId: d.DiskId, diskSizeGiB: d.DiskSize })),
+    ...(r.SystemDisk?.DiskType !== undefined ? { systemDiskType: r.SystemDisk.DiskType } : {}),
+    ...(r.SystemDisk?.DiskId !== undefined ? { systemDiskId: r.SystemDisk.DiskId } : {}),
+    dataDisks: (r.DataDisks ?? []).map((d) => ({ diskId: d.DiskId, diskSizeGiB: d.DiskSize, ...(d.DiskType !== undefined ? { diskType: d.DiskType } : {}) })),
     resizeOnline: r.ResizeOnline ?? false,
     forceStop: r.ForceStop ?? false,
     dryRun: r.DryRun ?? false,
@@ -160,7 +238,8 @@ export interface CreateSnapshotParams {
   snapshotName?: string;
 }
 
-const createSnapshotSchema = z.object({ DiskId: idString("disk"), SnapshotName: boundedString(60).optional(), Deadline: z.string().optional(), DiskBackupId: z.string().optional() }).strict();
+/** Deadline (snapshots here never expire) and DiskBackupId (there are no disk backups) are refused by name. */
+const createSnapshotSchema = z.object({ DiskId: idString("disk"), SnapshotName: boundedString(60).optional(), ...unsupportedFields(["Deadline", "DiskBackupId"]) }).strict();
 
 export function parseCreateSnapshot(body: unknown): CreateSnapshotParams {
   const r = parseWith(createSnapshotSchema, body);
@@ -168,24 +247,30 @@ export function parseCreateSnapshot(body: unknown): CreateSnapshotParams {
 }
 
 
-export interface DescribeSnapshotsParams extends Paging {
+export interface DescribeSnapshotsParams extends Paging, OrderParams {
   snapshotIds?: string[];
   filters: Filter<SnapshotFilterName>[];
 }
 
 const describeSnapshotsSchema = z
-  .object({ SnapshotIds: idList("snapshot").optional(), Filters: filterList(SNAPSHOT_FILTER_NAMES).optional(), ...paging, Order: z.string().optional(), OrderField: z.string().optional() })
+  .object({ SnapshotIds: idList("snapshot").optional(), Filters: filterList(SNAPSHOT_FILTER_NAMES).optional(), ...paging, ...order })
   .strict();
 
 export function parseDescribeSnapshots(body: unknown): DescribeSnapshotsParams {
   const r = parseWith(describeSnapshotsSchema, body);
-  return { ...toPaging(r), filters: toFilters<SnapshotFilterName>(r.Filters), ...(r.SnapshotIds ? { snapshotIds: unique(r.SnapshotIds) } : {}) };
+  return {
+    ...toPaging(r),
+    filters: toFilters<SnapshotFilterName>(r.Filters),
+    ...(r.SnapshotIds ? { snapshotIds: unique(r.SnapshotIds) } : {}),
+    descending: r.Order === "DESC",
+  };
 }
 
 export interface DeleteSnapshotsParams {
   snapshotIds: string[];
 }
 
+/** DeleteBindImages: information only (README): no image on this host is made from a snapshot, so there is none to delete. */
 const deleteSnapshotsSchema = z.object({ SnapshotIds: idList("snapshot"), DeleteBindImages: z.boolean().optional() }).strict();
 
 export function parseDeleteSnapshots(body: unknown): DeleteSnapshotsParams {
@@ -197,9 +282,30 @@ export interface ApplySnapshotParams {
   diskId: string;
 }
 
-const applySnapshotSchema = z.object({ SnapshotId: idString("snapshot"), DiskId: idString("disk"), AutoStopInstance: z.boolean().optional(), AutoStartInstance: z.boolean().optional() }).strict();
+/** AutoStopInstance / AutoStartInstance: false (the instance is stopped and started by the caller) is what happens; true is refused. */
+const noAutoPower = z
+  .boolean()
+  .superRefine((v, ctx) => {
+    if (v) fail(ctx, "InvalidParameterValue", "cannot be true: stop the instance with StopInstances before the rollback and start it after");
+  })
+  .optional();
+const applySnapshotSchema = z.object({ SnapshotId: idString("snapshot"), DiskId: idString("disk"), AutoStopInstance: noAutoPower, AutoStartInstance: noAutoPower }).strict();
 
 export function parseApplySnapshot(body: unknown): ApplySnapshotParams {
   const r = parseWith(applySnapshotSchema, body);
   return { snapshotId: r.SnapshotId, diskId: r.DiskId };
 }
+
+/** The request schemas of this file's actions, by action (test/unit/api/fields.test.ts walks every field). */
+export const DISK_REQUEST_SCHEMAS = {
+  CreateDisks: createDisksSchema,
+  AttachDisks: attachDisksSchema,
+  DetachDisks: detachDisksSchema,
+  DescribeDisks: describeDisksSchema,
+  TerminateDisks: terminateDisksSchema,
+  ResizeInstanceDisks: resizeSchema,
+  CreateSnapshot: createSnapshotSchema,
+  DescribeSnapshots: describeSnapshotsSchema,
+  DeleteSnapshots: deleteSnapshotsSchema,
+  ApplySnapshot: applySnapshotSchema,
+} as const;

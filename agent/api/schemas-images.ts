@@ -118,7 +118,9 @@ export const URL_CREDENTIALS_MESSAGE =
 
 const importImageSchema = z
   .object({
-    Architecture: z.enum(["x86_64", "arm_64"]),
+    Architecture: z.enum(["x86_64", "arm_64"]).superRefine((v, ctx) => {
+      if (v !== "x86_64") fail(ctx, "InvalidParameterValue", "must be x86_64: the guests on this host are x86_64 machines, an arm_64 image would not boot");
+    }),
     OsType: osTypeField,
     OsVersion: osVersionField,
     ImageUrl: z.string().superRefine((v, ctx) => {
@@ -138,7 +140,13 @@ const importImageSchema = z
       })
       .optional(),
     DryRun: z.boolean().optional(),
-    Force: z.boolean().optional(),
+    // The import's checks (format, partition table, boot mode) are never skipped: Force true is refused.
+    Force: z
+      .boolean()
+      .superRefine((v, ctx) => {
+        if (v) fail(ctx, "InvalidParameterValue", "cannot be true: the import's checks (format, partition table, boot mode) are not skipped on this host");
+      })
+      .optional(),
     BootMode: z.enum(["Legacy BIOS", "UEFI"]).optional(),
     TagSpecification: imageTagSpecification.optional(),
     ...unsupportedFields(["PublicImage", "LicenseType", "ImageFamily", "ImportImageDataDisk"]),
@@ -191,3 +199,6 @@ export function parseDescribeHosts(body: unknown): DescribeHostsParams {
   const r = parseWith(describeHostsSchema, body);
   return { ...toPaging(r), filters: toFilters<HostFilterName>(r.Filters) };
 }
+
+/** The request schemas of this file's actions, by action (test/unit/api/fields.test.ts walks every field). */
+export const IMAGE_REQUEST_SCHEMAS = { ImportImage: importImageSchema, DescribeImages: describeImagesSchema, DeleteImages: deleteImagesSchema, DescribeHosts: describeHostsSchema } as const;

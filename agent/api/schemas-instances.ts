@@ -4,14 +4,16 @@
  */
 import { z } from "zod";
 import { osTypeField, osVersionField } from "./schemas-os.js";
-import { fail, filterList, idList, idString, paging, parseWith, toFilters, toPaging, unique, type Filter, type Paging } from "./schemas.js";
+import { boundedString, fail, filterList, idList, idString, paging, parseWith, toFilters, toPaging, unique, unsupportedFields, type Filter, type Paging } from "./schemas.js";
 import { URL_CREDENTIALS_MESSAGE, urlHasCredentials } from "./schemas-images.js";
 
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
 const STOP_TYPES = ["SOFT", "HARD", "SOFT_FIRST"] as const;
 
-export const INSTANCE_FILTER_NAMES = ["instance-id", "instance-name", "instance-state", "image-id", "host-id"] as const;
-export type InstanceFilterName = (typeof INSTANCE_FILTER_NAMES)[number];
+export const INSTANCE_FILTER_NAMES = ["instance-id", "instance-name", "instance-state", "image-id", "host-id", "tag-key", "tag-value"] as const;
+/** `tag:<key>`: the instances whose tag <key> has one of the values. */
+export const INSTANCE_FILTER_PREFIXES = ["tag:"] as const;
+export type InstanceFilterName = (typeof INSTANCE_FILTER_NAMES)[number] | `tag:${string}`;
 
 export interface DescribeInstancesParams extends Paging {
   /** Deduplicated; absent when not given. */
@@ -31,8 +33,8 @@ export interface StartInstancesParams {
 export interface StopInstancesParams {
   instanceIds: string[];
   stopType: StopType;
-  /** Billing mode after stop; accepted, meaningless on a dedicated host. */
-  stoppedMode?: "KEEP_CHARGING" | "STOP_CHARGING";
+  /** KEEP_CHARGING: what a stop is here (the instance keeps its CPU, memory and disks); information only. */
+  stoppedMode?: "KEEP_CHARGING";
   dryRun: boolean;
 }
 
@@ -44,11 +46,12 @@ export interface RebootInstancesParams {
 export interface TerminateInstancesParams {
   instanceIds: string[];
   dryRun: boolean;
+  /** Information only (README): there are no elastic IPs here; the private address is always released with the instance. */
   releaseAddress: boolean;
 }
 
 const describeInstancesSchema = z
-  .object({ InstanceIds: idList("instance").optional(), Filters: filterList(INSTANCE_FILTER_NAMES).optional(), ...paging })
+  .object({ InstanceIds: idList("instance").optional(), Filters: filterList(INSTANCE_FILTER_NAMES, INSTANCE_FILTER_PREFIXES).optional(), ...paging })
   .strict()
   .superRefine((v, ctx) => {
     if (v.InstanceIds !== undefined && v.Filters !== undefined) {
@@ -99,6 +102,10 @@ const stopSchema = z
       fail(ctx, "InvalidParameterCombination", `StopType ${v.StopType} contradicts StoppedMode ${modeAsType}`);
       return;
     }
+    if (v.StoppedMode === "STOP_CHARGING") {
+      fail(ctx, "InvalidParameterValue", "cannot be STOP_CHARGING: a stopped instance on a dedicated host keeps its CPU, memory and disks (KEEP_CHARGING)", ["StoppedMode"]);
+      return;
+    }
     const explicit = v.StopType ?? modeAsType;
     if (explicit !== undefined && v.ForceStop !== undefined) {
       const forceImplied = explicit !== "SOFT";
@@ -114,7 +121,7 @@ export function parseStopInstances(body: unknown): StopInstancesParams {
   const modeAsType = (STOP_TYPES as readonly string[]).includes(r.StoppedMode ?? "") ? (r.StoppedMode as StopType) : undefined;
   const stopType: StopType = r.StopType ?? modeAsType ?? (r.ForceStop ? "SOFT_FIRST" : "SOFT");
   const params: StopInstancesParams = { instanceIds: unique(r.InstanceIds), stopType, dryRun: r.DryRun ?? false };
-  if (r.StoppedMode === "KEEP_CHARGING" || r.StoppedMode === "STOP_CHARGING") params.stoppedMode = r.StoppedMode;
+  if (r.StoppedMode === "KEEP_CHARGING") params.stoppedMode = r.StoppedMode;
   return params;
 }
 
@@ -194,7 +201,10 @@ const attachIsoSchema = z
       .superRefine((v, ctx) => {
         if (urlHasCredentials(v)) fail(ctx, "InvalidParameter.InvalidParameterUrlError", URL_CREDENTIALS_MESSAGE);
       }),
-    Architecture: z.enum(["x86_64", "arm_64"]),
+    Architecture: z.enum(["x86_64", "arm_64"]).superRefine((v, ctx) => {
+      if (v !== "x86_64") fail(ctx, "InvalidParameterValue", "must be x86_64: the guests on this host are x86_64 machines");
+    }),
+    // Information only (README): the ISO is a CD-ROM to the guest whatever OS it holds.
     OsType: osTypeField,
     OsVersion: osVersionField,
     DryRun: z.boolean().optional(),
@@ -209,3 +219,61 @@ export function parseInstanceAttachIso(body: unknown): InstanceAttachIsoParams {
 export function parseInstanceDetachIso(body: unknown): InstanceIdParams {
   return { instanceId: parseWith(exitRescueSchema, body).InstanceId };
 }
+
+// ------------------------------------------------------------------ ModifyInstancesAttribute
+
+/**
+ * ModifyInstancesAttribute (reference/tencent-api-next.md §C.3): one kind of attribute per
+ * call, for up to 100 instances.
+ */
+export interface ModifyInstancesAttributeParams {
+  instanceIds: string[];
+  /** SecurityGroups: the security groups' (issue 10 part 1). */
+  securityGroups?: string[];
+  /** The new name (record only). */
+  instanceName?: string;
+  /** Termination protection: TerminateInstances refuses the instances while it is true. */
+  disableApiTermination?: boolean;
+}
+
+/** The attributes this action changes; a call names exactly one of them. */
+const MODIFY_ATTRIBUTES = ["InstanceName", "DisableApiTermination"] as const;
+
+const modifyInstancesAttributeSchema = z
+  .object({
+    InstanceIds: idList("instance"),
+    InstanceName: boundedString(60, "InvalidInstanceName.TooLong").optional(),
+    DisableApiTermination: z.boolean().optional(),
+    // Not offered on this host: refused by name (a HostName change needs the guest to apply it and a reboot).
+    ...unsupportedFields(["UserData", "HostName", "AutoReboot", "CamRoleName", "CamRoleType", "EnableJumboFrame", "ResetNewCreationIdentify"]),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    const given = MODIFY_ATTRIBUTES.filter((name) => v[name] !== undefined);
+    if (given.length === 0) fail(ctx, "MissingParameter", `names no attribute to change: give one of ${MODIFY_ATTRIBUTES.join(", ")}`);
+    if (given.length > 1) fail(ctx, "InvalidParameterCombination", `changes ${given.join(" and ")}: one kind of attribute per call`);
+  });
+
+export function parseModifyInstancesAttribute(body: unknown): ModifyInstancesAttributeParams {
+  const r = parseWith(modifyInstancesAttributeSchema, body);
+  return {
+    instanceIds: unique(r.InstanceIds),
+    ...(r.InstanceName !== undefined ? { instanceName: r.InstanceName } : {}),
+    ...(r.DisableApiTermination !== undefined ? { disableApiTermination: r.DisableApiTermination } : {}),
+  };
+}
+
+/** The request schemas of this file's actions, by action (test/unit/api/fields.test.ts walks every field). */
+export const INSTANCE_REQUEST_SCHEMAS = {
+  DescribeInstances: describeInstancesSchema,
+  DescribeInstancesStatus: describeStatusSchema,
+  StartInstances: startSchema,
+  StopInstances: stopSchema,
+  RebootInstances: rebootSchema,
+  TerminateInstances: terminateSchema,
+  ModifyInstancesAttribute: modifyInstancesAttributeSchema,
+  EnterRescueMode: enterRescueSchema,
+  ExitRescueMode: exitRescueSchema,
+  InstanceAttachISO: attachIsoSchema,
+  InstanceDetachISO: exitRescueSchema,
+} as const;

@@ -64,8 +64,27 @@ const keyName = z.string().superRefine((v, ctx) => {
 /** The seed marks ProjectId required for both creating actions; only 0 exists (the store says so). */
 const projectId = z.number().int();
 
-/** Accepted so that CVM clients work; key pairs carry no tags on this host. */
-const tagSpecification = z.array(z.unknown()).optional();
+/**
+ * Accepted so that CVM clients work, as long as it asks for no tag: key pairs carry no tags on
+ * this host, so a TagSpecification with tags is refused naming them (an empty one asks nothing).
+ */
+const tagSpecification = z
+  .array(
+    z
+      .object({
+        ResourceType: z.string().superRefine((v, ctx) => {
+          if (v !== "keypair") fail(ctx, "InvalidParameterValue", `must be keypair, got '${v}'`);
+        }),
+        Tags: z
+          .array(z.unknown())
+          .superRefine((tags, ctx) => {
+            if (tags.length) fail(ctx, "InvalidParameterValue", "cannot hold tags: key pairs carry no tags on this host");
+          })
+          .optional(),
+      })
+      .strict(),
+  )
+  .optional();
 
 const importSchema = z
   .object({ KeyName: keyName, ProjectId: projectId, PublicKey: z.string(), TagSpecification: tagSpecification })
@@ -132,3 +151,14 @@ export function parseResetInstancesPassword(body: unknown): ResetInstancesPasswo
   if (r.UserName !== undefined) params.userName = r.UserName;
   return params;
 }
+
+/** The request schemas of this file's actions, by action (test/unit/api/fields.test.ts walks every field). */
+export const LOGIN_REQUEST_SCHEMAS = {
+  ImportKeyPair: importSchema,
+  CreateKeyPair: createSchema,
+  DescribeKeyPairs: describeSchema,
+  DeleteKeyPairs: deleteSchema,
+  AssociateInstancesKeyPairs: bindingSchema,
+  DisassociateInstancesKeyPairs: bindingSchema,
+  ResetInstancesPassword: resetPasswordSchema,
+} as const;

@@ -4,8 +4,11 @@
  * Rules come from reference/seeds-cvm-api.md §1.10 (RunInstances) and §2.
  */
 import { z } from "zod";
+import type { InstanceTag } from "../model.js";
+import { instanceTagSpecification, toInstanceTags } from "./schemas-tags.js";
 import {
   boundedString,
+  defaultProjectOnly,
   fail,
   idList,
   idString,
@@ -28,13 +31,14 @@ export interface DataDiskParams {
 
 export interface RunInstancesParams {
   instanceChargeType: "CDHPAID";
+  /** projectId is 0 when given (the schema refuses any other); zone is checked against the host's by the dispatcher. */
   placement: { zone?: string; projectId?: number; hostId?: string; hostIds?: string[] };
   /** As sent, e.g. `CDH_2C4G`. */
   instanceType: string;
   cpu: number;
   memoryGiB: number;
   imageId: string;
-  systemDisk: { diskType: LocalDiskType; diskSizeGiB: number; diskSizeGiven: boolean; diskId?: string };
+  systemDisk: { diskType: LocalDiskType; diskSizeGiB: number; diskSizeGiven: boolean };
   /** [] when absent. */
   dataDisks: DataDiskParams[];
   virtualPrivateCloud?: {
@@ -56,7 +60,10 @@ export interface RunInstancesParams {
   clientToken?: string;
   dryRun: boolean;
   disableApiTermination: boolean;
+  /** Top-level ProjectId: 0 when given (the schema refuses any other). */
   projectId?: number;
+  /** TagSpecification's tags (ResourceType instance); [] when absent. */
+  tags: InstanceTag[];
 }
 
 export const MAX_USER_DATA_BYTES = 16384;
@@ -137,17 +144,23 @@ function checkUserData(value: string, ctx: Ctx): void {
 const placementSchema = z
   .object({
     Zone: z.string().optional(),
-    ProjectId: z.number().int().optional(),
+    ProjectId: defaultProjectOnly().optional(),
     HostId: idString("host").optional(),
     HostIds: idList("host").optional(),
   })
   .strict();
 
+/** A new instance's system disk: DiskId cannot be chosen (a local disk gets its ID when it is made). */
 const systemDiskSchema = z
   .object({
     DiskType: localDiskType().optional(),
     DiskSize: intInRange(1, 16384).optional(),
-    DiskId: z.string().optional(),
+    DiskId: z
+      .unknown()
+      .superRefine((v, ctx) => {
+        if (v !== undefined) fail(ctx, "InvalidParameterValue", "cannot be chosen: a new instance's local system disk gets its ID when it is made");
+      })
+      .optional(),
   })
   .strict();
 
@@ -206,15 +219,35 @@ const loginSettingsSchema = z
     }
   });
 
-/** Accepted so that common CVM clients work; only "no public network" is allowed. */
+/**
+ * Accepted so that common CVM clients work; only "no public network" is allowed. InternetChargeType
+ * is information only (with no public bandwidth nothing is charged); any other field of CVM's
+ * InternetAccessible (BandwidthPackageId, …) is an unknown parameter.
+ */
 const internetAccessibleSchema = z
-  .object({ InternetMaxBandwidthOut: z.number().int().optional(), PublicIpAssigned: z.boolean().optional() })
-  .passthrough()
+  .object({ InternetMaxBandwidthOut: z.number().int().optional(), PublicIpAssigned: z.boolean().optional(), InternetChargeType: z.string().optional() })
+  .strict()
   .superRefine((v, ctx) => {
-    if ((v.InternetMaxBandwidthOut ?? 0) !== 0 || v.PublicIpAssigned === true) {
-      fail(ctx, "InvalidParameterValue", "asks for public network access: there is no public network on this host");
+    if ((v.InternetMaxBandwidthOut ?? 0) !== 0) {
+      fail(ctx, "InvalidParameterValue", "asks for public bandwidth: there is no public network on this host", ["InternetMaxBandwidthOut"]);
     }
+    if (v.PublicIpAssigned === true) fail(ctx, "InvalidParameterValue", "asks for a public IP: there is no public network on this host", ["PublicIpAssigned"]);
   });
+
+/**
+ * EnhancedService: the cloud security, monitoring and automation agents CVM installs in a guest.
+ * None exists on this host: `Enabled: false` (what the guest gets anyway) is accepted, `true` refused
+ * naming the service.
+ */
+const serviceSwitch = z
+  .object({ Enabled: z.boolean().optional() })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.Enabled === true) fail(ctx, "InvalidParameterValue", "cannot be true: this host installs no cloud security, monitoring or automation agent in guests", ["Enabled"]);
+  });
+const enhancedServiceSchema = z
+  .object({ SecurityService: serviceSwitch.optional(), MonitorService: serviceSwitch.optional(), AutomationService: serviceSwitch.optional() })
+  .strict();
 
 const RUN_UNSUPPORTED = [
   "InstanceChargePrepaid",
@@ -236,16 +269,16 @@ const RUN_UNSUPPORTED = [
   "NetworkInterfaces",
 ] as const;
 
+/** InstanceChargeType: CDHPAID, the only kind on a dedicated host (information only: nothing is billed here). */
+const chargeTypeSchema = z.string().superRefine((v, ctx) => {
+  if (v === "CDHPAID") return;
+  const what = OTHER_CVM_CHARGE_TYPES.includes(v) ? `'${v}' is a CVM charge type` : `'${v}' is not a charge type`;
+  fail(ctx, "InvalidParameterValue", `must be CDHPAID: ${what}; only CDHPAID on a dedicated host`);
+});
+
 export const runInstancesSchema = z
   .object({
-    InstanceChargeType: z
-      .string()
-      .superRefine((v, ctx) => {
-        if (v === "CDHPAID") return;
-        const what = OTHER_CVM_CHARGE_TYPES.includes(v) ? `'${v}' is a CVM charge type` : `'${v}' is not a charge type`;
-        fail(ctx, "InvalidParameterValue", `must be CDHPAID: ${what}; only CDHPAID on a dedicated host`);
-      })
-      .optional(),
+    InstanceChargeType: chargeTypeSchema.optional(),
     Placement: placementSchema.optional(),
     InstanceType: z.string().superRefine((v, ctx) => {
       if (!parseInstanceType(v)) {
@@ -270,14 +303,14 @@ export const runInstancesSchema = z
       })
       .optional(),
     DryRun: z.boolean().optional(),
-    // Accepted and ignored: CVM clients commonly send them.
-    EnhancedService: z.record(z.string(), z.unknown()).optional(),
+    EnhancedService: enhancedServiceSchema.optional(),
+    // Information only (README, "Accepted as information only"): where the order came from.
     PurchaseSource: z.string().optional(),
     SecurityGroupIds: z.array(z.string()).optional(),
     InternetAccessible: internetAccessibleSchema.optional(),
-    TagSpecification: z.array(z.unknown()).optional(),
+    TagSpecification: instanceTagSpecification.optional(),
     DisableApiTermination: z.boolean().optional(),
-    ProjectId: z.number().int().optional(),
+    ProjectId: defaultProjectOnly().optional(),
     ...unsupportedFields(RUN_UNSUPPORTED),
   })
   .strict();
@@ -312,13 +345,13 @@ export function parseRunInstances(body: unknown): RunInstancesParams {
     instanceCount: r.InstanceCount ?? 1,
     dryRun: r.DryRun ?? false,
     disableApiTermination: r.DisableApiTermination ?? false,
+    tags: toInstanceTags(r.TagSpecification),
   };
   const p = r.Placement;
   if (p?.Zone !== undefined) params.placement.zone = p.Zone;
   if (p?.ProjectId !== undefined) params.placement.projectId = p.ProjectId;
   if (p?.HostId !== undefined) params.placement.hostId = p.HostId;
   if (p?.HostIds !== undefined) params.placement.hostIds = unique(p.HostIds);
-  if (r.SystemDisk?.DiskId !== undefined) params.systemDisk.diskId = r.SystemDisk.DiskId;
   const v = r.VirtualPrivateCloud;
   if (v) {
     params.virtualPrivateCloud = { vpcId: v.VpcId, subnetId: v.SubnetId, asVpcGateway: v.AsVpcGateway ?? false };
@@ -346,6 +379,9 @@ export interface ResetInstanceParams {
   imageId?: string;
   /** A new (larger or equal) system disk size, GiB. */
   systemDiskGiB?: number;
+  /** SystemDisk.DiskType and DiskId as sent: they must name the instance's own system disk (the dispatcher checks). */
+  systemDiskType?: LocalDiskType;
+  systemDiskId?: string;
   loginSettings?: { password?: string; keyIds?: string[]; keepImageLogin: boolean };
   hostName?: string;
   userData?: string;
@@ -358,7 +394,7 @@ const resetInstanceSchema = z
     ImageId: idString("image").optional(),
     SystemDisk: z.object({ DiskSize: intInRange(1, 16384).optional(), DiskType: localDiskType().optional(), DiskId: z.string().optional() }).strict().optional(),
     LoginSettings: loginSettingsSchema.optional(),
-    EnhancedService: z.record(z.string(), z.unknown()).optional(),
+    EnhancedService: enhancedServiceSchema.optional(),
     HostName: hostNameSchema.optional(),
     UserData: z.string().superRefine(checkUserData).optional(),
     DryRun: z.boolean().optional(),
@@ -370,6 +406,8 @@ export function parseResetInstance(body: unknown): ResetInstanceParams {
   const params: ResetInstanceParams = { instanceId: r.InstanceId, dryRun: r.DryRun ?? false };
   if (r.ImageId !== undefined) params.imageId = r.ImageId;
   if (r.SystemDisk?.DiskSize !== undefined) params.systemDiskGiB = r.SystemDisk.DiskSize;
+  if (r.SystemDisk?.DiskType !== undefined) params.systemDiskType = r.SystemDisk.DiskType as LocalDiskType;
+  if (r.SystemDisk?.DiskId !== undefined) params.systemDiskId = r.SystemDisk.DiskId;
   if (r.LoginSettings) params.loginSettings = toLoginSettings(r.LoginSettings);
   if (r.HostName !== undefined) params.hostName = r.HostName;
   if (r.UserData !== undefined) params.userData = r.UserData;
@@ -392,12 +430,13 @@ const createImageSchema = z
     InstanceId: idString("instance"),
     ImageName: boundedString(60),
     ImageDescription: boundedString(256).optional(),
+    // Information only (README): it permits a forced power-off; the agent never powers an instance off to image it.
     ForcePoweroff: z.enum(["TRUE", "FALSE"]).optional(),
     Sysprep: z.enum(["TRUE", "FALSE"]).optional(),
     DataDiskIds: z.array(z.string()).optional(),
     SnapshotIds: z.array(z.string()).optional(),
     DryRun: z.boolean().optional(),
-    ImageFamily: z.string().optional(),
+    ...unsupportedFields(["ImageFamily"]),
   })
   .strict()
   .superRefine((v, ctx) => {
@@ -424,19 +463,25 @@ export interface CloneInstanceParams {
   /** Another size than the source's (CDH_<n>C<m>G). */
   type?: { name: string; cpu: number; memoryGiB: number };
   systemDiskGiB?: number;
+  /** Another system disk type than the source's. */
+  systemDiskType?: LocalDiskType;
   hostId?: string;
-  virtualPrivateCloud?: { vpcId: string; subnetId: string; privateIpAddresses?: string[] };
+  hostIds?: string[];
+  /** Placement.Zone as sent; the dispatcher checks it is the host's. */
+  zone?: string;
+  virtualPrivateCloud?: { vpcId: string; subnetId: string; privateIpAddresses?: string[]; asVpcGateway: boolean; ipv6AddressCount?: number };
   loginSettings?: { password?: string; keyIds?: string[]; keepImageLogin: boolean };
   hostName?: string;
   userData?: string;
   clientToken?: string;
+  disableApiTermination: boolean;
 }
 
 const cloneInstanceSchema = z
   .object({
     InstanceId: idString("instance"),
     DataDiskIds: z.array(z.string()).optional(),
-    InstanceChargeType: z.enum(["CDHPAID", "POSTPAID_BY_HOUR", "PREPAID"]).optional(),
+    InstanceChargeType: chargeTypeSchema.optional(),
     Placement: placementSchema.optional(),
     InstanceType: z
       .string()
@@ -452,25 +497,37 @@ const cloneInstanceSchema = z
     HostName: hostNameSchema.optional(),
     UserData: z.string().superRefine(checkUserData).optional(),
     ClientToken: boundedString(64, "InvalidClientToken.TooLong").optional(),
-    EnhancedService: z.record(z.string(), z.unknown()).optional(),
     SecurityGroupIds: z.array(z.string()).optional(),
+    EnhancedService: enhancedServiceSchema.optional(),
     DisableApiTermination: z.boolean().optional(),
+    // Information only (README): where the order came from.
     PurchaseSource: z.string().optional(),
   })
   .strict();
 
 export function parseCloneInstance(body: unknown): CloneInstanceParams {
   const r = parseWith(cloneInstanceSchema, body);
-  const params: CloneInstanceParams = { instanceId: r.InstanceId, dataDiskIds: r.DataDiskIds ?? [], instanceCount: r.InstanceCount ?? 1 };
+  const params: CloneInstanceParams = {
+    instanceId: r.InstanceId,
+    dataDiskIds: r.DataDiskIds ?? [],
+    instanceCount: r.InstanceCount ?? 1,
+    disableApiTermination: r.DisableApiTermination ?? false,
+  };
   if (r.InstanceName !== undefined) params.instanceName = r.InstanceName;
   if (r.InstanceType !== undefined) params.type = { name: r.InstanceType, ...parseInstanceType(r.InstanceType)! };
   if (r.SystemDisk?.DiskSize !== undefined) params.systemDiskGiB = r.SystemDisk.DiskSize;
+  if (r.SystemDisk?.DiskType !== undefined) params.systemDiskType = r.SystemDisk.DiskType as LocalDiskType;
   if (r.Placement?.HostId !== undefined) params.hostId = r.Placement.HostId;
-  if (r.VirtualPrivateCloud) {
+  if (r.Placement?.HostIds !== undefined) params.hostIds = unique(r.Placement.HostIds);
+  if (r.Placement?.Zone !== undefined) params.zone = r.Placement.Zone;
+  const v = r.VirtualPrivateCloud;
+  if (v) {
     params.virtualPrivateCloud = {
-      vpcId: r.VirtualPrivateCloud.VpcId,
-      subnetId: r.VirtualPrivateCloud.SubnetId,
-      ...(r.VirtualPrivateCloud.PrivateIpAddresses ? { privateIpAddresses: r.VirtualPrivateCloud.PrivateIpAddresses } : {}),
+      vpcId: v.VpcId,
+      subnetId: v.SubnetId,
+      asVpcGateway: v.AsVpcGateway ?? false,
+      ...(v.PrivateIpAddresses ? { privateIpAddresses: v.PrivateIpAddresses } : {}),
+      ...(v.Ipv6AddressCount !== undefined ? { ipv6AddressCount: v.Ipv6AddressCount } : {}),
     };
   }
   if (r.LoginSettings) params.loginSettings = toLoginSettings(r.LoginSettings);
@@ -479,3 +536,6 @@ export function parseCloneInstance(body: unknown): CloneInstanceParams {
   if (r.ClientToken !== undefined) params.clientToken = r.ClientToken;
   return params;
 }
+
+/** The request schemas of this file's actions, by action (test/unit/api/fields.test.ts walks every field). */
+export const RUN_REQUEST_SCHEMAS = { RunInstances: runInstancesSchema, ResetInstance: resetInstanceSchema, CreateImage: createImageSchema, CloneInstance: cloneInstanceSchema } as const;

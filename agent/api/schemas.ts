@@ -154,6 +154,16 @@ export function boundedString(max: number, tooLongCode: ErrorCode = "InvalidPara
   });
 }
 
+/** A ProjectId: only the default project, 0, exists on a host; any other is InvalidProjectId.NotFound naming the field. */
+export function defaultProjectOnly() {
+  return z
+    .number()
+    .int()
+    .superRefine((v, ctx) => {
+      if (v !== 0) fail(ctx, "InvalidProjectId.NotFound", `project ${v} does not exist: this host has only the default project, 0`);
+    });
+}
+
 /** Fields that CVM knows but this host agent does not implement: refused by name. */
 export function unsupportedFields(names: readonly string[]): Record<string, z.ZodTypeAny> {
   const out: Record<string, z.ZodTypeAny> = {};
@@ -173,8 +183,11 @@ export type { Filter } from "../core/filter.js";
 const MAX_FILTERS = 10;
 const MAX_FILTER_VALUES = 100;
 
-/** Filters whose Name is one of `names`; an unknown Name → InvalidFilter. */
-export function filterList<N extends string>(names: readonly N[]) {
+/**
+ * Filters whose Name is one of `names`, or starts with one of `prefixes` followed by at least one
+ * character (`tag:` for `tag:<key>`); an unknown Name → InvalidFilter.
+ */
+export function filterList<N extends string>(names: readonly N[], prefixes: readonly string[] = []) {
   const filter = z
     .object({
       Name: z.string(),
@@ -182,8 +195,10 @@ export function filterList<N extends string>(names: readonly N[]) {
     })
     .strict()
     .superRefine((f, ctx) => {
-      if (!(names as readonly string[]).includes(f.Name)) {
-        fail(ctx, "InvalidFilter", `'${f.Name}' is not a supported filter; use one of ${names.join(", ")}`, ["Name"]);
+      const prefixed = prefixes.some((p) => f.Name.startsWith(p) && f.Name.length > p.length);
+      if (!(names as readonly string[]).includes(f.Name) && !prefixed) {
+        const all = [...names, ...prefixes.map((p) => `${p}<key>`)];
+        fail(ctx, "InvalidFilter", `'${f.Name}' is not a supported filter; use one of ${all.join(", ")}`, ["Name"]);
       }
       if (f.Values.length === 0) fail(ctx, "InvalidParameterValue", "must contain at least one value", ["Values"]);
       if (f.Values.length > MAX_FILTER_VALUES) {

@@ -80,7 +80,9 @@ export type DomainErrorKind =
   | "BadCombination"
   | "TooLong"
   | "KeyPairIdMalformed"
-  | "InstanceIdMalformed";
+  | "InstanceIdMalformed"
+  /** TerminateInstances of an instance whose DisableApiTermination is set. */
+  | "TerminationProtected";
 
 export class DomainError extends Error {
   override name = "DomainError";

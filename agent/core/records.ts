@@ -59,6 +59,8 @@ export const instanceRecordSchema = z
     configGeneration: z.number().int().positive().optional(),
     rescue: z.object({ passwordHash: z.string(), since: z.string() }).optional(),
     iso: z.object({ path: absolutePath, url: z.string() }).optional(),
+    disableApiTermination: z.boolean().optional(),
+    tags: z.array(z.object({ key: z.string(), value: z.string() })).optional(),
   })
   .passthrough();
 
@@ -76,6 +78,7 @@ export const diskRecordSchema = z
     target: z.string().optional(),
     deleteWithInstance: z.boolean(),
     createdTime: z.string(),
+    clientToken: z.string().optional(),
   })
   .passthrough();
 

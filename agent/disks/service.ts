@@ -38,9 +38,14 @@ export class DiskService {
   constructor(private readonly o: DiskServiceOptions) {}
 
   /** CreateDisks: empty local data disks, unattached. */
-  async create(req: { diskType: LocalDiskType; diskSizeGiB: number; diskCount: number; diskName?: string; hostId?: string }): Promise<string[]> {
+  async create(req: { diskType: LocalDiskType; diskSizeGiB: number; diskCount: number; diskName?: string; hostId?: string; clientToken?: string }): Promise<string[]> {
     if (req.hostId !== undefined && req.hostId !== this.o.host.hostId) {
       throw new DomainError("HostNotFound", `Placement.HostId ${req.hostId} is not this host (${this.o.host.hostId})`);
+    }
+    // ClientToken: the disks an earlier request with this token made (idempotency), in creation order.
+    if (req.clientToken !== undefined) {
+      const earlier = [...this.o.disks.all()].filter((d) => d.clientToken === req.clientToken);
+      if (earlier.length) return earlier.sort((a, b) => a.createdTime.localeCompare(b.createdTime) || a.diskName.localeCompare(b.diskName)).map((d) => d.diskId);
     }
     const pools = this.o.storage.place(
       Array.from({ length: req.diskCount }, () => ({ diskType: req.diskType, sizeGiB: req.diskSizeGiB })),
@@ -61,6 +66,7 @@ export class DiskService {
         deleteWithInstance: false,
         createdTime,
         busy: "CREATING",
+        ...(req.clientToken !== undefined ? { clientToken: req.clientToken } : {}),
       };
       this.o.disks.put(record); // counted by admission from this moment
       return record;
@@ -194,7 +200,7 @@ export class DiskService {
   }
 
   /** DescribeDisks: data disks from the store and system disks from the instances. */
-  describe(req: { diskIds?: string[]; filters: Filter<DiskFilterName>[]; offset: number; limit: number }): { total: number; disks: Array<Record<string, unknown>> } {
+  describe(req: { diskIds?: string[]; filters: Filter<DiskFilterName>[]; offset: number; limit: number; descending?: boolean }): { total: number; disks: Array<Record<string, unknown>> } {
     let rows = this.allDisks();
     if (req.diskIds) {
       const wanted = new Set(req.diskIds);
@@ -205,6 +211,7 @@ export class DiskService {
       const field = FILTER_FIELDS[f.name];
       rows = rows.filter((r) => values.has(String(r[field] ?? "")));
     }
+    if (req.descending) rows.reverse();
     return { total: rows.length, disks: rows.slice(req.offset, req.offset + req.limit) };
   }
 

@@ -178,7 +178,7 @@ export class SnapshotService {
     }
   }
 
-  describe(req: { snapshotIds?: string[]; filters: Filter<SnapshotFilterName>[]; offset: number; limit: number }): { total: number; snapshots: Array<Record<string, unknown>> } {
+  describe(req: { snapshotIds?: string[]; filters: Filter<SnapshotFilterName>[]; offset: number; limit: number; descending?: boolean }): { total: number; snapshots: Array<Record<string, unknown>> } {
     let rows = [...this.snapshots.values()].sort((a, b) => a.createdTime.localeCompare(b.createdTime) || a.snapshotId.localeCompare(b.snapshotId));
     if (req.snapshotIds) {
       const wanted = new Set(req.snapshotIds);
@@ -195,6 +195,7 @@ export class SnapshotService {
       const values = new Set(f.values);
       rows = rows.filter((r) => values.has(field[f.name](r)));
     }
+    if (req.descending) rows.reverse();
     return { total: rows.length, snapshots: rows.slice(req.offset, req.offset + req.limit).map(toCbsSnapshot) };
   }
 

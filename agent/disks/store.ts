@@ -32,6 +32,8 @@ export interface DiskRecord {
   createdTime: string;
   /** A transition in progress (shown as DiskState); absent = derived from the attachment. */
   busy?: "ATTACHING" | "DETACHING" | "EXPANDING" | "ROLLBACKING" | "CREATING";
+  /** CreateDisks' ClientToken: the same token gives back the same disks. */
+  clientToken?: string;
 }
 
 /** The virtio targets data disks take, in order: vdb … vdz (vda is the system disk). */

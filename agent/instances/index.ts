@@ -15,6 +15,7 @@ import type { KeyPairStore } from "../logins/keypairs.js";
 import type { Subnet } from "../network/subnets.js";
 import type { DataPaths } from "../paths.js";
 import type { Storage } from "../storage/storage.js";
+import { AttributeOperations } from "./attributes.js";
 import { ImageCapture } from "./capture.js";
 import type { IoLimits } from "./domain-spec.js";
 import { IsoOperations } from "./iso.js";
@@ -42,6 +43,8 @@ export interface InstanceOperations {
   iso: IsoOperations;
   capture: ImageCapture;
   terminate: Terminator;
+  /** ModifyInstancesAttribute's record-only attributes (name, termination protection). */
+  attributes: AttributeOperations;
   recovery: Recovery;
 }
 
@@ -125,6 +128,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     iso: new IsoOperations({ ops, hypervisor, specs, power }),
     capture: new ImageCapture({ ops, paths, images, hypervisor, imageTool, power, checkpoint, logger }),
     terminate,
+    attributes: new AttributeOperations({ ops, registry, paths }),
     recovery: new Recovery({
       hypervisor,
       registry,

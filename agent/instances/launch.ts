@@ -44,6 +44,10 @@ export interface RunRequest {
   vpc?: { vpcId: string; subnetId: string; privateIpAddress?: string };
   /** DataDisks: local data disks made with each instance (vdb, vdc, … in this order). */
   dataDisks?: Array<{ diskType: "LOCAL_BASIC" | "LOCAL_SSD"; sizeGiB: number; deleteWithInstance: boolean }>;
+  /** DisableApiTermination: TerminateInstances refuses the instances until it is cleared. */
+  disableApiTermination?: boolean;
+  /** TagSpecification's tags, kept in each instance's record. */
+  tags?: Array<{ key: string; value: string }>;
 }
 
 /** At most this many data disks per instance (CVM: 20 cloud + 1 local; the virtio targets vdb…vdv). */
@@ -218,6 +222,8 @@ export class Launcher {
         ...(req.clientToken ? { clientToken: req.clientToken } : {}),
         launchIndex,
         ...(req.userData ? { userData: req.userData } : {}),
+        ...(req.disableApiTermination ? { disableApiTermination: true } : {}),
+        ...(req.tags?.length ? { tags: req.tags.map((t) => ({ ...t })) } : {}),
         latestOperation: { action: "RunInstances", state: "OPERATING", requestId: ctx.requestId },
       };
       return {

@@ -4,12 +4,13 @@
  * retrying until it is gone. Recovery finishes a terminate a crash interrupted.
  */
 import type { Logger } from "pino";
+import { DomainError } from "../core/errors.js";
 import type { Journal } from "../journal.js";
 import { isoSeconds } from "../model.js";
 import type { KeyPairStore } from "../logins/keypairs.js";
 import type { Operations, RequestContext } from "../core/operations.js";
 import type { Checkpoint, Provisioner } from "./provision.js";
-import type { InstanceRegistry, Transition } from "./registry.js";
+import type { InstanceEntry, InstanceRegistry, Transition } from "./registry.js";
 
 export class Terminator {
   constructor(
@@ -24,8 +25,25 @@ export class Terminator {
     },
   ) {}
 
-  async terminate(ids: string[], ctx: RequestContext): Promise<void> {
+  /**
+   * Every check TerminateInstances makes, with no change: the instances exist, their states
+   * allow it, and none has DisableApiTermination set. All or nothing: one protected instance
+   * refuses the whole request, naming every protected one, before anything is terminated.
+   */
+  check(ids: readonly string[]): InstanceEntry[] {
     const entries = this.o.ops.validate(ids, "TerminateInstances");
+    const protectedIds = entries.filter((e) => e.record.disableApiTermination === true).map((e) => e.record.instanceId);
+    if (protectedIds.length) {
+      throw new DomainError(
+        "TerminationProtected",
+        `${protectedIds.join(", ")} ${protectedIds.length > 1 ? "have" : "has"} DisableApiTermination set: clear it with ModifyInstancesAttribute first; nothing was terminated`,
+      );
+    }
+    return entries;
+  }
+
+  async terminate(ids: string[], ctx: RequestContext): Promise<void> {
+    const entries = this.check(ids);
     const ts: Transition[] = [];
     for (const entry of entries) {
       entry.transition?.abort.abort(new Error("pre-empted by TerminateInstances"));

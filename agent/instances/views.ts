@@ -55,7 +55,8 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     DefaultLoginPort: 22,
     Architecture: "x86_64",
     Hypervisor: 1,
-    DisableApiTermination: false,
+    DisableApiTermination: r.disableApiTermination === true,
+    Tags: (r.tags ?? []).map((t) => ({ Key: t.key, Value: t.value })),
     HostName: r.hostName ?? r.instanceId,
     MacAddresses: r.nics.map((n) => n.mac),
   };
@@ -71,6 +72,21 @@ const FILTERS: Record<string, (entry: InstanceEntry, state: InstanceState, host:
   "subnet-id": (e) => e.record.nics[0]?.subnetId ?? "",
   "host-id": (_e, _s, h) => h.hostId,
 };
+
+/**
+ * The tag filters: `tag-key` (the instance has a tag with one of these keys), `tag-value` (… with
+ * one of these values) and `tag:<key>` (its tag <key> has one of these values); undefined for
+ * any other name.
+ */
+function tagFilter(name: string, values: ReadonlySet<string>): ((entry: InstanceEntry) => boolean) | undefined {
+  if (name === "tag-key") return (e) => (e.record.tags ?? []).some((t) => values.has(t.key));
+  if (name === "tag-value") return (e) => (e.record.tags ?? []).some((t) => values.has(t.value));
+  if (name.startsWith("tag:")) {
+    const key = name.slice("tag:".length);
+    return (e) => (e.record.tags ?? []).some((t) => t.key === key && values.has(t.value));
+  }
+  return undefined;
+}
 
 /** Filters are ANDed; the values within one filter are ORed (seed API §2.4). */
 export function selectInstances(options: {
@@ -94,6 +110,11 @@ export function selectInstances(options: {
       .sort((a, b) => a.entry.record.createdTime.localeCompare(b.entry.record.createdTime) || a.entry.record.launchIndex - b.entry.record.launchIndex);
   }
   for (const f of options.filters ?? []) {
+    const byTag = tagFilter(f.Name, new Set(f.Values));
+    if (byTag) {
+      rows = rows.filter((r) => byTag(r.entry));
+      continue;
+    }
     const get = FILTERS[f.Name];
     if (!get) continue;
     const wanted = new Set(f.Values);

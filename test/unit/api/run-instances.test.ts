@@ -32,6 +32,7 @@ describe("RunInstances parsing", () => {
       instanceCount: 1,
       dryRun: false,
       disableApiTermination: false,
+      tags: [],
     });
   });
 
