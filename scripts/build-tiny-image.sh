@@ -23,13 +23,20 @@
 # TEXT are safe words or hex:…, see scripts/lib/guest-disks.sh. CDH-TINY-POWEROFF comes
 # right before powering off, CDH-TINY-ACPI-IGNORED when it ignores a power-button press
 # (noacpi mode).
+#
+# Network (scripts/lib/tiny-net.sh, installed as /bin/cdh-net): once the CD-ROM modules are
+# in, the guest reads the config drive's openstack/latest/network_data.json, configures its
+# NICs and starts its responders (TCP 7001, 7002, UDP 7003, a TCP sink on 7004, ping), then
+#   CDH-TINY-NET id=INSTANCE nics=eth0:MAC:IP/PREFIX,... gw=GATEWAY     (or CDH-TINY-NET none)
+# The serial console reads commands: a line `cdh-net ...` runs /bin/cdh-net in the background
+# (probes from inside the guest, test/support/guest-net.ts), any other line runs in sh.
 set -euo pipefail
 
 script=$(readlink -f "$0")
 lib=$(dirname "$script")/lib
 # shellcheck source=lib/initramfs.sh
 . "$lib/initramfs.sh"
-sources=("$script" "$lib/initramfs.sh" "$lib/guest-disks.sh")
+sources=("$script" "$lib/initramfs.sh" "$lib/guest-disks.sh" "$lib/tiny-net.sh")
 out="${CDH_TEST_CACHE:-/var/cache/cdh-agent-test}/images"
 force=0
 while [ $# -gt 0 ]; do
@@ -82,7 +89,9 @@ chmod 755 "$work"
 # --- kernel and busybox from Debian's archive -----------------------------------------
 ird_kernel_pkg
 log "kernel $kver"
-ird_download "$work/debs" "$kpkg" busybox-static
+# netcat-traditional: busybox's nc has no UDP; nc.traditional listens on and sends UDP and
+# binds a chosen source address (the forged-source probes). It needs only libc6.
+ird_download "$work/debs" "$kpkg" busybox-static netcat-traditional libc6
 ird_unpack_kernel "$work/debs"
 
 # Modules loaded before READY (disk, network, power button) and after it, in the
@@ -97,6 +106,11 @@ ird_add_modules "$root" early.list "${early_mods[@]}"
 ird_add_modules "$root" late.list "${late_mods[@]}"
 log "modules before READY: $(tr '\n' ' ' <"$root/lib/modules/early.list")"
 cp "$lib/guest-disks.sh" "$root/lib/cdh-disks.sh"
+mkdir -p "$work/stage"
+for p in netcat-traditional libc6; do dpkg-deb -x "$(echo "$work/debs/${p}"_*.deb)" "$work/stage"; done
+ird_add_elf "$root" "$work/stage" bin/nc.traditional
+cp "$lib/tiny-net.sh" "$root/bin/cdh-net"
+chmod 755 "$root/bin/cdh-net"
 
 cat >"$root/init" <<'INIT'
 #!/bin/sh
@@ -155,14 +169,29 @@ say "CDH-TINY-DATA${data:+ $data}"
    say "CDH-TINY-DATA${data:+ $data}"
  done) &
 
-(while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </lib/modules/late.list) &
+# The CD-ROM modules, then the network from the config drive (scripts/lib/tiny-net.sh).
+(while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </lib/modules/late.list
+ /bin/cdh-net setup) &
 
 if [ "$mode" = selfoff ]; then
   (sleep 15; say CDH-TINY-POWEROFF; sync; poweroff -f) &
 fi
 
-# A shell on the serial console, for a human with `virsh console`.
-(while :; do setsid -c sh <"$con" >"$con" 2>&1; sleep 1; done) &
+# The serial console reads commands, without echo: `cdh-net ...` lines (the tests' probes,
+# test/support/guest-net.ts) run in the background; any other line runs in sh (a human
+# with `virsh console`).
+(stty -F "$con" -echo 2>/dev/null
+ set -f
+ while :; do
+   while IFS= read -r line; do
+     case "$line" in
+       "cdh-net "*) /bin/cdh-net ${line#cdh-net } </dev/null >/dev/null 2>&1 & ;;
+       "") ;;
+       *) sh -c "$line" </dev/null >"$con" 2>&1 ;;
+     esac
+   done <"$con"
+   sleep 1
+ done) &
 
 while :; do sleep 3600 & wait; done
 INIT
@@ -205,6 +234,7 @@ files=("${outputs[@]:0:${#outputs[@]}-1}")   # all but manifest.json
 {
   printf '{\n  "kernelVersion": "%s",\n  "kernelPackage": "%s",\n' "$kver" "$kpkg"
   printf '  "busybox": "%s",\n' "$(dpkg-deb -f "$work/debs"/busybox-static_*.deb Version)"
+  printf '  "netcatTraditional": "%s",\n' "$(dpkg-deb -f "$work/debs"/netcat-traditional_*.deb Version)"
   printf '  "kernelCmdline": "console=ttyS0 cdh.mode=<mode> sysrq_always_enabled panic=-1 quiet",\n'
   printf '  "builtAt": "%s",\n  "files": [\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   ird_manifest_files "$work" "${files[@]}"

@@ -1,0 +1,274 @@
+/**
+ * Network probes from INSIDE a tiny guest, over its serial console, so that what a test
+ * learns does not depend on the network it is testing. The tiny guest
+ * (scripts/build-tiny-image.sh, scripts/lib/tiny-net.sh) configures its NIC from the config
+ * drive, runs responders (TCP 7001 and 7002, UDP 7003, a TCP byte sink on 7004, ping) and
+ * reads `cdh-net …` command lines on ttyS0; each answers one line `CDH-NET ID ok|fail …`.
+ *
+ * The test holds the domain's serial pty (the `<serial type='pty'><source path=…/>` of the
+ * running domain) open for as long as it talks to the guest, reading everything the guest
+ * prints: QEMU stops the guest's serial output when its pty is connected and not read.
+ * libvirt's console log keeps its own copy (test/support/serial.ts).
+ */
+import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { ReadStream } from "node:tty";
+import { execa } from "execa";
+import { waitForSerial } from "./serial.js";
+
+export type ProbeProto = "tcp" | "udp" | "icmp";
+
+/** The guest's ports (scripts/lib/tiny-net.sh). */
+export const TINY_PORTS = { tcp: 7001, tcp2: 7002, udp: 7003, sink: 7004 } as const;
+
+export const TINY_NET_PATTERN = /CDH-TINY-NET id=(\S+) nics=(\S*) gw=(\S*)/;
+
+export interface TinyNic {
+  name: string;
+  mac: string;
+  ip: string;
+  prefixLength: number;
+}
+
+export interface TinyNet {
+  instanceId: string;
+  nics: TinyNic[];
+  gateway: string;
+}
+
+/** Parses `CDH-TINY-NET id=… nics=eth0:MAC:IP/PREFIX,… gw=…`; throws when the line is not one. */
+export function parseTinyNet(line: string): TinyNet {
+  const m = TINY_NET_PATTERN.exec(line);
+  if (!m) throw new Error(`not a CDH-TINY-NET line: ${JSON.stringify(line)}`);
+  const nics = m[2]!.split(",").filter((s) => s !== "").map((item) => {
+    const n = /^(\w+):([0-9a-f:]{17}):([\d.]+)\/(\d+)$/.exec(item);
+    if (!n) throw new Error(`bad NIC ${JSON.stringify(item)} in ${JSON.stringify(line)}`);
+    return { name: n[1]!, mac: n[2]!, ip: n[3]!, prefixLength: Number(n[4]) };
+  });
+  return { instanceId: m[1]!, nics, gateway: m[3]! };
+}
+
+export interface ProbeResult {
+  ok: boolean;
+  /** The responder's line (`CDH-TCP port=7001 id=ins-…`, `CDH-UDP …`, `CDH-ICMP …`) when ok. */
+  reply?: string;
+}
+
+const RESULT = /CDH-NET (\S+) (ok|fail)(?: (.*))?$/;
+
+let seq = 0;
+const nextId = (prefix: string) => `${prefix}${process.pid.toString(36)}x${(++seq).toString(36)}`;
+
+/** A running tiny guest with a network, and its serial console held open. */
+export class NetGuest {
+  readonly instanceId: string;
+  readonly ip: string;
+  readonly mac: string;
+  readonly gateway: string;
+  readonly net: TinyNet;
+  private readonly fd: number;
+  private readonly stream: ReadStream;
+  private partial = "";
+  private closed = false;
+  private readonly waiters = new Map<string, (r: { ok: boolean; rest: string }) => void>();
+  private readonly watchers = new Map<string, (seqNo: number, ok: boolean, rest: string) => void>();
+
+  private constructor(net: TinyNet, ptyPath: string) {
+    this.net = net;
+    this.instanceId = net.instanceId;
+    const eth0 = net.nics[0];
+    if (!eth0) throw new Error(`${net.instanceId}: the guest configured no NIC`);
+    this.ip = eth0.ip;
+    this.mac = eth0.mac;
+    this.gateway = net.gateway;
+    this.fd = openSync(ptyPath, constants.O_RDWR | constants.O_NOCTTY);
+    this.stream = new ReadStream(this.fd);
+    this.stream.setRawMode(true);
+    this.stream.setEncoding("utf8");
+    this.stream.on("data", (chunk: string) => this.onData(chunk));
+    // EIO once the domain is gone: nothing more will come.
+    this.stream.on("error", () => this.close());
+    this.stream.on("end", () => this.close());
+  }
+
+  /**
+   * Waits for the guest's CDH-TINY-NET line in its console log, then opens its serial pty
+   * (found with `virsh dumpxml` of the running domain) and checks that it answers.
+   */
+  static async open(o: { instanceId: string; consoleLog: string; uri?: string; timeoutMs?: number }): Promise<NetGuest> {
+    const timeoutMs = o.timeoutMs ?? 90_000;
+    const line = await waitForSerial(o.consoleLog, TINY_NET_PATTERN, { timeoutMs });
+    const net = parseTinyNet(line[0]);
+    if (net.instanceId !== o.instanceId) throw new Error(`${o.consoleLog}: the guest says it is ${net.instanceId}, not ${o.instanceId}`);
+    const pty = await serialPty(o.instanceId, o.uri);
+    const guest = new NetGuest(net, pty);
+    try {
+      await guest.hello(30_000);
+    } catch (err) {
+      guest.close();
+      throw err;
+    }
+    return guest;
+  }
+
+  private onData(chunk: string): void {
+    const lines = (this.partial + chunk).split("\n");
+    this.partial = lines.pop() ?? "";
+    for (const raw of lines) {
+      const m = RESULT.exec(raw.replace(/\r$/, ""));
+      if (!m) continue;
+      const [, id, verdict, rest] = m as unknown as [string, string, string, string | undefined];
+      const waiter = this.waiters.get(id);
+      if (waiter) {
+        this.waiters.delete(id);
+        waiter({ ok: verdict === "ok", rest: rest ?? "" });
+        continue;
+      }
+      const dot = id.lastIndexOf(".");
+      const watcher = dot > 0 ? this.watchers.get(id.slice(0, dot)) : undefined;
+      if (watcher) watcher(Number(id.slice(dot + 1)), verdict === "ok", rest ?? "");
+    }
+  }
+
+  private send(line: string): void {
+    if (this.closed) throw new Error(`${this.instanceId}: its serial console is closed`);
+    if (!/^[\w .:/,=-]+$/.test(line)) throw new Error(`unsafe guest command ${JSON.stringify(line)}`);
+    writeSync(this.fd, `${line}\n`);
+  }
+
+  /** Sends `cdh-net CMD ID ARGS…` and waits for its result line. */
+  private async command(cmd: string, args: Array<string | number>, waitMs: number, id = nextId(cmd.slice(0, 2))): Promise<{ ok: boolean; rest: string }> {
+    const result = new Promise<{ ok: boolean; rest: string }>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(id);
+        reject(new Error(`${this.instanceId}: no answer to "cdh-net ${cmd} ${id} ${args.join(" ")}" within ${waitMs} ms`));
+      }, waitMs);
+      this.waiters.set(id, (r) => {
+        clearTimeout(timer);
+        resolve(r);
+      });
+    });
+    this.send(["cdh-net", cmd, id, ...args].join(" "));
+    return result;
+  }
+
+  private async hello(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    // QEMU notices a connected pty within a second; a line sent before may be lost or half.
+    for (;;) {
+      try {
+        writeSync(this.fd, "\n");
+        const r = await this.command("stop", [], 3_000);
+        if (r.ok) return;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+      }
+    }
+  }
+
+  /**
+   * One probe from this guest: TCP (connect and read the responder's line), UDP (one
+   * datagram, read the answer) or ICMP (one echo request), bounded by `timeoutMs` inside
+   * the guest (whole seconds, at least 1). `from` sends from another local address (add it
+   * first with {@link addAddress}). Throws when the guest does not answer at all.
+   */
+  async probe(o: { proto: ProbeProto; to: string; port?: number; timeoutMs?: number; from?: string }): Promise<ProbeResult> {
+    const secs = Math.max(1, Math.round((o.timeoutMs ?? 1000) / 1000));
+    const port = o.port ?? (o.proto === "udp" ? TINY_PORTS.udp : o.proto === "tcp" ? TINY_PORTS.tcp : 0);
+    const args: Array<string | number> = [o.proto, o.to, port, secs, ...(o.from ? [o.from] : [])];
+    const r = await this.command("probe", args, secs * 1000 + 15_000);
+    return r.ok ? { ok: true, reply: r.rest } : { ok: false };
+  }
+
+  /**
+   * Probes again and again (one probe every ~0.2 s after the previous one ended) until
+   * `stop()`, which resolves with every result in order.
+   */
+  watch(o: { proto: ProbeProto; to: string; port?: number; timeoutMs?: number }): { results: ProbeResult[]; stop(): Promise<ProbeResult[]> } {
+    const wid = nextId("w");
+    const results: ProbeResult[] = [];
+    this.watchers.set(wid, (n, ok, rest) => {
+      results[n - 1] = ok ? { ok, reply: rest } : { ok };
+    });
+    const secs = Math.max(1, Math.round((o.timeoutMs ?? 1000) / 1000));
+    const port = o.port ?? (o.proto === "udp" ? TINY_PORTS.udp : o.proto === "tcp" ? TINY_PORTS.tcp : 0);
+    this.send(["cdh-net", "watch", wid, o.proto, o.to, port, secs].join(" "));
+    return {
+      results,
+      stop: async () => {
+        const before = results.length;
+        await this.command("stop", [], 10_000, wid);
+        // The loop ends after the probe under way: wait for its result.
+        const deadline = Date.now() + secs * 1000 + 10_000;
+        while (results.length === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        this.watchers.delete(wid);
+        return results.filter((r) => r !== undefined);
+      },
+    };
+  }
+
+  /** Adds (or removes) an address on eth0: a source address the agent did not give it. */
+  async addAddress(cidr: string): Promise<void> {
+    const r = await this.command("addr", ["add", cidr], 15_000);
+    if (!r.ok) throw new Error(`${this.instanceId}: ip addr add ${cidr} failed`);
+  }
+
+  async delAddress(cidr: string): Promise<void> {
+    const r = await this.command("addr", ["del", cidr], 15_000);
+    if (!r.ok) throw new Error(`${this.instanceId}: ip addr del ${cidr} failed`);
+  }
+
+  /** Sets eth0's MAC (restore with `setMac(guest.mac)`). */
+  async setMac(mac: string): Promise<void> {
+    const r = await this.command("mac", [mac], 15_000);
+    if (!r.ok) throw new Error(`${this.instanceId}: ip link set address ${mac} failed`);
+  }
+
+  /**
+   * Sends `mb` MiB of zeros over TCP to another tiny guest's sink (port 7004), timed
+   * inside this guest (10 ms steps). Throws when fewer bytes arrived.
+   */
+  async sendBytes(o: { to: string; mb: number; timeoutMs: number }): Promise<{ bytes: number; seconds: number }> {
+    const secs = Math.max(1, Math.ceil(o.timeoutMs / 1000));
+    const r = await this.command("send", [o.to, TINY_PORTS.sink, o.mb, secs], secs * 1000 + 15_000);
+    const m = /bytes=(\d+) t0=([\d.]+) t1=([\d.]+)/.exec(r.rest);
+    if (!r.ok || !m) throw new Error(`${this.instanceId}: sending ${o.mb} MiB to ${o.to} failed (${r.rest})`);
+    return { bytes: Number(m[1]), seconds: Number(m[3]) - Number(m[2]) };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stream.destroy();
+    try {
+      closeSync(this.fd);
+    } catch {
+      // ReadStream's handle may have closed it already.
+    }
+    for (const [id, waiter] of this.waiters) {
+      this.waiters.delete(id);
+      waiter({ ok: false, rest: "console closed" });
+    }
+  }
+}
+
+/** The serial pty of a running domain, from `virsh dumpxml`. */
+export async function serialPty(domain: string, uri = "qemu:///system"): Promise<string> {
+  const { stdout } = await execa("virsh", ["-c", uri, "dumpxml", domain], { timeout: 30_000 });
+  const m = /<serial type='pty'>\s*<source path='([^']+)'/.exec(stdout);
+  if (!m) throw new Error(`${domain}: no serial pty in its live XML`);
+  return m[1]!;
+}
+
+/** Opens every guest in parallel; closes those opened when one fails. */
+export async function openNetGuests(
+  guests: ReadonlyArray<{ instanceId: string; consoleLog: string }>,
+  o: { uri?: string; timeoutMs?: number } = {},
+): Promise<NetGuest[]> {
+  const settled = await Promise.allSettled(guests.map((g) => NetGuest.open({ ...g, ...o })));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed) {
+    for (const s of settled) if (s.status === "fulfilled") s.value.close();
+    throw failed.reason;
+  }
+  return settled.map((s) => (s as PromiseFulfilledResult<NetGuest>).value);
+}
