@@ -10,6 +10,7 @@
  * transaction replaces both tables whole: declared, deleted and rebuilt in one batch, so
  * there is never a moment without rules. Calls are serialized.
  */
+import { readFile, writeFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { CommandRunner } from "../../drivers/exec/runner.js";
 import { diffTable, listTable, replaceTable, removeTable, runNft, type NftTable } from "../../drivers/network/nft.js";
@@ -118,4 +119,24 @@ export class NftFirewall implements Firewall {
 export function planTransaction(applied: CompiledFirewall | undefined, wanted: CompiledFirewall): string[] {
   const part = (from: NftTable | undefined, to: NftTable) => (from ? (diffTable(from, to) ?? replaceTable(to)) : replaceTable(to));
   return [...part(applied?.bridge, wanted.bridge), ...part(applied?.inet, wanted.inet)];
+}
+
+/**
+ * Bridged IPv4 must pass the inet hooks (where conntrack and the security groups are):
+ * `net.bridge.bridge-nf-call-iptables` = 1 in the agent's network namespace. Loads
+ * br_netfilter when the knob is missing; throws when it cannot be had, since guests would
+ * otherwise be unfiltered.
+ */
+export async function ensureBridgeNetfilter(o: { runner: CommandRunner; procRoot?: string }): Promise<void> {
+  const knob = `${o.procRoot ?? "/proc"}/sys/net/bridge/bridge-nf-call-iptables`;
+  const read = () => readFile(knob, "utf8").then((v) => v.trim(), () => undefined);
+  if ((await read()) === undefined) await o.runner.run(["modprobe", "br_netfilter"], { allowFailure: true, timeoutMs: 10_000 });
+  const value = await read();
+  if (value === undefined) throw new Error(`${knob} does not exist (br_netfilter is not available): security groups cannot be enforced`);
+  if (value !== "1") {
+    await writeFile(knob, "1\n").catch((error: unknown) => {
+      throw new Error(`could not set ${knob} to 1: security groups cannot be enforced`, { cause: error });
+    });
+    if ((await read()) !== "1") throw new Error(`${knob} did not take the value 1: security groups cannot be enforced`);
+  }
 }

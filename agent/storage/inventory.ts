@@ -8,6 +8,8 @@
  *   3. after the grace period it is deleted: a file with its data destroyed (the pools'
  *      wipe mode), a domain destroyed and undefined (its disks are files, swept as above).
  * A file younger than a few minutes is never an orphan: it may be a copy in progress.
+ * Chains and set elements of the firewall's tables that belong to no NIC or group are
+ * reported only (the next full firewall sync, at start or after a libvirtd restart, drops them).
  */
 import { readdir, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
@@ -37,12 +39,14 @@ export interface SweepResult {
   deleted: string[];
   /** Instances the agent knows whose domain libvirt does not have (reported only). */
   missingDomains: string[];
+  /** Firewall chains and set elements that belong to no NIC or group ("inet cdh_filter chain nic_…_in"; reported only). */
+  firewallStrays: string[];
 }
 
 export class InventorySweep {
   /** Orphan domains and instance directories, by name, with the time they were first seen. */
   private readonly seen = new Map<string, Orphan>();
-  private last: SweepResult = { quarantined: [], deleted: [], missingDomains: [] };
+  private last: SweepResult = { quarantined: [], deleted: [], missingDomains: [], firewallStrays: [] };
   private running: Promise<SweepResult> | undefined;
 
   constructor(
@@ -55,6 +59,8 @@ export class InventorySweep {
       graceMs: number;
       /** Paths in use that the pools' owners do not list (reinstalls in progress, …). */
       busyPaths?: () => Iterable<string>;
+      /** The firewall's leftovers (Firewall.strays of the current state). */
+      firewallStrays?: () => Promise<string[]>;
       logger: Logger;
       /** Clock, for tests of pure timing. */
       now?: () => number;
@@ -77,7 +83,7 @@ export class InventorySweep {
   }
 
   private async sweepOnce(): Promise<SweepResult> {
-    const result: SweepResult = { quarantined: [], deleted: [], missingDomains: [] };
+    const result: SweepResult = { quarantined: [], deleted: [], missingDomains: [], firewallStrays: [] };
     const known = new Set<string>([...this.o.storage.files()].map((f) => f.path));
     for (const p of this.o.busyPaths?.() ?? []) known.add(p);
     for (const e of this.o.registry.all()) known.add(e.record.systemDisk.path);
@@ -143,6 +149,10 @@ export class InventorySweep {
       await this.judge(`dir:${name}`, "instance-dir", this.o.paths.instanceDir(name), result, async () => {
         await rm(this.o.paths.instanceDir(name), { recursive: true, force: true });
       });
+    }
+    if (this.o.firewallStrays) {
+      result.firewallStrays = await this.o.firewallStrays();
+      if (result.firewallStrays.length > 0) this.o.logger.warn({ strays: result.firewallStrays }, "firewall chains or set elements that belong to no NIC or group; reported only");
     }
     // Forget orphans that went away by themselves.
     for (const [key, orphan] of this.seen) {

@@ -8,6 +8,8 @@
  * are test/integration/sg-traffic.test.ts.
  */
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { createServer, type Server } from "node:net";
 import { createSocket, type Socket } from "node:dgram";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -185,9 +187,15 @@ describe.skipIf(!isRoot)("firewall (nftables, real kernel, veth guests on a scra
     await quiet("ip", "link", "del", otherBridge);
   }, 30_000);
 
-  it("nft -c accepts the golden ruleset (a fresh start's whole transaction)", async () => {
-    const commands = planTransaction(undefined, compileFirewall(GOLDEN_STATE, GOLDEN_OPTIONS));
-    await runner.run(["nft", "-c", "-f", "-"], { input: `${commands.join("\n")}\n` });
+  it("nft -c accepts the golden rulesets: a fresh start's whole transaction, and a change after it", async () => {
+    const full = readFileSync(fileURLToPath(new URL("../golden/nft-firewall-full.nft", import.meta.url)), "utf8");
+    const change = readFileSync(fileURLToPath(new URL("../golden/nft-firewall-change.nft", import.meta.url)), "utf8");
+    expect(full).toBe(`${planTransaction(undefined, compileFirewall(GOLDEN_STATE, GOLDEN_OPTIONS)).join("\n")}\n`);
+    await runner.run(["nft", "-c", "-f", "-"], { input: full });
+    await runner.run(["nft", "-c", "-f", "-"], { input: full + change });
+    // And nft -c does refuse: the change alone names chains that do not exist.
+    const alone = await runner.run(["nft", "-c", "-f", "-"], { input: change.replaceAll("cdh_filter", table), allowFailure: true });
+    expect(alone.exitCode).not.toBe(0);
   });
 
   it("an empty group denies everything both ways; the boot essentials at the gateway still pass", async () => {
@@ -277,7 +285,8 @@ describe.skipIf(!isRoot)("firewall (nftables, real kernel, veth guests on a scra
     }
     // Another MAC: nothing passes, not even its ARP.
     await sh("ip", "-n", guests.c.ns, "link", "set", "eth0", "address", "52:54:00:fa:00:99");
-    await sh("ip", "-n", guests.c.ns, "neigh", "flush", "all");
+    // Everyone forgets c's old MAC, so that a reply to c needs c's ARP answer (from its new MAC) to get through.
+    for (const g of Object.values(guests)) await sh("ip", "-n", g.ns, "neigh", "flush", "all");
     try {
       expect(await tcp(guests.c, guests.a, 80)).toBe("timeout");
     } finally {
