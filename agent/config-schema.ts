@@ -198,6 +198,9 @@ export const configSchema = z
     /** node-cron schedule of the image cache sweep (base files no image and no disk uses). */
     image_cache_sweep_schedule: z.string().default("0 */15 * * * *")
       .describe("node-cron expression (6 fields) of the image cache sweep that deletes base image files no image record names and no disk's backing chain contains"),
+    /** Security groups the host may hold, the default group included (the seeds: 50 per region). */
+    security_group_limit: z.number().int().min(1).max(10000).default(50)
+      .describe("security groups this host may hold, the default group included; CreateSecurityGroup beyond it is LimitExceeded"),
     /** The rescue system's kernel (scripts/build-rescue-image.sh). */
     rescue_kernel: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent/rescue/rescue-vmlinuz")
       .describe("kernel of the rescue system that EnterRescueMode boots (absolute path; built by scripts/build-rescue-image.sh)"),

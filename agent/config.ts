@@ -45,6 +45,8 @@ export interface AgentConfig {
   readonly memoryAllocationRatio: number;
   /** 0 = derived from the host's cores (see instances/launch-queue.ts). */
   readonly launchConcurrency: number;
+  /** Security groups the host may hold (LimitExceeded beyond). */
+  readonly securityGroupLimit: number;
   readonly softStopTimeoutS: number;
   readonly softStopRetryS: number;
   readonly reconcileIntervalS: number;
@@ -476,6 +478,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     diskWipe: cfg.disk_wipe,
     inventorySweepSchedule: cfg.inventory_sweep_schedule,
     orphanGracePeriodS: cfg.orphan_grace_period_s,
+    securityGroupLimit: cfg.security_group_limit,
     imageCacheSweepSchedule: cfg.image_cache_sweep_schedule,
     rescueKernel: cfg.rescue_kernel,
     rescueInitrd: cfg.rescue_initrd,

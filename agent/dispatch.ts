@@ -26,6 +26,7 @@ import type { DiskService } from "./disks/service.js";
 import type { SnapshotService } from "./disks/snapshots.js";
 import type { DataPaths } from "./paths.js";
 import { checkIsoUrl, fetchIso } from "./instances/iso.js";
+import type { SecurityGroupService } from "./network/security-groups/service.js";
 import { checkPlacement } from "./api/placement.js";
 
 export interface DispatcherDeps {
@@ -39,6 +40,8 @@ export interface DispatcherDeps {
   disks: DiskStore;
   diskService: DiskService;
   snapshots: SnapshotService;
+  /** Security groups: the VPC actions and the CVM bindings. */
+  securityGroups: SecurityGroupService;
   paths: DataPaths;
   /** ISO limits (InstanceAttachISO). */
   maxIsoBytes: number;
@@ -82,7 +85,14 @@ function toVpc(vpc: NonNullable<RunParams["virtualPrivateCloud"]>): NonNullable<
 
 export function createDispatcher(deps: DispatcherDeps): Dispatch {
   const { instances, images, registry, identity, keyPairs } = deps;
-  const host = { hostId: identity.hostId, zone: identity.zone };
+  const sg = deps.securityGroups;
+  const host = {
+    hostId: identity.hostId,
+    zone: identity.zone,
+    get defaultSecurityGroupId(): string {
+      return sg.defaultGroupId;
+    },
+  };
 
   /** Every key ID names a key pair of this host, or InvalidKeyPairId.NotFound naming the field. */
   async function requireKeyPairs(keyIds: readonly string[], field: string): Promise<void> {
@@ -150,6 +160,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
             ...(dataDisks.length ? { dataDisks } : {}),
             ...(p.disableApiTermination ? { disableApiTermination: true } : {}),
             ...(p.tags.length ? { tags: p.tags } : {}),
+            securityGroupIds: sg.launchGroups(p.securityGroupIds),
             dryRun: p.dryRun,
           },
           ctx,
@@ -199,6 +210,11 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       }
       case "ModifyInstancesAttribute": {
         const p = command.params;
+        if (p.securityGroups) {
+          // The firewall takes the new groups before the answer; LatestOperation shows the change.
+          await sg.replaceGroups(p.securityGroups, p.instanceIds, ctx);
+          return {};
+        }
         await instances.attributes.modify(p.instanceIds, {
           ...(p.instanceName !== undefined ? { instanceName: p.instanceName } : {}),
           ...(p.disableApiTermination !== undefined ? { disableApiTermination: p.disableApiTermination } : {}),
@@ -364,6 +380,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
             ...(l ? { login: l } : {}),
             ...(vpc ? { vpc } : {}),
             ...(p.disableApiTermination ? { disableApiTermination: true } : {}),
+            securityGroupIds: sg.launchGroups(p.securityGroupIds ?? [...sg.groupsOf(rec)]),
           },
           ctx,
         );
@@ -439,6 +456,44 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         return {};
       case "ApplySnapshot":
         await deps.snapshots.apply(command.params);
+        return {};
+      case "CreateSecurityGroup":
+      case "CreateSecurityGroupWithPolicies": {
+        const p = command.params;
+        return { SecurityGroup: await sg.createGroup(p) };
+      }
+      case "DescribeSecurityGroups":
+        return sg.describeGroups(command.params);
+      case "DeleteSecurityGroup":
+        await sg.deleteGroup(command.params.securityGroupId);
+        return {};
+      case "CreateSecurityGroupPolicies":
+        await sg.createPolicies(command.params.securityGroupId, command.params.policySet);
+        return {};
+      case "DescribeSecurityGroupPolicies":
+        return { SecurityGroupPolicySet: sg.describePolicies(command.params.securityGroupId, command.params.filters) };
+      case "ModifySecurityGroupPolicies": {
+        const p = command.params;
+        await sg.modifyPolicies(p.securityGroupId, p.policySet, p.sortPolicys);
+        return {};
+      }
+      case "ReplaceSecurityGroupPolicy": {
+        const p = command.params;
+        await sg.replacePolicy(p.securityGroupId, p.policySet, p.original);
+        return {};
+      }
+      case "DeleteSecurityGroupPolicies":
+        await sg.deletePolicies(command.params.securityGroupId, command.params.policySet);
+        return {};
+      case "DescribeSecurityGroupAssociationStatistics":
+        return { SecurityGroupAssociationStatisticsSet: sg.associationStatistics(command.params.securityGroupIds) };
+      case "DescribeSecurityGroupLimits":
+        return { SecurityGroupLimitSet: sg.limits() };
+      case "AssociateSecurityGroups":
+        await sg.associate(command.params.securityGroupId, command.params.instanceIds, ctx);
+        return {};
+      case "DisassociateSecurityGroups":
+        await sg.disassociate(command.params.securityGroupId, command.params.instanceIds, ctx);
         return {};
       default: {
         const unreachable: never = command;

@@ -45,6 +45,9 @@ import { Storage } from "./storage/storage.js";
 import { DiskStore } from "./disks/store.js";
 import { DiskService } from "./disks/service.js";
 import { SnapshotService } from "./disks/snapshots.js";
+import { SecurityGroupService } from "./network/security-groups/service.js";
+import { SecurityGroupStore, securityGroupsFile } from "./network/security-groups/store.js";
+import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -153,6 +156,20 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger: logger.child({ component: "guests" }),
   });
   const ops = new Operations({ registry, records: hypervisor, codeOf: cvmCodeOf, logger: logger.child({ component: "instances" }) });
+  const sgLogger = logger.child({ component: "security-groups" });
+  // Security groups and anti-spoofing: the agent's nftables tables (README "Security groups: enforcement").
+  await ensureBridgeNetfilter({ runner });
+  const firewall = new NftFirewall({ runner, table: config.firewallNftTable, metadataPort: config.metadataPort, logger: logger.child({ component: "firewall" }) });
+  const securityGroups = new SecurityGroupService({
+    store: new SecurityGroupStore({ file: securityGroupsFile(paths.root), logger: sgLogger }),
+    registry,
+    subnets: config.subnets,
+    firewall,
+    ops,
+    groupLimit: config.securityGroupLimit,
+    logger: sgLogger,
+  });
+  await securityGroups.load();
   const snapshots = new SnapshotService({
     dir: paths.snapshotsDir,
     disks,
@@ -201,6 +218,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     softStopRetryMs: config.softStopRetryS * 1000,
     launchConcurrency: launchConcurrency(config.launchConcurrency, facts.cpuCount),
     healDisks: (id, spec, state) => diskService.heal(id, spec, state),
+    firewallHooks: { beforeStart: () => securityGroups.syncNow(), afterGone: () => securityGroups.syncNow() },
     checkpoint,
     logger: logger.child({ component: "instances" }),
   });
@@ -220,6 +238,15 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   await images.load();
   images.start();
   await instances.recovery.run();
+  // The whole ruleset from the recovered instances, replacing whatever the tables held (one
+  // transaction), before the API can start anything. Without it guests would run unfiltered.
+  await securityGroups.resync();
+  // After a libvirtd restart (the event stream back): replace the tables whole again.
+  registry.subscribe((reason) => {
+    if (reason !== "libvirt reachable") return;
+    firewall.forget();
+    securityGroups.resync().catch((e: unknown) => logger.error({ err: e }, "could not rebuild the firewall after libvirtd came back"));
+  });
   await snapshots.load();
   sync.start();
   await storage.measure();
@@ -230,6 +257,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     paths,
     hostId: config.hostId,
     graceMs: config.orphanGracePeriodS * 1000,
+    firewallStrays: () => firewall.strays(securityGroups.firewallState()),
     logger: logger.child({ component: "inventory" }),
   });
   const inventoryTask = createTask(
@@ -257,6 +285,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     disks,
     diskService,
     snapshots,
+    securityGroups,
     paths,
     maxIsoBytes: config.maxImageBytes,
     downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
@@ -297,7 +326,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     snapshot: () => ({
       HostResource: { ...hostResource() },
       Instances: [...registry.all()].map((e) =>
-        toCvmInstance(e, registry.stateOf(e), { hostId: config.hostId, zone: config.hostZone }, disks.attachedTo(e.record.instanceId)),
+        toCvmInstance(e, registry.stateOf(e), { hostId: config.hostId, zone: config.hostZone, defaultSecurityGroupId: securityGroups.defaultGroupId }, disks.attachedTo(e.record.instanceId)),
       ),
       StoragePools: storage.usage().map((u) => ({
         Name: u.name,
@@ -308,7 +337,10 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
         UsedBytes: u.usedBytes,
         ImageCacheBytes: u.cacheBytes,
       })),
-      Orphans: inventory.lastResult().quarantined.map((o) => ({ Kind: o.kind, Name: o.name, FoundAt: o.foundAt, DeleteAfter: o.deleteAfter })),
+      Orphans: [
+        ...inventory.lastResult().quarantined.map((o) => ({ Kind: o.kind, Name: o.name, FoundAt: o.foundAt, DeleteAfter: o.deleteAfter })),
+        ...inventory.lastResult().firewallStrays.map((name) => ({ Kind: "firewall", Name: name })),
+      ],
     }),
   });
   registry.subscribe((reason) => reporter.trigger(reason));

@@ -120,6 +120,8 @@ export interface InstanceRecord {
   rescue?: { passwordHash: string; since: string };
   /** An ISO in the instance's second CD-ROM (InstanceAttachISO): the file and where it came from. */
   iso?: { path: string; url: string };
+  /** Bound security groups (sg-…) in priority order; absent in records written before security groups: the host's default group. */
+  securityGroupIds?: string[];
   /** DisableApiTermination: TerminateInstances refuses the instance while true. Absent (older records) means false. */
   disableApiTermination?: boolean;
   /** The instance's tags (RunInstances TagSpecification), in the order given; absent means none. */

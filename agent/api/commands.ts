@@ -75,7 +75,35 @@ import type {
   ResizeInstanceDisksParams,
   TerminateDisksParams,
 } from "./schemas-disks.js";
+import {
+  parseAssociateSecurityGroups,
+  parseCreateSecurityGroup,
+  parseCreateSecurityGroupPolicies,
+  parseCreateSecurityGroupWithPolicies,
+  parseDeleteSecurityGroup,
+  parseDeleteSecurityGroupPolicies,
+  parseDescribeSecurityGroupAssociationStatistics,
+  parseDescribeSecurityGroupLimits,
+  parseDescribeSecurityGroupPolicies,
+  parseDescribeSecurityGroups,
+  parseDisassociateSecurityGroups,
+  parseModifySecurityGroupPolicies,
+  parseReplaceSecurityGroupPolicy,
+} from "./schemas-vpc.js";
+import type {
+  CreateSecurityGroupParams,
+  DescribeSecurityGroupPoliciesParams,
+  DescribeSecurityGroupsParams,
+  ModifySecurityGroupPoliciesParams,
+  NoParams,
+  PolicySetParams,
+  ReplaceSecurityGroupPolicyParams,
+  SecurityGroupBindingParams,
+  SecurityGroupIdParams,
+  SecurityGroupIdsParams,
+} from "./schemas-vpc.js";
 
+export type * from "./schemas-vpc.js";
 export type * from "./schemas-images.js";
 export type * from "./schemas-instances.js";
 export type * from "./schemas-logins.js";
@@ -120,7 +148,22 @@ export type Command =
   | { action: "EnterRescueMode"; params: EnterRescueModeParams }
   | { action: "ExitRescueMode"; params: InstanceIdParams }
   | { action: "InstanceAttachISO"; params: InstanceAttachIsoParams }
-  | { action: "InstanceDetachISO"; params: InstanceIdParams };
+  | { action: "InstanceDetachISO"; params: InstanceIdParams }
+  // VPC 2017-03-12: security groups (the same endpoint; action names are unique across the APIs)
+  | { action: "CreateSecurityGroup"; params: CreateSecurityGroupParams }
+  | { action: "CreateSecurityGroupWithPolicies"; params: CreateSecurityGroupParams }
+  | { action: "DescribeSecurityGroups"; params: DescribeSecurityGroupsParams }
+  | { action: "DeleteSecurityGroup"; params: SecurityGroupIdParams }
+  | { action: "CreateSecurityGroupPolicies"; params: PolicySetParams }
+  | { action: "DescribeSecurityGroupPolicies"; params: DescribeSecurityGroupPoliciesParams }
+  | { action: "ModifySecurityGroupPolicies"; params: ModifySecurityGroupPoliciesParams }
+  | { action: "ReplaceSecurityGroupPolicy"; params: ReplaceSecurityGroupPolicyParams }
+  | { action: "DeleteSecurityGroupPolicies"; params: PolicySetParams }
+  | { action: "DescribeSecurityGroupAssociationStatistics"; params: SecurityGroupIdsParams }
+  | { action: "DescribeSecurityGroupLimits"; params: NoParams }
+  // CVM: binding groups to instances
+  | { action: "AssociateSecurityGroups"; params: SecurityGroupBindingParams }
+  | { action: "DisassociateSecurityGroups"; params: SecurityGroupBindingParams };
 
 export type Action = Command["action"];
 
@@ -163,6 +206,19 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   ExitRescueMode: parseExitRescueMode,
   InstanceAttachISO: parseInstanceAttachIso,
   InstanceDetachISO: parseInstanceDetachIso,
+  CreateSecurityGroup: parseCreateSecurityGroup,
+  CreateSecurityGroupWithPolicies: parseCreateSecurityGroupWithPolicies,
+  DescribeSecurityGroups: parseDescribeSecurityGroups,
+  DeleteSecurityGroup: parseDeleteSecurityGroup,
+  CreateSecurityGroupPolicies: parseCreateSecurityGroupPolicies,
+  DescribeSecurityGroupPolicies: parseDescribeSecurityGroupPolicies,
+  ModifySecurityGroupPolicies: parseModifySecurityGroupPolicies,
+  ReplaceSecurityGroupPolicy: parseReplaceSecurityGroupPolicy,
+  DeleteSecurityGroupPolicies: parseDeleteSecurityGroupPolicies,
+  DescribeSecurityGroupAssociationStatistics: parseDescribeSecurityGroupAssociationStatistics,
+  DescribeSecurityGroupLimits: parseDescribeSecurityGroupLimits,
+  AssociateSecurityGroups: parseAssociateSecurityGroups,
+  DisassociateSecurityGroups: parseDisassociateSecurityGroups,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

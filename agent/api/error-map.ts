@@ -5,6 +5,7 @@
  */
 import { DomainError, type DomainErrorKind } from "../core/errors.js";
 import { ApiError, type ErrorCode } from "../errors.js";
+import { SgError, type SgErrorKind } from "../network/security-groups/errors.js";
 import type { InstanceState } from "../model.js";
 
 /** The CVM code for "this action is not allowed in that state". */
@@ -81,14 +82,41 @@ export function codeOfDomainError(error: DomainError): ErrorCode {
   return CVM_CODE_OF[error.kind];
 }
 
+/** The security-group domain's errors: the VPC API's codes, the CVM ones for the binding actions. */
+export const SG_CODE_OF: Readonly<Record<SgErrorKind, ErrorCode>> = Object.freeze({
+  GroupIdMalformed: "InvalidParameterValue.Malformed",
+  GroupNotFound: "ResourceNotFound",
+  Coexist: "InvalidParameter.Coexist",
+  BadValue: "InvalidParameterValue",
+  Empty: "InvalidParameterValue.Empty",
+  Range: "InvalidParameterValue.Range",
+  TooLong: "InvalidParameterValue.TooLong",
+  Duplicate: "InvalidParameterValue.Duplicate",
+  ListTooLong: "InvalidParameterValue.LimitExceeded",
+  GroupQuota: "LimitExceeded",
+  PolicyQuota: "LimitExceeded.SecurityGroupPolicySet",
+  VersionMismatch: "UnsupportedOperation.VersionMismatch",
+  DuplicatePolicy: "UnsupportedOperation.DuplicatePolicy",
+  InUse: "ResourceInUse",
+  DefaultGroup: "UnsupportedOperation",
+  FilterInvalidKey: "InvalidParameter.FilterInvalidKey",
+  FirewallFailed: "InternalError.ModuleError",
+  BindGroupIdMalformed: "InvalidSgId.Malformed",
+  BindGroupNotFound: "InvalidSecurityGroupId.NotFound",
+  InstanceGroupLimit: "LimitExceeded.AssociateUSGLimitExceeded",
+  BindFailed: "FailedOperation.SecurityGroupActionFailed",
+});
+
 /** The CVM code an error is answered with: a domain error's by the table, an ApiError's own, anything else InternalError. */
 export function cvmCodeOf(error: unknown): ErrorCode {
   if (error instanceof DomainError) return codeOfDomainError(error);
+  if (error instanceof SgError) return SG_CODE_OF[error.kind];
   if (error instanceof ApiError) return error.code;
   return "InternalError";
 }
 
 /** A domain error as the ApiError the edge answers with; anything else unchanged. */
 export function toApiError(error: unknown): unknown {
+  if (error instanceof SgError) return new ApiError(SG_CODE_OF[error.kind], error.message, { cause: error });
   return error instanceof DomainError ? new ApiError(codeOfDomainError(error), error.message, { cause: error }) : error;
 }

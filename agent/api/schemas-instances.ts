@@ -6,11 +6,12 @@ import { z } from "zod";
 import { osTypeField, osVersionField } from "./schemas-os.js";
 import { boundedString, fail, filterList, idList, idString, paging, parseWith, toFilters, toPaging, unique, unsupportedFields, type Filter, type Paging } from "./schemas.js";
 import { URL_CREDENTIALS_MESSAGE, urlHasCredentials } from "./schemas-images.js";
+import { boundGroupList } from "./schemas-vpc.js";
 
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
 const STOP_TYPES = ["SOFT", "HARD", "SOFT_FIRST"] as const;
 
-export const INSTANCE_FILTER_NAMES = ["instance-id", "instance-name", "instance-state", "image-id", "host-id", "tag-key", "tag-value"] as const;
+export const INSTANCE_FILTER_NAMES = ["instance-id", "instance-name", "instance-state", "image-id", "host-id", "tag-key", "tag-value", "security-group-id"] as const;
 /** `tag:<key>`: the instances whose tag <key> has one of the values. */
 export const INSTANCE_FILTER_PREFIXES = ["tag:"] as const;
 export type InstanceFilterName = (typeof INSTANCE_FILTER_NAMES)[number] | `tag:${string}`;
@@ -224,11 +225,11 @@ export function parseInstanceDetachIso(body: unknown): InstanceIdParams {
 
 /**
  * ModifyInstancesAttribute (reference/tencent-api-next.md §C.3): one kind of attribute per
- * call, for up to 100 instances.
+ * call, for up to 100 instances. SecurityGroups replaces the instances' groups (the list's
+ * order is their priority).
  */
 export interface ModifyInstancesAttributeParams {
   instanceIds: string[];
-  /** SecurityGroups: the security groups' (issue 10 part 1). */
   securityGroups?: string[];
   /** The new name (record only). */
   instanceName?: string;
@@ -237,11 +238,12 @@ export interface ModifyInstancesAttributeParams {
 }
 
 /** The attributes this action changes; a call names exactly one of them. */
-const MODIFY_ATTRIBUTES = ["InstanceName", "DisableApiTermination"] as const;
+const MODIFY_ATTRIBUTES = ["InstanceName", "DisableApiTermination", "SecurityGroups"] as const;
 
 const modifyInstancesAttributeSchema = z
   .object({
     InstanceIds: idList("instance"),
+    SecurityGroups: boundGroupList.optional(),
     InstanceName: boundedString(60, "InvalidInstanceName.TooLong").optional(),
     DisableApiTermination: z.boolean().optional(),
     // Not offered on this host: refused by name (a HostName change needs the guest to apply it and a reboot).
@@ -250,14 +252,15 @@ const modifyInstancesAttributeSchema = z
   .strict()
   .superRefine((v, ctx) => {
     const given = MODIFY_ATTRIBUTES.filter((name) => v[name] !== undefined);
-    if (given.length === 0) fail(ctx, "MissingParameter", `names no attribute to change: give one of ${MODIFY_ATTRIBUTES.join(", ")}`);
-    if (given.length > 1) fail(ctx, "InvalidParameterCombination", `changes ${given.join(" and ")}: one kind of attribute per call`);
+    if (given.length === 0) fail(ctx, "MissingParameter", `names no attribute to change: give one of ${MODIFY_ATTRIBUTES.join(", ")}`, [MODIFY_ATTRIBUTES[0]]);
+    if (given.length > 1) fail(ctx, "InvalidParameterCombination", `changes ${given.join(" and ")}: one kind of attribute per call`, [given[1]!]);
   });
 
 export function parseModifyInstancesAttribute(body: unknown): ModifyInstancesAttributeParams {
   const r = parseWith(modifyInstancesAttributeSchema, body);
   return {
     instanceIds: unique(r.InstanceIds),
+    ...(r.SecurityGroups ? { securityGroups: [...r.SecurityGroups] } : {}),
     ...(r.InstanceName !== undefined ? { instanceName: r.InstanceName } : {}),
     ...(r.DisableApiTermination !== undefined ? { disableApiTermination: r.DisableApiTermination } : {}),
   };

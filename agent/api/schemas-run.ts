@@ -4,6 +4,7 @@
  * Rules come from reference/seeds-cvm-api.md §1.10 (RunInstances) and §2.
  */
 import { z } from "zod";
+import { boundGroupList } from "./schemas-vpc.js";
 import type { InstanceTag } from "../model.js";
 import { instanceTagSpecification, toInstanceTags } from "./schemas-tags.js";
 import {
@@ -64,6 +65,8 @@ export interface RunInstancesParams {
   projectId?: number;
   /** TagSpecification's tags (ResourceType instance); [] when absent. */
   tags: InstanceTag[];
+  /** SecurityGroupIds in priority order; absent: the host's default group. */
+  securityGroupIds?: string[];
 }
 
 export const MAX_USER_DATA_BYTES = 16384;
@@ -306,7 +309,8 @@ export const runInstancesSchema = z
     EnhancedService: enhancedServiceSchema.optional(),
     // Information only (README, "Accepted as information only"): where the order came from.
     PurchaseSource: z.string().optional(),
-    SecurityGroupIds: z.array(z.string()).optional(),
+    // In priority order (agent/network/security-groups); absent: the host's default group.
+    SecurityGroupIds: boundGroupList.optional(),
     InternetAccessible: internetAccessibleSchema.optional(),
     TagSpecification: instanceTagSpecification.optional(),
     DisableApiTermination: z.boolean().optional(),
@@ -366,6 +370,7 @@ export function parseRunInstances(body: unknown): RunInstancesParams {
     params.userDataBytes = Buffer.from(r.UserData, "base64");
   }
   if (r.ClientToken !== undefined) params.clientToken = r.ClientToken;
+  if (r.SecurityGroupIds !== undefined) params.securityGroupIds = [...r.SecurityGroupIds];
   const projectId = r.ProjectId ?? p?.ProjectId;
   if (projectId !== undefined) params.projectId = projectId;
   return params;
@@ -475,6 +480,8 @@ export interface CloneInstanceParams {
   userData?: string;
   clientToken?: string;
   disableApiTermination: boolean;
+  /** SecurityGroupIds in priority order; absent: the source instance's groups. */
+  securityGroupIds?: string[];
 }
 
 const cloneInstanceSchema = z
@@ -497,8 +504,9 @@ const cloneInstanceSchema = z
     HostName: hostNameSchema.optional(),
     UserData: z.string().superRefine(checkUserData).optional(),
     ClientToken: boundedString(64, "InvalidClientToken.TooLong").optional(),
-    SecurityGroupIds: z.array(z.string()).optional(),
     EnhancedService: enhancedServiceSchema.optional(),
+    // In priority order (agent/network/security-groups); absent: the host's default group.
+    SecurityGroupIds: boundGroupList.optional(),
     DisableApiTermination: z.boolean().optional(),
     // Information only (README): where the order came from.
     PurchaseSource: z.string().optional(),
@@ -534,6 +542,7 @@ export function parseCloneInstance(body: unknown): CloneInstanceParams {
   if (r.HostName !== undefined) params.hostName = r.HostName;
   if (r.UserData !== undefined) params.userData = r.UserData;
   if (r.ClientToken !== undefined) params.clientToken = r.ClientToken;
+  if (r.SecurityGroupIds !== undefined) params.securityGroupIds = [...r.SecurityGroupIds];
   return params;
 }
 

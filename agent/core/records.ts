@@ -59,6 +59,7 @@ export const instanceRecordSchema = z
     configGeneration: z.number().int().positive().optional(),
     rescue: z.object({ passwordHash: z.string(), since: z.string() }).optional(),
     iso: z.object({ path: absolutePath, url: z.string() }).optional(),
+    securityGroupIds: z.array(z.string().regex(/^sg-[a-z0-9]{8}$/)).optional(),
     disableApiTermination: z.boolean().optional(),
     tags: z.array(z.object({ key: z.string(), value: z.string() })).optional(),
   })

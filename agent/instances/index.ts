@@ -12,6 +12,7 @@ import type { DiskStore } from "../disks/store.js";
 import type { ImageCatalog } from "../images/catalog.js";
 import type { Journal } from "../journal.js";
 import type { KeyPairStore } from "../logins/keypairs.js";
+import type { InstanceRecord } from "../model.js";
 import type { Subnet } from "../network/subnets.js";
 import type { DataPaths } from "../paths.js";
 import type { Storage } from "../storage/storage.js";
@@ -79,6 +80,8 @@ export interface InstanceOperationsOptions {
   healDisks?: ConstructorParameters<typeof Recovery>[0]["healDisks"];
   checkpoint: Checkpoint;
   logger: Logger;
+  /** The security groups' firewall: synced before a new domain starts and after an instance is gone. */
+  firewallHooks?: { beforeStart(record: InstanceRecord): Promise<void>; afterGone(instanceId: string): Promise<void> };
 }
 
 export function createInstanceOperations(o: InstanceOperationsOptions): InstanceOperations {
@@ -94,7 +97,11 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     subnetOf: (subnetId) => o.subnets.find((s) => s.subnetId === subnetId),
   });
   const power = new PowerControl({ hypervisor, registry, softStopTimeoutMs: o.softStopTimeoutMs, softStopRetryMs: o.softStopRetryMs });
-  const provisioner = new Provisioner({ hypervisor, imageTool, images, paths, storage, disks, specs, drives, snapshots: o.snapshots, checkpoint, logger });
+  const hooks = o.firewallHooks;
+  const provisioner = new Provisioner({
+    hypervisor, imageTool, images, paths, storage, disks, specs, drives, snapshots: o.snapshots, checkpoint, logger,
+    ...(hooks ? { beforeStart: (record: InstanceRecord) => hooks.beforeStart(record) } : {}),
+  });
   const launch = new Launcher({
     ops,
     registry,
@@ -114,7 +121,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     logger,
   });
   logger.info({ concurrency: o.launchConcurrency }, "launch queue");
-  const terminate = new Terminator({ ops, registry, journal, keyPairs, provisioner, checkpoint, logger });
+  const terminate = new Terminator({ ops, registry, journal, keyPairs, provisioner, checkpoint, logger, ...(hooks ? { afterGone: (id: string) => hooks.afterGone(id) } : {}) });
   const reinstall = new Reinstaller({ ops, registry, journal, paths, images, keyPairs, storage, hypervisor, imageTool, specs, drives, power, checkpoint });
   return {
     ops,

@@ -48,6 +48,8 @@ export interface RunRequest {
   disableApiTermination?: boolean;
   /** TagSpecification's tags, kept in each instance's record. */
   tags?: Array<{ key: string; value: string }>;
+  /** SecurityGroupIds in priority order (checked by the caller); absent: the host's default group. */
+  securityGroupIds?: string[];
 }
 
 /** At most this many data disks per instance (CVM: 20 cloud + 1 local; the virtio targets vdb…vdv). */
@@ -224,6 +226,7 @@ export class Launcher {
         ...(req.userData ? { userData: req.userData } : {}),
         ...(req.disableApiTermination ? { disableApiTermination: true } : {}),
         ...(req.tags?.length ? { tags: req.tags.map((t) => ({ ...t })) } : {}),
+        ...(req.securityGroupIds ? { securityGroupIds: [...req.securityGroupIds] } : {}),
         latestOperation: { action: "RunInstances", state: "OPERATING", requestId: ctx.requestId },
       };
       return {

@@ -102,6 +102,8 @@ export class Provisioner {
       snapshots: DiskDeletionListener;
       checkpoint: Checkpoint;
       logger: Logger;
+      /** Runs right before the domain starts: the firewall filters the instance's NICs before its guest can send. */
+      beforeStart?: (record: InstanceRecord) => Promise<void>;
     },
   ) {}
 
@@ -184,6 +186,7 @@ async function provisionInstance(o: ProvisionerDeps, record: InstanceRecord, sig
   }
   signal?.throwIfAborted();
   if (!startable) return state;
+  await o.beforeStart?.(record);
   // A start that returned has the domain running (the driver checks a late answer): no need to ask libvirt again.
   await hypervisor.start(id);
   return "running";

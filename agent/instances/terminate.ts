@@ -22,6 +22,8 @@ export class Terminator {
       provisioner: Provisioner;
       checkpoint: Checkpoint;
       logger: Logger;
+      /** Runs once the instance is gone (the firewall drops its NICs' chains and set members). */
+      afterGone?: (instanceId: string) => Promise<void>;
     },
   ) {}
 
@@ -76,6 +78,7 @@ export class Terminator {
     // The journal goes before the instance leaves the API: a client that sees it gone never races a recovery.
     await this.o.journal.remove({ kind: "terminate", instanceId });
     this.o.registry.remove(instanceId);
+    await this.o.afterGone?.(instanceId).catch((e: unknown) => log.error({ err: e }, "the firewall could not drop the instance's rules; the next change or resync does"));
     log.info("instance terminated");
   }
 }

@@ -10,6 +10,13 @@ export interface Filter {
 export interface HostView {
   hostId: string;
   zone: string;
+  /** The host's default security group: the group of records written before security groups. */
+  defaultSecurityGroupId?: string;
+}
+
+/** The security groups of an instance, in priority order. */
+function securityGroupsOf(entry: InstanceEntry, host: HostView): string[] {
+  return [...(entry.record.securityGroupIds ?? (host.defaultSecurityGroupId ? [host.defaultSecurityGroupId] : []))];
 }
 
 /** A data disk as DescribeInstances shows it. */
@@ -59,6 +66,7 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     Tags: (r.tags ?? []).map((t) => ({ Key: t.key, Value: t.value })),
     HostName: r.hostName ?? r.instanceId,
     MacAddresses: r.nics.map((n) => n.mac),
+    SecurityGroupIds: securityGroupsOf(entry, host),
   };
 }
 
@@ -110,6 +118,11 @@ export function selectInstances(options: {
       .sort((a, b) => a.entry.record.createdTime.localeCompare(b.entry.record.createdTime) || a.entry.record.launchIndex - b.entry.record.launchIndex);
   }
   for (const f of options.filters ?? []) {
+    if (f.Name === "security-group-id") {
+      const wanted = new Set(f.Values);
+      rows = rows.filter((r) => securityGroupsOf(r.entry, host).some((g) => wanted.has(g)));
+      continue;
+    }
     const byTag = tagFilter(f.Name, new Set(f.Values));
     if (byTag) {
       rows = rows.filter((r) => byTag(r.entry));

@@ -10,6 +10,8 @@ import { join, resolve } from "node:path";
 import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
 import { CommonClient } from "tencentcloud-sdk-nodejs-common";
 import { AGENT_NODE_OPTIONS } from "../../agent/node-flags.js";
+import { createRequire } from "node:module";
+import type * as TencentCloudAll from "tencentcloud-sdk-nodejs";
 
 export const SECRET_ID = "AKIDcdhagenttest0000000000000001";
 export const SECRET_KEY = "cdh-agent-test-secret-key-0001";
@@ -38,6 +40,21 @@ export async function freePort(): Promise<number> {
 export function sdkClient(port: number, secretKey = SECRET_KEY, secretId = SECRET_ID): CvmClient {
   return new tencentcloud.cvm.v20170312.Client({
     credential: { secretId, secretKey },
+    region: "ap-guangzhou",
+    profile: { httpProfile: { endpoint: `127.0.0.1:${port}`, protocol: "http://", reqTimeout: 30 } },
+  });
+}
+
+export type VpcClient = InstanceType<typeof TencentCloudAll.vpc.v20170312.Client>;
+
+/**
+ * The official VPC client (the all-in-one `tencentcloud-sdk-nodejs`: there is no per-service VPC
+ * package), pointed at the agent: security groups share the CVM endpoint.
+ */
+export function vpcClient(port: number): VpcClient {
+  const all = createRequire(import.meta.url)("tencentcloud-sdk-nodejs") as typeof TencentCloudAll;
+  return new all.vpc.v20170312.Client({
+    credential: { secretId: SECRET_ID, secretKey: SECRET_KEY },
     region: "ap-guangzhou",
     profile: { httpProfile: { endpoint: `127.0.0.1:${port}`, protocol: "http://", reqTimeout: 30 } },
   });

@@ -89,6 +89,7 @@ describe("loadConfig", () => {
       inventorySweepSchedule: "0 */10 * * * *",
       imageCacheSweepSchedule: "0 */15 * * * *",
       orphanGracePeriodS: 86400,
+      securityGroupLimit: 50,
       rescueKernel: "/var/lib/cdh-agent/rescue/rescue-vmlinuz",
       rescueInitrd: "/var/lib/cdh-agent/rescue/rescue-initrd.gz",
     });

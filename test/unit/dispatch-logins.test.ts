@@ -1,3 +1,4 @@
+import type { SecurityGroupService } from "../../agent/network/security-groups/service.js";
 import { generateKeyPairSync } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -106,6 +107,8 @@ beforeEach(async () => {
     disks: { attachedTo: () => [] } as unknown as DiskStore,
     diskService: failClosed<DiskService>("diskService"),
     snapshots: failClosed<SnapshotService>("snapshots"),
+    // RunInstances asks for the groups of its instances (none given here: the default group).
+    securityGroups: { launchGroups: (ids?: readonly string[]) => [...(ids ?? ["sg-default1"])] } as unknown as SecurityGroupService,
     paths: new DataPaths(dir),
     maxIsoBytes: 1024 ** 3,
     downloadTimeoutMs: 60_000,

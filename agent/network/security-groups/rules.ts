@@ -59,12 +59,14 @@ function templateGiven(t: Record<string, string | undefined> | undefined): boole
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
-/** An IPv4 address or CIDR → its canonical network form ("10.0.0.0/24", "10.0.0.5/32"), or undefined. */
+/** An IPv4 address or CIDR → its canonical network form ("10.0.0.0/24", "10.0.0.5/32", any 0.0.0.0/n as 0.0.0.0/0), or undefined. */
 export function canonicalCidr(text: string): string | undefined {
   const m = /^([^/]+)(?:\/(\d{1,2}))?$/.exec(text.trim());
   if (!m || !IPV4.test(m[1]!)) return undefined;
-  const prefix = m[2] === undefined ? 32 : Number(m[2]);
-  if (prefix > 32) return undefined;
+  const given = m[2] === undefined ? 32 : Number(m[2]);
+  if (given > 32) return undefined;
+  // Any 0.0.0.0/n means every address (the VPC API stores it as 0.0.0.0/0).
+  const prefix = m[1] === "0.0.0.0" ? 0 : given;
   const n = m[1]!.split(".").reduce((acc, part) => acc * 256 + Number(part), 0);
   const size = 2 ** (32 - prefix);
   const base = n - (n % size);

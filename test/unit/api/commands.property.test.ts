@@ -66,6 +66,9 @@ const FIELDS = [
   "OsVersion", "Password", "Placement", "PrivateIpAddresses", "ProjectId", "PublicKey", "ResizeOnline", "SecurityGroupIds", "SnapshotId",
   "SnapshotIds", "SnapshotName", "StopType", "StoppedMode", "Sysprep", "SystemDisk", "TagSpecification", "UserData", "UserName",
   "VirtualPrivateCloud", "Zone", "Bogus", "imageid", "",
+  // Security groups (VPC) and their bindings (CVM)
+  "SecurityGroupId", "GroupName", "GroupDescription", "SecurityGroupPolicySet", "SortPolicys", "SecurityGroups", "OrderField", "OrderDirection",
+  "Tags", "OriginalSecurityGroupPolicySet",
 ];
 
 /** Right values for the fields actions require, to build a valid body per action. */
@@ -93,6 +96,12 @@ const GOOD: Readonly<Record<string, unknown>> = {
   SnapshotId: "snap-abcd1234",
   SnapshotIds: ["snap-abcd1234"],
   SystemDisk: { DiskSize: 60 },
+  InstanceName: "web-1",
+  SecurityGroupId: "sg-abcd1234",
+  SecurityGroupIds: ["sg-abcd1234"],
+  GroupName: "web",
+  GroupDescription: "web servers",
+  SecurityGroupPolicySet: { Ingress: [{ Protocol: "TCP", Port: "22", CidrBlock: "10.0.0.0/8", Action: "ACCEPT" }] },
 };
 
 /** A body the action takes: its required fields, found by asking the parser what is missing. */

@@ -51,7 +51,7 @@ describe("RunInstances parsing", () => {
       ClientToken: "token-1",
       DryRun: true,
       EnhancedService: { SecurityService: { Enabled: false } },
-      SecurityGroupIds: ["sg-1"],
+      SecurityGroupIds: ["sg-abcd1234", "sg-efgh5678"],
       InternetAccessible: { InternetMaxBandwidthOut: 0 },
     });
     expect(p.placement).toEqual({ zone: "ap-guangzhou-3", projectId: 0, hostId: "host-abc12345" });
@@ -59,6 +59,7 @@ describe("RunInstances parsing", () => {
     expect(p.dataDisks).toEqual([{ diskType: "LOCAL_BASIC", diskSizeGiB: 10, deleteWithInstance: false }]);
     expect(p.virtualPrivateCloud).toEqual({ vpcId: "vpc-1", subnetId: "subnet-1", privateIpAddresses: ["10.0.0.5"], asVpcGateway: false });
     expect(p.loginSettings).toEqual({ keyIds: ["skey-abcd1234"], keepImageLogin: false });
+    expect(p.securityGroupIds).toEqual(["sg-abcd1234", "sg-efgh5678"]);
     expect(p.userDataBytes?.toString()).toBe("#!/bin/sh\necho hi\n");
     expect(p).toMatchObject({ instanceCount: 2, instanceName: "web_{R:1}", hostName: "web-1.example", clientToken: "token-1", dryRun: true, projectId: 0 });
   });
