@@ -12,13 +12,13 @@ export interface PlacementRequest {
 }
 
 export function checkPlacement(p: PlacementRequest, host: { hostId: string; zone: string }): void {
-  if (p.zone !== undefined && p.zone !== host.zone) {
-    throw new ApiError("InvalidZone.MismatchRegion", `\`Placement.Zone\` ${JSON.stringify(p.zone)} is not this host's zone (${host.zone})`);
-  }
   if (p.hostId !== undefined && p.hostId !== host.hostId) {
     throw new ApiError("InvalidHostId.NotFound", `Placement.HostId ${p.hostId} is not this host (${host.hostId})`);
   }
   if (p.hostIds?.length && !p.hostIds.includes(host.hostId)) {
     throw new ApiError("InvalidHostId.NotFound", `Placement.HostIds does not include this host (${host.hostId})`);
+  }
+  if (p.zone !== undefined && p.zone !== host.zone) {
+    throw new ApiError("InvalidZone.MismatchRegion", `\`Placement.Zone\` ${JSON.stringify(p.zone)} is not this host's zone (${host.zone})`);
   }
 }
