@@ -13,6 +13,7 @@
  * (e) config drive build            vs xorriso alone
  * (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert -f raw -O qcow2 alone
  * (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
+ * (h) a change to a 100-rule security group bound to 50 NICs (one nft transaction) vs the same nft commands one process each
  *
  * (a) and (f) also print where the agent's time went, step by step beside the baseline's
  * steps, from the agent's debug log (every command with its duration; see timeline.ts).
@@ -26,6 +27,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { importImage, rssBytes, startAgent, type AgentOptions } from "./agent.js";
 import { benchConfigDrive } from "./config-drive.js";
+import { benchFirewall } from "./firewall.js";
 import { benchBigDisks } from "./big-disks.js";
 import { benchImport } from "./import.js";
 import { LIBVIRT_URI, run, virsh } from "./host.js";
@@ -35,7 +37,7 @@ import { benchMetadata } from "./metadata.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f", "g"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -53,6 +55,8 @@ function usage(): string {
   f  ImportImage of a 1 GiB raw image (start → NORMAL) vs qemu-img convert -f raw -O qcow2 alone; where the agent's extra time goes
   g  RunInstances with a 50 GB system disk and two 100 GB data disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
      (its own agent on a sparse 400 GiB ext4 loop filesystem: the host's / has too little free for 250 GB of promises)
+  h  a change to a 100-rule security group bound to 50 NICs applied by the agent's firewall (one nft transaction) vs the same
+     nft commands one process each (the per-rule way), in a table of the run's own
   --agent-log-level  the agent's log level (default debug: every command with its duration, which (a) and (f) need
                      for their time lines; at info they print the figures without the time lines)
   --keep             keep the work directory (agent log, configs) after the run; domains are removed anyway`;
@@ -110,6 +114,10 @@ async function main(): Promise<number> {
   log(`bench: parts ${[...only].join(",")}; working in ${root}`);
   try {
     // The CPU-only parts first, while no guest runs.
+    if (only.has("h")) {
+      log("bench: (h) security group change: one nft transaction vs one nft process per rule");
+      rows.push(...(await benchFirewall({ runs: 5, log })));
+    }
     if (only.has("e")) {
       log("bench: (e) config drive");
       rows.push(...(await benchConfigDrive({ workDir: join(workDir, "e"), runs: 10, log })));
