@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import type { Logger } from "pino";
 import { buildConfigDrive, configDriveFiles } from "../cloud-init/config-drive.js";
 import { renderGuestDocuments } from "../cloud-init/documents.js";
-import type { GuestDocuments, GuestKey } from "../cloud-init/types.js";
+import type { GuestDocuments, GuestKey, GuestSecurityGroup } from "../cloud-init/types.js";
 import type { CommandRunner } from "../drivers/exec/runner.js";
 import type { Hypervisor } from "../drivers/libvirt/types.js";
 import type { KeyPairStore } from "./logins/keypairs.js";
@@ -20,6 +20,8 @@ import { guestConfigOf, type GuestHostSettings } from "./instances/guest.js";
 interface Cached {
   generation: number;
   keys: readonly GuestKey[];
+  /** The security groups the view was rendered with ("id=name" joined): a binding change renders anew. */
+  groups: string;
   view: GuestView;
 }
 
@@ -42,6 +44,8 @@ export class GuestDocumentsService {
       keyPairs: KeyPairStore;
       host: GuestHostSettings;
       logger: Logger;
+      /** The instance's security groups in priority order (the metadata trees serve them). */
+      securityGroupsOf?: (record: InstanceRecord) => readonly GuestSecurityGroup[];
     },
   ) {}
 
@@ -67,10 +71,18 @@ export class GuestDocumentsService {
    */
   private documents(record: InstanceRecord, keys: readonly GuestKey[]): { docs: GuestDocuments; view: GuestView } {
     const generation = record.configGeneration ?? 1;
+    const securityGroups = this.o.securityGroupsOf?.(record) ?? [];
+    const groups = securityGroups.map((g) => `${g.id}=${g.name}`).join("\n");
     const cached = this.cache.get(record.instanceId);
-    if (cached && cached.generation === generation && cached.keys === keys) return { docs: cached.view.docs, view: cached.view };
+    if (cached && cached.generation === generation && cached.keys === keys && cached.groups === groups) return { docs: cached.view.docs, view: cached.view };
     const windowsPassword = this.windowsPassword(record);
-    const config = guestConfigOf({ record, host: this.o.host, keys, ...(windowsPassword !== undefined ? { windowsPassword } : {}) });
+    const config = guestConfigOf({
+      record,
+      host: this.o.host,
+      keys,
+      ...(windowsPassword !== undefined ? { windowsPassword } : {}),
+      ...(securityGroups.length ? { securityGroups } : {}),
+    });
     const docs = renderGuestDocuments(config);
     const passwordFile = this.o.paths.postedPassword(record.instanceId);
     const view: GuestView = {
@@ -92,7 +104,7 @@ export class GuestDocumentsService {
         }
       },
     };
-    this.cache.set(record.instanceId, { generation, keys, view });
+    this.cache.set(record.instanceId, { generation, keys, groups, view });
     return { docs, view };
   }
 

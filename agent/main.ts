@@ -47,6 +47,7 @@ import { DiskService } from "./disks/service.js";
 import { SnapshotService } from "./disks/snapshots.js";
 import { SecurityGroupService } from "./network/security-groups/service.js";
 import { SecurityGroupStore, securityGroupsFile } from "./network/security-groups/store.js";
+import { namedGroupsOf } from "./network/security-groups/state.js";
 import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
 
 export const AGENT_VERSION = "0.1.0";
@@ -146,6 +147,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     );
 
   const keyPairs = new KeyPairStore({ file: keyPairsFile(paths), logger: logger.child({ component: "keypairs" }) });
+  const sgLogger = logger.child({ component: "security-groups" });
+  const sgStore = new SecurityGroupStore({ file: securityGroupsFile(paths.root), logger: sgLogger });
   const guests = new GuestDocumentsService({
     runner,
     hypervisor,
@@ -154,14 +157,15 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     keyPairs,
     host: { subnets: config.subnets, hostId: config.hostId, zone: config.hostZone, region: config.region, ntpServers: config.ntpServers },
     logger: logger.child({ component: "guests" }),
+    // Read once the store is loaded (below, before recovery and the metadata server).
+    securityGroupsOf: (record) => namedGroupsOf(sgStore.state, record),
   });
   const ops = new Operations({ registry, records: hypervisor, codeOf: cvmCodeOf, logger: logger.child({ component: "instances" }) });
-  const sgLogger = logger.child({ component: "security-groups" });
   // Security groups and anti-spoofing: the agent's nftables tables (README "Security groups: enforcement").
   await ensureBridgeNetfilter({ runner });
   const firewall = new NftFirewall({ runner, table: config.firewallNftTable, metadataPort: config.metadataPort, logger: logger.child({ component: "firewall" }) });
   const securityGroups = new SecurityGroupService({
-    store: new SecurityGroupStore({ file: securityGroupsFile(paths.root), logger: sgLogger }),
+    store: sgStore,
     registry,
     subnets: config.subnets,
     firewall,

@@ -64,6 +64,17 @@ export interface GuestConfig {
   readonly keepImageLogin?: boolean;
   /** User data, decoded from the API's base64. */
   readonly userData?: Buffer;
+  /**
+   * The instance's security groups in priority order (the metadata trees serve them: EC2's
+   * `security-groups` and per-MAC `security-group-ids`, Tencent's `instance/security-group`).
+   */
+  readonly securityGroups?: readonly GuestSecurityGroup[];
+}
+
+export interface GuestSecurityGroup {
+  /** sg-xxxxxxxx */
+  readonly id: string;
+  readonly name: string;
 }
 
 /** The documents every guest-facing channel serves; plain JSON values. */

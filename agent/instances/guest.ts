@@ -2,7 +2,7 @@
  * Instance record → what its guest should know (GuestConfig), purely. The config
  * drive and every metadata tree are rendered from this one value.
  */
-import type { GuestConfig, GuestKey } from "../../cloud-init/types.js";
+import type { GuestConfig, GuestKey, GuestSecurityGroup } from "../../cloud-init/types.js";
 import type { Subnet } from "../network/subnets.js";
 import type { InstanceRecord } from "../model.js";
 
@@ -20,6 +20,8 @@ export function guestConfigOf(options: {
   keys: readonly GuestKey[];
   /** Windows only: the plain password, from its root-only file. */
   windowsPassword?: string;
+  /** The instance's security groups, in priority order. */
+  securityGroups?: readonly GuestSecurityGroup[];
 }): GuestConfig {
   const { record, host } = options;
   const windows = record.osType === "windows";
@@ -54,5 +56,6 @@ export function guestConfigOf(options: {
     passwordLogin: keyIds.length === 0,
     ...(record.login?.keepImage ? { keepImageLogin: true } : {}),
     ...(record.userData ? { userData: Buffer.from(record.userData, "base64") } : {}),
+    ...(options.securityGroups?.length ? { securityGroups: options.securityGroups } : {}),
   };
 }

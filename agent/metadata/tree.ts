@@ -165,7 +165,7 @@ export function buildSite(config: GuestConfig, docs: GuestDocuments): Site {
 type Flavour = "tencent" | "ec2";
 
 /** Keys of the EC2 document the tree renders itself (from the config). */
-const RENDERED_FROM_CONFIG = new Set(["public-keys", "network", "user-data", "mac", "meta-data"]);
+const RENDERED_FROM_CONFIG = new Set(["public-keys", "network", "user-data", "mac", "meta-data", "security-groups"]);
 
 /** The meta-data folder: EC2 keys from the documents, overlaid with what the config says. */
 function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | "lower", flavour: Flavour): Folder {
@@ -195,6 +195,13 @@ function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | 
   const instance = md.folder("instance");
   instance.leaf("instance-type", config.instanceType);
   instance.leaf("image-id", config.imageId);
+  // Security groups, in priority order: EC2's `security-groups` (names), Tencent's
+  // `instance/security-group` (the seed names the path, not its format: the IDs, one a line).
+  const groups = config.securityGroups ?? [];
+  if (groups.length > 0) {
+    md.leaf("security-groups", groups.map((g) => oneLine(g.name) || g.id).join("\n"));
+    instance.leaf("security-group", groups.map((g) => g.id).join("\n"));
+  }
 
   const payment = md.folder("payment");
   payment.leaf("charge-type", CHARGE_TYPE);
@@ -204,7 +211,7 @@ function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | 
 
   if (config.nics.length > 0) {
     const macs = md.folder("network").folder("interfaces").folder("macs");
-    config.nics.forEach((nic, index) => macs.children.set(mac(nic.mac), nicFolder(nic, index, mac)));
+    config.nics.forEach((nic, index) => macs.children.set(mac(nic.mac), nicFolder(nic, index, mac, config.securityGroups)));
   }
 
   if (config.publicKeys.length > 0) {
@@ -216,9 +223,12 @@ function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | 
   return md;
 }
 
-function nicFolder(nic: GuestConfig["nics"][number], index: number, mac: (m: string) => string): Folder {
+function nicFolder(nic: GuestConfig["nics"][number], index: number, mac: (m: string) => string, groups: GuestConfig["securityGroups"] = []): Folder {
   const f = new Folder();
   f.leaf("mac", mac(nic.mac));
+  // EC2's per-interface groups: every NIC of an instance carries the instance's groups.
+  f.leaf("security-group-ids", groups.map((g) => g.id).join("\n"));
+  f.leaf("security-groups", groups.map((g) => oneLine(g.name) || g.id).join("\n"));
   f.leaf("device-number", String(index));
   f.leaf("primary-local-ipv4", nic.ipv4);
   f.leaf("vpc-id", nic.vpcId);
@@ -238,13 +248,13 @@ function addMacAliases(site: SiteBuilder, metaPath: string, config: GuestConfig,
   const same = listed === "upper" ? (m: string) => m.toUpperCase() : (m: string) => m.toLowerCase();
   const singular = new Folder();
   config.nics.forEach((nic, index) => {
-    site.folder(`${metaPath}/network/interfaces/macs/${other(nic.mac)}`, nicFolder(nic, index, same));
-    singular.children.set(same(nic.mac), nicFolder(nic, index, same));
+    site.folder(`${metaPath}/network/interfaces/macs/${other(nic.mac)}`, nicFolder(nic, index, same, config.securityGroups));
+    singular.children.set(same(nic.mac), nicFolder(nic, index, same, config.securityGroups));
   });
   if (config.nics.length === 0) return;
   site.folder(`${metaPath}/network/interfaces/mac`, singular);
   config.nics.forEach((nic, index) => {
-    site.folder(`${metaPath}/network/interfaces/mac/${other(nic.mac)}`, nicFolder(nic, index, same));
+    site.folder(`${metaPath}/network/interfaces/mac/${other(nic.mac)}`, nicFolder(nic, index, same, config.securityGroups));
   });
 }
 

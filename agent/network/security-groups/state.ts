@@ -53,3 +53,14 @@ export function buildFirewallState(input: {
   }
   return { groups, nics };
 }
+
+/** An instance's groups with their names, in priority order (what the metadata trees serve). */
+export function namedGroupsOf(
+  state: { readonly groups: readonly StoredGroup[]; readonly defaultGroupId: string },
+  instance: Pick<FirewallInstance, "securityGroupIds">,
+): Array<{ id: string; name: string }> {
+  return boundGroups(instance, state.defaultGroupId).flatMap((id) => {
+    const group = state.groups.find((g) => g.securityGroupId === id);
+    return group ? [{ id, name: group.name }] : [];
+  });
+}

@@ -6,9 +6,19 @@ const A = guestView();
 const NO_EXTRAS = guestView(
   guestConfig({ instanceId: "ins-bare0001", userData: undefined, publicKeys: [], ntpServers: [], passwordLogin: true }),
 );
+const GROUPED = guestView(
+  guestConfig({
+    instanceId: "ins-grouped1",
+    securityGroups: [
+      { id: "sg-bbbbbbbb", name: "web" },
+      { id: "sg-aaaaaaaa", name: "default" },
+    ],
+  }),
+);
 const views = new Map<string, GuestView>([
   ["127.0.0.1", A],
   ["127.0.0.3", NO_EXTRAS],
+  ["127.0.0.4", GROUPED],
 ]);
 
 let server: MetadataServer;
@@ -56,7 +66,6 @@ describe("the Tencent tree", () => {
       "placement/",
       "public-keys/",
       "reservation-id",
-      "security-groups",
       "uuid",
     ]);
     expect(r.text.endsWith("\n")).toBe(false);
@@ -171,9 +180,27 @@ describe("the EC2 tree", () => {
 
   it("carries the extra EC2 keys of the documents (scalars, lists, folders)", async () => {
     expect((await get("/latest/meta-data/reservation-id")).text).toBe("r-00000001");
-    expect((await get("/latest/meta-data/security-groups")).text).toBe("default\nweb");
     expect((await get("/latest/meta-data/block-device-mapping/")).text).toBe("ami\nroot");
     expect((await get("/latest/meta-data/block-device-mapping/root")).text).toBe("/dev/vda");
+  });
+});
+
+describe("security groups in the metadata trees", () => {
+  it("serves the instance's groups in priority order: EC2 security-groups (names), per-MAC security-group-ids, Tencent instance/security-group", async () => {
+    const from = "127.0.0.4";
+    for (const version of ["latest", "2009-04-04", "1.0"]) {
+      expect((await get(`/${version}/meta-data/security-groups`, from)).text).toBe("web\ndefault");
+      expect((await get(`/${version}/meta-data/instance/security-group`, from)).text).toBe("sg-bbbbbbbb\nsg-aaaaaaaa");
+    }
+    expect((await get("/latest/meta-data/network/interfaces/macs/52:54:00:bf:b3:51/security-group-ids", from)).text).toBe("sg-bbbbbbbb\nsg-aaaaaaaa");
+    expect((await get("/1.0/meta-data/network/interfaces/macs/52:54:00:BF:B3:51/security-groups", from)).text).toBe("web\ndefault");
+    expect((await get("/latest/meta-data/network/interfaces/macs/52:54:00:BF:B3:51/security-group-ids", from)).text).toBe("sg-bbbbbbbb\nsg-aaaaaaaa");
+  });
+
+  it("the groups come from the instance, not from the EC2 document; none bound, no such path", async () => {
+    // The fixture's EC2 document says security-groups default, web; the config (no groups) wins.
+    expect((await get("/latest/meta-data/security-groups")).status).toBe(404);
+    expect((await get("/latest/meta-data/instance/security-group")).status).toBe(404);
   });
 });
 

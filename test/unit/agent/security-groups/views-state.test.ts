@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { SgError } from "../../../../agent/network/security-groups/errors.js";
 import type { StoredGroup } from "../../../../agent/network/security-groups/model.js";
-import { buildFirewallState } from "../../../../agent/network/security-groups/state.js";
+import { buildFirewallState, namedGroupsOf } from "../../../../agent/network/security-groups/state.js";
 import { selectGroups, toPolicySet, type DescribeGroupsQuery } from "../../../../agent/network/security-groups/views.js";
 
 function group(n: number, extra: Partial<StoredGroup> = {}): StoredGroup {
@@ -109,6 +109,15 @@ describe("buildFirewallState", () => {
       { tap: "cdhaaaaaaaa0", bridge: "cdhbr-a", mac: "52:54:00:00:00:01", addresses: ["10.9.0.5"], gateway: "10.9.0.1", securityGroupIds: ["sg-00000001"], instanceId: "ins-aaaaaaaa" },
       { tap: "cdhbbbbbbbb0", bridge: "cdhbr-a", mac: "52:54:00:aa:bb:cc", addresses: ["10.9.0.7"], gateway: "10.9.0.1", securityGroupIds: ["sg-00000002", "sg-00000001"], instanceId: "ins-bbbbbbbb" },
     ]);
+  });
+
+  it("namedGroupsOf gives an instance's groups with their names in priority order; a record without groups has the default one", () => {
+    const state = { groups: [group(1), group(2, { name: "web" })], defaultGroupId: "sg-00000001" };
+    expect(namedGroupsOf(state, { securityGroupIds: ["sg-00000002", "sg-00000001", "sg-gone0000"] })).toEqual([
+      { id: "sg-00000002", name: "web" },
+      { id: "sg-00000001", name: "g1" },
+    ]);
+    expect(namedGroupsOf(state, {})).toEqual([{ id: "sg-00000001", name: "g1" }]);
   });
 
   it("a bound group that no longer exists is left out (fail closed: nothing it allowed stays open)", () => {
