@@ -193,7 +193,8 @@ export type InstanceAction =
   | "EnterRescueMode"
   | "ExitRescueMode"
   | "InstanceAttachISO"
-  | "InstanceDetachISO";
+  | "InstanceDetachISO"
+  | "ModifyInstancesAttribute";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
 const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -229,6 +230,22 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   InstanceAttachISO: LOGIN_STATES,
   // The seed: detaching needs the instance not running.
   InstanceDetachISO: new Set<InstanceState>(["STOPPED"]),
+  // A record-only change (name, termination protection): any state but PENDING (no domain yet
+  // to save it in) and TERMINATING; a LAUNCH_FAILED tombstone too, so its protection can be cleared.
+  ModifyInstancesAttribute: new Set<InstanceState>([
+    "RUNNING",
+    "STOPPED",
+    "LAUNCH_FAILED",
+    "STARTING",
+    "STOPPING",
+    "REBOOTING",
+    "SHUTDOWN",
+    "RESETTING",
+    "ENTER_RESCUE_MODE",
+    "RESCUE_MODE",
+    "EXIT_RESCUE_MODE",
+    "UNKNOWN",
+  ]),
 });
 
 const ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789";

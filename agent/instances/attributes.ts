@@ -5,43 +5,22 @@
  * All or nothing: every instance is checked first; a refusal changes none. The change answers
  * once it is saved, so a TerminateInstances that follows sees it, also after an agent restart.
  */
-import { DomainError } from "../core/errors.js";
 import type { Operations } from "../core/operations.js";
-import type { InstanceState } from "../model.js";
 import type { DataPaths } from "../paths.js";
 import { saveLaunchFailed } from "./provision.js";
-import type { InstanceEntry, InstanceRegistry } from "./registry.js";
+import type { InstanceRegistry } from "./registry.js";
 
 export interface AttributeChange {
   instanceName?: string;
   disableApiTermination?: boolean;
 }
 
-/**
- * States whose record may change here: PENDING (no domain yet to save into) and TERMINATING
- * (going away) may not; a LAUNCH_FAILED tombstone may, so that its protection can be cleared
- * and it can be terminated.
- */
-const REFUSED = new Set<InstanceState>(["PENDING", "TERMINATING"]);
-
 export class AttributeOperations {
-  constructor(private readonly o: { ops: Pick<Operations, "saveRecord">; registry: InstanceRegistry; paths: DataPaths }) {}
+  constructor(private readonly o: { ops: Pick<Operations, "saveRecord" | "validate">; registry: InstanceRegistry; paths: DataPaths }) {}
 
-  /** The instances the change applies to, checked; nothing changes. */
-  check(ids: readonly string[]): InstanceEntry[] {
-    const { registry } = this.o;
-    const missing = ids.filter((id) => !registry.has(id));
-    if (missing.length) throw new DomainError("InstanceNotFound", `no such instance on this host: ${missing.join(", ")}`);
-    const entries = [...new Set(ids)].map((id) => registry.get(id)!);
-    for (const entry of entries) {
-      const state = registry.stateOf(entry);
-      if (REFUSED.has(state)) throw new DomainError("InstanceState", `ModifyInstancesAttribute is not allowed for ${entry.record.instanceId} in state ${state}`, { state });
-    }
-    return entries;
-  }
-
+  /** The instances exist and their states allow the change (model.ts ALLOWED_FROM: not PENDING, not TERMINATING); then each record changes and is saved. */
   async modify(ids: readonly string[], change: AttributeChange): Promise<void> {
-    const entries = this.check(ids);
+    const entries = this.o.ops.validate(ids, "ModifyInstancesAttribute");
     for (const entry of entries) {
       const r = entry.record;
       if (change.instanceName !== undefined) r.instanceName = change.instanceName;

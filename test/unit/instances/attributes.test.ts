@@ -89,6 +89,15 @@ describe("DisableApiTermination", () => {
     expect(h.registry.get(id!)!.record.disableApiTermination).toBeUndefined();
   });
 
+  it("ModifyInstancesAttribute refuses a PENDING instance with the state's code and changes nothing", async () => {
+    h = await makeHarness();
+    const [id] = await h.instances.launch.run(runRequest(), ctx());
+    expect(stateOf(h, id!)).toBe("PENDING");
+    expect((await codeOf(() => h.instances.attributes.modify([id!], { disableApiTermination: true }))).code).toBe("UnsupportedOperation.InstanceStatePending");
+    expect(h.registry.get(id!)!.record.disableApiTermination).toBeUndefined();
+    await until(h, id!, "RUNNING");
+  });
+
   it("ModifyInstancesAttribute renames an instance, kept across a restart", async () => {
     h = await makeHarness();
     const [id] = await launch();
