@@ -49,6 +49,7 @@ import { SecurityGroupService } from "./network/security-groups/service.js";
 import { SecurityGroupStore, securityGroupsFile } from "./network/security-groups/store.js";
 import { namedGroupsOf } from "./network/security-groups/state.js";
 import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
+import { migrateNicDefinitions } from "./network/nic-migration.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -245,6 +246,14 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // The whole ruleset from the recovered instances, replacing whatever the tables held (one
   // transaction), before the API can start anything. Without it guests would run unfiltered.
   await securityGroups.resync();
+  // Domains defined before the firewall (clean-traffic, libvirt's vnetN taps): redefined with fixed tap names.
+  await migrateNicDefinitions({
+    hypervisor,
+    instances: () => [...registry.all()].filter((e) => !e.launchFailed && !e.transition).map((e) => e.record),
+    specOf: (record) => instances.specs.of(record),
+    exclusive: (id, work) => ops.exclusive(id, work),
+    logger: logger.child({ component: "firewall" }),
+  }).catch((e: unknown) => logger.warn({ err: e }, "could not check the domains' NICs for the firewall"));
   // After a libvirtd restart (the event stream back): replace the tables whole again.
   registry.subscribe((reason) => {
     if (reason !== "libvirt reachable") return;

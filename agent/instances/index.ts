@@ -47,6 +47,8 @@ export interface InstanceOperations {
   /** ModifyInstancesAttribute's record-only attributes (name, termination protection). */
   attributes: AttributeOperations;
   recovery: Recovery;
+  /** The domain spec the agent writes for an instance (the firewall's NIC migration redefines old domains with it). */
+  specs: DomainSpecs;
 }
 
 export interface InstanceOperationsOptions {
@@ -131,6 +133,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     logins: new LoginOperations({ ops, paths, keyPairs, hypervisor, drives, power, logger }),
     resize: new ResizeOperation({ ops, disks, storage, hypervisor, imageTool, power }),
     reinstall,
+    specs,
     rescue: new RescueOperations({ ops, registry, hypervisor, specs, power }),
     iso: new IsoOperations({ ops, hypervisor, specs, power }),
     capture: new ImageCapture({ ops, paths, images, hypervisor, imageTool, power, checkpoint, logger }),

@@ -1,0 +1,49 @@
+/**
+ * Domains defined before the agent's own firewall carry libvirt's `clean-traffic`
+ * nwfilter on their NICs and no fixed tap name (libvirt picked `vnetN`), so the firewall's
+ * per-tap chains do not see them. At start-up the agent redefines each such domain from its
+ * record (the persistent definition only: `<target dev=tapName()>`, no filterref). A domain
+ * that is shut off starts with the new definition; a running one keeps its live NICs (its
+ * vnetN tap and clean-traffic) until it is next stopped and started: until then its
+ * anti-spoofing is clean-traffic's, its security groups are enforced by address (the inet
+ * table) all the same.
+ */
+import type { Logger } from "pino";
+import type { DomainSpec, Hypervisor } from "../../drivers/libvirt/types.js";
+import type { InstanceRecord } from "../model.js";
+import { tapName } from "./firewall-types.js";
+
+/** True when a persistent definition's NICs are not what the agent writes today. */
+export function needsNicMigration(instanceId: string, spec: Pick<DomainSpec, "nics">): boolean {
+  return spec.nics.some((nic, index) => nic.filter !== undefined || nic.targetDev !== tapName(instanceId, index));
+}
+
+export async function migrateNicDefinitions(o: {
+  hypervisor: Pick<Hypervisor, "getDomains" | "defineDomain">;
+  /** Instances at rest (no operation under way), with their records. */
+  instances: () => Iterable<InstanceRecord>;
+  /** The domain spec the agent writes for a record (DomainSpecs.of). */
+  specOf: (record: InstanceRecord) => DomainSpec;
+  /** Runs `work` with the instance's operations held off. */
+  exclusive: (instanceId: string, work: () => Promise<void>) => Promise<void>;
+  logger: Pick<Logger, "info" | "warn">;
+}): Promise<string[]> {
+  const records = [...o.instances()];
+  const found = await o.hypervisor.getDomains(records.map((r) => r.instanceId));
+  const migrated: string[] = [];
+  for (const record of records) {
+    const details = found.get(record.instanceId);
+    if (!details || !needsNicMigration(record.instanceId, details.spec)) continue;
+    try {
+      await o.exclusive(record.instanceId, () => o.hypervisor.defineDomain(o.specOf(record)));
+      migrated.push(record.instanceId);
+      o.logger.info(
+        { instanceId: record.instanceId, state: details.state },
+        "domain redefined with fixed tap names and without clean-traffic (the agent's firewall); a running guest takes it at its next start",
+      );
+    } catch (error) {
+      o.logger.warn({ err: error, instanceId: record.instanceId }, "could not redefine the domain's NICs for the firewall; it keeps clean-traffic");
+    }
+  }
+  return migrated;
+}
