@@ -36,6 +36,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { AddressInfo, Socket } from "node:net";
+import { sanitize } from "../../drivers/exec/sanitize.js";
 import { ApiError, type ErrorCode } from "../errors.js";
 import { parseCommand, type Command } from "./commands.js";
 import { checkTc3Head, checkTc3Signature } from "./tc3.js";
@@ -263,7 +264,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   }
 
   function send(res: ServerResponse, req: IncomingMessage, outcome: Outcome, requestId: string): void {
-    const payload = JSON.stringify({ Response: { ...outcome.response, RequestId: requestId } });
+    const payload = JSON.stringify({ Response: { ...scrubbedError(outcome.response), RequestId: requestId } });
     const headers: Record<string, string | number> = {
       "Content-Type": "application/json",
       "Content-Length": Buffer.byteLength(payload),
@@ -425,4 +426,16 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
         server.closeAllConnections();
       }),
   };
+}
+
+/**
+ * Every error message the edge sends goes through the one secret sanitizer
+ * (drivers/exec/sanitize.ts), like every log line: a message that quotes a value a
+ * secret was registered for (a password, user data, a key) is scrubbed before it leaves.
+ */
+function scrubbedError(response: Record<string, unknown>): Record<string, unknown> {
+  const error = response.Error as { Code?: unknown; Message?: unknown } | undefined;
+  if (error === null || typeof error !== "object" || typeof error.Message !== "string") return response;
+  const message = sanitize(error.Message);
+  return message === error.Message ? response : { ...response, Error: { ...error, Message: message } };
 }

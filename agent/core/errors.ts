@@ -15,6 +15,16 @@ export type DomainErrorKind =
   | "InstanceRunning"
   /** A value of the request breaks a rule of the domain. */
   | "BadValue"
+  /** Subnets: a requested private address that is not an IPv4 address. */
+  | "AddressMalformed"
+  /** …one that is not a usable host address of the subnet (outside it, or its gateway). */
+  | "AddressNotInSubnet"
+  /** …one another NIC of the subnet already has. */
+  | "AddressInUse"
+  /** A subnet ID this host does not have. */
+  | "SubnetNotFound"
+  /** A subnet that belongs to another VPC than the one named with it. */
+  | "SubnetNotInVpc"
   /** More items than the domain allows (data disks per instance, …). */
   | "TooMany"
   /** The host has no room for the request (CPU, memory, disk, addresses). */

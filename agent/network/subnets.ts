@@ -3,19 +3,7 @@
  * side of the bridge and DNS servers, declared in the configuration. Addresses are
  * handed out here, synchronously, so that admission and allocation are one step.
  */
-import { ApiError, type ErrorCode } from "../errors.js";
-
-/** Network error codes of the CVM API (each in ERROR_CODES: the type says so). */
-type NetCode = Extract<
-  ErrorCode,
-  | "InvalidParameter.InvalidIpFormat"
-  | "VpcAddrNotInSubNet"
-  | "VpcIpIsUsed"
-  | "InvalidParameterValue.SubnetNotExist"
-  | "InvalidParameterValue.VpcIdSubnetIdNotMatch"
-  | "ResourceInsufficient.SpecifiedInstanceType"
->;
-const netError = (code: NetCode, message: string) => new ApiError(code, message);
+import { DomainError } from "../core/errors.js";
 
 export interface Subnet {
   readonly subnetId: string;
@@ -83,15 +71,15 @@ export function netmask(prefixLength: number): string {
 export function allocateAddress(subnet: Subnet, used: ReadonlySet<string>, requested?: string): string {
   if (requested !== undefined) {
     if (!isIpv4(requested)) {
-      throw netError("InvalidParameter.InvalidIpFormat", `VirtualPrivateCloud.PrivateIpAddresses: ${JSON.stringify(requested)} is not an IPv4 address`);
+      throw new DomainError("AddressMalformed", `VirtualPrivateCloud.PrivateIpAddresses: ${JSON.stringify(requested)} is not an IPv4 address`);
     }
     if (!inSubnet(subnet, requested) || requested === subnet.gateway) {
-      throw netError(
-        "VpcAddrNotInSubNet",
+      throw new DomainError(
+        "AddressNotInSubnet",
         `VirtualPrivateCloud.PrivateIpAddresses: ${requested} is not a usable address of ${subnet.subnetId} (${subnet.address}/${subnet.prefixLength}, gateway ${subnet.gateway})`,
       );
     }
-    if (used.has(requested)) throw netError("VpcIpIsUsed", `VirtualPrivateCloud.PrivateIpAddresses: ${requested} is already used in ${subnet.subnetId}`);
+    if (used.has(requested)) throw new DomainError("AddressInUse", `VirtualPrivateCloud.PrivateIpAddresses: ${requested} is already used in ${subnet.subnetId}`);
     return requested;
   }
   const { first, last } = range(subnet);
@@ -101,7 +89,7 @@ export function allocateAddress(subnet: Subnet, used: ReadonlySet<string>, reque
     const ip = intToIp(n);
     if (!used.has(ip)) return ip;
   }
-  throw netError("ResourceInsufficient.SpecifiedInstanceType", `subnet ${subnet.subnetId} has no free address left`);
+  throw new DomainError("NoRoom", `subnet ${subnet.subnetId} has no free address left`);
 }
 
 /** The subnet a request names (or the default one), checked against the VPC. */
@@ -109,13 +97,13 @@ export function resolveSubnet(subnets: readonly Subnet[], vpc?: { vpcId: string;
   if (!vpc) return subnets[0]!;
   const subnet = subnets.find((s) => s.subnetId === vpc.subnetId);
   if (!subnet) {
-    throw netError(
-      "InvalidParameterValue.SubnetNotExist",
+    throw new DomainError(
+      "SubnetNotFound",
       `VirtualPrivateCloud.SubnetId ${vpc.subnetId} is not a subnet of this host (known: ${subnets.map((s) => s.subnetId).join(", ")})`,
     );
   }
   if (subnet.vpcId !== vpc.vpcId) {
-    throw netError("InvalidParameterValue.VpcIdSubnetIdNotMatch", `VirtualPrivateCloud.SubnetId ${vpc.subnetId} belongs to ${subnet.vpcId}, not ${vpc.vpcId}`);
+    throw new DomainError("SubnetNotInVpc", `VirtualPrivateCloud.SubnetId ${vpc.subnetId} belongs to ${subnet.vpcId}, not ${vpc.vpcId}`);
   }
   return subnet;
 }

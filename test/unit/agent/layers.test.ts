@@ -28,14 +28,12 @@ describe("imports run one way: the API edge → the domain → the drivers", () 
     expect(wrong).toEqual([]);
   });
 
-  it("the domain raises its own errors: only the modules not yet moved to domain errors import the CVM ApiError", () => {
-    // Still raising CVM codes itself (to move to agent/core/errors.ts): the subnets' address checks.
-    const notYet = new Set(["agent/network/subnets.ts"]);
+  it("the domain raises its own errors: no domain module imports the CVM ApiError", () => {
     const edge = (rel: string) => rel.startsWith("agent/api/") || rel.startsWith("agent/metadata/") || ["agent/dispatch.ts", "agent/main.ts", "agent/cli.ts", "agent/config.ts", "agent/errors.ts"].includes(rel);
     const raising = sourceFiles(join(root, "agent"))
       .map((f) => relative(root, f))
       .filter((rel) => !edge(rel) && /import \{[^}]*\bApiError\b[^}]*\} from/.test(readFileSync(join(root, rel), "utf8")));
-    expect(raising.filter((rel) => !notYet.has(rel))).toEqual([]);
+    expect(raising).toEqual([]);
   });
 
   it("no driver imports the agent", () => {

@@ -5,6 +5,7 @@ import type { Command } from "../../../agent/api/commands.js";
 import { createApiServer, type ApiServer, type DispatchContext } from "../../../agent/api/server.js";
 import { signTc3 } from "../../../agent/api/tc3.js";
 import { ApiError } from "../../../agent/errors.js";
+import { addSecret, REDACTED, secrets } from "../../../drivers/exec/sanitize.js";
 import { recordingLogger, type LogLine } from "../../support/log-capture.js";
 
 const SECRET_ID = "AKIDtestagent0001";
@@ -156,6 +157,29 @@ describe("the API server with the official SDK", () => {
     };
     const err = await sdkError(sdkClient().StartInstances({ InstanceIds: ["ins-abcd1234"] }));
     expect(err).toMatchObject({ code: "InvalidInstanceId.NotFound", message: "instance ins-abcd1234 does not exist on this host" });
+  });
+
+  it("scrubs every registered secret from the error messages it sends (the one sanitizer)", async () => {
+    const secret = "Tr0ub4dor&3-user-password";
+    addSecret(secret);
+    try {
+      reply = async () => {
+        throw new ApiError("InvalidParameterValue", `the guest refused ${secret} (base64 ${Buffer.from(secret).toString("base64")})`);
+      };
+      const r = await raw({ headers: { "X-TC-Action": "StartInstances" }, body: JSON.stringify({ InstanceIds: ["ins-abcd1234"] }) });
+      const text = JSON.stringify(r.json);
+      expect(r.json.Response.Error).toMatchObject({ Code: "InvalidParameterValue" });
+      expect(text).toContain(`the guest refused ${REDACTED} (base64 ${REDACTED})`);
+      expect(text).not.toContain(secret);
+      expect(text).not.toContain(Buffer.from(secret).toString("base64"));
+      // A refusal the edge makes itself (an unknown path quoted back) is scrubbed too.
+      const path = await raw({ path: `/${encodeURIComponent(secret)}` });
+      expect(path.status).toBe(404);
+      expect(JSON.stringify(path.json)).not.toContain(encodeURIComponent(secret));
+      expect((path.json.Response.Error as { Message: string }).Message).toContain(REDACTED);
+    } finally {
+      secrets.clear();
+    }
   });
 
   it("turns any other dispatch error into InternalError without leaking it, and logs it", async () => {
