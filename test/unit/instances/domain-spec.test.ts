@@ -3,6 +3,7 @@ import { buildDomainSpec, rescueBoot } from "../../../agent/instances/domain-spe
 import type { InstanceRecord } from "../../../agent/model.js";
 import { DataPaths } from "../../../agent/paths.js";
 import { buildDomainXml, parseDomainXml } from "../../../drivers/libvirt/domain-xml.js";
+import { tapName } from "../../../agent/network/firewall-types.js";
 
 const record: InstanceRecord = {
   version: 1,
@@ -47,5 +48,23 @@ describe("the domain spec of an instance", () => {
     expect(spec.directBoot).toEqual(rescueBoot(hash, rescue));
     expect(spec.directBoot!.cmdline).toBe("console=tty1 console=ttyS0 cdh.rescue_hash=$6$salt$abc cdh.ip=10.201.0.5/24 cdh.gw=10.201.0.1 cdh.dns=10.201.0.1");
     expect(parseDomainXml(buildDomainXml(spec)).directBoot).toEqual(spec.directBoot);
+  });
+
+  it("names every NIC's tap with tapName(), so the firewall's chains exist before the guest starts, and writes no nwfilter", () => {
+    const two = { ...record, nics: [...record.nics, { mac: "52:54:00:00:00:02", network: "n2", ipv4: "10.202.0.5", subnetId: "subnet-b", vpcId: "vpc-a" }] };
+    const spec = buildDomainSpec({ ...base, record: two });
+    expect(spec.nics.map((n) => n.targetDev)).toEqual(["cdhabcd12340", "cdhabcd12341"]);
+    expect(spec.nics.map((n) => n.targetDev)).toEqual([tapName(record.instanceId, 0), tapName(record.instanceId, 1)]);
+    const xml = buildDomainXml(spec);
+    expect(xml).toContain('<target dev="cdhabcd12340"/>');
+    expect(xml).not.toContain("filterref");
+    // libvirt's clean-traffic is replaced by the agent's nftables tables: the codec refuses to write one.
+    const old = { ...spec, nics: [{ ...spec.nics[0]!, filter: { name: "clean-traffic", parameters: { IP: "10.201.0.5" } } }] };
+    expect(() => buildDomainXml(old)).toThrow(/nwfilter/);
+  });
+
+  it("tap names fit IFNAMSIZ and refuse IDs that would not", () => {
+    expect(tapName("ins-zzzzzzzz", 12)).toBe("cdhzzzzzzzz12");
+    expect(() => tapName("ins-Bad!", 0)).toThrow();
   });
 });
