@@ -19,6 +19,8 @@ export interface ReportPayload {
   StoragePools?: Array<Record<string, unknown>>;
   /** What the inventory sweep found that nothing owns (quarantined, deleted after the grace period). */
   Orphans?: Array<Record<string, unknown>>;
+  /** The start-up power restore of this epoch: which instances were started again and why (power-restore.ts). */
+  PowerRestore?: Record<string, unknown>;
 }
 
 export interface Report extends ReportPayload {
@@ -212,15 +214,20 @@ export class Reporter {
       Instances: payload.Instances,
       ...(payload.StoragePools ? { StoragePools: payload.StoragePools } : {}),
       ...(payload.Orphans ? { Orphans: payload.Orphans } : {}),
+      ...(payload.PowerRestore ? { PowerRestore: payload.PowerRestore } : {}),
     };
   }
 
   private async send(report: Report, controller: AbortController): Promise<void> {
     let error: string | null = null;
     if (this.opts.controllerUrl === "") {
-      const fields = { report };
-      if (report.Reason === SCHEDULED_REASON) this.log.debug(fields, "report (no controller configured)");
-      else this.log.info(fields, "report (no controller configured)");
+      // The scheduled report in full at debug; one on a change at info, without the instance
+      // list: with 1,000 instances that list is a 1 MB line, on every state change.
+      if (report.Reason === SCHEDULED_REASON) this.log.debug({ report }, "report (no controller configured)");
+      else {
+        const { Instances, ...head } = report;
+        this.log.info({ report: { ...head, InstanceCount: Instances.length } }, "report (no controller configured)");
+      }
     } else {
       error = await this.post(report, controller);
     }

@@ -6,24 +6,46 @@
 import { execa } from "execa";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { Agent as HttpAgent } from "node:http";
 import { connect } from "node:net";
+import * as tencentcloud from "tencentcloud-sdk-nodejs-cvm";
 import { join } from "node:path";
 import { AGENT_NODE_OPTIONS } from "../agent/node-flags.js";
-import { freePort, sdkClient as testSdkClient, TEST_BRIDGE, TEST_NETWORK, type CvmClient } from "../test/support/agent-process.js";
+import { freePort, sdkClient as testSdkClient, type CvmClient } from "../test/support/agent-process.js";
 import { sleep } from "./stats.js";
 
 export { freePort, type CvmClient };
 
 export const SECRET_ID = "AKIDcdhagentbench000000000000001";
 export const SECRET_KEY = "cdh-agent-bench-secret-key-0001";
-/** The test agents' network and bridge in the test host (not the agent's defaults, cdh-default on cdhbr0). */
-export const BENCH_NETWORK = TEST_NETWORK;
-const BENCH_SUBNETS = [{ subnet_id: "subnet-default", vpc_id: "vpc-default", network: BENCH_NETWORK, bridge: TEST_BRIDGE, cidr: "10.201.0.0/24" }];
+/**
+ * The bench's own network and bridge in the test host (neither the agent's defaults,
+ * cdh-default on cdhbr0, nor the test agents' cdhtest-net on cdhtbr0), removed at the end
+ * of the run (tracker.ts). A /21: (b) gives each of its 1,000 instances an address of its
+ * own, as the agent's allocation would (two NICs on one address are refused at start).
+ */
+export const BENCH_NETWORK = "cdhbench-net";
+export const BENCH_BRIDGE = "cdhbbr0";
+export const BENCH_CIDR = { base: "10.210.0.0", prefixLength: 21 };
+const BENCH_SUBNETS = [{ subnet_id: "subnet-default", vpc_id: "vpc-default", network: BENCH_NETWORK, bridge: BENCH_BRIDGE, cidr: `${BENCH_CIDR.base}/${BENCH_CIDR.prefixLength}` }];
 export const HOST_ID = "host-cdhbench";
 
-/** The SDK client of the integration tests, with the bench's credentials. */
+/** The SDK client of the integration tests, with the bench's credentials (the SDK's defaults: a new connection per call). */
 export function sdkClient(port: number): CvmClient {
   return testSdkClient(port, SECRET_KEY, SECRET_ID);
+}
+
+/**
+ * The same SDK client on one kept-alive connection, as a controller listing a host would
+ * hold it: the SDK's own `httpProfile.agent` option. Without an agent the SDK's fetch
+ * (node-fetch 2) sends `Connection: close`, and every call opens a new connection.
+ */
+export function keepAliveClient(port: number): CvmClient {
+  return new tencentcloud.cvm.v20170312.Client({
+    credential: { secretId: SECRET_ID, secretKey: SECRET_KEY },
+    region: "ap-guangzhou",
+    profile: { httpProfile: { endpoint: `127.0.0.1:${port}`, protocol: "http://", reqTimeout: 30, agent: new HttpAgent({ keepAlive: true, maxSockets: 1 }) } },
+  });
 }
 
 export interface Agent {
@@ -64,8 +86,9 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     CDH_AGENT_SOFT_STOP_RETRY_S: "4",
     CDH_AGENT_DEFAULT_NETWORK: BENCH_NETWORK,
     CDH_AGENT_SUBNETS: JSON.stringify(BENCH_SUBNETS),
-    // Not the agent's default table (cdh_metadata), as for the test agents.
+    // Not the agent's default tables (cdh_metadata, cdh_filter), as for the test agents.
     CDH_AGENT_METADATA_NFT_TABLE: "cdhtest_metadata",
+    CDH_AGENT_FIREWALL_NFT_TABLE: "cdhtest_filter",
     CDH_AGENT_LOG_LEVEL: "info",
     CDH_AGENT_CONTROLLER_URL: "",
     ...options.env,

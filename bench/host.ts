@@ -58,3 +58,9 @@ export async function domainNames(): Promise<string[]> {
   const r = await virsh(["list", "--all", "--name"]);
   return r.stdout.split("\n").map((s) => s.trim()).filter(Boolean);
 }
+
+/** Removes a libvirt network (stopped, then undefined); a missing network is fine. */
+export async function removeNetwork(name: string): Promise<void> {
+  await virsh(["net-destroy", name], { check: false });
+  await virsh(["net-undefine", name], { check: false });
+}

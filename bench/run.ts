@@ -25,7 +25,7 @@ import { access, chmod, mkdir, mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { importImage, rssBytes, startAgent, type AgentOptions } from "./agent.js";
+import { BENCH_NETWORK, importImage, rssBytes, startAgent, type AgentOptions } from "./agent.js";
 import { benchConfigDrive } from "./config-drive.js";
 import { benchFirewall } from "./firewall.js";
 import { benchBigDisks } from "./big-disks.js";
@@ -133,6 +133,7 @@ async function main(): Promise<number> {
         logFile: join(root, "agent.log"),
         env: { CDH_AGENT_LOG_LEVEL: values["agent-log-level"] ?? "debug" },
       };
+      tracker.networks.add(BENCH_NETWORK);
       let agent = await startAgent(agentOptions);
       tracker.agent = agent;
       tracker.stoppers.set("agent", () => agent.stop());

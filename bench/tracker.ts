@@ -5,7 +5,7 @@
  */
 import { rm } from "node:fs/promises";
 import { terminateAll, type Agent } from "./agent.js";
-import { removeDomains } from "./host.js";
+import { removeDomains, removeNetwork } from "./host.js";
 
 export class Tracker {
   /** Instance IDs made through (or adopted by) the bench's agent. */
@@ -13,6 +13,8 @@ export class Tracker {
   /** Domains the bench defined with virsh (baselines, clones not yet adopted). */
   readonly domains = new Set<string>();
   readonly dirs = new Set<string>();
+  /** libvirt networks the bench's agent defined (destroyed and undefined once it is stopped). */
+  readonly networks = new Set<string>();
   /** Child processes to stop (the agent, nginx). */
   readonly stoppers = new Map<string, () => Promise<void>>();
   /** The running agent, used to terminate instances through the API. */
@@ -37,6 +39,8 @@ export class Tracker {
     await removeDomains(leftovers);
     this.instances.clear();
     this.domains.clear();
+    for (const net of this.networks) await removeNetwork(net);
+    this.networks.clear();
     for (const dir of this.dirs) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
     this.dirs.clear();
   }

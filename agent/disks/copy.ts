@@ -13,7 +13,8 @@
  * resumes or thaws the guest (undoQuiesce), which a crash mid-copy would otherwise
  * leave paused or frozen for good.
  */
-import { readFile, rename, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { rename, rm } from "node:fs/promises";
 import type { Logger } from "pino";
 import type { ImageTool } from "../../drivers/storage/types.js";
 import { GuestAgentError, type Hypervisor } from "../../drivers/libvirt/types.js";
@@ -84,11 +85,9 @@ export async function consistentCopy(o: CopyOptions): Promise<Quiesce> {
  * just fails it). The marker goes once that was tried.
  */
 export async function undoQuiesce(o: { hypervisor: Hypervisor; logger: Logger; instanceId: string; marker: string; power: string }): Promise<void> {
-  const present = await readFile(o.marker).then(
-    () => true,
-    () => false,
-  );
-  if (!present) return;
+  // A stat, not a read: called for every domain at start-up, where a missing file is the rule
+  // (a failed read makes an error with its stack each time).
+  if (!existsSync(o.marker)) return;
   const log = o.logger.child({ instanceId: o.instanceId });
   if (o.power === "paused") {
     log.warn("a copy of this instance's disk was cut short by a restart: resuming the guest it had paused");

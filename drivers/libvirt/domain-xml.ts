@@ -1,11 +1,13 @@
 /**
  * The domain XML codec: a pure builder (DomainSpec -> libvirt domain XML) and a
  * parser (XML, e.g. `virsh dumpxml --inactive` -> DomainSpec). This is the only
- * module that imports fast-xml-parser. The parser tolerates every element libvirt
- * adds on its own (emulator, controllers, addresses, aliases, inputs, …) and reads
- * only what the builder writes.
+ * module that imports fast-xml-parser (the builder); XML is read with xml-reader.ts
+ * (the same object shape, a tenth of the time). The parser tolerates every element
+ * libvirt adds on its own (emulator, controllers, addresses, aliases, inputs, …) and
+ * reads only what the builder writes.
  */
-import { XMLBuilder, XMLParser } from "fast-xml-parser";
+import { XMLBuilder } from "fast-xml-parser";
+import { readXml } from "./xml-reader.js";
 import { LibvirtError, type DomainDiskSpec, type DomainNicSpec, type DomainSpec } from "./types.js";
 
 /** The agent's XML namespace inside <metadata>, and the prefix libvirt gives it. */
@@ -85,10 +87,9 @@ function buildNic(nic: DomainNicSpec): XmlNode {
   };
   if (nic.targetDev !== undefined) children.target = el({ dev: nic.targetDev });
   children.model = el({ type: "virtio" });
-  if (nic.filter) {
-    const parameters = Object.entries(nic.filter.parameters).map(([name, value]) => el({ name, value }));
-    children.filterref = el({ filter: nic.filter.name }, parameters.length > 0 ? { parameter: parameters } : undefined);
-  }
+  // Anti-spoofing lives in the agent's nftables tables (agent/network/firewall-compile.ts),
+  // not in libvirt's nwfilter: a filterref is only ever read, from older definitions.
+  if (nic.filter) throw new DomainXmlError(`NIC ${nic.mac}: nwfilter references are not written (filter ${nic.filter.name})`);
   return el({ type: isNetwork ? "network" : "bridge" }, children);
 }
 
@@ -134,6 +135,11 @@ export function buildDiskXml(disk: DomainDiskSpec): string {
   return builder.build({ disk: buildDisk(disk) }) as string;
 }
 
+/** A DIMM of sizeMiB on NUMA node 0, for attach-device into a domain with hot-plug headroom. */
+export function buildDimmXml(sizeMiB: number): string {
+  return builder.build({ memory: el({ model: "dimm" }, { target: { size: el({ unit: "MiB" }, String(sizeMiB)), node: "0" } }) }) as string;
+}
+
 /** Renders the complete domain XML for a spec. Pure: the same spec gives the same bytes. */
 export function buildDomainXml(spec: DomainSpec): string {
   const { smbios } = spec;
@@ -164,7 +170,15 @@ export function buildDomainXml(spec: DomainSpec): string {
     os: buildOs(spec),
     features: { acpi: "", apic: "" },
   };
-  if (spec.virtType === "kvm") domain.cpu = el({ mode: "host-model" });
+  const cpu: XmlNode = spec.virtType === "kvm" ? el({ mode: "host-model" }) : {};
+  const hp = spec.hotplug;
+  if (hp && hp.maxVcpus > spec.vcpus) domain.vcpu = el({ placement: "static", current: String(spec.vcpus) }, String(hp.maxVcpus));
+  if (hp && hp.maxMemoryMiB > spec.memoryMiB && hp.memorySlots > 0) {
+    // DIMM hot-plug needs <maxMemory> and a guest NUMA topology (one cell holding every vCPU and the base memory).
+    domain.maxMemory = el({ slots: String(hp.memorySlots), unit: "MiB" }, String(hp.maxMemoryMiB));
+    cpu.numa = { cell: el({ id: "0", cpus: `0-${Math.max(hp.maxVcpus, spec.vcpus) - 1}`, memory: String(spec.memoryMiB), unit: "MiB" }) };
+  }
+  if (Object.keys(cpu).length) domain.cpu = cpu;
   Object.assign(domain, {
     clock: el({ offset: "utc" }),
     on_poweroff: "destroy",
@@ -192,16 +206,6 @@ const ARRAY_PATHS = new Set([
   "domain.sysinfo",
   "domain.sysinfo.system.entry",
 ]);
-
-const parser = new XMLParser({
-  ignoreAttributes: false,
-  attributeNamePrefix: "@_",
-  parseTagValue: false,
-  parseAttributeValue: false,
-  trimValues: true,
-  htmlEntities: true,
-  isArray: (_name, jpath) => ARRAY_PATHS.has(String(jpath)),
-});
 
 function asNode(value: unknown): XmlNode | undefined {
   if (value !== null && typeof value === "object" && !Array.isArray(value)) return value as XmlNode;
@@ -328,7 +332,7 @@ function parseSmbios(domain: XmlNode): DomainSpec["smbios"] {
 export function parseDomainXml(xml: string): DomainSpec {
   let doc: XmlNode;
   try {
-    doc = parser.parse(xml) as XmlNode;
+    doc = readXml(xml, ARRAY_PATHS) as XmlNode;
   } catch (error) {
     throw new DomainXmlError("domain XML is not well-formed", { cause: error });
   }
@@ -347,7 +351,7 @@ export function parseDomainXml(xml: string): DomainSpec {
     name: text(domain.name) ?? "",
     uuid: text(domain.uuid) ?? "",
     virtType,
-    vcpus: Number(text(domain.vcpu)),
+    vcpus: Number(attr(domain.vcpu, "current") ?? text(domain.vcpu)),
     memoryMiB: memoryMiB(domain.memory),
     firmware: uefi ? "uefi" : "bios",
     disks: list(devices.disk).map(parseDisk).filter((d): d is DomainDiskSpec => d !== undefined),
@@ -358,6 +362,12 @@ export function parseDomainXml(xml: string): DomainSpec {
     smbios: parseSmbios(domain),
     metadata: parseMetadata(domain.metadata),
   };
+  const maxVcpus = Number(text(domain.vcpu));
+  const maxMemory = asNode(domain.maxMemory);
+  if (maxVcpus > spec.vcpus || maxMemory) {
+    const maxMemoryMiB = maxMemory ? memoryMiB(domain.maxMemory) : spec.memoryMiB;
+    spec.hotplug = { maxVcpus, maxMemoryMiB, memorySlots: Number(attr(maxMemory, "slots") ?? 0) };
+  }
   const nvram = text(os.nvram);
   if (uefi && nvram !== undefined) spec.nvramPath = nvram;
   const kernel = text(os.kernel);

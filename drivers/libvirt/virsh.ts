@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandRunner, RunResult } from "../exec/runner.js";
-import { buildDiskXml, buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
+import { buildDimmXml, buildDiskXml, buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
 import { mayHaveChanged, translateVirshError, virshFailureKind, type VirshFailureKind } from "./errors.js";
 import { superviseEvents, type BackoffOptions, type DriverLogger } from "./events.js";
 import { awaitStateChange, DEFAULT_STATE_CHANGE_POLICY, type Look, type StateChangePolicy } from "./state-change.js";
@@ -85,15 +85,20 @@ const hasDisk = (spec: DomainSpec | null, target: string) => spec?.disks.some((d
 /** Separates the outputs of the sub-commands of the one `virsh` call in listDomains. */
 const SECTION_MARK = "@@cdh-agent-section@@";
 const DOMAIN_MARK = "@@cdh-agent-domain@@";
-/** Domains per virsh process in getDomains (one process's output stays well under a MiB). */
-const DOMAIN_BATCH = 50;
 /**
- * virsh processes of getDomains at once. One: four at once took start-up recovery of
- * 1,000 domains from 4.2 s to 3.9 s on the busy 2-CPU host (bench (b), 2026-12-07), but
- * the agent's VmRSS after it was 129 MiB against 92 MiB one at a time (not isolated from
- * other changes of that day; kept at one until measured alone).
+ * Domains per virsh process in getDomains (one process's output, some 5 KB of XML a
+ * domain, stays under a MiB). Each virsh process costs its start and its connection to
+ * libvirtd (some 40 ms on the 2-CPU host) and a fork of the agent: 50 a process made
+ * start-up recovery of 1,000 domains spend 1 s of its 4.5 s on them (bench (b), README).
  */
-const DOMAIN_BATCHES_AT_ONCE = 1;
+const DOMAIN_BATCH = 125;
+/**
+ * virsh processes of getDomains at once: two, so that libvirtd answers one while the
+ * agent reads the other's output (on 2 CPUs more only contend). Start-up recovery asks
+ * for a few hundred domains at a time (recovery.ts), so at most two batches' output and
+ * domain trees are held at once.
+ */
+const DOMAIN_BATCHES_AT_ONCE = 2;
 /** Domain names that go into a virsh script unquoted. */
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
 
@@ -422,6 +427,27 @@ export class VirshHypervisor implements Hypervisor {
 
   async blockResize(name: string, target: string, sizeBytes: number): Promise<void> {
     await this.change(["blockresize", "--domain", name, "--path", target, "--size", `${sizeBytes}B`], `blockresize ${name} ${target}`, name, UNSEEN);
+  }
+
+  async setVcpusLive(name: string, count: number): Promise<void> {
+    await this.virsh(["setvcpus", "--domain", name, "--count", String(count), "--live", "--config"], `setvcpus ${name} ${count}`, name);
+  }
+
+  async attachMemoryLive(name: string, sizeMiB: number): Promise<void> {
+    const file = join(this.tmpDir, `dimm-${randomUUID()}.xml`);
+    await writeFile(file, buildDimmXml(sizeMiB), { mode: 0o600 });
+    try {
+      await this.virsh(["attach-device", "--domain", name, "--file", file, "--live", "--config"], `attach-device ${name} dimm ${sizeMiB} MiB`, name);
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async liveSize(name: string): Promise<{ vcpus: number; memoryMiB: number } | null> {
+    const state = await this.domainState(name);
+    if (state === null || state === "shut off" || state === "crashed") return null;
+    const spec = parseDomainXml((await this.virsh(["dumpxml", "--domain", name], `dumpxml ${name}`, name)).stdout);
+    return { vcpus: spec.vcpus, memoryMiB: spec.memoryMiB };
   }
 
   async liveDiskTargets(name: string): Promise<string[] | null> {

@@ -265,6 +265,11 @@ describe("Reporter", () => {
       ["debug", 1, "scheduled"],
       ["info", 2, "state-change"],
     ]);
+    // Only the scheduled one carries the instance list; the other counts it.
+    expect(reports.map((l) => [(l.report as Report).Instances === undefined, (l.report as Record<string, unknown>).InstanceCount])).toEqual([
+      [false, undefined],
+      [true, 1],
+    ]);
   });
 
   it("start() sends a startup report and then reports on the cron schedule", async () => {
