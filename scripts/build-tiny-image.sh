@@ -6,7 +6,9 @@
 #   build-tiny-image.sh [--out DIR] [--force]
 #
 # DIR defaults to ${CDH_TEST_CACHE:-/var/cache/cdh-agent-test}/images. When every output
-# exists and is newer than this script, the script does nothing. On success it prints the
+# exists and manifest.json names the SHA-256 of the sources it was built from (this script
+# and the scripts/lib files it uses) as theirs now, the script does nothing: a change to any
+# of them rebuilds, a file merely touched (a checkout) does not. On success it prints the
 # absolute output directory as its only line on stdout; progress goes to stderr.
 #
 # Outputs: tiny-{normal,noacpi,selfoff}.raw, tiny-normal.qcow2, tiny-vmlinuz,
@@ -57,7 +59,13 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 chmod 755 "$out"
 
-fresh() { [ "$force" = 0 ] && ird_fresh "$out" outputs sources; }
+sources_sha=$(cat "${sources[@]}" | sha256sum | cut -d' ' -f1)
+fresh() {
+  [ "$force" = 0 ] || return 1
+  local f
+  for f in "${outputs[@]}"; do [ -e "$out/$f" ] || return 1; done
+  grep -q "\"sourcesSha256\": \"$sources_sha\"" "$out/manifest.json"
+}
 if fresh; then echo "$out"; exit 0; fi
 
 # One build at a time per output directory; a waiter finds the fresh result.
@@ -235,6 +243,7 @@ files=("${outputs[@]:0:${#outputs[@]}-1}")   # all but manifest.json
   printf '{\n  "kernelVersion": "%s",\n  "kernelPackage": "%s",\n' "$kver" "$kpkg"
   printf '  "busybox": "%s",\n' "$(dpkg-deb -f "$work/debs"/busybox-static_*.deb Version)"
   printf '  "netcatTraditional": "%s",\n' "$(dpkg-deb -f "$work/debs"/netcat-traditional_*.deb Version)"
+  printf '  "sourcesSha256": "%s",\n' "$sources_sha"
   printf '  "kernelCmdline": "console=ttyS0 cdh.mode=<mode> sysrq_always_enabled panic=-1 quiet",\n'
   printf '  "builtAt": "%s",\n  "files": [\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   ird_manifest_files "$work" "${files[@]}"
