@@ -87,9 +87,10 @@ function buildNic(nic: DomainNicSpec): XmlNode {
   };
   if (nic.targetDev !== undefined) children.target = el({ dev: nic.targetDev });
   children.model = el({ type: "virtio" });
-  // Anti-spoofing lives in the agent's nftables tables (agent/network/firewall-compile.ts),
-  // not in libvirt's nwfilter: a filterref is only ever read, from older definitions.
-  if (nic.filter) throw new DomainXmlError(`NIC ${nic.mac}: nwfilter references are not written (filter ${nic.filter.name})`);
+  if (nic.filter) {
+    const parameters = Object.entries(nic.filter.parameters).map(([name, value]) => el({ name, value }));
+    children.filterref = el({ filter: nic.filter.name }, parameters.length > 0 ? { parameter: parameters } : undefined);
+  }
   return el({ type: isNetwork ? "network" : "bridge" }, children);
 }
 
@@ -135,11 +136,6 @@ export function buildDiskXml(disk: DomainDiskSpec): string {
   return builder.build({ disk: buildDisk(disk) }) as string;
 }
 
-/** A DIMM of sizeMiB on NUMA node 0, for attach-device into a domain with hot-plug headroom. */
-export function buildDimmXml(sizeMiB: number): string {
-  return builder.build({ memory: el({ model: "dimm" }, { target: { size: el({ unit: "MiB" }, String(sizeMiB)), node: "0" } }) }) as string;
-}
-
 /** Renders the complete domain XML for a spec. Pure: the same spec gives the same bytes. */
 export function buildDomainXml(spec: DomainSpec): string {
   const { smbios } = spec;
@@ -170,15 +166,7 @@ export function buildDomainXml(spec: DomainSpec): string {
     os: buildOs(spec),
     features: { acpi: "", apic: "" },
   };
-  const cpu: XmlNode = spec.virtType === "kvm" ? el({ mode: "host-model" }) : {};
-  const hp = spec.hotplug;
-  if (hp && hp.maxVcpus > spec.vcpus) domain.vcpu = el({ placement: "static", current: String(spec.vcpus) }, String(hp.maxVcpus));
-  if (hp && hp.maxMemoryMiB > spec.memoryMiB && hp.memorySlots > 0) {
-    // DIMM hot-plug needs <maxMemory> and a guest NUMA topology (one cell holding every vCPU and the base memory).
-    domain.maxMemory = el({ slots: String(hp.memorySlots), unit: "MiB" }, String(hp.maxMemoryMiB));
-    cpu.numa = { cell: el({ id: "0", cpus: `0-${Math.max(hp.maxVcpus, spec.vcpus) - 1}`, memory: String(spec.memoryMiB), unit: "MiB" }) };
-  }
-  if (Object.keys(cpu).length) domain.cpu = cpu;
+  if (spec.virtType === "kvm") domain.cpu = el({ mode: "host-model" });
   Object.assign(domain, {
     clock: el({ offset: "utc" }),
     on_poweroff: "destroy",
@@ -351,7 +339,7 @@ export function parseDomainXml(xml: string): DomainSpec {
     name: text(domain.name) ?? "",
     uuid: text(domain.uuid) ?? "",
     virtType,
-    vcpus: Number(attr(domain.vcpu, "current") ?? text(domain.vcpu)),
+    vcpus: Number(text(domain.vcpu)),
     memoryMiB: memoryMiB(domain.memory),
     firmware: uefi ? "uefi" : "bios",
     disks: list(devices.disk).map(parseDisk).filter((d): d is DomainDiskSpec => d !== undefined),
@@ -362,12 +350,6 @@ export function parseDomainXml(xml: string): DomainSpec {
     smbios: parseSmbios(domain),
     metadata: parseMetadata(domain.metadata),
   };
-  const maxVcpus = Number(text(domain.vcpu));
-  const maxMemory = asNode(domain.maxMemory);
-  if (maxVcpus > spec.vcpus || maxMemory) {
-    const maxMemoryMiB = maxMemory ? memoryMiB(domain.maxMemory) : spec.memoryMiB;
-    spec.hotplug = { maxVcpus, maxMemoryMiB, memorySlots: Number(attr(maxMemory, "slots") ?? 0) };
-  }
   const nvram = text(os.nvram);
   if (uefi && nvram !== undefined) spec.nvramPath = nvram;
   const kernel = text(os.kernel);
