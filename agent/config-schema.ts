@@ -123,6 +123,15 @@ export const configSchema = z
     /** Launches that make disks and define and start domains at once; the rest wait PENDING. 0 = four per host core (4 to 32). */
     launch_concurrency: z.number().int().nonnegative().max(256).default(0)
       .describe("launches run at once on this host (instances); the others wait in order, PENDING; 0 = four per host core, at least 4, at most 32"),
+    /** Hot-plug headroom: vCPUs every definition may grow to while running (ResetInstancesType live); 0 = none. */
+    hotplug_max_vcpus: z.number().int().nonnegative().max(256).default(0)
+      .describe("vCPUs every instance's definition may grow to while it runs (ResetInstancesType applied live); 0 = no vCPU headroom"),
+    /** Hot-plug headroom: memory every definition may grow to while running, GiB; 0 = none. */
+    hotplug_max_memory_gib: z.number().int().nonnegative().max(4096).default(0)
+      .describe("memory every instance's definition may grow to while it runs, by hot-plugged DIMMs (GiB); 0 = no memory headroom"),
+    /** DIMM slots kept in each definition with memory headroom (each live growth takes one). */
+    hotplug_memory_slots: z.number().int().min(1).max(32).default(8)
+      .describe("DIMM slots kept in each definition with memory headroom; each live memory growth takes one"),
     /** How long a soft stop waits for the guest before it fails (or goes hard), seconds. */
     soft_stop_timeout_s: seconds().default(60)
       .describe("how long a soft stop waits for the guest (seconds)"),

@@ -49,6 +49,10 @@ export interface AgentConfig {
   readonly securityGroupLimit: number;
   readonly softStopTimeoutS: number;
   readonly softStopRetryS: number;
+  /** Hot-plug headroom (ResetInstancesType live): 0 = none. */
+  readonly hotplugMaxVcpus: number;
+  readonly hotplugMaxMemoryGib: number;
+  readonly hotplugMemorySlots: number;
   readonly reconcileIntervalS: number;
   readonly libvirtProbeIntervalS: number;
   readonly libvirtProbeTimeoutS: number;
@@ -455,6 +459,9 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     launchConcurrency: cfg.launch_concurrency,
     softStopTimeoutS: cfg.soft_stop_timeout_s,
     softStopRetryS: cfg.soft_stop_retry_s,
+    hotplugMaxVcpus: cfg.hotplug_max_vcpus,
+    hotplugMaxMemoryGib: cfg.hotplug_max_memory_gib,
+    hotplugMemorySlots: cfg.hotplug_memory_slots,
     reconcileIntervalS: cfg.reconcile_interval_s,
     libvirtProbeIntervalS: cfg.libvirt_probe_interval_s,
     libvirtProbeTimeoutS: cfg.libvirt_probe_timeout_s,

@@ -404,6 +404,29 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "InstanceDetachISO":
         await instances.iso.detachIso(command.params, ctx);
         return {};
+      case "ResetInstancesType":
+        await instances.retype.retype(command.params, ctx);
+        return {};
+      case "DescribeInstancesModification": {
+        const p = command.params;
+        const set = instances.retype
+          .modification(p.instanceIds)
+          .filter((m) => !p.statuses || p.statuses.includes(m.status))
+          .map((m) => ({
+            Status: m.status,
+            Message: m.message,
+            InstanceTypeConfig: {
+              Zone: identity.zone,
+              InstanceType: `CDH_${m.size.cpu}C${m.size.memoryGiB}G`,
+              InstanceFamily: "CDH",
+              GPU: 0,
+              CPU: m.size.cpu,
+              Memory: m.size.memoryGiB,
+              FPGA: 0,
+            },
+          }));
+        return { TotalCount: set.length, InstanceTypeConfigStatusSet: set };
+      }
       case "CreateDisks": {
         checkPlacement({ zone: command.params.zone }, host);
         const ids = await deps.diskService.create(command.params);

@@ -15,7 +15,9 @@ export type JournalEntry =
   | { kind: "create"; instanceId: string; record: InstanceRecord; dataDisks?: DiskRecord[]; requestId: string; startedAt: string }
   | { kind: "terminate"; instanceId: string; record: InstanceRecord; requestId: string; startedAt: string }
   /** A reinstall: `record` is the new record (new image, new system disk file at its path); `oldPath` the disk it replaces. */
-  | { kind: "reset"; instanceId: string; record: InstanceRecord; oldPath: string; requestId: string; startedAt: string };
+  | { kind: "reset"; instanceId: string; record: InstanceRecord; oldPath: string; requestId: string; startedAt: string }
+  /** A resize (ResetInstancesType): `record` has the new size; `mode` how it applies (agent/instances/reset-type.ts). */
+  | { kind: "retype"; instanceId: string; record: InstanceRecord; mode: "stopped" | "restart" | "live"; from: { cpu: number; memoryGiB: number }; requestId: string; startedAt: string };
 
 export class Journal {
   constructor(private readonly dir: string) {}

@@ -144,7 +144,11 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
         cpuAllocationRatio: config.cpuAllocationRatio,
         memoryAllocationRatio: config.memoryAllocationRatio,
       },
-      [...registry.all()].filter((e) => !e.launchFailed).map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB })),
+      [
+        ...[...registry.all()].filter((e) => !e.launchFailed).map((e) => ({ cpu: e.record.cpu, memoryGiB: e.record.memoryGiB })),
+        // Growth admitted for resizes under way (ResetInstancesType), not yet in a record.
+        ...instances.retype.reservations(),
+      ],
     );
 
   const keyPairs = new KeyPairStore({ file: keyPairsFile(paths), logger: logger.child({ component: "keypairs" }) });
@@ -219,6 +223,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     agentVersion: AGENT_VERSION,
     ioLimits,
     rescue: { kernel: config.rescueKernel, initrd: config.rescueInitrd },
+    ...(config.hotplugMaxVcpus > 0 || config.hotplugMaxMemoryGib > 0
+      ? { hotplug: { maxVcpus: config.hotplugMaxVcpus, maxMemoryGiB: config.hotplugMaxMemoryGib, memorySlots: config.hotplugMemorySlots } }
+      : {}),
     softStopTimeoutMs: config.softStopTimeoutS * 1000,
     softStopRetryMs: config.softStopRetryS * 1000,
     launchConcurrency: launchConcurrency(config.launchConcurrency, facts.cpuCount),

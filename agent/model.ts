@@ -194,7 +194,8 @@ export type InstanceAction =
   | "ExitRescueMode"
   | "InstanceAttachISO"
   | "InstanceDetachISO"
-  | "ModifyInstancesAttribute";
+  | "ModifyInstancesAttribute"
+  | "ResetInstancesType";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
 const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -228,6 +229,8 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   EnterRescueMode: LOGIN_STATES,
   ExitRescueMode: new Set<InstanceState>(["RESCUE_MODE"]),
   InstanceAttachISO: LOGIN_STATES,
+  // Stopped; running too (live within the hot-plug headroom, or with ForceStop): agent/instances/reset-type.ts.
+  ResetInstancesType: LOGIN_STATES,
   // The seed: detaching needs the instance not running.
   InstanceDetachISO: new Set<InstanceState>(["STOPPED"]),
   // A record-only change (name, termination protection): any state but PENDING (no domain yet

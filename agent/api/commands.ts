@@ -50,6 +50,8 @@ import type {
   ResetInstancesPasswordParams,
 } from "./schemas-logins.js";
 import { parseCloneInstance, parseCreateImage, parseResetInstance, parseRunInstances } from "./schemas-run.js";
+import { parseDescribeInstancesModification, parseResetInstancesType } from "./schemas-retype.js";
+import type { DescribeInstancesModificationParams, ResetInstancesTypeParams } from "./schemas-retype.js";
 import type { CloneInstanceParams, CreateImageParams, ResetInstanceParams, RunInstancesParams } from "./schemas-run.js";
 import {
   parseApplySnapshot,
@@ -149,6 +151,8 @@ export type Command =
   | { action: "ExitRescueMode"; params: InstanceIdParams }
   | { action: "InstanceAttachISO"; params: InstanceAttachIsoParams }
   | { action: "InstanceDetachISO"; params: InstanceIdParams }
+  | { action: "ResetInstancesType"; params: ResetInstancesTypeParams }
+  | { action: "DescribeInstancesModification"; params: DescribeInstancesModificationParams }
   // VPC 2017-03-12: security groups (the same endpoint; action names are unique across the APIs)
   | { action: "CreateSecurityGroup"; params: CreateSecurityGroupParams }
   | { action: "CreateSecurityGroupWithPolicies"; params: CreateSecurityGroupParams }
@@ -206,6 +210,8 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   ExitRescueMode: parseExitRescueMode,
   InstanceAttachISO: parseInstanceAttachIso,
   InstanceDetachISO: parseInstanceDetachIso,
+  ResetInstancesType: parseResetInstancesType,
+  DescribeInstancesModification: parseDescribeInstancesModification,
   CreateSecurityGroup: parseCreateSecurityGroup,
   CreateSecurityGroupWithPolicies: parseCreateSecurityGroupWithPolicies,
   DescribeSecurityGroups: parseDescribeSecurityGroups,

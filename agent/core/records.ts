@@ -108,6 +108,14 @@ export const journalEntrySchema = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("create"), ...base, dataDisks: z.array(diskRecordSchema).optional() }).passthrough(),
   z.object({ kind: z.literal("terminate"), ...base }).passthrough(),
   z.object({ kind: z.literal("reset"), ...base, oldPath: absolutePath }).passthrough(),
+  z
+    .object({
+      kind: z.literal("retype"),
+      ...base,
+      mode: z.enum(["stopped", "restart", "live"]),
+      from: z.object({ cpu: z.number().int().positive(), memoryGiB: z.number().int().positive() }),
+    })
+    .passthrough(),
 ]);
 
 /** Why a value failed its schema, in one line: the paths and messages of the first three problems. */

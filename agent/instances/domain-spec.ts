@@ -27,6 +27,24 @@ export function dataDiskSpec(disk: { diskId: string; target: string; path: strin
   return { device: "disk", target: disk.target, bus: "virtio", path: disk.path, format: "qcow2", serial: disk.diskId, ...(tune ? { iotune: tune } : {}) };
 }
 
+/** Hot-plug headroom of the host: every domain may grow live up to these (never below its own size). */
+export interface HotplugHeadroom {
+  maxVcpus: number;
+  maxMemoryGiB: number;
+  /** DIMM slots kept in each definition (each live memory growth takes one). */
+  memorySlots: number;
+}
+
+/** The headroom written into an instance's definition, or undefined when the host keeps none. */
+export function hotplugOf(record: Pick<InstanceRecord, "cpu" | "memoryGiB">, h: HotplugHeadroom | undefined): DomainSpec["hotplug"] {
+  if (!h || (h.maxVcpus <= 0 && h.maxMemoryGiB <= 0)) return undefined;
+  return {
+    maxVcpus: Math.max(record.cpu, h.maxVcpus),
+    maxMemoryMiB: Math.max(record.memoryGiB, h.maxMemoryGiB) * 1024,
+    memorySlots: h.maxMemoryGiB > record.memoryGiB ? h.memorySlots : 0,
+  };
+}
+
 export function buildDomainSpec(options: {
   record: InstanceRecord;
   virtType: VirtType;
@@ -39,15 +57,19 @@ export function buildDomainSpec(options: {
   ioLimits?: (pool: string | undefined) => IoLimits | undefined;
   /** The rescue system (used while record.rescue is set) and the instance's network for it. */
   rescue?: { kernel: string; initrd: string; network?: { ip: string; prefixLength: number; gateway: string; dns: readonly string[] } };
+  /** The host's hot-plug headroom (config hotplug_max_vcpus, hotplug_max_memory_gib); absent or zero: none. */
+  hotplug?: HotplugHeadroom;
 }): DomainSpec {
   const { record, paths } = options;
   const firmware = options.firmware ?? "bios";
+  const hotplug = hotplugOf(record, options.hotplug);
   return {
     name: record.instanceId,
     uuid: record.uuid,
     virtType: options.virtType,
     vcpus: record.cpu,
     memoryMiB: record.memoryGiB * 1024,
+    ...(hotplug ? { hotplug } : {}),
     firmware,
     ...(firmware === "uefi" ? { nvramPath: paths.nvram(record.instanceId) } : {}),
     disks: [

@@ -18,7 +18,7 @@ import type { DataPaths } from "../paths.js";
 import type { Storage } from "../storage/storage.js";
 import { AttributeOperations } from "./attributes.js";
 import { ImageCapture } from "./capture.js";
-import type { IoLimits } from "./domain-spec.js";
+import type { HotplugHeadroom, IoLimits } from "./domain-spec.js";
 import { IsoOperations } from "./iso.js";
 import { Launcher } from "./launch.js";
 import { LaunchQueue } from "./launch-queue.js";
@@ -30,6 +30,7 @@ import type { InstanceRegistry } from "./registry.js";
 import { Reinstaller } from "./reinstall.js";
 import { RescueOperations } from "./rescue.js";
 import { ResizeOperation } from "./resize.js";
+import { Retyper } from "./reset-type.js";
 import { Terminator } from "./terminate.js";
 
 export interface InstanceOperations {
@@ -39,6 +40,8 @@ export interface InstanceOperations {
   powerOps: PowerOperations;
   logins: LoginOperations;
   resize: ResizeOperation;
+  /** ResetInstancesType and DescribeInstancesModification. */
+  retype: Retyper;
   reinstall: Reinstaller;
   rescue: RescueOperations;
   iso: IsoOperations;
@@ -74,6 +77,8 @@ export interface InstanceOperationsOptions {
   agentVersion: string;
   ioLimits: (pool: string | undefined) => IoLimits | undefined;
   rescue?: { kernel: string; initrd: string };
+  /** Hot-plug headroom written into every definition (config hotplug_*; absent: none). */
+  hotplug?: HotplugHeadroom;
   softStopTimeoutMs: number;
   softStopRetryMs: number;
   /** Launches under way at once on this host (launch-queue.ts; config launch_concurrency resolved). */
@@ -97,6 +102,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     ioLimits: o.ioLimits,
     ...(o.rescue ? { rescue: o.rescue } : {}),
     subnetOf: (subnetId) => o.subnets.find((s) => s.subnetId === subnetId),
+    ...(o.hotplug ? { hotplug: o.hotplug } : {}),
   });
   const power = new PowerControl({ hypervisor, registry, softStopTimeoutMs: o.softStopTimeoutMs, softStopRetryMs: o.softStopRetryMs });
   const hooks = o.firewallHooks;
@@ -124,6 +130,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
   });
   logger.info({ concurrency: o.launchConcurrency }, "launch queue");
   const terminate = new Terminator({ ops, registry, journal, keyPairs, provisioner, checkpoint, logger, ...(hooks ? { afterGone: (id: string) => hooks.afterGone(id) } : {}) });
+  const retype = new Retyper({ ops, registry, journal, hypervisor, specs, power, hostResource: o.hostResource, checkpoint });
   const reinstall = new Reinstaller({ ops, registry, journal, paths, images, keyPairs, storage, hypervisor, imageTool, specs, drives, power, checkpoint });
   return {
     ops,
@@ -132,6 +139,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     powerOps: new PowerOperations({ ops, power }),
     logins: new LoginOperations({ ops, paths, keyPairs, hypervisor, drives, power, logger }),
     resize: new ResizeOperation({ ops, disks, storage, hypervisor, imageTool, power }),
+    retype,
     reinstall,
     specs,
     rescue: new RescueOperations({ ops, registry, hypervisor, specs, power }),
@@ -149,6 +157,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
       launcher: launch,
       terminator: terminate,
       reinstaller: reinstall,
+      retyper: retype,
       hostId: o.hostId,
       ...(o.healDisks ? { healDisks: o.healDisks } : {}),
       logger,

@@ -13,7 +13,7 @@ import type { DataPaths } from "../paths.js";
 import { writeFileAtomic } from "../util/atomic-file.js";
 import { setAside } from "../util/set-aside.js";
 import { checkInstanceRecord } from "../core/records.js";
-import { buildDomainSpec, type IoLimits } from "./domain-spec.js";
+import { buildDomainSpec, type HotplugHeadroom, type IoLimits } from "./domain-spec.js";
 import type { DomainSpec } from "../../drivers/libvirt/types.js";
 import type { Storage } from "../storage/storage.js";
 import type { DiskStore } from "../disks/store.js";
@@ -52,8 +52,15 @@ export class DomainSpecs {
       /** The rescue system's files, and the network an instance's rescue system gets. */
       rescue?: { kernel: string; initrd: string };
       subnetOf?: (subnetId: string | undefined) => { prefixLength: number; gateway: string; dns: readonly string[] } | undefined;
+      /** Hot-plug headroom written into every definition (agent/instances/reset-type.ts). */
+      hotplug?: HotplugHeadroom;
     },
   ) {}
+
+  /** The host's hot-plug headroom (undefined: none). */
+  get hotplug(): HotplugHeadroom | undefined {
+    return this.o.hotplug;
+  }
 
   /** The firmware the instance's image wants (an image since deleted: legacy BIOS). */
   bootModeOf(record: InstanceRecord): "Legacy BIOS" | "UEFI" {
@@ -71,6 +78,7 @@ export class DomainSpecs {
       dataDisks: o.disks.attachedTo(record.instanceId).map((d) => ({ diskId: d.diskId, target: d.target!, path: d.path, pool: d.pool })),
       ioLimits: o.ioLimits,
       ...(o.rescue ? { rescue: { ...o.rescue, ...this.rescueNetwork(record) } } : {}),
+      ...(o.hotplug ? { hotplug: o.hotplug } : {}),
     });
   }
 

@@ -136,6 +136,11 @@ export function buildDiskXml(disk: DomainDiskSpec): string {
   return builder.build({ disk: buildDisk(disk) }) as string;
 }
 
+/** A DIMM of sizeMiB on NUMA node 0, for attach-device into a domain with hot-plug headroom. */
+export function buildDimmXml(sizeMiB: number): string {
+  return builder.build({ memory: el({ model: "dimm" }, { target: { size: el({ unit: "MiB" }, String(sizeMiB)), node: "0" } }) }) as string;
+}
+
 /** Renders the complete domain XML for a spec. Pure: the same spec gives the same bytes. */
 export function buildDomainXml(spec: DomainSpec): string {
   const { smbios } = spec;
@@ -166,7 +171,15 @@ export function buildDomainXml(spec: DomainSpec): string {
     os: buildOs(spec),
     features: { acpi: "", apic: "" },
   };
-  if (spec.virtType === "kvm") domain.cpu = el({ mode: "host-model" });
+  const cpu: XmlNode = spec.virtType === "kvm" ? el({ mode: "host-model" }) : {};
+  const hp = spec.hotplug;
+  if (hp && hp.maxVcpus > spec.vcpus) domain.vcpu = el({ placement: "static", current: String(spec.vcpus) }, String(hp.maxVcpus));
+  if (hp && hp.maxMemoryMiB > spec.memoryMiB && hp.memorySlots > 0) {
+    // DIMM hot-plug needs <maxMemory> and a guest NUMA topology (one cell holding every vCPU and the base memory).
+    domain.maxMemory = el({ slots: String(hp.memorySlots), unit: "MiB" }, String(hp.maxMemoryMiB));
+    cpu.numa = { cell: el({ id: "0", cpus: `0-${Math.max(hp.maxVcpus, spec.vcpus) - 1}`, memory: String(spec.memoryMiB), unit: "MiB" }) };
+  }
+  if (Object.keys(cpu).length) domain.cpu = cpu;
   Object.assign(domain, {
     clock: el({ offset: "utc" }),
     on_poweroff: "destroy",
@@ -339,7 +352,7 @@ export function parseDomainXml(xml: string): DomainSpec {
     name: text(domain.name) ?? "",
     uuid: text(domain.uuid) ?? "",
     virtType,
-    vcpus: Number(text(domain.vcpu)),
+    vcpus: Number(attr(domain.vcpu, "current") ?? text(domain.vcpu)),
     memoryMiB: memoryMiB(domain.memory),
     firmware: uefi ? "uefi" : "bios",
     disks: list(devices.disk).map(parseDisk).filter((d): d is DomainDiskSpec => d !== undefined),
@@ -350,6 +363,12 @@ export function parseDomainXml(xml: string): DomainSpec {
     smbios: parseSmbios(domain),
     metadata: parseMetadata(domain.metadata),
   };
+  const maxVcpus = Number(text(domain.vcpu));
+  const maxMemory = asNode(domain.maxMemory);
+  if (maxVcpus > spec.vcpus || maxMemory) {
+    const maxMemoryMiB = maxMemory ? memoryMiB(domain.maxMemory) : spec.memoryMiB;
+    spec.hotplug = { maxVcpus, maxMemoryMiB, memorySlots: Number(attr(maxMemory, "slots") ?? 0) };
+  }
   const nvram = text(os.nvram);
   if (uefi && nvram !== undefined) spec.nvramPath = nvram;
   const kernel = text(os.kernel);

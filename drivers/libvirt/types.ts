@@ -54,8 +54,16 @@ export interface DomainSpec {
   /** The domain UUID; the instance's Uuid. Also the SMBIOS system UUID. */
   uuid: string;
   virtType: VirtType;
+  /** The vCPUs the guest has (with hot-plug headroom: the current count, up to hotplug.maxVcpus). */
   vcpus: number;
+  /** The guest's memory (with DIMMs hot-plugged into a running domain: their sum with the base). */
   memoryMiB: number;
+  /**
+   * Hot-plug headroom (ResetInstancesType, agent/instances/reset-type.ts): `<vcpu current=vcpus>maxVcpus`
+   * and, for memory, `<maxMemory slots>` with one NUMA cell, so that a running guest can take
+   * more vCPUs (setvcpus --live) and DIMMs (attach-device) up to these. Absent: neither.
+   */
+  hotplug?: { maxVcpus: number; maxMemoryMiB: number; memorySlots: number };
   /** "bios" (SeaBIOS) or "uefi" (OVMF). */
   firmware: "bios" | "uefi";
   /** For uefi: the per-domain NVRAM file. */
@@ -79,6 +87,16 @@ export interface DomainSpec {
   };
   /** The agent's own record, stored under <metadata> in the agent's namespace. Opaque JSON text. */
   metadata: string;
+}
+
+/** A running domain's size now and how far its definition lets it grow live. */
+export interface LiveDomainSize {
+  vcpus: number;
+  memoryMiB: number;
+  maxVcpus: number;
+  maxMemoryMiB: number;
+  /** DIMM slots of <maxMemory> not taken by a hot-plugged DIMM. */
+  freeSlots: number;
 }
 
 export interface DomainSummary {
@@ -170,6 +188,12 @@ export interface Hypervisor {
   detachDisk(name: string, target: string, live: boolean, timeoutMs?: number): Promise<void>;
   /** Grows a disk of a running domain; the guest sees the new size at once (virsh blockresize). */
   blockResize(name: string, target: string, sizeBytes: number): Promise<void>;
+  /** Sets a running domain's vCPU count, live and in its persistent definition (virsh setvcpus --live --config). */
+  setVcpusLive(name: string, count: number): Promise<void>;
+  /** Hot-plugs a DIMM of sizeMiB into NUMA node 0 of a running domain, live and in its persistent definition. */
+  attachMemoryLive(name: string, sizeMiB: number): Promise<void>;
+  /** The running domain's vCPUs and memory now (live XML), or null when it is not running. */
+  liveSize(name: string): Promise<LiveDomainSize | null>;
   /** Targets of the disks the running domain has now (live XML), or null when it is not running. */
   liveDiskTargets(name: string): Promise<string[] | null>;
   /** Starts one supervised `virsh event --all --loop` child, restarted if it dies. */

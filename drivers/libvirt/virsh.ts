@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandRunner, RunResult } from "../exec/runner.js";
-import { buildDiskXml, buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
+import { buildDimmXml, buildDiskXml, buildDomainXml, buildMetadataElement, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
 import { mayHaveChanged, translateVirshError, virshFailureKind, type VirshFailureKind } from "./errors.js";
 import { superviseEvents, type BackoffOptions, type DriverLogger } from "./events.js";
 import { awaitStateChange, DEFAULT_STATE_CHANGE_POLICY, type Look, type StateChangePolicy } from "./state-change.js";
@@ -22,6 +22,7 @@ import type {
   EventHandlers,
   EventWatch,
   Hypervisor,
+  LiveDomainSize,
 } from "./types.js";
 
 export interface VirshHypervisorOptions {
@@ -427,6 +428,36 @@ export class VirshHypervisor implements Hypervisor {
 
   async blockResize(name: string, target: string, sizeBytes: number): Promise<void> {
     await this.change(["blockresize", "--domain", name, "--path", target, "--size", `${sizeBytes}B`], `blockresize ${name} ${target}`, name, UNSEEN);
+  }
+
+  async setVcpusLive(name: string, count: number): Promise<void> {
+    await this.virsh(["setvcpus", "--domain", name, "--count", String(count), "--live", "--config"], `setvcpus ${name} ${count}`, name);
+  }
+
+  async attachMemoryLive(name: string, sizeMiB: number): Promise<void> {
+    const file = join(this.tmpDir, `dimm-${randomUUID()}.xml`);
+    await writeFile(file, buildDimmXml(sizeMiB), { mode: 0o600 });
+    try {
+      await this.virsh(["attach-device", "--domain", name, "--file", file, "--live", "--config"], `attach-device ${name} dimm ${sizeMiB} MiB`, name);
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
+  async liveSize(name: string): Promise<LiveDomainSize | null> {
+    const state = await this.domainState(name);
+    if (state === null || state === "shut off" || state === "crashed") return null;
+    const xml = (await this.virsh(["dumpxml", "--domain", name], `dumpxml ${name}`, name)).stdout;
+    const spec = parseDomainXml(xml);
+    const dimms = (xml.match(/<memory model=['"]dimm['"]/g) ?? []).length;
+    const hp = spec.hotplug;
+    return {
+      vcpus: spec.vcpus,
+      memoryMiB: spec.memoryMiB,
+      maxVcpus: hp?.maxVcpus ?? spec.vcpus,
+      maxMemoryMiB: hp?.maxMemoryMiB ?? spec.memoryMiB,
+      freeSlots: Math.max(0, (hp?.memorySlots ?? 0) - dimms),
+    };
   }
 
   async liveDiskTargets(name: string): Promise<string[] | null> {

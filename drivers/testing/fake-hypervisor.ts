@@ -19,6 +19,7 @@ import type {
   EventHandlers,
   EventWatch,
   Hypervisor,
+  LiveDomainSize,
 } from "../libvirt/types.js";
 import { DomainNotFoundError, DomainStateError, LibvirtError } from "../libvirt/types.js";
 
@@ -225,6 +226,18 @@ export class FakeHypervisor implements Hypervisor {
 
   liveDiskTargets(name: string): Promise<string[] | null> {
     return this.unmodelled("liveDiskTargets", name) as Promise<string[] | null>;
+  }
+
+  setVcpusLive(name: string, count: number): Promise<void> {
+    return this.unmodelled("setVcpusLive", name, count) as Promise<void>;
+  }
+
+  attachMemoryLive(name: string, sizeMiB: number): Promise<void> {
+    return this.unmodelled("attachMemoryLive", name, sizeMiB) as Promise<void>;
+  }
+
+  liveSize(name: string): Promise<LiveDomainSize | null> {
+    return this.unmodelled("liveSize", name) as Promise<LiveDomainSize | null>;
   }
 
   watchEvents(handlers: EventHandlers): EventWatch {
