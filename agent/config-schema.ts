@@ -138,6 +138,12 @@ export const configSchema = z
     /** Interval between ACPI shutdown requests during a soft stop, seconds. */
     soft_stop_retry_s: seconds().default(10)
       .describe("interval between repeated ACPI shutdown requests during a soft stop (seconds)"),
+    /** At start-up, start again the instances that ran before the host (or libvirtd and the agent) went down. */
+    restore_power_on_start: z.boolean().default(true)
+      .describe("at start-up, start again every instance the owner left running whose domain is found shut off (after a power loss or a host restart)"),
+    /** Starts under way at once during that restore. */
+    restore_power_concurrency: z.number().int().positive().max(256).default(4)
+      .describe("instance starts under way at once during the start-up power restore; the others wait STARTING"),
     /** Interval of the full reconcile with libvirt, seconds. */
     reconcile_interval_s: seconds().default(60)
       .describe("interval of the full reconcile with libvirt (seconds)"),

@@ -48,6 +48,9 @@ export interface AgentConfig {
   /** Security groups the host may hold (LimitExceeded beyond). */
   readonly securityGroupLimit: number;
   readonly softStopTimeoutS: number;
+  /** restore_power_on_start, restore_power_concurrency (agent/instances/power-restore.ts). */
+  readonly restorePowerOnStart: boolean;
+  readonly restorePowerConcurrency: number;
   readonly softStopRetryS: number;
   /** Hot-plug headroom (ResetInstancesType live): 0 = none. */
   readonly hotplugMaxVcpus: number;
@@ -458,6 +461,8 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     memoryAllocationRatio: cfg.memory_allocation_ratio,
     launchConcurrency: cfg.launch_concurrency,
     softStopTimeoutS: cfg.soft_stop_timeout_s,
+    restorePowerOnStart: cfg.restore_power_on_start,
+    restorePowerConcurrency: cfg.restore_power_concurrency,
     softStopRetryS: cfg.soft_stop_retry_s,
     hotplugMaxVcpus: cfg.hotplug_max_vcpus,
     hotplugMaxMemoryGib: cfg.hotplug_max_memory_gib,

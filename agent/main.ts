@@ -30,6 +30,7 @@ import { launchConcurrency } from "./instances/launch-queue.js";
 import { Operations } from "./core/operations.js";
 import { cvmCodeOf } from "./api/error-map.js";
 import { InstanceSync } from "./instances/sync.js";
+import { powerRestoreView } from "./instances/power-restore.js";
 import { QemuWatch } from "./instances/qemu-watch.js";
 import { toCvmInstance } from "./instances/views.js";
 import { loadOrCreateCredentials } from "./credentials-file.js";
@@ -229,6 +230,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     softStopTimeoutMs: config.softStopTimeoutS * 1000,
     softStopRetryMs: config.softStopRetryS * 1000,
     launchConcurrency: launchConcurrency(config.launchConcurrency, facts.cpuCount),
+    powerRestore: { enabled: config.restorePowerOnStart, concurrency: config.restorePowerConcurrency },
     healDisks: (id, spec, state) => diskService.heal(id, spec, state),
     firewallHooks: { beforeStart: () => securityGroups.syncNow(), afterGone: () => securityGroups.syncNow() },
     checkpoint,
@@ -245,6 +247,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     ...(config.libvirtUri === "qemu:///system"
       ? { qemuWatch: new QemuWatch({ registry, logger: logger.child({ component: "qemu-watch" }), pidFile: (domain) => `/run/libvirt/qemu/${domain}.pid` }) }
       : {}),
+    onOffWithoutOperation: (id) => instances.intents.offWithoutOperation(id),
   });
 
   await images.load();
@@ -269,6 +272,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   await snapshots.load();
   sync.start();
+  // Instances that ran before the host (or libvirtd and the agent) went down start again; they show STARTING from here.
+  const powerRestored = instances.powerRestore.begin();
   await storage.measure();
   const inventory = new InventorySweep({
     storage,
@@ -357,6 +362,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
         UsedBytes: u.usedBytes,
         ImageCacheBytes: u.cacheBytes,
       })),
+      ...(instances.powerRestore.lastResult() ? { PowerRestore: powerRestoreView(instances.powerRestore.lastResult()!) } : {}),
       Orphans: [
         ...inventory.lastResult().quarantined.map((o) => ({ Kind: o.kind, Name: o.name, FoundAt: o.foundAt, DeleteAfter: o.deleteAfter })),
         ...inventory.lastResult().firewallStrays.map((name) => ({ Kind: "firewall", Name: name })),
@@ -365,6 +371,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   registry.subscribe((reason) => reporter.trigger(reason));
   reporter.start();
+  void powerRestored.then((r) => {
+    if (r.restarted.length) reporter.trigger(`power restore: ${r.restarted.filter((x) => x.result === "SUCCESS").length} of ${r.restarted.length} instances started again`);
+  });
 
   return {
     port,

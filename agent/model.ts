@@ -126,6 +126,13 @@ export interface InstanceRecord {
   disableApiTermination?: boolean;
   /** The instance's tags (RunInstances TagSpecification), in the order given; absent means none. */
   tags?: InstanceTag[];
+  /**
+   * The power state the owner wants (agent/instances/power-restore.ts): "off" once the owner
+   * stopped it (StopInstances, or a power-off the agent saw with no operation of its own), "on"
+   * once started again. Saved before the stop or start is issued. Absent: on, unless the last
+   * operation was a successful StopInstances (records written before this field).
+   */
+  powerIntent?: "on" | "off";
 }
 
 /** A tag of an instance (CVM's Tag: Key and Value). */

@@ -62,6 +62,7 @@ export const instanceRecordSchema = z
     securityGroupIds: z.array(z.string().regex(/^sg-[a-z0-9]{8}$/)).optional(),
     disableApiTermination: z.boolean().optional(),
     tags: z.array(z.object({ key: z.string(), value: z.string() })).optional(),
+    powerIntent: z.enum(["on", "off"]).optional(),
   })
   .passthrough();
 

@@ -24,6 +24,7 @@ import { Launcher } from "./launch.js";
 import { LaunchQueue } from "./launch-queue.js";
 import { LoginOperations } from "./logins.js";
 import { PowerControl, PowerOperations } from "./power.js";
+import { PowerIntents, PowerRestore } from "./power-restore.js";
 import { DomainSpecs, Provisioner, type Checkpoint, type ConfigDrives, type DiskDeletionListener } from "./provision.js";
 import { Recovery } from "./recovery.js";
 import type { InstanceRegistry } from "./registry.js";
@@ -50,6 +51,9 @@ export interface InstanceOperations {
   /** ModifyInstancesAttribute's record-only attributes (name, termination protection). */
   attributes: AttributeOperations;
   recovery: Recovery;
+  /** The owner's wanted power state, and the start-up restore that follows it (power-restore.ts). */
+  intents: PowerIntents;
+  powerRestore: PowerRestore;
   /** The domain spec the agent writes for an instance (the firewall's NIC migration redefines old domains with it). */
   specs: DomainSpecs;
 }
@@ -83,6 +87,8 @@ export interface InstanceOperationsOptions {
   softStopRetryMs: number;
   /** Launches under way at once on this host (launch-queue.ts; config launch_concurrency resolved). */
   launchConcurrency: number;
+  /** Start-up power restore (config restore_power_on_start, restore_power_concurrency). */
+  powerRestore: { enabled: boolean; concurrency: number };
   /** Recovery: makes a domain's data disks match the disk store (DiskService.heal). */
   healDisks?: ConstructorParameters<typeof Recovery>[0]["healDisks"];
   checkpoint: Checkpoint;
@@ -132,11 +138,14 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
   const terminate = new Terminator({ ops, registry, journal, keyPairs, provisioner, checkpoint, logger, ...(hooks ? { afterGone: (id: string) => hooks.afterGone(id) } : {}) });
   const retype = new Retyper({ ops, registry, journal, hypervisor, specs, power, hostResource: o.hostResource, checkpoint });
   const reinstall = new Reinstaller({ ops, registry, journal, paths, images, keyPairs, storage, hypervisor, imageTool, specs, drives, power, checkpoint });
+  const intents = new PowerIntents({ ops, registry, logger });
   return {
     ops,
     power,
     launch,
-    powerOps: new PowerOperations({ ops, power }),
+    intents,
+    powerRestore: new PowerRestore({ ops, registry, power, enabled: o.powerRestore.enabled, concurrency: o.powerRestore.concurrency, logger }),
+    powerOps: new PowerOperations({ ops, power, intents }),
     logins: new LoginOperations({ ops, paths, keyPairs, hypervisor, drives, power, logger }),
     resize: new ResizeOperation({ ops, disks, storage, hypervisor, imageTool, power }),
     retype,

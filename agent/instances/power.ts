@@ -8,6 +8,7 @@ import { DomainStateError, type DomainPowerState, type Hypervisor } from "../../
 import { DomainError } from "../core/errors.js";
 import { isPoweredOn } from "../model.js";
 import type { Operations, RequestContext } from "../core/operations.js";
+import type { PowerIntents } from "./power-restore.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
 
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
@@ -120,12 +121,22 @@ export class PowerControl {
 
 /** StartInstances, StopInstances, RebootInstances. */
 export class PowerOperations {
-  constructor(private readonly o: { ops: Operations; power: PowerControl }) {}
+  constructor(
+    private readonly o: {
+      ops: Operations;
+      power: PowerControl;
+      /** The owner's wanted power, saved before each start or stop (power-restore.ts). */
+      intents?: Pick<PowerIntents, "set">;
+    },
+  ) {}
 
   start(ids: string[], ctx: RequestContext): void {
     const { ops, power } = this.o;
     for (const entry of ops.validate(ids, "StartInstances")) {
-      ops.start(entry, "StartInstances", "STARTING", ctx, () => power.powerOn(entry.record.instanceId));
+      ops.start(entry, "StartInstances", "STARTING", ctx, async () => {
+        await this.o.intents?.set(entry, "on");
+        await power.powerOn(entry.record.instanceId);
+      });
     }
   }
 
@@ -135,9 +146,13 @@ export class PowerOperations {
       if (stopType === "HARD") entry.transition?.abort.abort(new Error("pre-empted by a hard stop"));
       ops.start(entry, "StopInstances", "STOPPING", ctx, async (t) => {
         const id = entry.record.instanceId;
+        // Saved before the stop: a crash after it must not start the instance again at the next host start.
+        await this.o.intents?.set(entry, "off");
         if (stopType === "HARD") return power.hardStop(id);
         if (await power.softStop(id, t.abort.signal)) return;
         if (stopType === "SOFT_FIRST") return power.hardStop(id);
+        // Still running: the owner's stop did not happen (finish saves the record with it).
+        entry.record.powerIntent = "on";
         throw new DomainError("GuestDidNotComply", `the guest did not shut down within ${power.softStopTimeoutMs / 1000} s (ACPI ignored?); use StopType HARD or SOFT_FIRST`);
       });
     }
@@ -148,6 +163,7 @@ export class PowerOperations {
     for (const entry of ops.validate(ids, "RebootInstances")) {
       ops.start(entry, "RebootInstances", "REBOOTING", ctx, async (t) => {
         const id = entry.record.instanceId;
+        await this.o.intents?.set(entry, "on");
         if (mode !== "HARD" && (await power.softReboot(id, t.abort.signal))) {
           // A guest that powered off instead of rebooting is started again.
           if (!power.isOn(id)) await power.powerOn(id);

@@ -40,6 +40,8 @@ export class InstanceSync {
       probeTimeoutMs?: number;
       /** Sees a QEMU that vanished before libvirt says so (local libvirt only). */
       qemuWatch?: QemuWatch;
+      /** A domain went off (Stopped, Crashed) with no agent operation under way (PowerIntents.offWithoutOperation). */
+      onOffWithoutOperation?: (instanceId: string) => void;
     },
   ) {}
 
@@ -123,6 +125,7 @@ export class InstanceSync {
       this.o.logger.warn({ instanceId: event.domain, event: `${event.event} ${event.detail}`, seenAt: event.at.toISOString() }, "instance crashed");
     }
     if (power) registry.setPower(event.domain, power);
+    if ((event.event === "Stopped" || event.event === "Crashed") && entry && !entry.transition) this.o.onOffWithoutOperation?.(event.domain);
   }
 
   /** One full pass over libvirt's domains. Concurrent calls share one pass. */

@@ -81,6 +81,11 @@ export class FakeHypervisor implements Hypervisor {
     return d && { state: d.state, spec: structuredClone(d.spec) };
   }
 
+  /** A power loss: every domain is off, and no event says so (nobody was there to hear it). */
+  powerLoss(): void {
+    for (const d of this.domains.values()) d.state = "shut off";
+  }
+
   names(): string[] {
     return [...this.domains.keys()].sort();
   }

@@ -53,6 +53,8 @@ describe("loadConfig", () => {
       memoryAllocationRatio: 1,
       launchConcurrency: 0,
       softStopTimeoutS: 60,
+      restorePowerOnStart: true,
+      restorePowerConcurrency: 4,
       softStopRetryS: 10,
       reconcileIntervalS: 60,
       libvirtProbeIntervalS: 5,

@@ -60,8 +60,8 @@ export interface Harness {
   instances: InstanceOperations;
   /** Image names taken (CreateImage's name check). */
   imageNames: Set<string>;
-  /** A restart: new operations over the same directory and the same fake libvirt. */
-  restart(): Promise<Harness>;
+  /** A restart: new operations over the same directory and the same fake libvirt; `meanwhile` runs while no agent is there. */
+  restart(meanwhile?: () => void): Promise<Harness>;
   close(): Promise<void>;
 }
 
@@ -141,10 +141,11 @@ export async function makeHarness(o: HarnessOptions = {}): Promise<Harness> {
     softStopTimeoutMs: o.softStopTimeoutMs ?? 2000,
     softStopRetryMs: 200,
     launchConcurrency: o.launchConcurrency ?? 4,
+    powerRestore: { enabled: true, concurrency: 2 },
     checkpoint: () => undefined,
     logger,
   } as Parameters<typeof createInstanceOperations>[0]);
-  const sync = new InstanceSync({ hypervisor: hv, registry, logger, reconcileIntervalMs: 3_600_000 });
+  const sync = new InstanceSync({ hypervisor: hv, registry, logger, reconcileIntervalMs: 3_600_000, onOffWithoutOperation: (id) => instances.intents.offWithoutOperation(id) });
   await instances.recovery.run();
   sync.start();
   const harness: Harness = {
@@ -157,9 +158,10 @@ export async function makeHarness(o: HarnessOptions = {}): Promise<Harness> {
     disks,
     instances,
     imageNames: images.names,
-    async restart() {
+    async restart(meanwhile?: () => void) {
       sync.stop();
       await instances.ops.idle();
+      meanwhile?.();
       return makeHarness({ ...o, dir, hv, tool });
     },
     async close() {
