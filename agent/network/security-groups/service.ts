@@ -46,6 +46,11 @@ export interface SecurityGroupServiceOptions {
 export class SecurityGroupService {
   private readonly lock = new KeyedLock();
   private queued: Promise<void> | undefined;
+  /**
+   * Groups a DeleteSecurityGroup is removing (between its check and its commit, while the
+   * firewall applies it): a launch in that window must not bind them.
+   */
+  private readonly deleting = new Set<string>();
   private readonly now: () => Date;
 
   constructor(private readonly o: SecurityGroupServiceOptions) {
@@ -168,17 +173,24 @@ export class SecurityGroupService {
 
   /** DeleteSecurityGroup: refused for the default group, and while an instance or another group's rule uses it. */
   async deleteGroup(id: string): Promise<void> {
-    await this.change((draft) => {
-      const group = findGroup(draft, id, "SecurityGroupId");
-      if (group.isDefault || id === draft.defaultGroupId) throw sgError("DefaultGroup", `\`SecurityGroupId\` ${id} is the host's default group, which cannot be deleted`);
-      const users = [...this.o.registry.all()].filter((e) => boundGroups(e.record, draft.defaultGroupId).includes(id)).map((e) => e.record.instanceId);
-      if (users.length) throw sgError("InUse", `\`SecurityGroupId\` ${id} is bound to ${users.sort().join(", ")}; unbind it first`);
-      const referrers = draft.groups
-        .filter((g) => g.securityGroupId !== id && [...g.ingress, ...g.egress].some((p) => p.securityGroupId === id))
-        .map((g) => g.securityGroupId);
-      if (referrers.length) throw sgError("InUse", `\`SecurityGroupId\` ${id} is named by rules of ${referrers.join(", ")}; change those rules first`);
-      draft.groups = draft.groups.filter((g) => g.securityGroupId !== id);
-    });
+    try {
+      await this.change((draft) => this.removeGroup(draft, id));
+    } finally {
+      this.deleting.delete(id);
+    }
+  }
+
+  private removeGroup(draft: SgStoreState, id: string): void {
+    const group = findGroup(draft, id, "SecurityGroupId");
+    if (group.isDefault || id === draft.defaultGroupId) throw sgError("DefaultGroup", `\`SecurityGroupId\` ${id} is the host's default group, which cannot be deleted`);
+    const users = [...this.o.registry.all()].filter((e) => boundGroups(e.record, draft.defaultGroupId).includes(id)).map((e) => e.record.instanceId);
+    if (users.length) throw sgError("InUse", `\`SecurityGroupId\` ${id} is bound to ${users.sort().join(", ")}; unbind it first`);
+    const referrers = draft.groups
+      .filter((g) => g.securityGroupId !== id && [...g.ingress, ...g.egress].some((p) => p.securityGroupId === id))
+      .map((g) => g.securityGroupId);
+    if (referrers.length) throw sgError("InUse", `\`SecurityGroupId\` ${id} is named by rules of ${referrers.join(", ")}; change those rules first`);
+    draft.groups = draft.groups.filter((g) => g.securityGroupId !== id);
+    this.deleting.add(id);
   }
 
   associationStatistics(ids: readonly string[]): Array<Record<string, unknown>> {
@@ -267,7 +279,9 @@ export class SecurityGroupService {
   private requireBindable(ids: readonly string[], field: string): void {
     const state = this.o.store.state;
     ids.forEach((id, i) => {
-      if (!state.groups.some((g) => g.securityGroupId === id)) throw sgError("BindGroupNotFound", `\`${field}.${i}\` security group ${id} does not exist`);
+      if (!state.groups.some((g) => g.securityGroupId === id) || this.deleting.has(id)) {
+        throw sgError("BindGroupNotFound", `\`${field}.${i}\` security group ${id} does not exist`);
+      }
     });
   }
 

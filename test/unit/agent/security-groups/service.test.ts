@@ -16,9 +16,12 @@ class RecordingFirewall implements Firewall {
   applied: FirewallState | undefined;
   calls = 0;
   refuse = false;
+  /** While set, a sync waits for it (a slow nft). */
+  gate: Promise<void> | undefined;
   async sync(state: FirewallState): Promise<void> {
     this.calls += 1;
     await new Promise((r) => setTimeout(r, 1));
+    await this.gate;
     if (this.refuse) throw new Error("nft: transaction refused");
     this.applied = structuredClone(state);
   }
@@ -141,6 +144,18 @@ describe("SecurityGroupService", () => {
     await service.modifyPolicies(b, { Version: "0" }, false);
     await service.deleteGroup(a);
     expect(firewall.applied!.groups.map((g) => g.securityGroupId)).not.toContain(a);
+  });
+
+  it("a group being deleted (its sync under way) cannot be bound by a launch in that window", async () => {
+    const a = ((await service.createGroup({ groupName: "a", groupDescription: "", tags: [] })) as { SecurityGroupId: string }).SecurityGroupId;
+    let open!: () => void;
+    firewall.gate = new Promise((r) => (open = r));
+    const deleting = service.deleteGroup(a);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(() => service.launchGroups([a])).toThrow(/does not exist/);
+    open();
+    await deleting;
+    expect(() => service.launchGroups([a])).toThrow(/does not exist/);
   });
 
   it("holds at most security_group_limit groups", async () => {
