@@ -222,6 +222,21 @@ export const configSchema = z
     /** The rescue system's initramfs. */
     rescue_initrd: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent/rescue/rescue-initrd.gz")
       .describe("initramfs of the rescue system (absolute path; built by scripts/build-rescue-image.sh)"),
+    /** Interval of the monitor's bulk statistics sample (virsh domstats --nowait), seconds. */
+    monitor_interval_s: z.number().int().min(1).max(3600).default(10)
+      .describe("interval of the monitor's bulk statistics sample of all instances (seconds, 1 to 3600); the finest period GetMonitorData answers is 10 s"),
+    /** Directory of the monitor's series files; empty = <data_dir>/monitor. */
+    monitor_dir: z.union([z.literal(""), z.string().startsWith("/", "must be an absolute path")]).default("")
+      .describe("directory of the monitor's series files (absolute path); empty = <data_dir>/monitor"),
+    /** Days each period is kept; keys 10, 60, 300, 3600, 86400; unnamed periods keep the Monitor API's retention. */
+    monitor_retention_days: z.object({
+      "10": z.number().positive().max(3660).optional(),
+      "60": z.number().positive().max(3660).optional(),
+      "300": z.number().positive().max(3660).optional(),
+      "3600": z.number().positive().max(3660).optional(),
+      "86400": z.number().positive().max(3660).optional(),
+    }).strict().default({})
+      .describe('days each monitor period is kept, JSON object {"10":1,"60":15,"300":31,"3600":93,"86400":186} (those are the defaults; a period left out keeps its default)'),
     /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
     fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
       .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),

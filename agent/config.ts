@@ -10,6 +10,7 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
+import { join } from "node:path";
 import { validate as validateCron } from "node-cron";
 import { z } from "zod";
 import { intToIp, ipToInt, isIpv4, parseCidr, type Subnet } from "./network/subnets.js";
@@ -57,6 +58,10 @@ export interface AgentConfig {
   readonly hotplugMaxMemoryGib: number;
   readonly hotplugMemorySlots: number;
   readonly reconcileIntervalS: number;
+  /** The monitor (agent/monitor): sample interval, series directory, days kept per period. */
+  readonly monitorIntervalS: number;
+  readonly monitorDir: string;
+  readonly monitorRetentionDays: Readonly<Partial<Record<"10" | "60" | "300" | "3600" | "86400", number>>>;
   readonly libvirtProbeIntervalS: number;
   readonly libvirtProbeTimeoutS: number;
   readonly logLevel: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
@@ -468,6 +473,9 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     hotplugMaxMemoryGib: cfg.hotplug_max_memory_gib,
     hotplugMemorySlots: cfg.hotplug_memory_slots,
     reconcileIntervalS: cfg.reconcile_interval_s,
+    monitorIntervalS: cfg.monitor_interval_s,
+    monitorDir: cfg.monitor_dir === "" ? join(cfg.data_dir, "monitor") : cfg.monitor_dir,
+    monitorRetentionDays: cfg.monitor_retention_days,
     libvirtProbeIntervalS: cfg.libvirt_probe_interval_s,
     libvirtProbeTimeoutS: cfg.libvirt_probe_timeout_s,
     logLevel: cfg.log_level,

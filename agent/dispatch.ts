@@ -28,6 +28,9 @@ import type { DataPaths } from "./paths.js";
 import { checkIsoUrl, fetchIso } from "./instances/iso.js";
 import type { SecurityGroupService } from "./network/security-groups/service.js";
 import { checkPlacement } from "./api/placement.js";
+import { resolveWindow } from "./api/schemas-monitor.js";
+import type { MonitorReader } from "./monitor/monitor.js";
+import { describeBaseMetrics, getMonitorData } from "./monitor/views.js";
 
 export interface DispatcherDeps {
   instances: InstanceOperations;
@@ -42,6 +45,9 @@ export interface DispatcherDeps {
   snapshots: SnapshotService;
   /** Security groups: the VPC actions and the CVM bindings. */
   securityGroups: SecurityGroupService;
+  /** The host monitor's series (GetMonitorData); Date.now() seconds by default as its clock. */
+  monitor: Pick<MonitorReader, "query">;
+  nowS?: () => number;
   paths: DataPaths;
   /** ISO limits (InstanceAttachISO). */
   maxIsoBytes: number;
@@ -518,6 +524,12 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "DisassociateSecurityGroups":
         await sg.disassociate(command.params.securityGroupId, command.params.instanceIds, ctx);
         return {};
+      case "GetMonitorData": {
+        const p = command.params;
+        return getMonitorData(deps.monitor, p, resolveWindow(p, deps.nowS?.() ?? Math.floor(Date.now() / 1000)));
+      }
+      case "DescribeBaseMetrics":
+        return describeBaseMetrics(command.params);
       default: {
         const unreachable: never = command;
         throw new ApiError("InvalidAction", `action ${(unreachable as { action: string }).action} is not handled`);

@@ -19,7 +19,7 @@ export const ERROR_CODES = Object.freeze({
   "AuthFailure.SecretIdNotFound": "The SecretId in the credential is not configured on this host.",
   // Protocol and common parameters
   InvalidAction: "The action does not exist, or the request was not sent to POST /.",
-  NoSuchVersion: "The API version is not 2017-03-12.",
+  NoSuchVersion: "The API version is not the action's: 2017-03-12 (CVM, VPC) or 2018-07-24 (Monitor).",
   UnsupportedProtocol: "The HTTP method is not supported; use POST.",
   MissingParameter: "A required parameter or header is missing.",
   InvalidParameter: "A parameter is unknown, has the wrong JSON type, or the request body is unusable.",
@@ -125,6 +125,8 @@ export const ERROR_CODES = Object.freeze({
   "InvalidSgId.Malformed": "A security group ID in a CVM action is not `sg-` followed by 8 lowercase letters or digits.",
   "LimitExceeded.AssociateUSGLimitExceeded": "An instance would be bound to more than 5 security groups.",
   "FailedOperation.SecurityGroupActionFailed": "The firewall refused the binding change; nothing was changed.",
+  // Monitor 2018-07-24 (GetMonitorData, DescribeBaseMetrics)
+  "LimitExceeded.LimitedAccess": "GetMonitorData names more than 10 instances.",
   // Outcomes
   DryRunOperation: "The request would have succeeded; DryRun was set so nothing was done.",
   RequestLimitExceeded: "Too many requests; retry later.",

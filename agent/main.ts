@@ -51,6 +51,9 @@ import { SecurityGroupStore, securityGroupsFile } from "./network/security-group
 import { namedGroupsOf } from "./network/security-groups/state.js";
 import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
 import { migrateNicDefinitions } from "./network/nic-migration.js";
+import { HostMonitor } from "./monitor/monitor.js";
+import { PERIODS, type Period } from "./monitor/metrics.js";
+import { SeriesStore } from "./monitor/store.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -298,6 +301,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   await guests.warm();
   const metadata = await startMetadata({ config, runner, guests, logger });
 
+  const monitor = startMonitor({ config, runner, registry, logger });
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
   for (const c of credentials) addSecret(c.secretKey); // scrubbed from every log line (sanitize.ts)
   const dispatch = createDispatcher({
@@ -311,6 +315,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     diskService,
     snapshots,
     securityGroups,
+    monitor: monitor.reader,
     paths,
     maxIsoBytes: config.maxImageBytes,
     downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
@@ -384,12 +389,57 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       reporter.stop();
       sync.stop();
       clearInterval(measureTimer);
+      await monitor.stop();
       void inventoryTask.stop();
       await images.stop();
       process.off("SIGHUP", onHangup);
       await api.close();
       await metadata?.close();
       await runner.close();
+    },
+  };
+}
+
+/**
+ * The host monitor (agent/monitor): one bulk `virsh domstats --nowait` every
+ * monitor_interval_s into the series store under monitor_dir; the series of instances gone
+ * for longer than the longest retention are swept every six hours.
+ */
+function startMonitor(o: { config: AgentConfig; runner: CommandRunner; registry: InstanceRegistry; logger: Logger }): { reader: HostMonitor; stop(): Promise<void> } {
+  const { config } = o;
+  const retentionS: Partial<Record<Period, number>> = {};
+  for (const p of PERIODS) {
+    const days = config.monitorRetentionDays[String(p) as keyof AgentConfig["monitorRetentionDays"]];
+    if (days !== undefined) retentionS[p] = Math.round(days * 86_400);
+  }
+  const store = new SeriesStore({ dir: config.monitorDir, retentionS });
+  const log = o.logger.child({ component: "monitor" });
+  const monitor = new HostMonitor({
+    runner: o.runner,
+    uri: config.libvirtUri,
+    store,
+    intervalMs: config.monitorIntervalS * 1000,
+    instanceIds: () => new Set([...o.registry.all()].map((e) => e.record.instanceId)),
+    logger: log,
+  });
+  monitor.start();
+  const longest = Math.max(...PERIODS.map((p) => store.layout(p).slots * p));
+  const sweep = () => {
+    try {
+      const removed = store.sweep(new Set([...o.registry.all()].map((e) => e.record.instanceId)), longest);
+      if (removed.length) log.info({ removed }, "monitor: series of instances gone past their retention removed");
+    } catch (error) {
+      log.warn({ err: error }, "monitor: the series sweep failed");
+    }
+  };
+  const sweepTimer = setInterval(sweep, 6 * 3600_000);
+  sweepTimer.unref();
+  return {
+    reader: monitor,
+    async stop() {
+      clearInterval(sweepTimer);
+      await monitor.stop();
+      store.close();
     },
   };
 }

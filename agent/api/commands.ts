@@ -105,6 +105,9 @@ import type {
   SecurityGroupIdsParams,
 } from "./schemas-vpc.js";
 
+import { parseDescribeBaseMetrics, parseGetMonitorData } from "./schemas-monitor.js";
+import type { DescribeBaseMetricsParams, GetMonitorDataParams } from "./schemas-monitor.js";
+
 export type * from "./schemas-vpc.js";
 export type * from "./schemas-images.js";
 export type * from "./schemas-instances.js";
@@ -167,7 +170,10 @@ export type Command =
   | { action: "DescribeSecurityGroupLimits"; params: NoParams }
   // CVM: binding groups to instances
   | { action: "AssociateSecurityGroups"; params: SecurityGroupBindingParams }
-  | { action: "DisassociateSecurityGroups"; params: SecurityGroupBindingParams };
+  | { action: "DisassociateSecurityGroups"; params: SecurityGroupBindingParams }
+  // Monitor 2018-07-24 (X-TC-Version 2018-07-24; server.ts MONITOR_ACTIONS)
+  | { action: "GetMonitorData"; params: GetMonitorDataParams }
+  | { action: "DescribeBaseMetrics"; params: DescribeBaseMetricsParams };
 
 export type Action = Command["action"];
 
@@ -225,6 +231,8 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DescribeSecurityGroupLimits: parseDescribeSecurityGroupLimits,
   AssociateSecurityGroups: parseAssociateSecurityGroups,
   DisassociateSecurityGroups: parseDisassociateSecurityGroups,
+  GetMonitorData: parseGetMonitorData,
+  DescribeBaseMetrics: parseDescribeBaseMetrics,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

@@ -43,6 +43,17 @@ import { checkTc3Head, checkTc3Signature } from "./tc3.js";
 import { loadTlsContext, type ApiTlsFiles } from "./tls.js";
 
 export const API_VERSION = "2017-03-12";
+/**
+ * The Monitor API's actions answer on the same endpoint under their own version
+ * (reference/tencent-api-next.md §D); every other action is CVM/VPC 2017-03-12.
+ */
+export const MONITOR_API_VERSION = "2018-07-24";
+const MONITOR_ACTIONS: ReadonlySet<string> = new Set(["GetMonitorData", "DescribeBaseMetrics"]);
+
+/** The version an action is served under. */
+export function apiVersionOf(action: string): string {
+  return MONITOR_ACTIONS.has(action) ? MONITOR_API_VERSION : API_VERSION;
+}
 
 export interface ApiLogger {
   child(bindings: Record<string, unknown>): ApiLogger;
@@ -222,8 +233,9 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     note.action = action;
     const version = header(req, "x-tc-version");
     if (version === undefined || version === "") return error("MissingParameter", "missing header X-TC-Version");
-    if (version !== API_VERSION) {
-      return error("NoSuchVersion", `API version ${JSON.stringify(version)} does not exist; use ${API_VERSION}`);
+    const expectedVersion = apiVersionOf(action);
+    if (version !== expectedVersion) {
+      return error("NoSuchVersion", `API version ${JSON.stringify(version)} does not exist for ${action.slice(0, 64)}; use ${expectedVersion}`);
     }
     let tc3Head;
     try {

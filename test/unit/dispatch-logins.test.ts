@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseCommand } from "../../agent/api/commands.js";
 import type { Dispatch } from "../../agent/api/server.js";
+import type { MonitorReader } from "../../agent/monitor/monitor.js";
 import { createDispatcher } from "../../agent/dispatch.js";
 import type { DiskService } from "../../agent/disks/service.js";
 import type { SnapshotService } from "../../agent/disks/snapshots.js";
@@ -107,6 +108,7 @@ beforeEach(async () => {
     disks: { attachedTo: () => [] } as unknown as DiskStore,
     diskService: failClosed<DiskService>("diskService"),
     snapshots: failClosed<SnapshotService>("snapshots"),
+    monitor: failClosed<MonitorReader>("monitor"),
     // RunInstances asks for the groups of its instances (none given here: the default group).
     securityGroups: { launchGroups: (ids?: readonly string[]) => [...(ids ?? ["sg-default1"])] } as unknown as SecurityGroupService,
     paths: new DataPaths(dir),
