@@ -81,6 +81,7 @@ export const diskRecordSchema = z
     deleteWithInstance: z.boolean(),
     createdTime: z.string(),
     clientToken: z.string().optional(),
+    batchIndex: z.number().int().nonnegative().optional(),
   })
   .passthrough();
 

@@ -45,7 +45,7 @@ export class DiskService {
     // ClientToken: the disks an earlier request with this token made (idempotency), in creation order.
     if (req.clientToken !== undefined) {
       const earlier = [...this.o.disks.all()].filter((d) => d.clientToken === req.clientToken);
-      if (earlier.length) return earlier.sort((a, b) => a.createdTime.localeCompare(b.createdTime) || a.diskName.localeCompare(b.diskName)).map((d) => d.diskId);
+      if (earlier.length) return earlier.sort((a, b) => (a.batchIndex ?? 0) - (b.batchIndex ?? 0)).map((d) => d.diskId);
     }
     const pools = this.o.storage.place(
       Array.from({ length: req.diskCount }, () => ({ diskType: req.diskType, sizeGiB: req.diskSizeGiB })),
@@ -66,7 +66,7 @@ export class DiskService {
         deleteWithInstance: false,
         createdTime,
         busy: "CREATING",
-        ...(req.clientToken !== undefined ? { clientToken: req.clientToken } : {}),
+        ...(req.clientToken !== undefined ? { clientToken: req.clientToken, batchIndex: i } : {}),
       };
       this.o.disks.put(record); // counted by admission from this moment
       return record;

@@ -32,8 +32,10 @@ export interface DiskRecord {
   createdTime: string;
   /** A transition in progress (shown as DiskState); absent = derived from the attachment. */
   busy?: "ATTACHING" | "DETACHING" | "EXPANDING" | "ROLLBACKING" | "CREATING";
-  /** CreateDisks' ClientToken: the same token gives back the same disks. */
+  /** CreateDisks' ClientToken: the same token gives back the same disks, in the order of batchIndex. */
   clientToken?: string;
+  /** Position within its CreateDisks batch (0-based), with clientToken. */
+  batchIndex?: number;
 }
 
 /** The virtio targets data disks take, in order: vdb … vdz (vda is the system disk). */

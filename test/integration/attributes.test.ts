@@ -72,6 +72,24 @@ describe("termination protection and tags through the official SDK", () => {
     expect((await agent.client.DescribeInstances({})).TotalCount).toBe(before);
   });
 
+  it("CreateDisks: ClientToken gives back the same disks, another zone is refused; DescribeDisks orders both ways and shows no automatic snapshot policy", async () => {
+    const cbs = commonClient(agent.port);
+    const create = async (body: Record<string, unknown>) => ((await cbs.request("CreateDisks", body)) as { DiskIdSet: string[] }).DiskIdSet;
+    const first = await create({ DiskType: "LOCAL_BASIC", DiskSize: 10, DiskCount: 2, DiskChargeType: "CDHPAID", ClientToken: "audit-disks-1" });
+    expect(first).toHaveLength(2);
+    expect(await create({ DiskType: "LOCAL_BASIC", DiskSize: 10, DiskCount: 2, ClientToken: "audit-disks-1" })).toEqual(first);
+    await expect(create({ DiskType: "LOCAL_BASIC", DiskSize: 10, Placement: { Zone: "ap-nowhere-9" } })).rejects.toMatchObject({ code: "InvalidZone.MismatchRegion" });
+    const order = async (Order: string) =>
+      ((await cbs.request("DescribeDisks", { DiskIds: first, Order, OrderField: "CREATE_TIME", ReturnBindAutoSnapshotPolicy: true })) as { DiskSet: Array<{ DiskId: string; AutoSnapshotPolicyIds: string[] }> }).DiskSet;
+    const asc = await order("ASC");
+    const desc = await order("DESC");
+    expect(asc.map((d) => d.DiskId)).toHaveLength(2);
+    expect(desc.map((d) => d.DiskId)).toEqual(asc.map((d) => d.DiskId).reverse());
+    expect(asc.map((d) => d.AutoSnapshotPolicyIds)).toEqual([[], []]);
+    await cbs.request("TerminateDisks", { DiskIds: first, DeleteSnapshot: 1 });
+    expect(((await cbs.request("DescribeDisks", { DiskIds: first })) as { TotalCount: number }).TotalCount).toBe(0);
+  });
+
   it("ModifyInstancesAttribute clears the protection, after which TerminateInstances removes the instance", async () => {
     await agent.client.ModifyInstancesAttribute({ InstanceIds: [id], DisableApiTermination: false });
     expect((await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!.DisableApiTermination).toBe(false);
