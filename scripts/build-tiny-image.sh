@@ -105,8 +105,10 @@ ird_unpack_kernel "$work/debs"
 # Modules loaded before READY (disk, network, power button) and after it, in the
 # background (CD-ROM and SCSI paths for config drives; probing IDE is slow under TCG). The cloud
 # kernel has no AHCI driver: a config drive must sit on IDE (machine type pc), not SATA.
+# virtio_balloon (late): the guest reports its memory statistics to the host, which the
+# agent's monitor reads (MemUsed, MemUsage; agent/monitor).
 early_mods=(virtio_pci virtio_blk virtio_net virtio_console button evdev)
-late_mods=(virtio_scsi ata_piix sr_mod sd_mod isofs vfat)
+late_mods=(virtio_scsi ata_piix sr_mod sd_mod isofs vfat virtio_balloon)
 
 root="$work/initramfs"
 ird_busybox_root "$root" "$(echo "$work/debs"/busybox-static_*.deb)"
