@@ -4,6 +4,7 @@
  * them to tiny guests. What the groups do to traffic is sg-traffic.test.ts's; this file is the
  * API: semantics of the rule set, refusals and their codes, bindings, persistence.
  */
+import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { importImage, startAgentProcess, vpcClient, waitForState, type AgentProcess, type VpcClient } from "../support/agent-process.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
@@ -27,6 +28,18 @@ async function messageOf(call: Promise<unknown>): Promise<string> {
     return (error as Error).message;
   }
   throw new Error("the call was answered, not refused");
+}
+
+/**
+ * The members of a group's address set in the agent's nftables table (the test agents' table
+ * is cdhtest_filter; the firewall names a group's set <sg_id with _>_members), or undefined
+ * when the set does not exist. Read right after an answer: the change must be in the kernel.
+ */
+async function members(securityGroupId: string): Promise<string[] | undefined> {
+  const r = await execa("nft", ["-j", "list", "set", "inet", "cdhtest_filter", `${securityGroupId.replace(/-/g, "_")}_members`], { reject: false });
+  if (r.exitCode !== 0) return undefined;
+  const set = (JSON.parse(r.stdout) as { nftables: Array<{ set?: { elem?: unknown[] } }> }).nftables.find((x) => x.set)?.set;
+  return (set?.elem ?? []).map((e) => String(e)).sort();
 }
 
 const tcp = (port: string, extra: Record<string, unknown> = {}) => ({ Protocol: "TCP", Port: port, CidrBlock: "10.0.0.0/8", Action: "ACCEPT", ...extra });
@@ -188,7 +201,9 @@ describe("security groups through the official VPC and CVM SDKs", () => {
     });
     const w = made.SecurityGroup!.SecurityGroupId;
     expect((await rules(w)).Ingress!.map((r) => r.Port)).toEqual(["22"]);
+    expect(await members(w)).toEqual([]);
     await vpc.DeleteSecurityGroup({ SecurityGroupId: w });
+    expect(await members(w)).toBeUndefined();
     expect(await codeOf(vpc.DescribeSecurityGroups({ SecurityGroupIds: [w] }))).toBe("ResourceNotFound");
   });
 
@@ -217,10 +232,17 @@ describe("security groups through the official VPC and CVM SDKs", () => {
   });
 
   it("AssociateSecurityGroups appends, DisassociateSecurityGroups removes, ModifyInstancesAttribute replaces; LatestOperation shows each", async () => {
+    const boundIp = (await groupsOf(bound)).PrivateIpAddresses![0]!;
+    const ips = [boundIp, (await groupsOf(plain)).PrivateIpAddresses![0]!].sort();
+    expect(await members(g[2]!)).toEqual([]);
     await agent.client.AssociateSecurityGroups({ SecurityGroupIds: [g[2]!], InstanceIds: [bound, plain] });
+    // In the kernel when the call answers.
+    expect(await members(g[2]!)).toEqual(ips);
     expect((await groupsOf(bound)).SecurityGroupIds).toEqual([g[1], g[0], g[2]]);
     expect(await groupsOf(plain)).toMatchObject({ SecurityGroupIds: [defaultId, g[2]], LatestOperation: "AssociateSecurityGroups", LatestOperationState: "SUCCESS" });
+    expect(await members(g[1]!)).toEqual([boundIp]);
     await agent.client.DisassociateSecurityGroups({ SecurityGroupIds: [g[1]!], InstanceIds: [bound] });
+    expect(await members(g[1]!)).toEqual([]);
     expect(await groupsOf(bound)).toMatchObject({ SecurityGroupIds: [g[0], g[2]], LatestOperation: "DisassociateSecurityGroups", LatestOperationState: "SUCCESS" });
     await agent.client.ModifyInstancesAttribute({ InstanceIds: [bound], SecurityGroups: [g[2]!, g[1]!] });
     expect(await groupsOf(bound)).toMatchObject({ SecurityGroupIds: [g[2], g[1]], LatestOperation: "ModifyInstancesAttribute", LatestOperationState: "SUCCESS" });
