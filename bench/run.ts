@@ -14,6 +14,7 @@
  * (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert -f raw -O qcow2 alone
  * (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
  * (h) a change to a 100-rule security group bound to 50 NICs (one nft transaction) vs the same nft commands one process each
+ * (k) ResetInstancesType of a stopped instance → STOPPED with the new size vs virsh setvcpus + setmaxmem + setmem --config
  *
  * (a) and (f) also print where the agent's time went, step by step beside the baseline's
  * steps, from the agent's debug log (every command with its duration; see timeline.ts).
@@ -34,10 +35,11 @@ import { LIBVIRT_URI, run, virsh } from "./host.js";
 import { benchLaunch } from "./launch.js";
 import { benchMany, memoryLine } from "./many.js";
 import { benchMetadata } from "./metadata.js";
+import { benchResetType } from "./reset-type.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "k"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -57,6 +59,8 @@ function usage(): string {
      (its own agent on a sparse 400 GiB ext4 loop filesystem: the host's / has too little free for 250 GB of promises)
   h  a change to a 100-rule security group bound to 50 NICs applied by the agent's firewall (one nft transaction) vs the same
      nft commands one process each (the per-rule way), in a table of the run's own
+  k  ResetInstancesType of a stopped instance until DescribeInstances shows it STOPPED with the new size vs virsh setvcpus
+     + setmaxmem + setmem --config on an equivalent stopped domain
   --agent-log-level  the agent's log level (default debug: every command with its duration, which (a) and (f) need
                      for their time lines; at info they print the figures without the time lines)
   --keep             keep the work directory (agent log, configs) after the run; domains are removed anyway`;
@@ -84,7 +88,7 @@ async function main(): Promise<number> {
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
-  const needLibvirt = only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g");
+  const needLibvirt = only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("k");
   const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
   const agentJs = join(REPO, "dist", "agent", "cli.js");
   await preflight({ only, needLibvirt, tinyImage, agentJs });
@@ -160,6 +164,10 @@ async function main(): Promise<number> {
       if (only.has("a")) {
         log("bench: (a) RunInstances → RUNNING vs qemu-img + virsh define + virsh start");
         rows.push(...(await benchLaunch({ agent, dataDir, imageId, workDir: join(workDir, "a"), runs: 5, agentLog: agentOptions.logFile, tracker, log })));
+      }
+      if (only.has("k")) {
+        log("bench: (k) ResetInstancesType of a stopped instance vs virsh setvcpus + setmaxmem + setmem --config");
+        rows.push(...(await benchResetType({ agent, imageId, workDir: join(workDir, "k"), runs: 9, tracker, log })));
       }
       if (only.has("b") || only.has("c")) {
         log(`bench: (b, c) ${instances} instances: DescribeInstances vs virsh list --all; start-up recovery vs virsh reading them; agent memory`);
