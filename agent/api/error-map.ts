@@ -87,7 +87,7 @@ export function codeOfDomainError(error: DomainError): ErrorCode {
   return CVM_CODE_OF[error.kind];
 }
 
-/** The security-group domain's errors: the VPC API's codes, the CVM ones for the binding actions. */
+/** The security-group domain's errors: the VPC API's codes, the CVM ones for the binding actions (`satisfies`: no kind missing, none extra). */
 export const SG_CODE_OF: Readonly<Record<SgErrorKind, ErrorCode>> = Object.freeze({
   GroupIdMalformed: "InvalidParameterValue.Malformed",
   GroupNotFound: "ResourceNotFound",
@@ -110,7 +110,7 @@ export const SG_CODE_OF: Readonly<Record<SgErrorKind, ErrorCode>> = Object.freez
   BindGroupNotFound: "InvalidSecurityGroupId.NotFound",
   InstanceGroupLimit: "LimitExceeded.AssociateUSGLimitExceeded",
   BindFailed: "FailedOperation.SecurityGroupActionFailed",
-});
+} satisfies Record<SgErrorKind, ErrorCode>);
 
 /** The CVM code an error is answered with: a domain error's by the table, an ApiError's own, anything else InternalError. */
 export function cvmCodeOf(error: unknown): ErrorCode {
