@@ -52,6 +52,8 @@ describe("parseCommand", () => {
         "InstanceAttachISO",
         "InstanceDetachISO",
         "ModifyInstancesAttribute",
+        "ResetInstancesType",
+        "DescribeInstancesModification",
         "CreateSecurityGroup",
         "CreateSecurityGroupWithPolicies",
         "DescribeSecurityGroups",
