@@ -149,6 +149,8 @@ export class Retyper {
 
     const [entry] = this.o.ops.validate([id], RETYPE_ACTION);
     if (entry !== first) throw new DomainError("InstanceNotAtRest", `${id} changed while the request was checked; try again`);
+    // One resize (or any operation) at a time: a second admission would replace the first's reservation.
+    if (entry!.transition) throw new DomainError("InstanceNotAtRest", `${id} has ${entry!.transition.action} under way; try again once it has ended`);
     const rec = entry!.record;
     const from: Allocation = { cpu: rec.cpu, memoryGiB: rec.memoryGiB };
     if (from.cpu === to.cpu && from.memoryGiB === to.memoryGiB) {
