@@ -151,8 +151,13 @@ export class InventorySweep {
       });
     }
     if (this.o.firewallStrays) {
-      result.firewallStrays = await this.o.firewallStrays();
-      if (result.firewallStrays.length > 0) this.o.logger.warn({ strays: result.firewallStrays }, "firewall chains or set elements that belong to no NIC or group; reported only");
+      try {
+        result.firewallStrays = await this.o.firewallStrays();
+        if (result.firewallStrays.length > 0) this.o.logger.warn({ strays: result.firewallStrays }, "firewall chains or set elements that belong to no NIC or group; reported only");
+      } catch (error) {
+        // The rest of the sweep stands; the next sweep asks again.
+        this.o.logger.warn({ err: error }, "could not read the firewall's tables for strays");
+      }
     }
     // Forget orphans that went away by themselves.
     for (const [key, orphan] of this.seen) {
