@@ -114,6 +114,9 @@ export const configSchema = z
     /** Disk kept for the host on the data directory's filesystem, GiB. */
     reserved_disk_gib: z.number().nonnegative().default(10)
       .describe("disk kept for the host on the data directory's filesystem (GiB)"),
+    /** Local disk each sub-instance takes beyond its disks, for its configuration files (the CDH FAQ's 2 GB), GiB. */
+    instance_overhead_gib: z.number().nonnegative().max(1024).default(2)
+      .describe("local disk each instance takes beyond what its disks ask, for its configuration files (GiB; the CDH FAQ's 2 GB); counted in admission and DiskAvailable"),
     /** vCPUs sold per physical core (ratio, > 0, ≤ 16). */
     cpu_allocation_ratio: z.number().positive().max(16).default(1.0)
       .describe("vCPUs per host core (ratio, > 0 and <= 16)"),

@@ -42,6 +42,8 @@ export interface AgentConfig {
   readonly reservedCpu: number;
   readonly reservedMemoryGib: number;
   readonly reservedDiskGib: number;
+  /** instance_overhead_gib: disk each instance takes beyond its disks (agent/storage/storage.ts). */
+  readonly instanceOverheadGib: number;
   readonly cpuAllocationRatio: number;
   readonly memoryAllocationRatio: number;
   /** 0 = derived from the host's cores (see instances/launch-queue.ts). */
@@ -462,6 +464,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     reservedCpu: cfg.reserved_cpu,
     reservedMemoryGib: cfg.reserved_memory_gib,
     reservedDiskGib: cfg.reserved_disk_gib,
+    instanceOverheadGib: cfg.instance_overhead_gib,
     cpuAllocationRatio: cfg.cpu_allocation_ratio,
     memoryAllocationRatio: cfg.memory_allocation_ratio,
     launchConcurrency: cfg.launch_concurrency,

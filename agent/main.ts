@@ -132,6 +132,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     imageTool,
     runner,
     wipe: config.diskWipe,
+    instanceOverheadGiB: config.instanceOverheadGib,
     imageCache: { dir: paths.imagesDir, bytes: () => images.cacheBytes() },
     logger: logger.child({ component: "storage" }),
   });

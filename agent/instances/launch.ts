@@ -78,7 +78,7 @@ export class Launcher {
       journal: Journal;
       paths: DataPaths;
       images: Pick<ImageCatalog, "requireUsable">;
-      storage: Pick<Storage, "place" | "pools">;
+      storage: Pick<Storage, "place" | "pools" | "instanceOverheadGiB">;
       disks: DiskStore;
       subnets: readonly Subnet[];
       hostResource: () => HostResource;
@@ -143,7 +143,9 @@ export class Launcher {
     }
     // One system disk and the data disks per instance, each placed in a pool of its type.
     const perInstance = [{ diskType: req.systemDisk.diskType, sizeGiB: req.systemDisk.sizeGiB }, ...dataDisks];
-    const placed = this.o.storage.place(req.names.flatMap(() => perInstance));
+    // The system disk's pool also holds the instance's configuration files (instance_overhead_gib).
+    const overhead = this.o.storage.instanceOverheadGiB;
+    const placed = this.o.storage.place(req.names.flatMap(() => perInstance.map((d, i) => (i === 0 ? { ...d, sizeGiB: d.sizeGiB + overhead } : d))));
     const usedIps = new Set(
       [...registry.all()].flatMap((e) => e.record.nics.filter((n) => n.subnetId === subnet.subnetId && n.ipv4).map((n) => n.ipv4!)),
     );

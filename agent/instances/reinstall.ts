@@ -78,8 +78,10 @@ export class Reinstaller {
       throw new DomainError("KeyPairNotSupported", `\`LoginSettings.KeyIds\` image ${imageId} is Windows, which logs in with a password only`);
     }
     const pool = old.systemDisk.pool;
-    // The new disk is made before the old one goes: both are promised meanwhile.
-    if (pool) this.o.storage.checkGrowth([{ pool, deltaGiB: sizeGiB }]);
+    // The old disk's promise passes to the new one (the old file goes once the new one is in
+    // place): only growth is admitted, so a reinstall at the same size never fails for room.
+    const growthGiB = sizeGiB - old.systemDisk.sizeGiB;
+    if (pool && growthGiB > 0) this.o.storage.checkGrowth([{ pool, deltaGiB: growthGiB }]);
     if (req.dryRun) throw dryRunStop();
 
     const generation = (old.configGeneration ?? 1) + 1;
@@ -106,8 +108,8 @@ export class Reinstaller {
     };
     const t = this.o.ops.begin(entry!, "ResetInstance", "RESETTING", ctx);
     record.latestOperation = entry!.record.latestOperation!;
-    // The promise of the new disk counts from now (as a pool file of the journal).
-    this.pendingResets.set(req.instanceId, { pool: pool ?? "", path: newPath, promisedBytes: sizeGiB * GiB });
+    // The new disk's growth counts from now (as a pool file of the journal); the rest is the old disk's promise.
+    this.pendingResets.set(req.instanceId, { pool: pool ?? "", path: newPath, promisedBytes: growthGiB * GiB });
     await this.o.journal.write({ kind: "reset", instanceId: req.instanceId, record, oldPath: old.systemDisk.path, requestId: ctx.requestId, startedAt: isoSeconds(new Date()) });
     if (login?.keyIds) await this.o.keyPairs.associate([req.instanceId], login.keyIds);
     if (osType === "windows" && login?.password !== undefined) {

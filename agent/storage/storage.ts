@@ -27,6 +27,11 @@ export class Storage {
       imageTool: ImageTool;
       runner: CommandRunner;
       wipe: WipeMode;
+      /**
+       * Disk each instance takes beyond its disks, for its configuration files (instance_overhead_gib;
+       * the CDH FAQ's 2 GB): promised with its system disk, in the system disk's pool. Absent: 0.
+       */
+      instanceOverheadGiB?: number;
       imageCache: { dir: string; bytes: () => number };
       logger: Logger;
     },
@@ -34,6 +39,11 @@ export class Storage {
 
   get pools(): PoolSet {
     return this.o.pools;
+  }
+
+  /** What each instance takes beyond its disks (GiB), promised with its system disk. */
+  get instanceOverheadGiB(): number {
+    return this.o.instanceOverheadGiB ?? 0;
   }
 
   /** More files that take pool space (snapshots), from their owner. */
@@ -46,7 +56,7 @@ export class Storage {
     for (const e of this.o.registry.all()) {
       const sd = e.record.systemDisk;
       if (e.launchFailed || !sd.pool) continue;
-      yield { pool: sd.pool, path: sd.path, promisedBytes: sd.sizeGiB * GiB };
+      yield { pool: sd.pool, path: sd.path, promisedBytes: (sd.sizeGiB + this.instanceOverheadGiB) * GiB };
     }
     for (const d of this.o.disks.all()) yield { pool: d.pool, path: d.path, promisedBytes: d.sizeGiB * GiB };
     for (const source of this.extra) yield* source();

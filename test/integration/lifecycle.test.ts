@@ -55,7 +55,8 @@ describe("instance lifecycle through the official SDK", () => {
     const during = (await client.DescribeHosts({})).HostSet![0]!.HostResource!;
     expect(during.CpuAvailable).toBe(before.CpuAvailable! - 2);
     expect(during.MemAvailable).toBeCloseTo(before.MemAvailable! - 1, 5);
-    expect(during.DiskAvailable).toBe(before.DiskAvailable! - 2);
+    // The 2 GiB system disk and the instance's 2 GiB of configuration files (instance_overhead_gib).
+    expect(during.DiskAvailable).toBe(before.DiskAvailable! - 4);
 
     await waitForState(client, id, "RUNNING");
     const log = `${agent.dataDir}/instances/${id}/console.log`;

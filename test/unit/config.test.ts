@@ -49,6 +49,7 @@ describe("loadConfig", () => {
       reservedCpu: 0,
       reservedMemoryGib: 1,
       reservedDiskGib: 10,
+      instanceOverheadGib: 2,
       cpuAllocationRatio: 1,
       memoryAllocationRatio: 1,
       launchConcurrency: 0,

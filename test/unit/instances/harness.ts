@@ -58,6 +58,8 @@ export interface Harness {
   journal: Journal;
   disks: DiskStore;
   instances: InstanceOperations;
+  /** The storage pools as DescribeHosts and the reports see them. */
+  storage: Storage;
   /** Image names taken (CreateImage's name check). */
   imageNames: Set<string>;
   /** A restart: new operations over the same directory and the same fake libvirt; `meanwhile` runs while no agent is there. */
@@ -71,6 +73,10 @@ export interface HarnessOptions {
   softStopTimeoutMs?: number;
   /** Launches at once (launch_concurrency). Default 4. */
   launchConcurrency?: number;
+  /** The pool's size (size_gib); default: its filesystem's. */
+  poolSizeGiB?: number;
+  /** instance_overhead_gib; default 0. */
+  instanceOverheadGiB?: number;
   /** Shared with a previous harness (restart). */
   dir?: string;
   hv?: FakeHypervisor;
@@ -97,7 +103,7 @@ export async function makeHarness(o: HarnessOptions = {}): Promise<Harness> {
   const journal = new Journal(paths.journalDir);
   const disks = new DiskStore(paths.disksDir);
   await disks.load();
-  const pools = new PoolSet([{ name: "local", path: join(dir, "pool"), diskType: "LOCAL_BASIC", iops: 0, throughputMBps: 0 }]);
+  const pools = new PoolSet([{ name: "local", path: join(dir, "pool"), diskType: "LOCAL_BASIC", iops: 0, throughputMBps: 0, ...(o.poolSizeGiB !== undefined ? { sizeGiB: o.poolSizeGiB } : {}) }]);
   await pools.load();
   const storage = new Storage({
     pools,
@@ -106,6 +112,7 @@ export async function makeHarness(o: HarnessOptions = {}): Promise<Harness> {
     imageTool: tool,
     runner: failClosedRunner,
     wipe: "none",
+    ...(o.instanceOverheadGiB !== undefined ? { instanceOverheadGiB: o.instanceOverheadGiB } : {}),
     imageCache: { dir: paths.imagesDir, bytes: () => 0 },
     logger,
   });
@@ -157,6 +164,7 @@ export async function makeHarness(o: HarnessOptions = {}): Promise<Harness> {
     journal,
     disks,
     instances,
+    storage,
     imageNames: images.names,
     async restart(meanwhile?: () => void) {
       sync.stop();
