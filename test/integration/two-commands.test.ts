@@ -9,8 +9,8 @@
  *
  * The machine's namespaces are reached through CDH_MACHINE_NS_PID, which
  * scripts/in-testns.sh sets. What the test adds there (a libvirtd it had to start, the
- * cdh-default network, the cdh_metadata table) it removes again; what was there before
- * it leaves as it was.
+ * cdh-default network, the cdh_metadata table, the cdh_filter firewall tables) it removes
+ * again; what was there before it leaves as it was.
  */
 import { execa } from "execa";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
@@ -121,6 +121,7 @@ describe("the agent on its defaults and the test host, on one machine", () => {
   let startedVirtlogd = false;
   let hadDefaultNetwork = true;
   let hadMetadataTable = true;
+  let hadFirewallTables = true;
   let machineLibvirtdPid = "";
   let machineAgent: MachineAgent | undefined;
   let testAgent: AgentProcess | undefined;
@@ -144,6 +145,7 @@ describe("the agent on its defaults and the test host, on one machine", () => {
     expect(machineLibvirtdPid).toMatch(/^\d+$/);
     hadDefaultNetwork = names((await machineVirsh("net-list", "--all", "--name")).stdout).includes("cdh-default");
     hadMetadataTable = (await inMachine(["nft", "list", "table", "ip", "cdh_metadata"])).exitCode === 0;
+    hadFirewallTables = (await inMachine(["nft", "list", "table", "inet", "cdh_filter"])).exitCode === 0;
   }, 180_000);
 
   afterAll(async () => {
@@ -155,6 +157,10 @@ describe("the agent on its defaults and the test host, on one machine", () => {
         await machineVirsh("net-undefine", "cdh-default");
       }
       if (!hadMetadataTable) await inMachine(["nft", "delete", "table", "ip", "cdh_metadata"]);
+      if (!hadFirewallTables) {
+        await inMachine(["nft", "delete", "table", "inet", "cdh_filter"]);
+        await inMachine(["nft", "delete", "table", "bridge", "cdh_filter"]);
+      }
       if (startedLibvirtd && machineLibvirtdPid) await inMachine(["kill", machineLibvirtdPid]);
       if (startedVirtlogd) await inMachine(["sh", "-c", "kill $(cat /run/virtlogd.pid)"]);
     }
