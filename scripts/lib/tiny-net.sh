@@ -14,7 +14,9 @@
 #       answers the byte count (a sink for throughput), ICMP echo is the kernel's.
 #   cdh-net probe ID PROTO IP PORT SECS [SRC]
 #       PROTO tcp|udp|icmp (PORT is ignored for icmp); SRC a local source address to
-#       send from. Prints `CDH-NET ID ok REPLY` or `CDH-NET ID fail`, within SECS (+1 for udp).
+#       send from. Prints `CDH-NET ID ok REPLY` (REPLY: the first line the other end sent,
+#       so a TCP server that says nothing first counts as not reached) or `CDH-NET ID fail`,
+#       within SECS (+1 for udp).
 #   cdh-net watch ID PROTO IP PORT SECS
 #       Probes again and again (results `CDH-NET ID.N ok|fail ...`) until `cdh-net stop ID`.
 #   cdh-net stop ID
@@ -114,10 +116,8 @@ probe() {
     *) say "CDH-NET $pid fail unknown-protocol"; return 0 ;;
   esac
   out=$(echo "$out" | tr -d '\r')
-  case "$out" in
-    CDH-*) say "CDH-NET $pid ok $out" ;;
-    *) say "CDH-NET $pid fail" ;;
-  esac
+  # Reached = the other end answered a line (our responders, an SSH banner, ...).
+  if [ -n "$out" ]; then say "CDH-NET $pid ok $out"; else say "CDH-NET $pid fail"; fi
 }
 
 cmd=${1:-}

@@ -7,12 +7,43 @@
  */
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { verifySha512Crypt } from "../../agent/logins/password.js";
 import { importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { ensureDebianImage } from "../support/debian-image.js";
 import { generateGuestKeyPair, sshExec, waitForSsh } from "../support/guest-ssh.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
+import { NetGuest } from "../support/guest-net.js";
+
+/** The first line a TCP server sends, or undefined when it sends none within 3 s. */
+function firstLine(host: string, port: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const sock = connect(port, host);
+    let buf = "";
+    const done = (v: string | undefined) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(undefined), 3000);
+    sock.on("data", (chunk) => {
+      buf += chunk.toString("utf8");
+      if (buf.includes("\n")) done(buf.split("\n")[0]);
+    });
+    sock.on("error", () => done(undefined));
+  });
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: nothing within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 
 const USER_DATA = "#!/bin/sh\necho cdh-user-data-ran > /root/user-data-marker\n";
 
@@ -206,6 +237,41 @@ describe("a Debian guest configured by the agent", () => {
       }
     } finally {
       await agent.client.TerminateInstances({ InstanceIds: [second] });
+    }
+  }, 300_000);
+
+  it("in the default group, answers TCP 22 from a tiny guest on its subnet and not another port it listens on", async () => {
+    // A server on 7001 that greets with a line; from the host (whose traffic to guests is not
+    // filtered) it answers, so the tiny guest's refusal below is the default group's.
+    await ssh(
+      "cat >/root/greet.py <<'PY'\nimport socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n" +
+        "s.bind(('', 7001))\ns.listen(8)\nwhile True:\n    c, _ = s.accept()\n    c.sendall(b'CDH-TCP port=7001 id=debian\\n')\n    c.close()\nPY\n" +
+        "setsid nohup python3 /root/greet.py >/dev/null 2>&1 </dev/null &",
+    );
+    const greeting = await waitFor("the greeting on 7001 from the host", 20_000, () => firstLine(ip, 7001));
+    expect(greeting).toBe("CDH-TCP port=7001 id=debian");
+
+    const images = await ensureTinyImages();
+    const tinyImage = await importImage(agent.client, images.raw.normal, "tiny-sg-probe");
+    const tiny = (await agent.client.RunInstances({ InstanceType: "CDH_1C1G", ImageId: tinyImage, SystemDisk: { DiskSize: 1 } })).InstanceIdSet![0]!;
+    let guest: NetGuest | undefined;
+    try {
+      await waitForState(agent.client, tiny, "RUNNING", 120_000);
+      const set = (await agent.client.DescribeInstances({ InstanceIds: [id, tiny] })).InstanceSet!;
+      // Both in the host's default group (the seeds' first template: inbound TCP 22, 80, 443, 3389, ICMP).
+      const groupsOf = (instanceId: string) => set.find((i) => i.InstanceId === instanceId)!.SecurityGroupIds;
+      expect(groupsOf(id)).toHaveLength(1);
+      expect(groupsOf(tiny)).toEqual(groupsOf(id));
+      guest = await NetGuest.open({ instanceId: tiny, consoleLog: `${agent.dataDir}/instances/${tiny}/console.log` });
+      const ssh22 = await guest.probe({ proto: "tcp", to: ip, port: 22, timeoutMs: 2000 });
+      expect(ssh22.ok).toBe(true);
+      expect(ssh22.reply).toMatch(/^SSH-2\.0-OpenSSH/);
+      expect(await guest.probe({ proto: "tcp", to: ip, port: 7001, timeoutMs: 2000 })).toEqual({ ok: false });
+      expect((await guest.probe({ proto: "icmp", to: ip, timeoutMs: 2000 })).ok).toBe(true);
+    } finally {
+      guest?.close();
+      await ssh("pkill -f /root/greet.py; true");
+      await agent.client.TerminateInstances({ InstanceIds: [tiny] });
     }
   }, 300_000);
 

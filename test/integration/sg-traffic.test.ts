@@ -58,7 +58,7 @@ describe("security groups on guest traffic (tiny guests, official VPC and CVM SD
   const nameOf = (g: NetGuest) => (g === a ? "A" : g === b ? "B" : "C");
 
   /**
-   * Runs the probes at once (each from inside its guest, 1 s bound) and returns
+   * Runs the probes at once (each from inside its guest, 2 s bound: TCG guests on a busy host) and returns
    * "A→B tcp 7001" → reached. A probe that reached something checks who answered.
    */
   async function reach(...probes: Array<[NetGuest, NetGuest, ProbeProto, number?]>): Promise<Record<string, boolean>> {
@@ -66,7 +66,7 @@ describe("security groups on guest traffic (tiny guests, official VPC and CVM SD
     await Promise.all(
       probes.map(async ([from, to, proto, port]) => {
         const p = port ?? (proto === "tcp" ? TINY_PORTS.tcp : proto === "udp" ? TINY_PORTS.udp : undefined);
-        const r = await from.probe({ proto, to: to.ip, ...(p !== undefined ? { port: p } : {}), timeoutMs: 1000 });
+        const r = await from.probe({ proto, to: to.ip, ...(p !== undefined ? { port: p } : {}), timeoutMs: 2000 });
         if (r.ok && proto !== "icmp") expect(r.reply).toContain(`id=${to.instanceId}`);
         out[`${nameOf(from)}→${nameOf(to)} ${proto}${p !== undefined ? ` ${p}` : ""}`] = r.ok;
       }),
@@ -206,7 +206,7 @@ describe("security groups on guest traffic (tiny guests, official VPC and CVM SD
       ]);
       expect(probes.map((p) => p.ok)).toEqual([false, false, false]);
       // The same probe from its own address passes: the forged source is what was refused.
-      expect((await a.probe({ proto: "tcp", to: b.ip, port: TINY_PORTS.tcp, from: a.ip })).ok).toBe(true);
+      expect((await a.probe({ proto: "tcp", to: b.ip, port: TINY_PORTS.tcp, from: a.ip, timeoutMs: 2000 })).ok).toBe(true);
     } finally {
       await a.delAddress(`${forged}/24`);
     }
@@ -224,8 +224,8 @@ describe("security groups on guest traffic (tiny guests, official VPC and CVM SD
     const web = await group("web-restarts", [rule("TCP", "7001", "ACCEPT", ANY)], [ALL_IN]);
     await bind(a, open);
     await bind(b, web);
-    const allowed = a.watch({ proto: "tcp", to: b.ip, port: TINY_PORTS.tcp });
-    const denied = c.watch({ proto: "tcp", to: b.ip, port: TINY_PORTS.tcp2 });
+    const allowed = a.watch({ proto: "tcp", to: b.ip, port: TINY_PORTS.tcp, timeoutMs: 2000 });
+    const denied = c.watch({ proto: "tcp", to: b.ip, port: TINY_PORTS.tcp2, timeoutMs: 2000 });
     await new Promise((r) => setTimeout(r, 2000));
 
     await agent.kill("SIGKILL");
@@ -244,7 +244,7 @@ describe("security groups on guest traffic (tiny guests, official VPC and CVM SD
 
     const [ok, refused] = await Promise.all([allowed.stop(), denied.stop()]);
     expect(ok.length).toBeGreaterThan(10);
-    expect(refused.length).toBeGreaterThan(5);
+    expect(refused.length).toBeGreaterThan(3);
     expect(ok.filter((p) => !p.ok).length, "probes to the allowed port that failed").toBe(0);
     expect(refused.filter((p) => p.ok).length, "probes to the denied port that passed").toBe(0);
     // And the agent still changes them.

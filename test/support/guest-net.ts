@@ -49,7 +49,10 @@ export function parseTinyNet(line: string): TinyNet {
 
 export interface ProbeResult {
   ok: boolean;
-  /** The responder's line (`CDH-TCP port=7001 id=ins-…`, `CDH-UDP …`, `CDH-ICMP …`) when ok. */
+  /**
+   * When ok: the first line the other end sent (`CDH-TCP port=7001 id=ins-…`, `CDH-UDP …`, an
+   * SSH banner), or `CDH-ICMP from=…`. A TCP server that sends nothing first is not "reached".
+   */
   reply?: string;
 }
 
@@ -132,7 +135,22 @@ export class NetGuest {
   private send(line: string): void {
     if (this.closed) throw new Error(`${this.instanceId}: its serial console is closed`);
     if (!/^[\w .:/,=-]+$/.test(line)) throw new Error(`unsafe guest command ${JSON.stringify(line)}`);
-    writeSync(this.fd, `${line}\n`);
+    this.write(`${line}\n`);
+  }
+
+  /** The pty shares libuv's non-blocking file description: a full buffer is retried, briefly. */
+  private write(text: string): void {
+    const data = Buffer.from(text);
+    let off = 0;
+    const deadline = Date.now() + 5_000;
+    while (off < data.length) {
+      try {
+        off += writeSync(this.fd, data, off);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "EAGAIN" || Date.now() > deadline) throw err;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      }
+    }
   }
 
   /** Sends `cdh-net CMD ID ARGS…` and waits for its result line. */
@@ -156,7 +174,7 @@ export class NetGuest {
     // QEMU notices a connected pty within a second; a line sent before may be lost or half.
     for (;;) {
       try {
-        writeSync(this.fd, "\n");
+        this.write("\n");
         const r = await this.command("stop", [], 3_000);
         if (r.ok) return;
       } catch (err) {
