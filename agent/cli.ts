@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=2
+#!/usr/bin/env -S node --max-semi-space-size=2 --max-old-space-size=384
 /**
  * cdh-agent's command line. `run` starts the daemon; `check-config` validates the
  * configuration and prints it (secrets hidden). This is the only module that reads

@@ -259,7 +259,7 @@ export async function memoryLine(pid: number): Promise<string> {
 }
 
 /** Instance IDs the agent would accept (`ins-` + 8 of [a-z0-9]), unused so far. */
-function copyIds(n: number): string[] {
+export function copyIds(n: number): string[] {
   const out = new Set<string>();
   const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
   while (out.size < n) out.add(`ins-${[...randomBytes(8)].map((b) => alphabet[b % 36]).join("")}`);
@@ -267,7 +267,7 @@ function copyIds(n: number): string[] {
 }
 
 /** `n` host addresses of the bench's subnet, past its gateway, none of `taken`. */
-function freeAddresses(n: number, taken: ReadonlySet<string>): string[] {
+export function freeAddresses(n: number, taken: ReadonlySet<string>): string[] {
   const base = BENCH_CIDR.base.split(".").reduce((a, b) => a * 256 + Number(b), 0);
   const size = 2 ** (32 - BENCH_CIDR.prefixLength);
   const out: string[] = [];
@@ -281,7 +281,7 @@ function freeAddresses(n: number, taken: ReadonlySet<string>): string[] {
 }
 
 /** Writes the XML of one copy (and its disk, a copy of a fresh overlay); returns the XML file. */
-async function writeCopy(o: {
+export async function writeCopy(o: {
   xml: string;
   template: string;
   id: string;
@@ -304,6 +304,8 @@ async function writeCopy(o: {
   const diskId = `disk-${o.id.slice(4)}`;
   const xml = o.xml
     .replaceAll(o.template, o.id)
+    // The NICs' tap names (cdh + the ID's 8 characters + the NIC's index, firewall-types.ts).
+    .replaceAll(`dev='cdh${o.template.slice(4)}`, `dev='cdh${o.id.slice(4)}`)
     .replaceAll(oldUuid, uuid)
     .replaceAll(oldMac, mac)
     .replaceAll(oldDisk, diskId)

@@ -36,7 +36,7 @@ describe("systemd/cdh-agent.service", () => {
     expect(values("Wants").join(" ").split(/\s+/)).toContain("libvirtd.service");
     expect(values("Restart")).toEqual(["on-failure"]);
     expect(values("EnvironmentFile")).toEqual(["-/etc/cdh-agent/env"]);
-    expect(values("ExecStart")).toEqual(["/usr/bin/node --max-semi-space-size=2 /opt/cdh-agent/dist/agent/cli.js run"]);
+    expect(values("ExecStart")).toEqual(["/usr/bin/node --max-semi-space-size=2 --max-old-space-size=384 /opt/cdh-agent/dist/agent/cli.js run"]);
     expect(values("StateDirectory")).toEqual(["cdh-agent"]);
     expect(values("NoNewPrivileges")).toEqual(["yes"]);
     expect(values("ProtectSystem")).toEqual(["strict"]);

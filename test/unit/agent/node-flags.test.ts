@@ -8,8 +8,9 @@ const read = (path: string) => readFileSync(resolve(repo, path), "utf8");
 const flags = AGENT_NODE_OPTIONS.join(" ");
 
 describe("the agent's node options", () => {
-  it("cap the young generation", () => {
+  it("cap the young generation and the old generation's growth", () => {
     expect(AGENT_NODE_OPTIONS.some((o) => o.startsWith("--max-semi-space-size="))).toBe(true);
+    expect(AGENT_NODE_OPTIONS.some((o) => o.startsWith("--max-old-space-size="))).toBe(true);
   });
 
   it("are on every launcher's command line", () => {
@@ -25,11 +26,12 @@ describe("the agent's node options", () => {
   it("are found missing only when neither the command line nor NODE_OPTIONS has them", () => {
     expect(missingNodeOptions([], undefined)).toEqual([...AGENT_NODE_OPTIONS]);
     expect(missingNodeOptions([], "")).toEqual([...AGENT_NODE_OPTIONS]);
-    expect(missingNodeOptions(["--enable-source-maps"], "--max-old-space-size=200")).toEqual([...AGENT_NODE_OPTIONS]);
+    expect(missingNodeOptions(["--enable-source-maps"], "--stack-trace-limit=20")).toEqual([...AGENT_NODE_OPTIONS]);
+    expect(missingNodeOptions(["--max-semi-space-size=2"], undefined)).toEqual(["--max-old-space-size=384"]);
     expect(missingNodeOptions([...AGENT_NODE_OPTIONS], undefined)).toEqual([]);
     expect(missingNodeOptions([], `--trace-gc ${flags}`)).toEqual([]);
     // Another size chosen by the operator, or V8's underscore spelling, counts.
-    expect(missingNodeOptions(["--max-semi-space-size=8"], undefined)).toEqual([]);
-    expect(missingNodeOptions(["--max_semi_space_size=1"], undefined)).toEqual([]);
+    expect(missingNodeOptions(["--max-semi-space-size=8", "--max-old-space-size=1024"], undefined)).toEqual([]);
+    expect(missingNodeOptions(["--max_semi_space_size=1"], "--max_old_space_size=512")).toEqual([]);
   });
 });
