@@ -357,6 +357,11 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         // size and subnet (unless the request says otherwise). Answers once the image is made.
         const p = command.params;
         checkPlacement({ zone: p.zone, hostId: p.hostId, hostIds: p.hostIds }, host);
+        // ClientToken: a repeated request answers with the instances the first one made, before any image is made again.
+        const earlier = p.clientToken
+          ? [...registry.all()].filter((e) => e.record.clientToken === p.clientToken).sort((a, b) => a.record.launchIndex - b.record.launchIndex)
+          : [];
+        if (earlier.length) return { InstanceIdSet: earlier.map((e) => e.record.instanceId) };
         const source = registry.get(p.instanceId);
         if (!source) throw new ApiError("InvalidInstanceId.NotFound", `no such instance on this host: ${p.instanceId}`);
         if (p.dataDiskIds.length || deps.disks.attachedTo(p.instanceId).length) {

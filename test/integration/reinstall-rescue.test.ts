@@ -204,8 +204,13 @@ describe("reinstall, images from instances, clone, rescue and ISO", () => {
     expect(ready.serials.vda).toMatch(/^disk-/);
 
     expect((await refused(cvm.request("CloneInstance", { InstanceId: id, DataDiskIds: [] }))).code).toBe("UnsupportedOperation.InvalidDataDisk");
-    const clone = (await cvm.request("CloneInstance", { InstanceId: second, InstanceName: "clone", Placement: { Zone: "zone-1", HostId: agent.hostId } })) as { InstanceIdSet: string[] };
+    const cloneBody = { InstanceId: second, InstanceName: "clone", Placement: { Zone: "zone-1", HostId: agent.hostId }, ClientToken: "clone-once" };
+    const clone = (await cvm.request("CloneInstance", cloneBody)) as { InstanceIdSet: string[] };
     const cloneId = clone.InstanceIdSet[0]!;
+    // ClientToken: the same request again answers with the same instance and makes no second image.
+    const imagesBefore = (await client.DescribeImages({})).TotalCount;
+    expect(((await cvm.request("CloneInstance", cloneBody)) as { InstanceIdSet: string[] }).InstanceIdSet).toEqual([cloneId]);
+    expect((await client.DescribeImages({})).TotalCount).toBe(imagesBefore);
     await waitForState(client, cloneId, "RUNNING");
     await waitForSerial(log(cloneId), TINY_READY_PATTERN, { timeoutMs: 90_000 });
     const c = (await client.DescribeInstances({ InstanceIds: [cloneId] })).InstanceSet![0]!;
