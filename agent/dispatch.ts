@@ -9,8 +9,8 @@ import type { Dispatch } from "./api/server.js";
 import type { HostResource } from "./capacity.js";
 import { ApiError } from "./errors.js";
 import { toApiError } from "./api/error-map.js";
-import { dryRunStop } from "./core/errors.js";
-import { hostMatches, toHostItem, type HostIdentity } from "./host.js";
+import { DomainError, dryRunStop } from "./core/errors.js";
+import { hostMatches, toHostItem, type HostIdentity, type HostNameStore } from "./host.js";
 import type { ImageCatalog } from "./images/catalog.js";
 import type { ImageRecord } from "./images/model.js";
 import { imageFilterField, toCvmImage } from "./images/views.js";
@@ -37,6 +37,8 @@ export interface DispatcherDeps {
   images: ImageCatalog;
   registry: InstanceRegistry;
   identity: HostIdentity;
+  /** Keeps the host name ModifyHostsAttribute sets (agent/host.ts); identity.hostName follows it. */
+  hostNames?: Pick<HostNameStore, "save">;
   hostResource: () => HostResource;
   libvirtConnected: () => boolean;
   keyPairs: KeyPairStore;
@@ -271,6 +273,17 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
           ? [toHostItem({ identity, resource: deps.hostResource(), instanceIds: [...registry.all()].map((e) => e.record.instanceId), state })]
           : [];
         return { TotalCount: items.length, HostSet: items.slice(p.offset, p.offset + p.limit) };
+      }
+      case "ModifyHostsAttribute": {
+        const p = command.params;
+        const others = p.hostIds.filter((id) => id !== identity.hostId);
+        if (others.length) throw new DomainError("HostNotFound", `HostIds: ${others.join(", ")} ${others.length > 1 ? "are" : "is"} not this host (${identity.hostId})`);
+        if (p.hostName !== undefined && p.hostName !== identity.hostName) {
+          if (!deps.hostNames) throw new Error("ModifyHostsAttribute: no host name store is wired");
+          await deps.hostNames.save(p.hostName);
+          identity.hostName = p.hostName;
+        }
+        return {};
       }
       case "ImportKeyPair": {
         const p = command.params;

@@ -22,6 +22,8 @@ interface Cached {
   keys: readonly GuestKey[];
   /** The security groups the view was rendered with ("id=name" joined): a binding change renders anew. */
   groups: string;
+  /** The instance name rendered (ModifyInstancesAttribute renames without a new generation: nothing for the guest to apply). */
+  name: string;
   view: GuestView;
 }
 
@@ -74,7 +76,7 @@ export class GuestDocumentsService {
     const securityGroups = this.o.securityGroupsOf?.(record) ?? [];
     const groups = securityGroups.map((g) => `${g.id}=${g.name}`).join("\n");
     const cached = this.cache.get(record.instanceId);
-    if (cached && cached.generation === generation && cached.keys === keys && cached.groups === groups) return { docs: cached.view.docs, view: cached.view };
+    if (cached && cached.generation === generation && cached.keys === keys && cached.groups === groups && cached.name === record.instanceName) return { docs: cached.view.docs, view: cached.view };
     const windowsPassword = this.windowsPassword(record);
     const config = guestConfigOf({
       record,
@@ -104,7 +106,7 @@ export class GuestDocumentsService {
         }
       },
     };
-    this.cache.set(record.instanceId, { generation, keys, groups, view });
+    this.cache.set(record.instanceId, { generation, keys, groups, name: record.instanceName, view });
     return { docs, view };
   }
 

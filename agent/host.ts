@@ -1,5 +1,10 @@
-/** This host as the CVM API's HostItem (seed API §2.4), for DescribeHosts and reports. */
+/** This host as the CVM API's HostItem (seed API §2.4), for DescribeHosts and reports, and its name as an owner set it. */
+import { readFile } from "node:fs/promises";
+import { z } from "zod";
 import type { HostResource } from "./capacity.js";
+import { describeIssues } from "./core/records.js";
+import { writeFileAtomic } from "./util/atomic-file.js";
+import { setAside } from "./util/set-aside.js";
 
 export interface HostIdentity {
   hostId: string;
@@ -48,4 +53,44 @@ export function hostMatches(identity: HostIdentity, state: string, filters: Arra
     const get = HOST_FILTERS[f.Name];
     return !get || f.Values.includes(get(identity, state));
   });
+}
+
+/**
+ * The host's name as an owner set it (ModifyHostsAttribute HostName), kept in one small file of
+ * the data directory (written atomically) so that it holds across agent restarts; without one,
+ * DescribeHosts shows the machine's hostname.
+ */
+export class HostNameStore {
+  constructor(private readonly file: string) {}
+
+  /** The name saved, or undefined (none yet, or an unreadable file: set aside, with the reason). */
+  async load(onBad: (reason: string) => void): Promise<string | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.file, "utf8");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw error;
+    }
+    const parsed = hostFileSchema.safeParse(safeJson(text));
+    if (parsed.success) return parsed.data.hostName;
+    onBad(`not a host name file: ${describeIssues(parsed.error)}`);
+    await setAside(this.file).catch(() => undefined);
+    return undefined;
+  }
+
+  /** Saves the name (answered once it is on disk). */
+  save(hostName: string): Promise<void> {
+    return writeFileAtomic(this.file, `${JSON.stringify({ version: 1, hostName })}\n`, 0o600);
+  }
+}
+
+const hostFileSchema = z.object({ version: z.literal(1), hostName: z.string().min(1).max(60) }).passthrough();
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
 }

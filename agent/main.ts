@@ -38,7 +38,7 @@ import { GuestDocumentsService } from "./guests.js";
 import { KeyPairStore, keyPairsFile } from "./logins/keypairs.js";
 import { createMetadataServer, type MetadataServer } from "./metadata/server.js";
 import { ensureMetadataRedirect } from "../drivers/network/metadata-redirect.js";
-import type { HostIdentity } from "./host.js";
+import { HostNameStore, type HostIdentity } from "./host.js";
 import { PoolSet } from "./storage/pools.js";
 import { InventorySweep } from "./storage/inventory.js";
 import { createTask } from "node-cron";
@@ -97,6 +97,11 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     createdTime: isoSeconds(new Date()),
     hostType: "CDH_LIBVIRT",
   };
+  // The name an owner gave the host (ModifyHostsAttribute), kept across restarts.
+  const hostNames = new HostNameStore(join(config.dataDir, "host.json"));
+  identity.hostName =
+    (await hostNames.load((reason) => logger.warn({ file: join(config.dataDir, "host.json"), reason }, "host name file unreadable; set aside, the machine's hostname is shown"))) ??
+    identity.hostName;
 
   // Fault injection for the crash tests (fail_point): the agent kills itself at the named point.
   const checkpoint = (point: string) => {
@@ -310,6 +315,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     images,
     registry,
     identity,
+    hostNames,
     hostResource,
     keyPairs,
     disks,

@@ -5,8 +5,8 @@
  */
 import { addSecret } from "../../drivers/exec/sanitize.js";
 import { ApiError } from "../errors.js";
-import { parseDeleteImages, parseDescribeHosts, parseDescribeImages, parseImportImage } from "./schemas-images.js";
-import type { DeleteImagesParams, DescribeHostsParams, DescribeImagesParams, ImportImageParams } from "./schemas-images.js";
+import { parseDeleteImages, parseDescribeHosts, parseDescribeImages, parseImportImage, parseModifyHostsAttribute } from "./schemas-images.js";
+import type { DeleteImagesParams, DescribeHostsParams, DescribeImagesParams, ImportImageParams, ModifyHostsAttributeParams } from "./schemas-images.js";
 import {
   parseEnterRescueMode,
   parseExitRescueMode,
@@ -130,6 +130,7 @@ export type Command =
   | { action: "DescribeImages"; params: DescribeImagesParams }
   | { action: "DeleteImages"; params: DeleteImagesParams }
   | { action: "DescribeHosts"; params: DescribeHostsParams }
+  | { action: "ModifyHostsAttribute"; params: ModifyHostsAttributeParams }
   | { action: "ImportKeyPair"; params: ImportKeyPairParams }
   | { action: "CreateKeyPair"; params: CreateKeyPairParams }
   | { action: "DescribeKeyPairs"; params: DescribeKeyPairsParams }
@@ -192,6 +193,7 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DescribeImages: parseDescribeImages,
   DeleteImages: parseDeleteImages,
   DescribeHosts: parseDescribeHosts,
+  ModifyHostsAttribute: parseModifyHostsAttribute,
   ImportKeyPair: parseImportKeyPair,
   CreateKeyPair: parseCreateKeyPair,
   DescribeKeyPairs: parseDescribeKeyPairs,

@@ -6,6 +6,7 @@ import { z } from "zod";
 import { osTypeField, osVersionField } from "./schemas-os.js";
 import {
   boundedString,
+  defaultProjectOnly,
   fail,
   filterList,
   idList,
@@ -200,5 +201,38 @@ export function parseDescribeHosts(body: unknown): DescribeHostsParams {
   return { ...toPaging(r), filters: toFilters<HostFilterName>(r.Filters) };
 }
 
+/**
+ * ModifyHostsAttribute (reference/tencent-api-next.md §C.8): HostIds (this host's only) and
+ * HostName, kept across restarts. ProjectId may only restate the host's one project, 0.
+ * RenewFlag is the host's billing renewal, which a host agent has not: refused naming it.
+ */
+export interface ModifyHostsAttributeParams {
+  hostIds: string[];
+  hostName?: string;
+}
+
+const modifyHostsAttributeSchema = z
+  .object({
+    HostIds: idList("host"),
+    HostName: boundedString(60).optional(),
+    ProjectId: defaultProjectOnly().optional(),
+    ...unsupportedFields(["RenewFlag"]),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (v.HostName === undefined && v.ProjectId === undefined) fail(ctx, "MissingParameter", "names no attribute to change: give HostName", ["HostName"]);
+  });
+
+export function parseModifyHostsAttribute(body: unknown): ModifyHostsAttributeParams {
+  const r = parseWith(modifyHostsAttributeSchema, body);
+  return { hostIds: unique(r.HostIds), ...(r.HostName !== undefined ? { hostName: r.HostName } : {}) };
+}
+
 /** The request schemas of this file's actions, by action (test/unit/api/fields.test.ts walks every field). */
-export const IMAGE_REQUEST_SCHEMAS = { ImportImage: importImageSchema, DescribeImages: describeImagesSchema, DeleteImages: deleteImagesSchema, DescribeHosts: describeHostsSchema } as const;
+export const IMAGE_REQUEST_SCHEMAS = {
+  ImportImage: importImageSchema,
+  DescribeImages: describeImagesSchema,
+  DeleteImages: deleteImagesSchema,
+  DescribeHosts: describeHostsSchema,
+  ModifyHostsAttribute: modifyHostsAttributeSchema,
+} as const;

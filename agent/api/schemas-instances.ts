@@ -11,7 +11,26 @@ import { boundGroupList } from "./schemas-vpc.js";
 export type StopType = "SOFT" | "HARD" | "SOFT_FIRST";
 const STOP_TYPES = ["SOFT", "HARD", "SOFT_FIRST"] as const;
 
-export const INSTANCE_FILTER_NAMES = ["instance-id", "instance-name", "instance-state", "image-id", "host-id", "tag-key", "tag-value", "security-group-id"] as const;
+/** The CVM filters that mean something on one host (agent/instances/views.ts; README "DescribeInstances filters"). */
+export const INSTANCE_FILTER_NAMES = [
+  "instance-id",
+  "instance-name",
+  "instance-state",
+  "image-id",
+  "host-id",
+  "tag-key",
+  "tag-value",
+  "security-group-id",
+  "zone",
+  "project-id",
+  "vpc-id",
+  "subnet-id",
+  "uuid",
+  "instance-charge-type",
+  "private-ip-address",
+  "creation-start-time",
+  "creation-end-time",
+] as const;
 /** `tag:<key>`: the instances whose tag <key> has one of the values. */
 export const INSTANCE_FILTER_PREFIXES = ["tag:"] as const;
 export type InstanceFilterName = (typeof INSTANCE_FILTER_NAMES)[number] | `tag:${string}`;

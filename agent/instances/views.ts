@@ -1,4 +1,5 @@
 /** Instances as the CVM API shows them (Instance, InstanceStatus), with Describe's filters and paging. */
+import { DomainError } from "../core/errors.js";
 import type { InstanceState } from "../model.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
 
@@ -67,10 +68,37 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     HostName: r.hostName ?? r.instanceId,
     MacAddresses: r.nics.map((n) => n.mac),
     SecurityGroupIds: securityGroupsOf(entry, host),
+    // libvirt's default topology: one core per vCPU, one thread per core.
+    CpuTopology: { CoreCount: r.cpu, ThreadPerCore: 1 },
+    // No public network on a host: no public address, nothing sent to the internet.
+    InternetAccessible: { InternetChargeType: null, InternetMaxBandwidthOut: 0, PublicIpAssigned: false },
+    IPv6Addresses: null,
+    PublicIPv6Addresses: null,
+    EnableJumboFrame: false,
+    IsolatedSource: "NOTISOLATED",
+    StopChargingMode: "NOT_APPLICABLE",
+    // What cannot be true on one host (README "Instance fields"): billed with the host, no CAM,
+    // no HPC/RDMA/CDC/GPU, no placement groups, no custom metadata.
+    RenewFlag: null,
+    ExpiredTime: null,
+    CamRoleName: null,
+    HpcClusterId: null,
+    RdmaIpAddresses: null,
+    DedicatedClusterId: null,
+    DisasterRecoverGroupId: null,
+    DisasterRecoverGroupIds: null,
+    GPUInfo: null,
+    LicenseType: null,
+    Metadata: null,
+    PartitionNumber: null,
   };
 }
 
 const FILTERS: Record<string, (entry: InstanceEntry, state: InstanceState, host: HostView) => string> = {
+  zone: (_e, _s, h) => h.zone,
+  "project-id": () => "0",
+  uuid: (e) => e.record.uuid,
+  "instance-charge-type": () => "CDHPAID",
   "instance-id": (e) => e.record.instanceId,
   "instance-name": (e) => e.record.instanceName,
   "instance-state": (_e, s) => s,
@@ -94,6 +122,25 @@ function tagFilter(name: string, values: ReadonlySet<string>): ((entry: Instance
     return (e) => (e.record.tags ?? []).some((t) => t.key === key && values.has(t.value));
   }
   return undefined;
+}
+
+/**
+ * creation-start-time / creation-end-time (`YYYY-MM-DD hh:mm:ss`, UTC): the instances made at or
+ * after (at or before) one of the values; undefined for any other name.
+ */
+function creationFilter(name: string, values: readonly string[]): ((entry: InstanceEntry) => boolean) | undefined {
+  if (name !== "creation-start-time" && name !== "creation-end-time") return undefined;
+  const times = values.map((v) => {
+    const m = /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})$/.exec(v);
+    const t = m ? Date.parse(`${m[1]}T${m[2]}Z`) : NaN;
+    if (Number.isNaN(t)) throw new DomainError("BadValue", `Filters ${name}: ${JSON.stringify(v)} is not a time of the form YYYY-MM-DD hh:mm:ss`);
+    return t;
+  });
+  const after = name === "creation-start-time";
+  return (e) => {
+    const created = Date.parse(e.record.createdTime);
+    return times.some((t) => (after ? created >= t : created <= t));
+  };
 }
 
 /** Filters are ANDed; the values within one filter are ORed (seed API §2.4). */
@@ -123,13 +170,14 @@ export function selectInstances(options: {
       rows = rows.filter((r) => securityGroupsOf(r.entry, host).some((g) => wanted.has(g)));
       continue;
     }
-    const byTag = tagFilter(f.Name, new Set(f.Values));
+    const byTag = tagFilter(f.Name, new Set(f.Values)) ?? creationFilter(f.Name, f.Values);
     if (byTag) {
       rows = rows.filter((r) => byTag(r.entry));
       continue;
     }
     const get = FILTERS[f.Name];
-    if (!get) continue;
+    // The API edge refuses names it does not know (InvalidFilter): none reaches here unmatched.
+    if (!get) throw new Error(`DescribeInstances: no filter ${f.Name}`);
     const wanted = new Set(f.Values);
     rows = rows.filter((r) => wanted.has(get(r.entry, r.state, host)));
   }

@@ -74,6 +74,8 @@ const FIELDS = [
 /** Right values for the fields actions require, to build a valid body per action. */
 const GOOD: Readonly<Record<string, unknown>> = {
   InstanceId: "ins-abcd1234",
+  HostIds: ["host-abcd1234"],
+  HostName: "rack-7",
   InstanceIds: ["ins-abcd1234"],
   ImageId: "img-abcd1234",
   ImageIds: ["img-abcd1234"],

@@ -18,6 +18,7 @@ describe("parseCommand", () => {
       [
         "DeleteImages",
         "DescribeHosts",
+        "ModifyHostsAttribute",
         "DescribeImages",
         "DescribeInstances",
         "DescribeInstancesStatus",
@@ -97,7 +98,7 @@ describe("DescribeInstances", () => {
     expect(parse("DescribeInstances", { Filters: [{ Name: "instance-state", Values: ["RUNNING", "STOPPED"] }] })).toMatchObject({
       filters: [{ name: "instance-state", values: ["RUNNING", "STOPPED"] }],
     });
-    const r = refusal("DescribeInstances", { Filters: [{ Name: "zone", Values: ["x"] }] });
+    const r = refusal("DescribeInstances", { Filters: [{ Name: "dedicated-cluster-id", Values: ["x"] }] });
     expect(r.code).toBe("InvalidFilter");
     expect(r.message).toContain("`Filters.0.Name`");
     expect(refusal("DescribeInstances", { Filters: [{ Name: "image-id", Values: [] }] }).code).toBe("InvalidParameterValue");

@@ -206,6 +206,7 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
   DescribeImages: { ImageIds: "used", ...FILTERS },
   DeleteImages: { ImageIds: "used", DryRun: "used" },
   DescribeHosts: { ...FILTERS },
+  ModifyHostsAttribute: { HostIds: "checked", HostName: "used", ProjectId: "used", RenewFlag: { refuse: { RenewFlag: "NOTIFY_AND_AUTO_RENEW" } } },
   ImportKeyPair: {
     KeyName: "used",
     ProjectId: "used",
@@ -279,6 +280,7 @@ const BASE: Record<string, Record<string, unknown>> = {
   ImportImage: { Architecture: "x86_64", OsType: "Debian", OsVersion: "12", ImageUrl: "file:///var/tmp/image.raw", ImageName: "image" },
   ImportKeyPair: { KeyName: "key_1", ProjectId: 0, PublicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVzZXJAbGFwdG9wIGtleSBmb3IgdGVzdHMhIQ== user@laptop" },
   CreateKeyPair: { KeyName: "key_1", ProjectId: 0 },
+  ModifyHostsAttribute: { HostIds: ["host-abcd1234"], HostName: "rack-7" },
   CreateDisks: { DiskType: "LOCAL_BASIC", DiskSize: 10 },
   AttachDisks: { DiskIds: ["disk-abcd1234"], InstanceId: "ins-abcd1234" },
   DescribeDisks: {},
