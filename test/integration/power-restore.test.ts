@@ -9,6 +9,7 @@ import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { alive } from "../support/file-lock.js";
 import { freePort, importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { serialLogSize, waitForSerial, TINY_READY_PATTERN } from "../support/serial.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
@@ -38,15 +39,6 @@ class Controller {
   }
   close(): Promise<void> {
     return new Promise((r) => this.server.close(() => r()));
-  }
-}
-
-async function alive(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -88,7 +80,7 @@ describe("power across a host restart", () => {
     await execa("kill", ["-KILL", String(libvirtdPid)]);
     for (const pid of qemuPids) process.kill(pid, "SIGKILL");
     const deadline = Date.now() + 15_000;
-    while ((await Promise.all([libvirtdPid, ...qemuPids].map(alive))).some(Boolean)) {
+    while ([libvirtdPid, ...qemuPids].some(alive)) {
       if (Date.now() > deadline) throw new Error("libvirtd or QEMU still alive 15 s after SIGKILL");
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -1,23 +1,11 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { cvmCodeOf } from "../../../agent/api/error-map.js";
-import { DomainError } from "../../../agent/core/errors.js";
-import { ctx, IMAGE_ID, makeHarness, runRequest, until, type Harness } from "./harness.js";
+import { codeOf, ctx, IMAGE_ID, makeHarness, runRequest, until, type Harness } from "./harness.js";
 
 let h: Harness;
 
 afterEach(async () => {
   await h?.close();
 });
-
-async function codeOf(work: () => unknown): Promise<string> {
-  try {
-    await work();
-  } catch (error) {
-    if (error instanceof DomainError) return cvmCodeOf(error);
-    throw error;
-  }
-  throw new Error("the request was accepted");
-}
 
 const GiB = 1024 ** 3;
 /** What the pool has promised (disks and the instances' configuration files), GiB. */

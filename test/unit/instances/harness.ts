@@ -15,6 +15,7 @@ import { computeHostResource } from "../../../agent/capacity.js";
 import { Operations, type RequestContext } from "../../../agent/core/operations.js";
 import { DiskStore } from "../../../agent/disks/store.js";
 import { ApiError } from "../../../agent/errors.js";
+import { DomainError } from "../../../agent/core/errors.js";
 import type { ImageCatalog } from "../../../agent/images/catalog.js";
 import type { ImageRecord, UsableImage } from "../../../agent/images/model.js";
 import { createInstanceOperations, type InstanceOperations } from "../../../agent/instances/index.js";
@@ -183,6 +184,17 @@ export async function makeHarness(o: HarnessOptions = {}): Promise<Harness> {
 }
 
 export const ctx = (requestId = "req-test"): RequestContext => ({ requestId });
+
+/** The code the API answers a refused call with (the edge's error map); a call that succeeds, or any other error, fails the test. */
+export async function codeOf(work: () => unknown): Promise<string> {
+  try {
+    await work();
+  } catch (error) {
+    if (error instanceof ApiError || error instanceof DomainError) return cvmCodeOf(error);
+    throw error;
+  }
+  throw new Error("the request was accepted");
+}
 
 /** A RunInstances request for `count` instances of `cpu` vCPU and `memoryGiB` GiB. */
 export function runRequest(count = 1, cpu = 1, memoryGiB = 1) {
