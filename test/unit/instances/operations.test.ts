@@ -217,6 +217,25 @@ describe("recovery after a restart", () => {
     expect((await h.journal.readAll()).entries).toEqual([]);
   });
 
+  it("adopts many domains a few hundred at a time, each with its own record and state", async () => {
+    const id = await launchOne();
+    const { spec } = h.hv.peek(id)!;
+    const record = h.registry.get(id)!.record;
+    // 600 more domains, each a copy of the first under its own name and record, every other one shut off.
+    const ids = Array.from({ length: 600 }, (_, i) => `ins-m${String(i).padStart(7, "0")}`);
+    for (const [i, copy] of ids.entries()) {
+      await h.hv.defineDomain({ ...structuredClone(spec), name: copy, metadata: JSON.stringify({ ...record, instanceId: copy, instanceName: `many-${i}` }) });
+      if (i % 2 === 0) await h.hv.start(copy);
+    }
+    const reads = h.hv.count("getDomains");
+    h = await h.restart();
+    expect(h.hv.count("getDomains") - reads).toBe(3); // 250 + 250 + 101
+    expect(h.registry.size).toBe(601);
+    expect(stateOf(h, id)).toBe("RUNNING");
+    expect(ids.map((copy) => stateOf(h, copy))).toEqual(ids.map((_, i) => (i % 2 === 0 ? "RUNNING" : "STOPPED")));
+    expect(ids.map((copy) => h.registry.get(copy)!.record.instanceName)).toEqual(ids.map((_, i) => `many-${i}`));
+  });
+
   it("settles an operation a restart left OPERATING with no journal entry as FAILED, never OPERATING for ever", async () => {
     const id = await launchOne();
     const e = h.registry.get(id)!;
