@@ -188,3 +188,6 @@ export function parseDescribeBaseMetrics(body: unknown): DescribeBaseMetricsPara
     ...(p.Dimensions !== undefined ? { dimensions: p.Dimensions } : {}),
   };
 }
+
+/** The request schemas of this file's actions, by action (test/unit/api/fields.test.ts walks every field). */
+export const MONITOR_REQUEST_SCHEMAS = { GetMonitorData: getMonitorDataSchema, DescribeBaseMetrics: describeBaseMetricsSchema } as const;
