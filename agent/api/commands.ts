@@ -180,6 +180,10 @@ export type Action = Command["action"];
 
 type ParamsOf<A extends Action> = Extract<Command, { action: A }>["params"];
 
+/**
+ * A new action: its request schema goes into its file's *_REQUEST_SCHEMAS map and the fate of each
+ * of its fields into test/unit/api/fields.test.ts (nothing accepted and ignored; that test fails otherwise).
+ */
 const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   RunInstances: parseRunInstances,
   DescribeInstances: parseDescribeInstances,
