@@ -15,6 +15,8 @@
  * (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
  * (h) a change to a 100-rule security group bound to 50 NICs (one nft transaction) vs the same nft commands one process each
  * (k) ResetInstancesType of a stopped instance → STOPPED with the new size vs virsh setvcpus + setmaxmem + setmem --config
+ * (m) the monitor's collection of 200 paused instances: agent CPU per interval and VmRSS vs one virsh domstats --nowait
+ * (n) GetMonitorData of 10 instances × 1,440 points: p99 latency
  *
  * (a) and (f) also print where the agent's time went, step by step beside the baseline's
  * steps, from the agent's debug log (every command with its duration; see timeline.ts).
@@ -34,12 +36,13 @@ import { benchImport } from "./import.js";
 import { LIBVIRT_URI, run, virsh } from "./host.js";
 import { benchLaunch } from "./launch.js";
 import { benchMany, memoryLine } from "./many.js";
+import { benchMonitor } from "./monitor.js";
 import { benchMetadata } from "./metadata.js";
 import { benchResetType } from "./reset-type.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "k"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "k", "m", "n"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -61,6 +64,9 @@ function usage(): string {
      nft commands one process each (the per-rule way), in a table of the run's own
   k  ResetInstancesType of a stopped instance until DescribeInstances shows it STOPPED with the new size vs virsh setvcpus
      + setmaxmem + setmem --config on an equivalent stopped domain
+  m  monitor collection of 200 paused instances: the agent's CPU per 10 s interval (with its virsh) and VmRSS vs the CPU
+     of one virsh domstats --nowait of the same domains; the store's bytes on disk for a day of data
+  n  GetMonitorData, 10 instances × 1,440 points (store filled synthetically), Monitor SDK kept alive: p99 latency
   --agent-log-level  the agent's log level (default debug: every command with its duration, which (a) and (f) need
                      for their time lines; at info they print the figures without the time lines)
   --keep             keep the work directory (agent log, configs) after the run; domains are removed anyway`;
@@ -88,7 +94,7 @@ async function main(): Promise<number> {
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
-  const needLibvirt = only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("k");
+  const needLibvirt = only.has("m") || only.has("n") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("k");
   const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
   const agentJs = join(REPO, "dist", "agent", "cli.js");
   await preflight({ only, needLibvirt, tinyImage, agentJs });
@@ -168,6 +174,17 @@ async function main(): Promise<number> {
       if (only.has("k")) {
         log("bench: (k) ResetInstancesType of a stopped instance vs virsh setvcpus + setmaxmem + setmem --config");
         rows.push(...(await benchResetType({ agent, imageId, workDir: join(workDir, "k"), runs: 9, tracker, log })));
+      }
+      if (only.has("m") || only.has("n")) {
+        log("bench: (m, n) the monitor: collection of 200 paused instances vs one virsh domstats; GetMonitorData of 10 × 1,440 points");
+        const r = await benchMonitor({ agent, agentOptions, dataDir, imageId, want: { m: only.has("m"), n: only.has("n") }, total: 200, intervals: 6, workDir: join(workDir, "m"), tracker, log });
+        agent = r.agent;
+        rows.push(...r.rows);
+        if (only.has("m") && (only.has("b") || only.has("c"))) {
+          agent = await startAgent(agentOptions);
+          tracker.agent = agent;
+          tracker.stoppers.set("agent", () => agent.stop());
+        }
       }
       if (only.has("b") || only.has("c")) {
         log(`bench: (b, c) ${instances} instances: DescribeInstances vs virsh list --all; start-up recovery vs virsh reading them; agent memory`);

@@ -5,24 +5,14 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { parseCommand } from "../../../agent/api/commands.js";
 import { formatMonitorTime, parseMonitorTime, resolveWindow, type GetMonitorDataParams } from "../../../agent/api/schemas-monitor.js";
 import { apiVersionOf } from "../../../agent/api/server.js";
-import { ApiError } from "../../../agent/errors.js";
 import { METRIC_COUNT, METRIC_INDEX } from "../../../agent/monitor/metrics.js";
 import { SeriesStore } from "../../../agent/monitor/store.js";
 import { describeBaseMetrics, getMonitorData } from "../../../agent/monitor/views.js";
+import { refusal } from "../../support/parse.js";
 
 const ID = "ins-aaaaaaaa";
 const inst = (id = ID) => ({ Dimensions: [{ Name: "InstanceId", Value: id }] });
 const body = (over: Record<string, unknown> = {}) => ({ Namespace: "QCE/CVM", MetricName: "CPUUsage", Instances: [inst()], ...over });
-
-function refusal(action: string, b: unknown): { code: string; message: string } {
-  try {
-    parseCommand(action, b);
-  } catch (e) {
-    if (e instanceof ApiError) return { code: e.code, message: e.message };
-    throw e;
-  }
-  throw new Error("not refused");
-}
 
 function gmd(b: unknown): GetMonitorDataParams {
   const c = parseCommand("GetMonitorData", b);
