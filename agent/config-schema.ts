@@ -240,6 +240,12 @@ export const configSchema = z
       "86400": z.number().positive().max(3660).optional(),
     }).strict().default({})
       .describe('days each monitor period is kept, JSON object {"10":1,"60":15,"300":31,"3600":93,"86400":186} (those are the defaults; a period left out keeps its default)'),
+    /** Listen address of the Prometheus /metrics endpoint; "" = off. */
+    metrics_listen: z.string().default("127.0.0.1:9178")
+      .describe("address of the Prometheus /metrics endpoint, host:port or [ipv6]:port; empty = no endpoint"),
+    /** Alarm rules of the host (agent/metrics/alarms.ts), until the controller sets its own (ModifyAlarmPolicies). */
+    alarm_rules: z.string().default("")
+      .describe("alarm rules METRIC>THRESHOLD[:SAMPLES], comma-separated, e.g. CPUUsage>90:3,MemUsage>=95:2 (operators > >= < <=; SAMPLES consecutive samples to fire and to resolve, default 1); empty = none; ModifyAlarmPolicies replaces them"),
     /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
     fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
       .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),

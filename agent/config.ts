@@ -15,6 +15,7 @@ import { validate as validateCron } from "node-cron";
 import { z } from "zod";
 import { intToIp, ipToInt, isIpv4, parseCidr, type Subnet } from "./network/subnets.js";
 import { isLoopbackHost } from "./api/tls.js";
+import { parseAlarmRules, type AlarmRule } from "./metrics/alarms.js";
 import { CONFIG_KEYS, configSchema, DEFAULT_CONFIG_FILE, ENV_PREFIX, envVarName, type ConfigKey } from "./config-schema.js";
 
 export { CONFIG_KEYS, configSchema, DEFAULT_CONFIG_FILE, ENV_PREFIX, envVarName, type ConfigKey };
@@ -62,6 +63,9 @@ export interface AgentConfig {
   readonly reconcileIntervalS: number;
   /** The monitor (agent/monitor): sample interval, series directory, days kept per period. */
   readonly monitorIntervalS: number;
+  /** Prometheus /metrics listener; undefined = off (metrics_listen ""). */
+  readonly metricsListen: { readonly host: string; readonly port: number } | undefined;
+  readonly alarmRules: readonly AlarmRule[];
   readonly monitorDir: string;
   readonly monitorRetentionDays: Readonly<Partial<Record<"10" | "60" | "300" | "3600" | "86400", number>>>;
   readonly libvirtProbeIntervalS: number;
@@ -307,6 +311,10 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
   const at = (key: ConfigKey) => sources[key] ?? "default";
 
   // 4. Checks that need more than one key or more than a schema.
+  const metricsListen = cfg.metrics_listen === "" ? undefined : parseListen(cfg.metrics_listen);
+  if (typeof metricsListen === "string") problems.push({ key: "metrics_listen", source: at("metrics_listen"), message: metricsListen });
+  const alarmRules = parseAlarmRules(cfg.alarm_rules);
+  if (typeof alarmRules === "string") problems.push({ key: "alarm_rules", source: at("alarm_rules"), message: alarmRules });
   const listen = parseListen(cfg.api_listen);
   if (typeof listen === "string") problems.push({ key: "api_listen", source: at("api_listen"), message: listen });
   if ((cfg.api_tls_cert === undefined) !== (cfg.api_tls_key === undefined)) {
@@ -477,6 +485,8 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     hotplugMemorySlots: cfg.hotplug_memory_slots,
     reconcileIntervalS: cfg.reconcile_interval_s,
     monitorIntervalS: cfg.monitor_interval_s,
+    metricsListen: typeof metricsListen === "string" ? undefined : metricsListen,
+    alarmRules: typeof alarmRules === "string" ? [] : alarmRules,
     monitorDir: cfg.monitor_dir === "" ? join(cfg.data_dir, "monitor") : cfg.monitor_dir,
     monitorRetentionDays: cfg.monitor_retention_days,
     libvirtProbeIntervalS: cfg.libvirt_probe_interval_s,

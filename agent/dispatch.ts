@@ -30,6 +30,8 @@ import type { SecurityGroupService } from "./network/security-groups/service.js"
 import { checkPlacement } from "./api/placement.js";
 import { resolveWindow } from "./api/schemas-monitor.js";
 import type { MonitorReader } from "./monitor/monitor.js";
+import type { AlarmService } from "./metrics/alarm-service.js";
+import type { DiagnosticsService } from "./metrics/diagnostics.js";
 import { describeBaseMetrics, getMonitorData } from "./monitor/views.js";
 
 export interface DispatcherDeps {
@@ -49,6 +51,9 @@ export interface DispatcherDeps {
   securityGroups: SecurityGroupService;
   /** The host monitor's series (GetMonitorData); Date.now() seconds by default as its clock. */
   monitor: Pick<MonitorReader, "query">;
+  /** Alarms and the self-check (agent/metrics); absent, their actions answer UnsupportedOperation. */
+  alarms?: AlarmService;
+  diagnostics?: DiagnosticsService;
   nowS?: () => number;
   paths: DataPaths;
   /** ISO limits (InstanceAttachISO). */
@@ -548,6 +553,23 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       }
       case "DescribeBaseMetrics":
         return describeBaseMetrics(command.params);
+      case "ModifyAlarmPolicies":
+        if (!deps.alarms) throw new ApiError("UnsupportedOperation", "alarms are not served by this agent");
+        deps.alarms.setPolicies(command.params.rules);
+        return {};
+      case "DescribeAlarmPolicies":
+        if (!deps.alarms) throw new ApiError("UnsupportedOperation", "alarms are not served by this agent");
+        return deps.alarms.describe();
+      case "CreateInstanceDiagnosticReports": {
+        if (!deps.diagnostics) throw new ApiError("UnsupportedOperation", "the self-check is not served by this agent");
+        const reports = await deps.diagnostics.create(command.params.instanceIds);
+        return { ReportIds: reports.map((r) => r.ReportId), DiagnosticReportSet: reports };
+      }
+      case "DescribeInstanceDiagnosticReports": {
+        if (!deps.diagnostics) throw new ApiError("UnsupportedOperation", "the self-check is not served by this agent");
+        const set = deps.diagnostics.describe(command.params);
+        return { TotalCount: set.length, DiagnosticReportSet: set };
+      }
       default: {
         const unreachable: never = command;
         throw new ApiError("InvalidAction", `action ${(unreachable as { action: string }).action} is not handled`);

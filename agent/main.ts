@@ -54,6 +54,11 @@ import { migrateNicDefinitions } from "./network/nic-migration.js";
 import { HostMonitor } from "./monitor/monitor.js";
 import { PERIODS, type Period } from "./monitor/metrics.js";
 import { SeriesStore } from "./monitor/store.js";
+import { AgentMetrics, startMetricsServer } from "./metrics/prom.js";
+import { AlarmService } from "./metrics/alarm-service.js";
+import type { AlarmEvent } from "./metrics/alarms.js";
+import { DiagnosticsService } from "./metrics/diagnostics.js";
+import { isAction } from "./api/commands.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -175,7 +180,16 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     // Read once the store is loaded (below, before recovery and the metadata server).
     securityGroupsOf: (record) => namedGroupsOf(sgStore.state, record),
   });
-  const ops = new Operations({ registry, records: hypervisor, codeOf: cvmCodeOf, logger: logger.child({ component: "instances" }) });
+  // Prometheus and the self-check (agent/metrics), made once the monitor runs; the hooks below read them late.
+  let metrics: AgentMetrics | undefined;
+  let diagnostics: DiagnosticsService | undefined;
+  const ops = new Operations({
+    registry,
+    records: hypervisor,
+    codeOf: cvmCodeOf,
+    logger: logger.child({ component: "instances" }),
+    onFinished: (action, outcome) => metrics?.onOperation(action, outcome),
+  });
   // Security groups and anti-spoofing: the agent's nftables tables (README "Security groups: enforcement").
   await ensureBridgeNetfilter({ runner });
   const firewall = new NftFirewall({ runner, table: config.firewallNftTable, metadataPort: config.metadataPort, logger: logger.child({ component: "firewall" }) });
@@ -257,6 +271,10 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       ? { qemuWatch: new QemuWatch({ registry, logger: logger.child({ component: "qemu-watch" }), pidFile: (domain) => `/run/libvirt/qemu/${domain}.pid` }) }
       : {}),
     onOffWithoutOperation: (id) => instances.intents.offWithoutOperation(id),
+    onEvent: (event) => {
+      metrics?.onEvent(event.at);
+      diagnostics?.onEvent(event);
+    },
   });
 
   await images.load();
@@ -305,9 +323,53 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   }, 30_000);
   measureTimer.unref();
   await guests.warm();
-  const metadata = await startMetadata({ config, runner, guests, logger });
+  const metadata = await startMetadata({ config, runner, guests, logger, onAnswered: (target, status) => metrics?.onMetadataRequest(target, status) });
 
   const monitor = startMonitor({ config, runner, registry, logger });
+  let reporter: Reporter | undefined;
+  const alarms = new AlarmService({
+    monitor: monitor.reader,
+    configRules: config.alarmRules,
+    file: join(config.dataDir, "alarm-policies.json"),
+    onEvent: (e) => metrics?.onAlarm(e),
+    wantReport: () => reporter?.trigger("alarm"),
+    logger: logger.child({ component: "alarms" }),
+  });
+  diagnostics = new DiagnosticsService({
+    monitor: monitor.reader,
+    intervalMs: config.monitorIntervalS * 1000,
+    stateOf: (id) => {
+      const entry = registry.get(id);
+      return entry ? registry.stateOf(entry) : undefined;
+    },
+    consoleLogPath: (id) => paths.consoleLog(id),
+    runner,
+    uri: config.libvirtUri,
+  });
+  metrics = new AgentMetrics({
+    monitor: monitor.reader,
+    isAction,
+    journalDir: paths.journalDir,
+    reporter: () => reporter?.stats() ?? { built: 0, sent: 0, failedAttempts: 0, superseded: 0, lastSentSequence: null, lastError: null },
+    alarmsFiring: () => alarms.engine.firing().length,
+    host: () => {
+      let cpu = 0;
+      let memoryGiB = 0;
+      for (const e of registry.all()) {
+        if (e.launchFailed) continue;
+        cpu += e.record.cpu;
+        memoryGiB += e.record.memoryGiB;
+      }
+      const usage = storage.usage();
+      return {
+        resource: hostResource(),
+        committed: { cpu, memoryGiB, diskGiB: usage.reduce((a, u) => a + u.promisedBytes, 0) / 1024 ** 3 },
+        diskUsedGiB: usage.reduce((a, u) => a + u.usedBytes, 0) / 1024 ** 3,
+      };
+    },
+  });
+  const metricsServer = config.metricsListen ? await startMetricsServer(metrics, config.metricsListen) : undefined;
+  if (metricsServer) logger.info({ listen: `${config.metricsListen!.host}:${metricsServer.port}` }, "Prometheus metrics at /metrics");
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
   for (const c of credentials) addSecret(c.secretKey); // scrubbed from every log line (sanitize.ts)
   const dispatch = createDispatcher({
@@ -323,6 +385,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     snapshots,
     securityGroups,
     monitor: monitor.reader,
+    alarms,
+    diagnostics,
     paths,
     maxIsoBytes: config.maxImageBytes,
     downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
@@ -333,6 +397,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     credentials,
     dispatch,
     logger: logger.child({ component: "api" }),
+    onAnswered: (action, code, durationMs) => metrics?.onApiRequest(action, code, durationMs),
     ...(config.apiTls ? { tls: config.apiTls } : {}),
     limits: {
       maxConnections: config.apiMaxConnections,
@@ -353,7 +418,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   process.on("SIGHUP", onHangup);
   logger.info({ listen: `${config.apiListen.host}:${port}`, virtType }, "cdh-agent is serving");
 
-  const reporter = new Reporter({
+  reporter = new Reporter({
     controllerUrl: config.controllerUrl,
     schedule: config.reportSchedule,
     timeoutMs: config.reportTimeoutMs,
@@ -375,16 +440,20 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
         ImageCacheBytes: u.cacheBytes,
       })),
       ...(instances.powerRestore.lastResult() ? { PowerRestore: powerRestoreView(instances.powerRestore.lastResult()!) } : {}),
+      // Alarm events not yet delivered (README "Alarms"); dropped once a report carrying them got through.
+      ...(alarms.forReport().length ? { Alarms: alarms.forReport().map((e) => ({ ...e })) } : {}),
       Orphans: [
         ...inventory.lastResult().quarantined.map((o) => ({ Kind: o.kind, Name: o.name, FoundAt: o.foundAt, DeleteAfter: o.deleteAfter })),
         ...inventory.lastResult().firewallStrays.map((name) => ({ Kind: "firewall", Name: name })),
       ],
     }),
+    onDelivered: (report) => alarms.delivered(report.Alarms as AlarmEvent[] | undefined),
   });
-  registry.subscribe((reason) => reporter.trigger(reason));
+  const reporterNow = reporter;
+  registry.subscribe((reason) => reporterNow.trigger(reason));
   reporter.start();
   void powerRestored.then((r) => {
-    if (r.restarted.length) reporter.trigger(`power restore: ${r.restarted.filter((x) => x.result === "SUCCESS").length} of ${r.restarted.length} instances started again`);
+    if (r.restarted.length) reporterNow.trigger(`power restore: ${r.restarted.filter((x) => x.result === "SUCCESS").length} of ${r.restarted.length} instances started again`);
   });
 
   return {
@@ -393,9 +462,12 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     instances,
     images,
     async close() {
-      reporter.stop();
+      reporterNow.stop();
       sync.stop();
       clearInterval(measureTimer);
+      alarms.stop();
+      diagnostics?.stop();
+      await metricsServer?.close();
       await monitor.stop();
       void inventoryTask.stop();
       await images.stop();
@@ -456,7 +528,13 @@ function startMonitor(o: { config: AgentConfig; runner: CommandRunner; registry:
  * that brings guests' 169.254.169.254:80 and 169.254.0.23:80 there. Without nftables
  * guests still have their config drive; the agent says so and goes on.
  */
-async function startMetadata(o: { config: AgentConfig; runner: CommandRunner; guests: GuestDocumentsService; logger: Logger }): Promise<MetadataServer | undefined> {
+async function startMetadata(o: {
+  config: AgentConfig;
+  runner: CommandRunner;
+  guests: GuestDocumentsService;
+  logger: Logger;
+  onAnswered?: (target: string, status: number) => void;
+}): Promise<MetadataServer | undefined> {
   const { config, logger } = o;
   const server = createMetadataServer({
     listen: config.subnets.map((s) => ({ host: s.gateway, port: config.metadataPort })),
@@ -466,6 +544,7 @@ async function startMetadata(o: { config: AgentConfig; runner: CommandRunner; gu
     maxConnections: config.metadataMaxConnections,
     maxConnectionsPerSource: config.metadataMaxConnectionsPerSource,
     maxTokens: config.metadataMaxTokens,
+    ...(o.onAnswered ? { onAnswered: o.onAnswered } : {}),
   });
   try {
     await server.listen();

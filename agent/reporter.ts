@@ -21,6 +21,8 @@ export interface ReportPayload {
   Orphans?: Array<Record<string, unknown>>;
   /** The start-up power restore of this epoch: which instances were started again and why (power-restore.ts). */
   PowerRestore?: Record<string, unknown>;
+  /** Alarm events not yet delivered (agent/metrics/alarms.ts AlarmEvent), oldest first. */
+  Alarms?: Array<Record<string, unknown>>;
 }
 
 export interface Report extends ReportPayload {
@@ -67,6 +69,8 @@ export interface ReporterOptions {
   backoff?: BackoffOptions;
   /** Jitter source in [0, 1); default Math.random. */
   random?: () => number;
+  /** Called with each report the controller accepted (or that was logged, without a controller). */
+  onDelivered?: (report: Report) => void;
 }
 
 export interface ReporterStats {
@@ -240,6 +244,7 @@ export class Reporter {
       this.counters.sent += 1;
       this.counters.lastSentSequence = report.Sequence;
       this.counters.lastError = null;
+      this.opts.onDelivered?.(report);
       this.pump();
       return;
     }

@@ -107,6 +107,15 @@ import type {
 
 import { parseDescribeBaseMetrics, parseGetMonitorData } from "./schemas-monitor.js";
 import type { DescribeBaseMetricsParams, GetMonitorDataParams } from "./schemas-monitor.js";
+import {
+  parseCreateInstanceDiagnosticReports,
+  parseDescribeAlarmPolicies,
+  parseDescribeInstanceDiagnosticReports,
+  parseModifyAlarmPolicies,
+  type CreateDiagnosticReportsParams,
+  type DescribeDiagnosticReportsParams,
+  type ModifyAlarmPoliciesParams,
+} from "./schemas-monitor-ops.js";
 
 export type * from "./schemas-vpc.js";
 export type * from "./schemas-images.js";
@@ -174,7 +183,12 @@ export type Command =
   | { action: "DisassociateSecurityGroups"; params: SecurityGroupBindingParams }
   // Monitor 2018-07-24 (X-TC-Version 2018-07-24; server.ts MONITOR_ACTIONS)
   | { action: "GetMonitorData"; params: GetMonitorDataParams }
-  | { action: "DescribeBaseMetrics"; params: DescribeBaseMetricsParams };
+  | { action: "DescribeBaseMetrics"; params: DescribeBaseMetricsParams }
+  // This agent's extensions (schemas-monitor-ops.ts): alarms and the instance self-check
+  | { action: "ModifyAlarmPolicies"; params: ModifyAlarmPoliciesParams }
+  | { action: "DescribeAlarmPolicies"; params: Record<string, never> }
+  | { action: "CreateInstanceDiagnosticReports"; params: CreateDiagnosticReportsParams }
+  | { action: "DescribeInstanceDiagnosticReports"; params: DescribeDiagnosticReportsParams };
 
 export type Action = Command["action"];
 
@@ -239,6 +253,10 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DisassociateSecurityGroups: parseDisassociateSecurityGroups,
   GetMonitorData: parseGetMonitorData,
   DescribeBaseMetrics: parseDescribeBaseMetrics,
+  ModifyAlarmPolicies: parseModifyAlarmPolicies,
+  DescribeAlarmPolicies: parseDescribeAlarmPolicies,
+  CreateInstanceDiagnosticReports: parseCreateInstanceDiagnosticReports,
+  DescribeInstanceDiagnosticReports: parseDescribeInstanceDiagnosticReports,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

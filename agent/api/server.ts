@@ -111,6 +111,8 @@ export interface ApiServerOptions {
   maxSkewSeconds?: number;
   /** Clock, seconds since the epoch. Default Date.now()/1000. */
   now?: () => number;
+  /** Called once per answered request (Prometheus: agent/metrics/prom.ts). */
+  onAnswered?: (action: string | undefined, code: string, durationMs: number) => void;
 }
 
 export interface ApiServer {
@@ -332,6 +334,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
           return;
         }
         send(res, req, outcome, requestId);
+        options.onAnswered?.(note.action, outcome.code ?? "Success", durationMs);
         logger.info(
           {
             requestId,

@@ -44,6 +44,8 @@ export class Operations {
       /** The code LatestOperation shows for an error (the API edge's table: agent/api/error-map.ts). */
       codeOf: (error: unknown) => string;
       logger: Logger;
+      /** Called when an operation ends (Prometheus: operations by kind and outcome). */
+      onFinished?: (action: string, outcome: "SUCCESS" | "FAILED") => void;
     },
   ) {}
 
@@ -92,6 +94,7 @@ export class Operations {
     entry.record.latestOperation = error ? this.failedOperation(action, ctx, error) : { action, state: "SUCCESS", requestId: ctx.requestId };
     this.o.registry.setTransition(entry.record.instanceId, undefined);
     this.o.registry.touched(entry.record.instanceId, `${action} ${entry.record.latestOperation.state}`);
+    this.o.onFinished?.(action, error ? "FAILED" : "SUCCESS");
     return entry.launchFailed ? Promise.resolve() : this.saveRecord(entry);
   }
 

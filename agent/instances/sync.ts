@@ -42,6 +42,8 @@ export class InstanceSync {
       qemuWatch?: QemuWatch;
       /** A domain went off (Stopped, Crashed) with no agent operation under way (PowerIntents.offWithoutOperation). */
       onOffWithoutOperation?: (instanceId: string) => void;
+      /** Sees every domain event first (the self-check's history, the event lag metric). */
+      onEvent?: (event: DomainEvent) => void;
     },
   ) {}
 
@@ -100,6 +102,7 @@ export class InstanceSync {
   handleEvent(event: DomainEvent): void {
     const { registry } = this.o;
     if (!registry.has(event.domain)) return;
+    this.o.onEvent?.(event);
     if (event.kind === "reboot") {
       registry.noteReboot(event.domain);
       return;

@@ -62,6 +62,8 @@ export interface MetadataServerOptions {
   maxConnectionsPerSource?: number;
   /** Live IMDSv2 tokens, all guests together; past it a token PUT gets 503. Default DEFAULT_MAX_TOKENS. */
   maxTokens?: number;
+  /** Called once per answered request (Prometheus: requests by tree and status). */
+  onAnswered?: (target: string, status: number) => void;
 }
 
 export interface MetadataServer {
@@ -256,7 +258,14 @@ export function createMetadataServer(options: MetadataServerOptions): MetadataSe
   const newServer = (): Http1Server<Peer> =>
     new Http1Server<Peer>({
       connect,
-      handle,
+      handle: options.onAnswered
+        ? (req, peer) => {
+            const answer = handle(req, peer);
+            // The status line is "HTTP/1.1 NNN …": the code is bytes 9..12 of the head.
+            options.onAnswered!(req.target, Number(answer.head.toString("latin1", 9, 12)));
+            return answer;
+          }
+        : handle,
       limits: {
         maxHeaderBytes: MAX_HEADER_BYTES,
         maxBodyBytes: MAX_BODY_BYTES,

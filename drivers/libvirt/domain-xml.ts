@@ -128,6 +128,8 @@ function buildDevices(spec: DomainSpec): XmlNode {
   }
   devices.memballoon = el({ model: "virtio" }, { stats: el({ period: 10 }) });
   devices.rng = el({ model: "virtio" }, { backend: el({ model: "random" }, "/dev/urandom") });
+  // pvpanic (ISA): a guest kernel panic reaches libvirt as a Crashed event (the self-check's KERNEL_PANIC).
+  devices.panic = el({ model: "isa" });
   return devices;
 }
 

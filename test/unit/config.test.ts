@@ -62,6 +62,8 @@ describe("loadConfig", () => {
       hotplugMemorySlots: 8,
       reconcileIntervalS: 60,
       monitorIntervalS: 10,
+      metricsListen: { host: "127.0.0.1", port: 9178 },
+      alarmRules: [],
       monitorDir: "/var/lib/cdh-agent/monitor",
       monitorRetentionDays: {},
       libvirtProbeIntervalS: 5,

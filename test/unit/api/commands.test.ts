@@ -68,6 +68,11 @@ describe("parseCommand", () => {
         "DescribeSecurityGroupLimits",
         "AssociateSecurityGroups",
         "DisassociateSecurityGroups",
+        // This agent's extensions: alarms and the self-check (agent/api/schemas-monitor-ops.ts)
+        "ModifyAlarmPolicies",
+        "DescribeAlarmPolicies",
+        "CreateInstanceDiagnosticReports",
+        "DescribeInstanceDiagnosticReports",
       ].sort(),
     );
   });

@@ -24,6 +24,7 @@ import { IMAGE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-images.js";
 import { INSTANCE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-instances.js";
 import { LOGIN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-logins.js";
 import { MONITOR_REQUEST_SCHEMAS } from "../../../agent/api/schemas-monitor.js";
+import { MONITOR_OPS_REQUEST_SCHEMAS } from "../../../agent/api/schemas-monitor-ops.js";
 import { RETYPE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-retype.js";
 import { RUN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-run.js";
 import { refusal } from "../../support/parse.js";
@@ -38,6 +39,7 @@ const SCHEMAS: Record<string, z.ZodTypeAny> = {
   ...DISK_REQUEST_SCHEMAS,
   ...RETYPE_REQUEST_SCHEMAS,
   ...MONITOR_REQUEST_SCHEMAS,
+  ...MONITOR_OPS_REQUEST_SCHEMAS,
 };
 
 /** The actions whose schemas are the security groups' (agent/api/schemas-vpc.ts, issue 10 parts 1–2), walked there. */
@@ -302,6 +304,11 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
     SpecifyStatistics: "used",
   },
   DescribeBaseMetrics: { Namespace: "checked", MetricName: "used", Dimensions: "used" },
+  // This agent's extensions (agent/metrics): alarms and the instance self-check.
+  ModifyAlarmPolicies: { "Policies[].MetricName": "used", "Policies[].Operator": "used", "Policies[].Threshold": "used", "Policies[].ContinuePeriod": "used" },
+  DescribeAlarmPolicies: {},
+  CreateInstanceDiagnosticReports: { InstanceIds: "used" },
+  DescribeInstanceDiagnosticReports: { InstanceIds: "used", ReportIds: "used" },
 };
 
 /** A body each action takes, into which a refused sample is merged. */
