@@ -87,7 +87,7 @@ export async function benchResetType(o: { agent: Agent; imageId: string; workDir
     await removeDomain(name);
     tracker.domains.delete(name);
   }
-  const boot = await bootCost({ agent, id, workDir: o.workDir, runs: 3, tracker, log: o.log });
+  const boot = await bootCost({ agent, id, workDir: o.workDir, runs: 5, tracker, log: o.log });
   return [
     boot,
     ratioRow({
