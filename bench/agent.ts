@@ -29,6 +29,8 @@ export const BENCH_BRIDGE = "cdhbbr0";
 export const BENCH_CIDR = { base: "10.210.0.0", prefixLength: 21 };
 const BENCH_SUBNETS = [{ subnet_id: "subnet-default", vpc_id: "vpc-default", network: BENCH_NETWORK, bridge: BENCH_BRIDGE, cidr: `${BENCH_CIDR.base}/${BENCH_CIDR.prefixLength}` }];
 export const HOST_ID = "host-cdhbench";
+/** The bench agent's firewall tables (inet and bridge), config firewall_nft_table. */
+export const BENCH_FIREWALL_TABLE = "cdhtest_filter";
 
 /** The SDK client of the integration tests, with the bench's credentials (the SDK's defaults: a new connection per call). */
 export function sdkClient(port: number): CvmClient {
@@ -88,7 +90,7 @@ export async function startAgent(options: AgentOptions): Promise<Agent> {
     CDH_AGENT_SUBNETS: JSON.stringify(BENCH_SUBNETS),
     // Not the agent's default tables (cdh_metadata, cdh_filter), as for the test agents.
     CDH_AGENT_METADATA_NFT_TABLE: "cdhtest_metadata",
-    CDH_AGENT_FIREWALL_NFT_TABLE: "cdhtest_filter",
+    CDH_AGENT_FIREWALL_NFT_TABLE: BENCH_FIREWALL_TABLE,
     CDH_AGENT_LOG_LEVEL: "info",
     CDH_AGENT_CONTROLLER_URL: "",
     ...options.env,

@@ -14,6 +14,7 @@
  * (f) ImportImage 1 GiB raw → NORMAL vs qemu-img convert -f raw -O qcow2 alone
  * (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
  * (h) a change to a 100-rule security group bound to 50 NICs (one nft transaction) vs the same nft commands one process each
+ * (i) TCP throughput between two tiny guests, a 100-rule group on each NIC vs no agent table at all
  * (k) ResetInstancesType of a stopped instance → STOPPED with the new size vs virsh setvcpus + setmaxmem + setmem --config
  * (m) the monitor's collection of 200 paused instances: agent CPU per interval and VmRSS vs one virsh domstats --nowait
  * (n) GetMonitorData of 10 instances × 1,440 points: p99 latency
@@ -28,9 +29,10 @@ import { access, chmod, mkdir, mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { BENCH_NETWORK, importImage, rssBytes, startAgent, type AgentOptions } from "./agent.js";
+import { BENCH_FIREWALL_TABLE, BENCH_NETWORK, importImage, rssBytes, startAgent, type AgentOptions } from "./agent.js";
 import { benchConfigDrive } from "./config-drive.js";
 import { benchFirewall } from "./firewall.js";
+import { benchGuestThroughput } from "./guest-throughput.js";
 import { benchBigDisks } from "./big-disks.js";
 import { benchImport } from "./import.js";
 import { LIBVIRT_URI, run, virsh } from "./host.js";
@@ -42,7 +44,7 @@ import { benchResetType } from "./reset-type.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "k", "m", "n"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "k", "m", "n"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -62,6 +64,8 @@ function usage(): string {
      (its own agent on a sparse 400 GiB ext4 loop filesystem: the host's / has too little free for 250 GB of promises)
   h  a change to a 100-rule security group bound to 50 NICs applied by the agent's firewall (one nft transaction) vs the same
      nft commands one process each (the per-rule way), in a table of the run's own
+  i  TCP throughput between two tiny guests with a 100-rule group (100 inbound, 100 outbound) on each NIC vs the same
+     guests with the agent's firewall tables deleted (rebuilt by the agent after each baseline run)
   k  ResetInstancesType of a stopped instance until DescribeInstances shows it STOPPED with the new size vs virsh setvcpus
      + setmaxmem + setmem --config on an equivalent stopped domain
   m  monitor collection of 200 paused instances: the agent's CPU per 10 s interval (with its virsh) and VmRSS vs the CPU
@@ -94,7 +98,7 @@ async function main(): Promise<number> {
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
-  const needLibvirt = only.has("m") || only.has("n") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("k");
+  const needLibvirt = only.has("m") || only.has("n") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("i") || only.has("k");
   const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
   const agentJs = join(REPO, "dist", "agent", "cli.js");
   await preflight({ only, needLibvirt, tinyImage, agentJs });
@@ -170,6 +174,10 @@ async function main(): Promise<number> {
       if (only.has("a")) {
         log("bench: (a) RunInstances → RUNNING vs qemu-img + virsh define + virsh start");
         rows.push(...(await benchLaunch({ agent, dataDir, imageId, workDir: join(workDir, "a"), runs: 5, agentLog: agentOptions.logFile, tracker, log })));
+      }
+      if (only.has("i")) {
+        log("bench: (i) TCP throughput between two tiny guests: 100-rule groups on both NICs vs no agent table");
+        rows.push(...(await benchGuestThroughput({ agent, dataDir, imageId, table: BENCH_FIREWALL_TABLE, runs: 3, tracker, log })));
       }
       if (only.has("k")) {
         log("bench: (k) ResetInstancesType of a stopped instance vs virsh setvcpus + setmaxmem + setmem --config");

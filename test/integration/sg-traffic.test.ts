@@ -189,6 +189,10 @@ describe("security groups on guest traffic (tiny guests, official VPC and CVM SD
       "B→A tcp 7001": false,
       "B→A icmp": false,
     });
+    // A bulk flow too (the byte sink the throughput bench uses): every byte arrives.
+    const sent = await a.sendBytes({ to: b.ip, mb: 2, timeoutMs: 60_000 });
+    expect(sent.bytes).toBe(2 * 1024 * 1024);
+    expect(sent.seconds).toBeGreaterThanOrEqual(0);
   });
 
   it("a guest that forges its source address or its MAC gets nothing through", async () => {
