@@ -1,13 +1,20 @@
 #!/usr/bin/env -S node --max-semi-space-size=2 --max-old-space-size=384
 /**
  * cdh-agent's command line. `run` starts the daemon; `check-config` validates the
- * configuration and prints it (secrets hidden). This is the only module that reads
- * process.env and process.argv; everything else is handed a validated config.
+ * configuration and prints it (secrets hidden); the operator commands (agent/cli/: instances,
+ * start, import, host, logs, …) speak to the local agent through its API. This is the only
+ * module that reads process.env and process.argv (and the terminal's isTTY and the working
+ * directory); everything else is handed a validated config, parsed arguments and an io.
  */
 import { parseArgs } from "node:util";
+import { readFile } from "node:fs/promises";
 import { NetworkConflictError } from "../drivers/libvirt/networks.js";
+import { commandName, EXIT, OPERATOR_COMMANDS, OPERATOR_USAGE, parseOperatorArgs, UsageError } from "./cli/args.js";
+import { createApiClient } from "./cli/client.js";
+import { runOperator } from "./cli/run.js";
 import { ConfigError, loadConfig, type AgentConfig } from "./config.js";
-import { CredentialsFileError } from "./credentials-file.js";
+import { CredentialsFileError, readCredentialsFile } from "./credentials-file.js";
+import { DataPaths } from "./paths.js";
 import { createLogger } from "./log.js";
 import { readMachineId } from "./machine-id.js";
 import { AGENT_VERSION, startAgent } from "./main.js";
@@ -19,6 +26,8 @@ commands:
   run            start the agent (the API, the libvirt driver, the reporter)
   check-config   validate the configuration and print it with secrets hidden
   version        print the version
+
+${OPERATOR_USAGE}
 
 Every config key can be set in the JSON file (default /etc/cdh-agent/config.json)
 or by an environment variable CDH_AGENT_<KEY>; see the README.`;
@@ -32,7 +41,67 @@ function load(file: string | undefined): AgentConfig {
   return loadConfig({ ...(file ? { file } : {}), env: process.env, ...(machineId !== undefined ? { machineId } : {}) });
 }
 
+/** An operator command: config and credentials as the agent finds them, then one API client. */
+async function operator(argv: string[]): Promise<number> {
+  let invocation;
+  try {
+    invocation = parseOperatorArgs(argv, process.cwd());
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`cdh-agent: ${error.message}\n${USAGE}`);
+    return EXIT.USAGE;
+  }
+  let config: AgentConfig;
+  let credential;
+  let pinnedCertPem: string | undefined;
+  try {
+    config = load(invocation.config);
+    const file = new DataPaths(config.dataDir).credentialsFile;
+    credential = config.credentials[0] ?? (await readCredentialsFile(file));
+    if (!credential) {
+      console.error(`cdh-agent: no API credentials: none configured and ${file} does not exist (the agent writes it when it first starts)`);
+      return EXIT.LOCAL_SETUP;
+    }
+    if (config.apiTls?.clientCaFile !== undefined) {
+      console.error("cdh-agent: the agent asks for client certificates (api_tls_client_ca); the command line has none to present");
+      return EXIT.LOCAL_SETUP;
+    }
+    if (config.apiTls) pinnedCertPem = await readFile(config.apiTls.certFile, "utf8");
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof CredentialsFileError) {
+      console.error(`cdh-agent: ${error.message}`);
+      return EXIT.LOCAL_SETUP;
+    }
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== undefined) {
+      console.error(`cdh-agent: api_tls_cert cannot be read: ${code}`);
+      return EXIT.LOCAL_SETUP;
+    }
+    throw error;
+  }
+  const client = createApiClient({
+    host: config.apiListen.host,
+    port: config.apiListen.port,
+    secretId: credential.secretId,
+    secretKey: credential.secretKey,
+    ...(pinnedCertPem !== undefined ? { pinnedCertPem } : {}),
+  });
+  return runOperator(invocation, {
+    client,
+    dataDir: config.dataDir,
+    io: {
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
+      errIsTty: process.stderr.isTTY === true,
+      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      now: () => Date.now(),
+    },
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
+  const word = commandName(argv);
+  if (word !== undefined && OPERATOR_COMMANDS.includes(word) && !argv.includes("--help") && !argv.includes("-h")) return operator(argv);
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,

@@ -1,0 +1,158 @@
+/**
+ * The operator command line's API client: one TC3-signed POST per call to the local agent's
+ * own API (the same requests a controller sends; nothing behind the API), signed with the
+ * agent's own TC3 code (agent/api/tc3.ts), no SDK.
+ *
+ * TLS: when the agent serves HTTPS (api_tls_cert), the client trusts exactly the certificate
+ * in that file: the server's leaf certificate must be the file's first certificate (pinned by
+ * its SHA-256 fingerprint), whatever names it carries, since the CLI connects to a loopback
+ * address the certificate need not name. Mutual TLS (api_tls_client_ca) is not supported by
+ * the command line (there is no client certificate to present).
+ *
+ * Failures are typed: ApiCallError (the API answered with an error: its Code and Message as
+ * they came), AgentUnreachableError (no connection, TLS refused, timeout, or an answer that is
+ * not the API's envelope).
+ */
+import { X509Certificate } from "node:crypto";
+import { request as httpRequest, type IncomingMessage } from "node:http";
+import { request as httpsRequest } from "node:https";
+import type { PeerCertificate, TLSSocket } from "node:tls";
+import { signTc3 } from "../api/tc3.js";
+
+export const API_VERSION = "2017-03-12";
+/** The Monitor actions answer under their own version (agent/api/server.ts). */
+const MONITOR_ACTIONS = new Set(["GetMonitorData", "DescribeBaseMetrics"]);
+
+export interface ClientOptions {
+  host: string;
+  port: number;
+  secretId: string;
+  secretKey: string;
+  /** PEM text of the agent's certificate (api_tls_cert): HTTPS pinned to it. Absent = HTTP. */
+  pinnedCertPem?: string;
+  /** Per request, ms. Default 30 000. */
+  timeoutMs?: number;
+  /** Clock, seconds since the epoch (tests). */
+  now?: () => number;
+}
+
+/** The API answered with Response.Error. */
+export class ApiCallError extends Error {
+  override readonly name = "ApiCallError";
+  constructor(
+    readonly action: string,
+    readonly code: string,
+    readonly apiMessage: string,
+    readonly requestId: string | undefined,
+  ) {
+    super(`${code}: ${apiMessage}`);
+  }
+}
+
+/** The agent could not be reached, or what answered is not the agent's API. */
+export class AgentUnreachableError extends Error {
+  override readonly name = "AgentUnreachableError";
+}
+
+export type ApiResponse = Record<string, unknown>;
+
+export interface ApiClient {
+  call(action: string, params?: Record<string, unknown>): Promise<ApiResponse>;
+  /** Where it connects, for messages (`https://127.0.0.1:8443`). */
+  readonly endpoint: string;
+}
+
+/** A wildcard listen address is reached on the loopback address of its family. */
+export function connectHost(listenHost: string): string {
+  if (listenHost === "0.0.0.0" || listenHost === "") return "127.0.0.1";
+  if (listenHost === "::" || listenHost === "[::]") return "::1";
+  return listenHost.replace(/^\[(.*)\]$/, "$1");
+}
+
+function fingerprintOfPem(pem: string): string {
+  try {
+    return new X509Certificate(pem).fingerprint256;
+  } catch (error) {
+    throw new AgentUnreachableError(`the agent's certificate file cannot be parsed: ${(error as Error).message}`);
+  }
+}
+
+export function createApiClient(options: ClientOptions): ApiClient {
+  const host = connectHost(options.host);
+  const hostHeader = host.includes(":") ? `[${host}]:${options.port}` : `${host}:${options.port}`;
+  const tls = options.pinnedCertPem !== undefined;
+  const endpoint = `${tls ? "https" : "http"}://${hostHeader}`;
+  const pinned = tls ? fingerprintOfPem(options.pinnedCertPem!) : undefined;
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const now = options.now ?? (() => Math.floor(Date.now() / 1000));
+
+  async function call(action: string, params: Record<string, unknown> = {}): Promise<ApiResponse> {
+    const body = JSON.stringify(params);
+    const timestamp = now();
+    const contentType = "application/json";
+    const authorization = signTc3({
+      secretId: options.secretId,
+      secretKey: options.secretKey,
+      service: "cvm",
+      host: host.includes(":") ? `[${host}]` : host,
+      timestamp,
+      payload: body,
+      contentType,
+    });
+    const headers = {
+      "Content-Type": contentType,
+      Host: hostHeader,
+      "X-TC-Action": action,
+      "X-TC-Version": MONITOR_ACTIONS.has(action) ? "2018-07-24" : API_VERSION,
+      "X-TC-Timestamp": String(timestamp),
+      Authorization: authorization,
+      "Content-Length": String(Buffer.byteLength(body)),
+    };
+    const text = await new Promise<string>((resolve, reject) => {
+      const common = { host, port: options.port, method: "POST", path: "/", headers, timeout: timeoutMs };
+      const onResponse = (res: IncomingMessage) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.once("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+        res.once("error", (e) => reject(new AgentUnreachableError(`${endpoint}: the answer broke off (${e.message})`)));
+      };
+      const req = tls
+        ? httpsRequest({ ...common, rejectUnauthorized: false, agent: false }, onResponse)
+        : httpRequest({ ...common, agent: false }, onResponse);
+      if (tls) {
+        // Pinning: checked on the socket before the request body goes out.
+        req.once("socket", (socket) => {
+          (socket as TLSSocket).once("secureConnect", () => {
+            const peer: PeerCertificate = (socket as TLSSocket).getPeerCertificate();
+            if (!peer || peer.fingerprint256 !== pinned) {
+              req.destroy(new AgentUnreachableError(`${endpoint}: the server's certificate is not the one in the agent's api_tls_cert file`));
+            }
+          });
+        });
+      }
+      req.once("timeout", () => req.destroy(new AgentUnreachableError(`${endpoint}: no answer within ${timeoutMs / 1000} s`)));
+      req.once("error", (e: NodeJS.ErrnoException) => {
+        reject(e instanceof AgentUnreachableError ? e : new AgentUnreachableError(`cannot reach the agent at ${endpoint}: ${e.code ?? e.message}`));
+      });
+      req.end(body);
+    });
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      throw new AgentUnreachableError(`${endpoint} answered with something that is not JSON: is the agent listening there?`);
+    }
+    const response = (parsed as { Response?: unknown }).Response;
+    if (typeof response !== "object" || response === null || Array.isArray(response)) {
+      throw new AgentUnreachableError(`${endpoint} answered without the API's Response envelope`);
+    }
+    const r = response as ApiResponse;
+    const error = r.Error as { Code?: unknown; Message?: unknown } | undefined;
+    if (error !== undefined) {
+      throw new ApiCallError(action, String(error.Code ?? "?"), String(error.Message ?? ""), typeof r.RequestId === "string" ? r.RequestId : undefined);
+    }
+    return r;
+  }
+
+  return { call, endpoint };
+}

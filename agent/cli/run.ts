@@ -1,0 +1,290 @@
+/**
+ * Runs one operator command against the agent's API and says how it went as an exit code
+ * (args.ts EXIT). Output goes through `io` (tests capture it); nothing here reads
+ * process.env or argv (agent/cli.ts does).
+ *
+ * Human output: tables and key/value lists (render.ts). `--json`: the API's Response object as
+ * it came (for listings that take several pages, the first page's Response with the set
+ * holding every page's items), pretty-printed, on stdout.
+ * Errors: `cdh-agent: <Action>: <Code>: <Message> (RequestId …)` on stderr, as the API gave them.
+ */
+import { readFile } from "node:fs/promises";
+import { DataPaths } from "../paths.js";
+import { EXIT, type OperatorCommand, type OperatorInvocation } from "./args.js";
+import { AgentUnreachableError, ApiCallError, type ApiClient, type ApiResponse } from "./client.js";
+import { cell, gib, progressBar, renderFields, renderTable, type Column } from "./render.js";
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+  /** stderr is a terminal: progress redraws one line. */
+  readonly errIsTty: boolean;
+  sleep(ms: number): Promise<void>;
+  /** ms since the epoch. */
+  now(): number;
+}
+
+export interface RunDeps {
+  client: ApiClient;
+  /** The agent's data directory (config data_dir): the console logs are there. */
+  dataDir: string;
+  io: CliIo;
+  /** Between polls of a wait, ms. Default 1000. */
+  pollMs?: number;
+}
+
+type Row = Record<string, unknown>;
+const PAGE = 100;
+
+/** Every item of a paged Describe action, with the first page's Response as it came. */
+async function describeAll(client: ApiClient, action: string, setKey: string, params: Row = {}): Promise<{ response: ApiResponse; items: Row[] }> {
+  const first = await client.call(action, { ...params, Offset: 0, Limit: PAGE });
+  const items = [...((first[setKey] as Row[] | undefined) ?? [])];
+  const total = typeof first.TotalCount === "number" ? first.TotalCount : items.length;
+  while (items.length < total) {
+    const next = await client.call(action, { ...params, Offset: items.length, Limit: PAGE });
+    const more = (next[setKey] as Row[] | undefined) ?? [];
+    if (more.length === 0) break; // the set shrank meanwhile
+    items.push(...more);
+  }
+  return { response: { ...first, [setKey]: items }, items };
+}
+
+const INSTANCE_COLUMNS: Column<Row>[] = [
+  { header: "ID", value: (r) => r.InstanceId },
+  { header: "NAME", value: (r) => r.InstanceName },
+  { header: "STATE", value: (r) => r.InstanceState },
+  { header: "TYPE", value: (r) => r.InstanceType },
+  { header: "CPU", value: (r) => r.CPU, right: true },
+  { header: "MEM", value: (r) => (typeof r.Memory === "number" ? `${r.Memory}G` : r.Memory), right: true },
+  { header: "IP", value: (r) => r.PrivateIpAddresses },
+  { header: "IMAGE", value: (r) => r.ImageId },
+  { header: "LAST OPERATION", value: (r) => (r.LatestOperation ? `${String(r.LatestOperation)} ${cell(r.LatestOperationState)}` : "") },
+];
+
+const IMAGE_COLUMNS: Column<Row>[] = [
+  { header: "ID", value: (r) => r.ImageId },
+  { header: "NAME", value: (r) => r.ImageName },
+  { header: "STATE", value: (r) => r.ImageState },
+  { header: "SIZE", value: (r) => gib(r.ImageSize), right: true },
+  { header: "OS", value: (r) => r.OsName },
+  { header: "PROGRESS", value: (r) => (r.ImageState === "NORMAL" ? "" : `${cell(r.SyncPercent)}%`), right: true },
+  { header: "CREATED", value: (r) => r.CreatedTime },
+];
+
+const ACTIONS = { start: "StartInstances", stop: "StopInstances", reboot: "RebootInstances", terminate: "TerminateInstances" } as const;
+
+function print(io: CliIo, json: boolean, response: ApiResponse, human: () => string): void {
+  io.out(json ? JSON.stringify(response, null, 2) + "\n" : human());
+}
+
+async function instanceOf(client: ApiClient, id: string): Promise<{ response: ApiResponse; instance: Row | undefined }> {
+  const response = await client.call("DescribeInstances", { InstanceIds: [id] });
+  return { response, instance: ((response.InstanceSet as Row[] | undefined) ?? [])[0] };
+}
+
+async function run(command: OperatorCommand, json: boolean, deps: RunDeps): Promise<number> {
+  const { client, io } = deps;
+  const pollMs = deps.pollMs ?? 1000;
+  switch (command.kind) {
+    case "instances": {
+      const { response, items } = await describeAll(client, "DescribeInstances", "InstanceSet");
+      print(io, json, response, () => (items.length ? renderTable(INSTANCE_COLUMNS, items) : "no instances\n"));
+      return EXIT.OK;
+    }
+    case "instance": {
+      const { response, instance } = await instanceOf(client, command.id);
+      if (!instance) {
+        if (json) io.out(JSON.stringify(response, null, 2) + "\n");
+        io.err(`cdh-agent: no instance ${command.id} on this host\n`);
+        return EXIT.API_ERROR;
+      }
+      print(io, json, response, () => renderFields(instance));
+      return EXIT.OK;
+    }
+    case "power": {
+      const action = ACTIONS[command.action];
+      const params: Row = { InstanceIds: command.ids };
+      if (command.hard) params.StopType = "HARD";
+      const response = await client.call(action, params);
+      const requestId = String(response.RequestId ?? "");
+      print(io, json, response, () => `${action}: accepted for ${command.ids.join(", ")} (RequestId ${requestId})\n`);
+      if (!command.wait) return EXIT.OK;
+      return waitForOperation(command, requestId, deps, pollMs);
+    }
+    case "images": {
+      const { response, items } = await describeAll(client, "DescribeImages", "ImageSet");
+      print(io, json, response, () => (items.length ? renderTable(IMAGE_COLUMNS, items) : "no images\n"));
+      return EXIT.OK;
+    }
+    case "import": {
+      const response = await client.call("ImportImage", {
+        ImageUrl: command.imageUrl,
+        ImageName: command.imageName,
+        OsType: command.osType,
+        OsVersion: command.osVersion,
+        Architecture: "x86_64",
+      });
+      const imageId = String(response.ImageId ?? "");
+      if (!command.wait) {
+        print(io, json, response, () => `ImportImage: ${imageId} importing (RequestId ${cell(response.RequestId)})\n`);
+        return EXIT.OK;
+      }
+      if (!json) io.out(`ImportImage: ${imageId}\n`);
+      return waitForImport(imageId, command.timeoutS, json, deps, Math.min(pollMs, 500));
+    }
+    case "host": {
+      const response = await client.call("DescribeHosts", {});
+      const hosts = (response.HostSet as Row[] | undefined) ?? [];
+      print(io, json, response, () =>
+        hosts
+          .map((h) => {
+            const r = (h.HostResource ?? {}) as Row;
+            const ids = (h.InstanceIds as unknown[] | undefined) ?? [];
+            return (
+              renderFields({ HostId: h.HostId, HostName: h.HostName, HostType: h.HostType, HostState: h.HostState, HostIp: h.HostIp, Zone: (h.Placement as Row | undefined)?.Zone, Instances: ids.length }) +
+              "\n" +
+              renderTable<[string, unknown, unknown, string]>(
+                [
+                  { header: "RESOURCE", value: (x) => x[0] },
+                  { header: "TOTAL", value: (x) => x[1], right: true },
+                  { header: "AVAILABLE", value: (x) => x[2], right: true },
+                  { header: "", value: (x) => x[3] },
+                ],
+                [
+                  ["CPU", r.CpuTotal, r.CpuAvailable, "vCPU"],
+                  ["memory", r.MemTotal, r.MemAvailable, "GiB"],
+                  ["disk", r.DiskTotal, r.DiskAvailable, `GiB ${cell(r.DiskType)}`],
+                ],
+              )
+            );
+          })
+          .join("\n"),
+      );
+      return EXIT.OK;
+    }
+    case "logs": {
+      // The instance must be this agent's (an error otherwise, as the API says it).
+      const { instance } = await instanceOf(client, command.id);
+      if (!instance) {
+        io.err(`cdh-agent: no instance ${command.id} on this host\n`);
+        return EXIT.API_ERROR;
+      }
+      const path = new DataPaths(deps.dataDir).consoleLog(command.id);
+      let text: string;
+      try {
+        text = await readFile(path, "utf8");
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== "ENOENT") {
+          io.err(`cdh-agent: cannot read ${path}: ${code ?? String(error)}\n`);
+          return EXIT.LOCAL_SETUP;
+        }
+        text = "";
+        if (!json) io.err(`cdh-agent: ${command.id} has no console log yet (${path})\n`);
+      }
+      if (command.tail !== undefined) {
+        const lines = text.split("\n");
+        const trailing = text.endsWith("\n") ? 1 : 0;
+        text = lines.slice(Math.max(0, lines.length - trailing - command.tail)).join("\n");
+      }
+      io.out(json ? JSON.stringify({ InstanceId: command.id, Path: path, Log: text }, null, 2) + "\n" : text);
+      return EXIT.OK;
+    }
+  }
+}
+
+/** Until each instance's latest operation (ours, by RequestId) settled; terminate: until it is gone. */
+async function waitForOperation(command: Extract<OperatorCommand, { kind: "power" }>, requestId: string, deps: RunDeps, pollMs: number): Promise<number> {
+  const { client, io } = deps;
+  const deadline = io.now() + command.timeoutS * 1000;
+  const pending = new Set(command.ids);
+  let failed = false;
+  while (pending.size) {
+    const r = await client.call("DescribeInstances", { InstanceIds: [...pending] });
+    const seen = new Map(((r.InstanceSet as Row[] | undefined) ?? []).map((i) => [String(i.InstanceId), i]));
+    for (const id of [...pending]) {
+      const i = seen.get(id);
+      if (!i) {
+        if (command.action !== "terminate") {
+          io.err(`cdh-agent: ${id} is gone\n`);
+          failed = true;
+        }
+        pending.delete(id);
+        continue;
+      }
+      if (i.LatestOperationRequestId !== requestId || i.LatestOperationState === "OPERATING") continue;
+      if (command.action === "terminate" && i.LatestOperationState === "SUCCESS") continue; // until it is gone
+      pending.delete(id);
+      if (i.LatestOperationState === "FAILED") {
+        failed = true;
+        io.err(`cdh-agent: ${id}: ${cell(i.LatestOperation)} failed: ${cell(i.LatestOperationCode)}: ${cell(i.LatestOperationErrorMsg)}\n`);
+      } else {
+        io.err(`${id}: ${cell(i.InstanceState)}\n`);
+      }
+    }
+    if (!pending.size) break;
+    if (io.now() >= deadline) {
+      io.err(`cdh-agent: still waiting after ${command.timeoutS} s for ${[...pending].join(", ")}\n`);
+      return EXIT.TIMEOUT;
+    }
+    await io.sleep(pollMs);
+  }
+  return failed ? EXIT.API_ERROR : EXIT.OK;
+}
+
+/** DescribeImages' SyncPercent as a progress bar (stderr) until NORMAL, a failure or the deadline. */
+async function waitForImport(imageId: string, timeoutS: number, json: boolean, deps: RunDeps, pollMs: number): Promise<number> {
+  const { client, io } = deps;
+  const deadline = io.now() + timeoutS * 1000;
+  let shown = -1;
+  for (;;) {
+    const response = await client.call("DescribeImages", { ImageIds: [imageId] });
+    const image = ((response.ImageSet as Row[] | undefined) ?? [])[0];
+    if (!image) {
+      io.err(`\ncdh-agent: the image ${imageId} is gone\n`);
+      return EXIT.API_ERROR;
+    }
+    const percent = typeof image.SyncPercent === "number" ? image.SyncPercent : 0;
+    const state = String(image.ImageState);
+    if (percent !== shown || state !== "IMPORTING") {
+      shown = percent;
+      const bar = `${imageId} ${progressBar(percent)} ${state}`;
+      if (io.errIsTty) io.err(`\r${bar}`);
+      else if (!json) io.err(`${bar}\n`);
+    }
+    if (state !== "IMPORTING") {
+      if (io.errIsTty) io.err("\n");
+      if (json) io.out(JSON.stringify(response, null, 2) + "\n");
+      if (state === "NORMAL") {
+        if (!json) io.out(`${imageId} NORMAL\n`);
+        return EXIT.OK;
+      }
+      io.err(`cdh-agent: the import of ${imageId} ended ${state}: ${cell(image.ErrorCode)}: ${cell(image.ErrorMessage)}\n`);
+      return EXIT.API_ERROR;
+    }
+    if (io.now() >= deadline) {
+      if (io.errIsTty) io.err("\n");
+      io.err(`cdh-agent: ${imageId} is still importing after ${timeoutS} s (${percent}%); it goes on in the agent\n`);
+      return EXIT.TIMEOUT;
+    }
+    await io.sleep(pollMs);
+  }
+}
+
+/** Runs the command; API and connection errors become their message on stderr and their exit code. */
+export async function runOperator(invocation: OperatorInvocation, deps: RunDeps): Promise<number> {
+  try {
+    return await run(invocation.command, invocation.json, deps);
+  } catch (error) {
+    if (error instanceof ApiCallError) {
+      deps.io.err(`cdh-agent: ${error.action}: ${error.code}: ${error.apiMessage}${error.requestId ? ` (RequestId ${error.requestId})` : ""}\n`);
+      return EXIT.API_ERROR;
+    }
+    if (error instanceof AgentUnreachableError) {
+      deps.io.err(`cdh-agent: ${error.message}\n`);
+      return EXIT.UNREACHABLE;
+    }
+    throw error;
+  }
+}
