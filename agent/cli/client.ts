@@ -15,8 +15,8 @@
  */
 import { X509Certificate } from "node:crypto";
 import { request as httpRequest, type IncomingMessage } from "node:http";
-import { request as httpsRequest } from "node:https";
-import type { PeerCertificate, TLSSocket } from "node:tls";
+import { isIP } from "node:net";
+import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from "node:tls";
 import { signTc3 } from "../api/tc3.js";
 
 export const API_VERSION = "2017-03-12";
@@ -86,6 +86,25 @@ export function createApiClient(options: ClientOptions): ApiClient {
   const timeoutMs = options.timeoutMs ?? 30_000;
   const now = options.now ?? (() => Math.floor(Date.now() / 1000));
 
+  function pinnedConnection(): Promise<TLSSocket> {
+    return new Promise((resolve, reject) => {
+      const socket = tlsConnect({ host, port: options.port, rejectUnauthorized: false, ...(isIP(host) ? {} : { servername: host }) });
+      const timer = setTimeout(() => socket.destroy(new AgentUnreachableError(`${endpoint}: no TLS handshake within ${timeoutMs / 1000} s`)), timeoutMs);
+      socket.once("secureConnect", () => {
+        clearTimeout(timer);
+        const peer: PeerCertificate = socket.getPeerCertificate();
+        if (!peer || peer.fingerprint256 !== pinned) {
+          socket.destroy();
+          reject(new AgentUnreachableError(`${endpoint}: the server's certificate is not the one in the agent's api_tls_cert file`));
+        } else resolve(socket);
+      });
+      socket.once("error", (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        reject(e instanceof AgentUnreachableError ? e : new AgentUnreachableError(`cannot reach the agent at ${endpoint}: ${e.code ?? e.message}`));
+      });
+    });
+  }
+
   async function call(action: string, params: Record<string, unknown> = {}): Promise<ApiResponse> {
     const body = JSON.stringify(params);
     const timestamp = now();
@@ -108,28 +127,20 @@ export function createApiClient(options: ClientOptions): ApiClient {
       Authorization: authorization,
       "Content-Length": String(Buffer.byteLength(body)),
     };
+    // Over TLS the connection is made and its certificate checked first: no byte of the
+    // signed request goes to a server that is not the pinned one.
+    const socket = tls ? await pinnedConnection() : undefined;
     const text = await new Promise<string>((resolve, reject) => {
-      const common = { host, port: options.port, method: "POST", path: "/", headers, timeout: timeoutMs };
       const onResponse = (res: IncomingMessage) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.once("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
         res.once("error", (e) => reject(new AgentUnreachableError(`${endpoint}: the answer broke off (${e.message})`)));
       };
-      const req = tls
-        ? httpsRequest({ ...common, rejectUnauthorized: false, agent: false }, onResponse)
-        : httpRequest({ ...common, agent: false }, onResponse);
-      if (tls) {
-        // Pinning: checked on the socket before the request body goes out.
-        req.once("socket", (socket) => {
-          (socket as TLSSocket).once("secureConnect", () => {
-            const peer: PeerCertificate = (socket as TLSSocket).getPeerCertificate();
-            if (!peer || peer.fingerprint256 !== pinned) {
-              req.destroy(new AgentUnreachableError(`${endpoint}: the server's certificate is not the one in the agent's api_tls_cert file`));
-            }
-          });
-        });
-      }
+      const req = httpRequest(
+        { host, port: options.port, method: "POST", path: "/", headers, timeout: timeoutMs, ...(socket ? { createConnection: () => socket } : { agent: false }) },
+        onResponse,
+      );
       req.once("timeout", () => req.destroy(new AgentUnreachableError(`${endpoint}: no answer within ${timeoutMs / 1000} s`)));
       req.once("error", (e: NodeJS.ErrnoException) => {
         reject(e instanceof AgentUnreachableError ? e : new AgentUnreachableError(`cannot reach the agent at ${endpoint}: ${e.code ?? e.message}`));
