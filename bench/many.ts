@@ -80,7 +80,15 @@ export async function benchMany(o: ManyOptions): Promise<{ rows: Row[]; agent: A
   if (copies > 0) {
     const t1 = performance.now();
     const template = apiIds[0]!;
-    const xml = (await virsh(["dumpxml", "--inactive", template])).stdout;
+    // The stop's outcome reaches libvirt's copy of the record just after the state does: a copy
+    // taken before would carry an operation in progress into every copy (and recovery would
+    // settle 996 interrupted operations).
+    let xml = "";
+    for (const deadline = Date.now() + 30_000; ; await sleep(200)) {
+      xml = (await virsh(["dumpxml", "--inactive", template])).stdout;
+      if (!xml.includes('"state":"OPERATING"')) break;
+      if (Date.now() > deadline) throw new Error(`the record of ${template} still shows an operation in progress`);
+    }
     await mkdir(o.workDir, { recursive: true });
     const fresh = join(o.workDir, "fresh-overlay.qcow2");
     await run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", imagePath(o.dataDir, o.imageId), fresh, "1G"]);
