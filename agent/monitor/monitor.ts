@@ -91,6 +91,7 @@ export class HostMonitor implements MonitorReader {
   private readonly listeners = new Set<(s: LatestSample) => void>();
   private readonly counts: CollectorStatus = { samples: 0, missed: 0, overruns: 0, lastDurationMs: undefined, lastError: undefined };
   private stopped = false;
+  private storeFailing = false;
 
   constructor(o: HostMonitorOptions) {
     this.o = o;
@@ -143,9 +144,16 @@ export class HostMonitor implements MonitorReader {
       this.counts.overruns++;
       return;
     }
-    this.running = this.sampleOnce().finally(() => {
-      this.running = undefined;
-    });
+    this.running = this.sampleOnce()
+      .catch((error: unknown) => {
+        // The store could not be written (a full disk, …): this sample is lost, the next is tried.
+        this.counts.missed++;
+        if (!this.storeFailing) this.o.logger.warn({ err: error }, "monitor: a sample could not be stored (logged once until one is)");
+        this.storeFailing = true;
+      })
+      .finally(() => {
+        this.running = undefined;
+      });
   }
 
   /** One bulk call and its values stored (exported for tests and the benchmark). */
@@ -182,6 +190,7 @@ export class HostMonitor implements MonitorReader {
     }
     // A domain no longer active (stopped, terminated) starts afresh next time.
     for (const id of this.readings.keys()) if (!instances.has(id)) this.readings.delete(id);
+    this.storeFailing = false;
     this.counts.samples++;
     this.counts.lastDurationMs = at - started;
     const sample: LatestSample = { at, durationMs: at - started, instances };

@@ -200,51 +200,62 @@ export class SeriesStore {
     return [avg, max, min];
   }
 
-  /** Records of one period whose timestamps lie in [from, to] (aligned), in time order. */
+  /** Records of one period whose timestamps lie in [from, to] (aligned), in time order, all values decoded. */
   private readRange(instanceId: string, period: Period, from: number, to: number): Array<{ ts: number; values: Float32Array }> {
+    const out: Array<{ ts: number; values: Float32Array }> = [];
+    const n = METRIC_COUNT * this.layouts.get(period)!.stats;
+    this.scan(instanceId, period, from, to, (ts, b, off) => {
+      const values = new Float32Array(n);
+      for (let i = 0; i < n; i++) values[i] = b.readFloatLE(off + 4 + i * 4);
+      out.push({ ts, values });
+    });
+    return out;
+  }
+
+  /**
+   * Calls `visit` for every record of one period whose timestamp lies in [from, to]
+   * (aligned), in time order, with the buffer and the record's offset in it (valid during
+   * the call only). One or two preads of consecutive slots.
+   */
+  private scan(instanceId: string, period: Period, from: number, to: number, visit: (ts: number, b: Buffer, off: number) => void): void {
     const l = this.layouts.get(period)!;
     let first = Math.ceil(from / period) * period;
     const last = Math.floor(to / period) * period;
-    if (last < first) return [];
+    if (last < first) return;
     const fd = this.fd(instanceId, l, false);
-    if (fd === undefined) return [];
+    if (fd === undefined) return;
     // A window longer than the ring: its older part is overwritten already.
     first = Math.max(first, last - (l.slots - 1) * period);
     const count = Math.min((last - first) / period + 1, MAX_POINTS + 1);
-    const out: Array<{ ts: number; values: Float32Array }> = [];
     const startSlot = this.slotOf(l, first);
     let done = 0;
     while (done < count) {
       const slot = (startSlot + done) % l.slots;
       const n = Math.min(count - done, l.slots - slot);
-      const bytes = n * l.recordBytes;
-      const got = readSync(fd, this.buf, 0, bytes, HEADER_BYTES + slot * l.recordBytes);
+      const got = readSync(fd, this.buf, 0, n * l.recordBytes, HEADER_BYTES + slot * l.recordBytes);
       for (let k = 0; k < n && (k + 1) * l.recordBytes <= got; k++) {
         const expected = first + (done + k) * period;
         const off = k * l.recordBytes;
-        if (this.buf.readUInt32LE(off) !== expected) continue;
-        const values = new Float32Array(METRIC_COUNT * l.stats);
-        for (let i = 0; i < values.length; i++) values[i] = this.buf.readFloatLE(off + 4 + i * 4);
-        out.push({ ts: expected, values });
+        if (this.buf.readUInt32LE(off) === expected) visit(expected, this.buf, off);
       }
       done += n;
     }
-    return out;
   }
 
   /** One metric of one instance over [start, end] at a period (at most MAX_POINTS + 1 slots read). */
   query(q: SeriesQuery): Series {
     const l = this.layouts.get(q.period)!;
-    const rows = this.readRange(q.instanceId, q.period, q.start, q.end);
     const out: Series = { timestamps: [], avg: [], max: [], min: [] };
-    for (const r of rows) {
-      const a = r.values[q.metric]!;
-      if (Number.isNaN(a)) continue;
-      out.timestamps.push(r.ts);
+    const at = 4 + q.metric * 4;
+    const stride = METRIC_COUNT * 4;
+    this.scan(q.instanceId, q.period, q.start, q.end, (ts, b, off) => {
+      const a = b.readFloatLE(off + at);
+      if (Number.isNaN(a)) return;
+      out.timestamps.push(ts);
       out.avg.push(a);
-      out.max.push(l.stats === 3 ? r.values[METRIC_COUNT + q.metric]! : a);
-      out.min.push(l.stats === 3 ? r.values[2 * METRIC_COUNT + q.metric]! : a);
-    }
+      out.max.push(l.stats === 3 ? b.readFloatLE(off + at + stride) : a);
+      out.min.push(l.stats === 3 ? b.readFloatLE(off + at + 2 * stride) : a);
+    });
     return out;
   }
 
