@@ -438,8 +438,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         return {};
       case "DescribeInstancesModification": {
         const p = command.params;
-        const set = instances.retype
-          .modification(p.instanceIds)
+        const set = (await instances.retype.modification(p.instanceIds))
           .filter((m) => !p.statuses || p.statuses.includes(m.status))
           .map((m) => ({
             Status: m.status,

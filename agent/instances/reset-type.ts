@@ -281,11 +281,17 @@ export class Retyper {
   /**
    * DescribeInstancesModification: every candidate size (candidateSizes) within the host's
    * totals, SELL when each instance named can take it now (retypeShortfall: what
-   * ResetInstancesType admits), UNAVAILABLE with the reasons otherwise.
+   * ResetInstancesType admits), UNAVAILABLE with the reasons otherwise. For a running
+   * instance a SELL size says whether it applies live or needs ForceStop, and why.
    */
-  modification(ids: readonly string[]): ModificationStatus[] {
+  async modification(ids: readonly string[]): Promise<ModificationStatus[]> {
     const missing = ids.filter((id) => !this.o.registry.has(id));
     if (missing.length) throw new DomainError("InstanceNotFound", `no such instance on this host: ${missing.join(", ")}`);
+    // Running instances: how far each may grow live (the message says whether a size applies live).
+    const lives = new Map<string, LiveSize | null>();
+    for (const id of new Set(ids)) {
+      if (this.o.power.isOn(id)) lives.set(id, await this.o.hypervisor.liveSize(id).catch(() => null));
+    }
     const resource = this.o.hostResource();
     const limits = { cpuTotal: resource.CpuTotal, memTotalGiB: Math.floor(resource.MemTotal) };
     const entries = [...new Set(ids)].map((id) => this.o.registry.get(id)!);
@@ -299,7 +305,16 @@ export class Retyper {
         const short = retypeShortfall(resource, own, size);
         return short ? [`${id}: ${short}`] : [];
       });
-      out.push(why.length ? { size, status: "UNAVAILABLE", message: why.join("; ") } : { size, status: "SELL", message: "fits on this host now" });
+      if (why.length) {
+        out.push({ size, status: "UNAVAILABLE", message: why.join("; ") });
+        continue;
+      }
+      const notes = owns.flatMap(({ id }) => {
+        if (!lives.has(id)) return [];
+        const problem = liveProblem(lives.get(id)!, size);
+        return [problem === null ? `${id} (running) takes it live` : `${id} is running and needs ForceStop: ${problem}`];
+      });
+      out.push({ size, status: "SELL", message: ["fits on this host now", ...notes].join("; ") });
     }
     return out;
   }

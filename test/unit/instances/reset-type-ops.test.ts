@@ -101,11 +101,13 @@ describe("DescribeInstancesModification", () => {
     await until(h, a, "RUNNING");
     await until(h, b, "RUNNING");
     h.hv.script("liveSize", async () => ({ vcpus: 1, memoryMiB: 2048, maxVcpus: 1, maxMemoryMiB: 2048, freeSlots: 0 }));
-    // Left: 2 vCPUs, 4 GiB. a holds 1C2G: it can grow by 2 and 4.
-    const m = h.instances.retype.modification([a]);
+    // Left: 2 vCPUs, 4 GiB. a holds 1C2G: it can grow by 2 and 4. No headroom: every change needs ForceStop.
+    const m = await h.instances.retype.modification([a]);
     const status = Object.fromEntries(m.map((x) => [`CDH_${x.size.cpu}C${x.size.memoryGiB}G`, x.status]));
     expect(status).toMatchObject({ CDH_1C1G: "SELL", CDH_2C4G: "SELL", CDH_2C8G: "UNAVAILABLE", CDH_4C4G: "UNAVAILABLE" });
     expect(status).not.toHaveProperty("CDH_1C2G");
+    expect(m.find((x) => x.size.cpu === 2 && x.size.memoryGiB === 4)!.message).toMatch(/is running and needs ForceStop: 2 vCPUs is beyond/);
+    expect(m.find((x) => x.size.cpu === 2 && x.size.memoryGiB === 8)!.message).toMatch(/memory requested, 4 GiB available/);
     for (const x of m) {
       const fits = await h.instances.retype
         .retype({ instanceId: a, instanceType: "x", cpu: x.size.cpu, memoryGiB: x.size.memoryGiB, forceStop: true }, ctx())
@@ -122,6 +124,6 @@ describe("DescribeInstancesModification", () => {
       }
     }
     // Both instances named: a size is SELL only when it fits each.
-    expect(h.instances.retype.modification([a, b]).find((x) => x.size.cpu === 2 && x.size.memoryGiB === 4)?.status).toBe("SELL");
+    expect((await h.instances.retype.modification([a, b])).find((x) => x.size.cpu === 2 && x.size.memoryGiB === 4)?.status).toBe("SELL");
   });
 });
