@@ -48,7 +48,7 @@ async function operator(argv: string[]): Promise<number> {
     invocation = parseOperatorArgs(argv, process.cwd());
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    console.error(`cdh-agent: ${error.message}\n${USAGE}`);
+    console.error(`cdh-agent: ${error.message} (cdh-agent --help lists the commands)`);
     return EXIT.USAGE;
   }
   let config: AgentConfig;
