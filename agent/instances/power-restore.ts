@@ -71,7 +71,7 @@ export class PowerRestore {
     private readonly o: {
       ops: Operations;
       registry: InstanceRegistry;
-      power: Pick<PowerControl, "powerOn">;
+      power: Pick<PowerControl, "startNow">;
       /** restore_power_on_start. */
       enabled: boolean;
       /** restore_power_concurrency: starts under way at once. */
@@ -120,7 +120,7 @@ export class PowerRestore {
       const t = ops.begin(entry, "StartInstances", "STARTING", ctx);
       // The turn first, then the instance's lock: a stop or terminate meanwhile pre-empts (settle skips aborted work).
       return queue
-        .run(() => ops.exclusive(id, () => ops.settle(entry, t, "StartInstances", ctx, () => this.o.power.powerOn(id))), { signal: t.abort.signal, label: id })
+        .run(() => ops.exclusive(id, () => ops.settle(entry, t, "StartInstances", ctx, () => this.o.power.startNow(id))), { signal: t.abort.signal, label: id })
         .catch(() => undefined) // pre-empted while waiting for its turn: the newer operation reports
         .then(() => {
           const op = entry.record.latestOperation;

@@ -98,6 +98,21 @@ export class PowerControl {
     if (!entry || !isPoweredOn(entry.power)) throw new Error(`domain ${instanceId} did not start (state ${entry?.power ?? "gone"})`);
   }
 
+  /**
+   * Starts a domain that is off and counts it running once libvirt's start returned (as a
+   * launch does): no second call to ask. The start-up power restore uses it for many at once.
+   */
+  async startNow(instanceId: string): Promise<void> {
+    try {
+      await this.o.hypervisor.start(instanceId);
+    } catch (error) {
+      if (!(error instanceof DomainStateError)) throw error;
+      // "already active": look.
+      return this.powerOn(instanceId);
+    }
+    this.known(instanceId, "running");
+  }
+
   /** ACPI reboot, re-sent like a soft stop; true when the guest reset itself, or went off, within the timeout. */
   softReboot(instanceId: string, signal: AbortSignal): Promise<boolean> {
     const before = this.o.registry.get(instanceId)?.reboots ?? 0;

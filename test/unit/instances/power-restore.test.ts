@@ -41,10 +41,13 @@ describe("power across a host restart", () => {
     expect(stateOf(h, b)).toBe("STOPPED");
     const result = await done;
     expect([a, b, c, d].map((id) => h.hv.peek(id)!.state)).toEqual(["running", "shut off", "shut off", "running"]);
-    expect(result.restarted.map((r) => [r.instanceId, r.result])).toEqual([
-      [a, "SUCCESS"],
-      [d, "SUCCESS"],
-    ]);
+    // In the registry's order (libvirt's listing), not the launch's.
+    expect(result.restarted.map((r) => [r.instanceId, r.result]).sort()).toEqual(
+      [
+        [a, "SUCCESS"],
+        [d, "SUCCESS"],
+      ].sort(),
+    );
     expect(result.restarted[0]!.reason).toMatch(/RUNNING before/);
     expect(result.keptStopped.sort()).toEqual([b, c].sort());
     expect(h.registry.get(a)!.record.latestOperation).toMatchObject({ action: "StartInstances", state: "SUCCESS" });
@@ -101,11 +104,11 @@ describe("power across a host restart", () => {
     let inFlight = 0;
     let most = 0;
     const power = {
-      powerOn: async (id: string) => {
+      startNow: async (id: string) => {
         inFlight += 1;
         most = Math.max(most, inFlight);
         await new Promise((r) => setTimeout(r, 20));
-        await h.instances.power.powerOn(id);
+        await h.instances.power.startNow(id);
         inFlight -= 1;
       },
     };
