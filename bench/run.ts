@@ -16,6 +16,7 @@
  * (h) a change to a 100-rule security group bound to 50 NICs (one nft transaction) vs the same nft commands one process each
  * (i) TCP throughput between two tiny guests, a 100-rule group on each NIC vs no agent table at all
  * (k) ResetInstancesType of a stopped instance → STOPPED with the new size vs virsh setvcpus + setmaxmem + setmem --config
+ * (l) power restore of 50 tiny guests after a simulated power loss (agent spawn → all RUNNING) vs virsh start of them by a shell loop
  * (m) the monitor's collection of 200 paused instances: agent CPU per interval and VmRSS vs one virsh domstats --nowait
  * (n) GetMonitorData of 10 instances × 1,440 points: p99 latency
  *
@@ -40,11 +41,12 @@ import { benchLaunch } from "./launch.js";
 import { benchMany, memoryLine } from "./many.js";
 import { benchMonitor } from "./monitor.js";
 import { benchMetadata } from "./metadata.js";
+import { benchPowerRestore } from "./power-restore.js";
 import { benchResetType } from "./reset-type.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "k", "m", "n"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "k", "l", "m", "n"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -68,6 +70,9 @@ function usage(): string {
      guests with the agent's firewall tables deleted (rebuilt by the agent after each baseline run)
   k  ResetInstancesType of a stopped instance until DescribeInstances shows it STOPPED with the new size vs virsh setvcpus
      + setmaxmem + setmem --config on an equivalent stopped domain
+  l  power restore after a simulated power loss: 50 instances (one tiny guest, 49 copies of its domain with 64 MiB and an
+     empty disk) found shut off though they ran, from the agent's spawn until all are RUNNING vs virsh start of the same
+     50 domains by a shell loop
   m  monitor collection of 200 paused instances: the agent's CPU per 10 s interval (with its virsh) and VmRSS vs the CPU
      of one virsh domstats --nowait of the same domains; the store's bytes on disk for a day of data
   n  GetMonitorData, 10 instances × 1,440 points (store filled synthetically), Monitor SDK kept alive: p99 latency
@@ -98,7 +103,7 @@ async function main(): Promise<number> {
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
-  const needLibvirt = only.has("m") || only.has("n") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("i") || only.has("k");
+  const needLibvirt = only.has("m") || only.has("n") || only.has("l") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("i") || only.has("k");
   const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
   const agentJs = join(REPO, "dist", "agent", "cli.js");
   await preflight({ only, needLibvirt, tinyImage, agentJs });
@@ -182,6 +187,12 @@ async function main(): Promise<number> {
       if (only.has("k")) {
         log("bench: (k) ResetInstancesType of a stopped instance vs virsh setvcpus + setmaxmem + setmem --config");
         rows.push(...(await benchResetType({ agent, imageId, workDir: join(workDir, "k"), runs: 9, tracker, log })));
+      }
+      if (only.has("l")) {
+        log("bench: (l) power restore of 50 instances after a simulated power loss vs a virsh start loop");
+        const r = await benchPowerRestore({ agent, agentOptions, dataDir, imageId, total: 50, runs: 3, workDir: join(workDir, "l"), tracker, log });
+        agent = r.agent;
+        rows.push(...r.rows);
       }
       if (only.has("m") || only.has("n")) {
         log("bench: (m, n) the monitor: collection of 200 paused instances vs one virsh domstats; GetMonitorData of 10 × 1,440 points");
