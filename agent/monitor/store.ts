@@ -63,7 +63,12 @@ export interface Series {
 export interface SeriesStoreOptions {
   dir: string;
   retentionS?: Partial<Record<Period, number>>;
-  /** Open files kept (least recently used closed first). Default 256. */
+  /**
+   * Open files kept (least recently used closed first). Default 1024: every sample writes
+   * each instance's 10 s file and each minute its 60 s file, so 200 instances keep 400 hot;
+   * a smaller cache reopens files every sample (on the 2-CPU test host 200 instances cost
+   * 53 ms of CPU per sample with 256 against 21 ms with 1024). The unit sets LimitNOFILE=65536.
+   */
   maxOpenFiles?: number;
 }
 
@@ -94,7 +99,7 @@ export class SeriesStore {
 
   constructor(o: SeriesStoreOptions) {
     this.dir = o.dir;
-    this.maxOpen = o.maxOpenFiles ?? 256;
+    this.maxOpen = o.maxOpenFiles ?? 1024;
     mkdirSync(this.dir, { recursive: true, mode: 0o750 });
     this.layouts = new Map(
       PERIODS.map((p) => {
