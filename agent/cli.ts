@@ -93,6 +93,7 @@ async function operator(argv: string[]): Promise<number> {
       out: (text) => process.stdout.write(text),
       err: (text) => process.stderr.write(text),
       errIsTty: process.stderr.isTTY === true,
+      outIsTty: process.stdout.isTTY === true,
       sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
       now: () => Date.now(),
     },

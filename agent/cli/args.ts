@@ -35,7 +35,9 @@ export type OperatorCommand =
   | { kind: "images" }
   | { kind: "import"; imageUrl: string; imageName: string; osType: string; osVersion: string; wait: boolean; timeoutS: number }
   | { kind: "host" }
-  | { kind: "logs"; id: string; tail?: number };
+  | { kind: "logs"; id: string; tail?: number }
+  /** `count` undefined: until interrupted when stdout is a terminal, else once. */
+  | { kind: "top"; intervalS: number; count?: number };
 
 export interface OperatorInvocation {
   command: OperatorCommand;
@@ -43,7 +45,7 @@ export interface OperatorInvocation {
   config?: string;
 }
 
-export const OPERATOR_COMMANDS: readonly string[] = Object.freeze(["instances", "instance", "start", "stop", "reboot", "terminate", "images", "import", "host", "logs"]);
+export const OPERATOR_COMMANDS: readonly string[] = Object.freeze(["instances", "instance", "start", "stop", "reboot", "terminate", "images", "import", "host", "logs", "top"]);
 
 export const OPERATOR_USAGE = `operator commands (they speak to the local agent through its API, with the
 credentials the agent uses: secret_id/secret_key from the configuration, else
@@ -59,6 +61,8 @@ credentials the agent uses: secret_id/secret_key from the configuration, else
                                  ImportImage, then a progress bar until it is NORMAL
   host                           DescribeHosts: capacity and state
   logs ID [--tail N]             the instance's serial console log
+  top [--interval S] [--count N] the running instances' CPU, memory, disk and network rates
+                                 (GetMonitorData), redrawn every S seconds (default 10)
 options: --json (the API's answer as JSON), --timeout SECONDS (waits; default 600 for
 import, 300 for --wait), --config FILE
 exit codes: 0 ok, 1 API error (Code and Message printed) or not found/failed,
@@ -120,6 +124,8 @@ export function parseOperatorArgs(argv: readonly string[], cwd: string): Operato
         "os-type": { type: "string" },
         "os-version": { type: "string" },
         tail: { type: "string" },
+        interval: { type: "string" },
+        count: { type: "string" },
       },
     });
   } catch (error) {
@@ -138,6 +144,7 @@ export function parseOperatorArgs(argv: readonly string[], cwd: string): Operato
     import: ["name", "os-type", "os-version", "no-wait", "timeout"],
     host: [],
     logs: ["tail"],
+    top: ["interval", "count"],
   };
   if (name === undefined || !(name in allowed)) throw new UsageError(`unknown command ${JSON.stringify(name ?? "")}`);
   for (const key of Object.keys(values)) {
@@ -162,6 +169,10 @@ export function parseOperatorArgs(argv: readonly string[], cwd: string): Operato
     case "logs":
       noMore(1);
       command = { kind: "logs", id: instanceId(rest[0], name), ...(values.tail !== undefined ? { tail: positiveInt(values.tail, "tail", 0) } : {}) };
+      break;
+    case "top":
+      noMore(0);
+      command = { kind: "top", intervalS: positiveInt(values.interval, "interval", 10), ...(values.count !== undefined ? { count: positiveInt(values.count, "count", 1) } : {}) };
       break;
     case "start":
     case "stop":
@@ -199,7 +210,7 @@ export function parseOperatorArgs(argv: readonly string[], cwd: string): Operato
 export function commandName(argv: readonly string[]): string | undefined {
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === "--config" || a === "-c" || a === "--timeout" || a === "--name" || a === "--os-type" || a === "--os-version" || a === "--tail") {
+    if (a === "--config" || a === "-c" || a === "--timeout" || a === "--name" || a === "--os-type" || a === "--os-version" || a === "--tail" || a === "--interval" || a === "--count") {
       i++;
       continue;
     }

@@ -19,6 +19,8 @@ export interface CliIo {
   err(text: string): void;
   /** stderr is a terminal: progress redraws one line. */
   readonly errIsTty: boolean;
+  /** stdout is a terminal: `top` redraws the screen until interrupted. */
+  readonly outIsTty?: boolean;
   sleep(ms: number): Promise<void>;
   /** ms since the epoch. */
   now(): number;
@@ -163,6 +165,8 @@ async function run(command: OperatorCommand, json: boolean, deps: RunDeps): Prom
       );
       return EXIT.OK;
     }
+    case "top":
+      return top(command, json, deps);
     case "logs": {
       // The instance must be this agent's (an error otherwise, as the API says it).
       const { instance } = await instanceOf(client, command.id);
@@ -192,6 +196,68 @@ async function run(command: OperatorCommand, json: boolean, deps: RunDeps): Prom
       return EXIT.OK;
     }
   }
+}
+
+/** What `top` shows, each the latest point of one Monitor metric (period 10 s). */
+const TOP_METRICS = ["CPUUsage", "MemUsage", "DiskReadTraffic", "DiskWriteTraffic", "LanIntraffic", "LanOuttraffic"] as const;
+/** GetMonitorData takes at most 10 instances a request. */
+const MONITOR_BATCH = 10;
+
+/** The running instances and their latest rates, redrawn every interval (`count` times, or until interrupted on a terminal). */
+async function top(command: Extract<OperatorCommand, { kind: "top" }>, json: boolean, deps: RunDeps): Promise<number> {
+  const { client, io } = deps;
+  const rounds = command.count ?? (io.outIsTty && !json ? Number.POSITIVE_INFINITY : 1);
+  for (let round = 0; round < rounds; round++) {
+    if (round > 0) await io.sleep(command.intervalS * 1000);
+    const { response, items } = await describeAll(client, "DescribeInstances", "InstanceSet", { Filters: [{ Name: "instance-state", Values: ["RUNNING"] }] });
+    const ids = items.map((i) => String(i.InstanceId));
+    const start = new Date(io.now() - 120_000).toISOString().replace(/\.\d+Z$/, "Z");
+    const latest = new Map<string, Record<string, number | undefined>>(ids.map((id) => [id, {}]));
+    const monitor: ApiResponse[] = [];
+    for (const metric of TOP_METRICS) {
+      for (let i = 0; i < ids.length; i += MONITOR_BATCH) {
+        const batch = ids.slice(i, i + MONITOR_BATCH);
+        const r = await client.call("GetMonitorData", {
+          Namespace: "QCE/CVM",
+          MetricName: metric,
+          Period: 10,
+          StartTime: start,
+          Instances: batch.map((id) => ({ Dimensions: [{ Name: "InstanceId", Value: id }] })),
+        });
+        monitor.push(r);
+        for (const point of (r.DataPoints as Row[] | undefined) ?? []) {
+          const id = String(((point.Dimensions as Row[] | undefined) ?? [])[0]?.Value ?? "");
+          const values = (point.Values as unknown[] | undefined) ?? [];
+          const last = values[values.length - 1];
+          const row = latest.get(id);
+          if (row && typeof last === "number") row[metric] = last;
+        }
+      }
+    }
+    if (json) {
+      io.out(JSON.stringify({ DescribeInstances: response, GetMonitorData: monitor }, null, 2) + "\n");
+      continue;
+    }
+    const rows = items.map((i) => ({ i, m: latest.get(String(i.InstanceId)) ?? {} }));
+    const num = (v: number | undefined, digits = 1) => (v === undefined ? "-" : v.toFixed(digits));
+    const table = rows.length
+      ? renderTable<(typeof rows)[number]>(
+          [
+            { header: "ID", value: (r) => r.i.InstanceId },
+            { header: "NAME", value: (r) => r.i.InstanceName },
+            { header: "CPU%", value: (r) => num(r.m.CPUUsage), right: true },
+            { header: "MEM%", value: (r) => num(r.m.MemUsage), right: true },
+            { header: "DISK R KB/s", value: (r) => num(r.m.DiskReadTraffic), right: true },
+            { header: "DISK W KB/s", value: (r) => num(r.m.DiskWriteTraffic), right: true },
+            { header: "NET IN Mbps", value: (r) => num(r.m.LanIntraffic, 3), right: true },
+            { header: "NET OUT Mbps", value: (r) => num(r.m.LanOuttraffic, 3), right: true },
+          ],
+          rows,
+        )
+      : "no running instances\n";
+    io.out((rounds > 1 && io.outIsTty ? "\x1b[H\x1b[2J" : "") + table);
+  }
+  return EXIT.OK;
 }
 
 /** Until each instance's latest operation (ours, by RequestId) settled; terminate: until it is gone. */

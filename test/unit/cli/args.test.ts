@@ -53,6 +53,13 @@ describe("parseOperatorArgs", () => {
     expect(parse("logs", "ins-abcd1234").command).toEqual({ kind: "logs", id: "ins-abcd1234" });
   });
 
+  it("parses top", () => {
+    expect(parse("top").command).toEqual({ kind: "top", intervalS: 10 });
+    expect(parse("top", "--interval", "2", "--count", "3").command).toEqual({ kind: "top", intervalS: 2, count: 3 });
+    usage("top", "ins-abcd1234");
+    usage("top", "--count", "0");
+  });
+
   it("refuses wrong command lines", () => {
     usage("nothing");
     usage("instance"); // no ID

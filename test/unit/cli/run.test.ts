@@ -178,6 +178,31 @@ describe("runOperator", () => {
     expect(r.out).toMatch(/^disk\s+400\s+380\s+GiB LOCAL_SSD$/m);
   });
 
+  it("top: the running instances' latest GetMonitorData points, batched by 10; --count rounds; --json as the API gave them", async () => {
+    const ids = Array.from({ length: 11 }, (_, i) => `ins-${String(i).padStart(8, "0")}`);
+    const metrics = ["CPUUsage", "MemUsage", "DiskReadTraffic", "DiskWriteTraffic", "LanIntraffic", "LanOuttraffic"];
+    const monitorSteps = (start = "1969-12-31T23:58:00Z"): Step[] =>
+      metrics.flatMap((metric, k) =>
+        [ids.slice(0, 10), ids.slice(10)].map((batch) => ({
+          action: "GetMonitorData",
+          params: { Namespace: "QCE/CVM", MetricName: metric, Period: 10, StartTime: start, Instances: batch.map((id) => ({ Dimensions: [{ Name: "InstanceId", Value: id }] })) },
+          answer: { MetricName: metric, DataPoints: batch.map((id) => ({ Dimensions: [{ Name: "InstanceId", Value: id }], Timestamps: [1, 2], Values: id === ids[10] ? [] : [0, k + 0.25] })) },
+        })),
+      );
+    const describe: Step = { action: "DescribeInstances", params: { Filters: [{ Name: "instance-state", Values: ["RUNNING"] }], Offset: 0, Limit: 100 }, answer: { TotalCount: 11, InstanceSet: ids.map((id) => ins(id)) } };
+    const r = await cli(["top", "--count", "2", "--interval", "5"], [describe, ...monitorSteps(), describe, ...monitorSteps("1969-12-31T23:58:05Z")]);
+    expect(r.code).toBe(EXIT.OK);
+    const lines = r.out.trimEnd().split("\n");
+    expect(lines).toHaveLength(24); // two rounds of a header and 11 rows (not a terminal: no screen clearing)
+    expect(lines[0]).toMatch(/^ID\s+NAME\s+CPU%\s+MEM%\s+DISK R KB\/s\s+DISK W KB\/s\s+NET IN Mbps\s+NET OUT Mbps$/);
+    expect(lines[1]).toMatch(/^ins-00000000\s+n-ins-00000000\s+0\.3\s+1\.3\s+2\.3\s+3\.3\s+4\.250\s+5\.250$/);
+    expect(lines[11]).toMatch(/^ins-00000010\s+n-ins-00000010(\s+-){6}$/); // no point yet
+    const json = await cli(["top", "--json"], [describe, ...monitorSteps()]);
+    const parsed = JSON.parse(json.out) as { DescribeInstances: { TotalCount: number }; GetMonitorData: unknown[] };
+    expect(parsed.DescribeInstances.TotalCount).toBe(11);
+    expect(parsed.GetMonitorData).toHaveLength(12);
+  });
+
   it("logs: the instance's console.log from the data directory, --tail, and an unknown instance", async () => {
     await mkdir(join(dataDir, "instances", "ins-abcd1234"), { recursive: true });
     await writeFile(join(dataDir, "instances", "ins-abcd1234", "console.log"), "one\ntwo\nthree\n");
