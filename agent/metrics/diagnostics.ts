@@ -311,9 +311,12 @@ export class DiagnosticsService {
   async create(instanceIds: readonly string[]): Promise<DiagnosticReport[]> {
     const missing = instanceIds.filter((id) => this.o.stateOf(id) === undefined);
     if (missing.length) throw new DomainError("InstanceNotFound", `no such instance on this host: ${missing.join(", ")}`);
+    const unique = [...new Set(instanceIds)];
+    // The instances at once: each may wait up to the guest agent's deadline.
+    const results = await Promise.all(unique.map((id) => this.run(id)));
     const out: DiagnosticReport[] = [];
-    for (const id of [...new Set(instanceIds)]) {
-      const checks = await this.run(id);
+    for (const [i, id] of unique.entries()) {
+      const checks = results[i]!;
       const report: DiagnosticReport = {
         ReportId: `dr-${randomBytes(4).toString("hex")}`,
         InstanceId: id,

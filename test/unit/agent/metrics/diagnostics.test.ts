@@ -142,3 +142,47 @@ describe("a report's result", () => {
     expect(worstOf([{ Code: "IO_HANG", Status: "FAULT", Reason: "" }, { Code: "FS_FULL", Status: "WARNING", Reason: "" }])).toBe("FAULT");
   });
 });
+
+describe("DiagnosticsService", () => {
+  it("runs every check from the samples, the events and the console log; the guest agent's silence is UNKNOWN with its reason", async () => {
+    const { mkdtempSync, writeFileSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const { DiagnosticsService, CHECK_CODES } = await import("../../../../agent/metrics/diagnostics.js");
+    const { RecordingRunner } = await import("../../../support/recording-runner.js");
+    const dir = mkdtempSync(join(tmpdir(), "diag-"));
+    writeFileSync(join(dir, "console.log"), "READY\n[   42.0] Kernel panic - not syncing: sysrq triggered crash\n");
+    const runner = new RecordingRunner().on((argv) => argv.includes("guestinfo"), { exitCode: 1, stderr: "error: Guest agent is not responding: QEMU guest agent is not connected\n" });
+    let listener: ((s: never) => void) | undefined;
+    const now = T + 100_000;
+    const service = new DiagnosticsService({
+      monitor: {
+        latest: () => undefined,
+        status: () => ({ samples: 0, missed: 0, overruns: 0, lastDurationMs: undefined, lastError: undefined }),
+        query: () => ({ timestamps: [], avg: [], max: [], min: [] }),
+        subscribe: (fn) => {
+          listener = fn as never;
+          return () => undefined;
+        },
+      },
+      intervalMs: 10_000,
+      stateOf: (id) => (id === "ins-aaaaaaaa" ? "RUNNING" : undefined),
+      consoleLogPath: () => join(dir, "console.log"),
+      runner,
+      uri: "qemu:///system",
+      now: () => now,
+    });
+    expect(listener).toBeDefined();
+    service.onEvent({ domain: "ins-aaaaaaaa", kind: "reboot", event: "reboot", detail: "", at: new Date(now - 5_000) });
+    const [report] = await service.create(["ins-aaaaaaaa"]);
+    expect(report!.Checks.map((c) => c.Code)).toEqual([...CHECK_CODES]);
+    const byCode = Object.fromEntries(report!.Checks.map((c) => [c.Code, c]));
+    expect(byCode.KERNEL_PANIC).toMatchObject({ Status: "FAULT", Reason: /sysrq triggered crash/ });
+    expect(byCode.FS_FULL).toMatchObject({ Status: "UNKNOWN", Reason: /guest agent did not answer \(error: Guest agent is not responding/ });
+    expect(byCode.RECENT_REBOOT!.Status).toBe("WARNING");
+    expect(byCode.IO_HANG!.Status).toBe("UNKNOWN");
+    expect(report!.Result).toBe("FAULT");
+    expect(service.describe({ instanceIds: ["ins-aaaaaaaa"] }).map((r) => r.ReportId)).toEqual([report!.ReportId]);
+    await expect(service.create(["ins-bbbbbbbb"])).rejects.toMatchObject({ kind: "InstanceNotFound" });
+  });
+});
