@@ -270,9 +270,9 @@ export class DiagnosticsService {
     this.unsubscribe();
   }
 
-  /** Every libvirt event the agent saw (InstanceSync's hook): crashes, reboots, starts. */
+  /** Every libvirt event the agent saw (InstanceSync's hook); crashes and reboots are kept. */
   onEvent(event: DomainEvent): void {
-    const keep = event.kind === "reboot" || (event.kind === "lifecycle" && (event.event === "Crashed" || event.event === "Started"));
+    const keep = event.kind === "reboot" || (event.kind === "lifecycle" && event.event === "Crashed");
     if (!keep) return;
     const list = this.events.get(event.domain) ?? [];
     list.push(event);
@@ -351,7 +351,7 @@ export class DiagnosticsService {
     const points = this.points.get(id) ?? [];
     const events = (this.events.get(id) ?? []).filter((e) => now - e.at.getTime() <= REBOOT_WINDOW_MS);
     const crashes = events.filter((e) => e.kind === "lifecycle" && e.event === "Crashed");
-    const reboots = events.filter((e) => e.kind === "reboot" || (e.kind === "lifecycle" && e.event === "Started" && e.detail !== "Booted")).map((e) => e.at);
+    const reboots = events.filter((e) => e.kind === "reboot").map((e) => e.at);
     const console = await this.readConsole(id);
     const end = Math.floor(now / 1000);
     const series = (metric: "CPUUsage" | "MemUsage") =>
