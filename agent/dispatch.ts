@@ -32,7 +32,7 @@ import { resolveWindow } from "./api/schemas-monitor.js";
 import type { MonitorReader } from "./monitor/monitor.js";
 import type { AlarmService } from "./metrics/alarm-service.js";
 import type { DiagnosticsService } from "./metrics/diagnostics.js";
-import { describeBaseMetrics, getMonitorData } from "./monitor/views.js";
+import { describeBaseMetrics, getMonitorData } from "./api/monitor-views.js";
 
 export interface DispatcherDeps {
   instances: InstanceOperations;

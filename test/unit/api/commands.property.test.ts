@@ -69,10 +69,15 @@ const FIELDS = [
   // Security groups (VPC) and their bindings (CVM)
   "SecurityGroupId", "GroupName", "GroupDescription", "SecurityGroupPolicySet", "SortPolicys", "SecurityGroups", "OrderField", "OrderDirection",
   "Tags", "OriginalSecurityGroupPolicySet",
+  // Monitor 2018-07-24
+  "Namespace", "MetricName", "Instances", "Period", "StartTime", "EndTime", "SpecifyStatistics", "Dimensions",
 ];
 
 /** Right values for the fields actions require, to build a valid body per action. */
 const GOOD: Readonly<Record<string, unknown>> = {
+  Namespace: "QCE/CVM",
+  MetricName: "CPUUsage",
+  Instances: [{ Dimensions: [{ Name: "InstanceId", Value: "ins-abcd1234" }] }],
   InstanceId: "ins-abcd1234",
   HostIds: ["host-abcd1234"],
   HostName: "rack-7",

@@ -73,6 +73,9 @@ describe("parseCommand", () => {
         "DescribeAlarmPolicies",
         "CreateInstanceDiagnosticReports",
         "DescribeInstanceDiagnosticReports",
+        // Monitor 2018-07-24 (agent/api/schemas-monitor.ts)
+        "GetMonitorData",
+        "DescribeBaseMetrics",
       ].sort(),
     );
   });

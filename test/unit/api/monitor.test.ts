@@ -7,7 +7,7 @@ import { formatMonitorTime, parseMonitorTime, resolveWindow, type GetMonitorData
 import { apiVersionOf } from "../../../agent/api/server.js";
 import { METRIC_COUNT, METRIC_INDEX } from "../../../agent/monitor/metrics.js";
 import { SeriesStore } from "../../../agent/monitor/store.js";
-import { describeBaseMetrics, getMonitorData } from "../../../agent/monitor/views.js";
+import { describeBaseMetrics, getMonitorData } from "../../../agent/api/monitor-views.js";
 import { refusal } from "../../support/parse.js";
 
 const ID = "ins-aaaaaaaa";

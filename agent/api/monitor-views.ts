@@ -1,6 +1,6 @@
 /**
  * The Monitor API's answers (GetMonitorData, DescribeBaseMetrics) from the series store,
- * through the MonitorReader interface (monitor.ts): pure given the reader.
+ * through the MonitorReader interface (agent/monitor/monitor.ts): pure given the reader.
  *
  * Values: at 10 s and 60 s the average of the period; at 300 s and longer the metric's
  * statistic of the public service (reference §D.3: max for CPU and memory, avg for traffic).
@@ -8,10 +8,10 @@
  * Wan* metrics are 0 wherever the matching Lan* metric has a point (all traffic is intranet
  * until the ENI issue splits it).
  */
-import type { DescribeBaseMetricsParams, GetMonitorDataParams, MonitorWindow } from "../api/schemas-monitor.js";
-import { CVM_NAMESPACE, formatMonitorTime } from "../api/schemas-monitor.js";
-import { METRIC_INDEX, METRICS, PERIODS, ZERO_METRICS, findMetric, type StoredMetric, type ZeroMetric } from "./metrics.js";
-import type { MonitorReader } from "./monitor.js";
+import { METRIC_INDEX, METRICS, PERIODS, ZERO_METRICS, findMetric, type StoredMetric, type ZeroMetric } from "../monitor/metrics.js";
+import type { MonitorReader } from "../monitor/monitor.js";
+import type { DescribeBaseMetricsParams, GetMonitorDataParams, MonitorWindow } from "./schemas-monitor.js";
+import { CVM_NAMESPACE, formatMonitorTime } from "./schemas-monitor.js";
 
 /** Six decimals at most: the API answers numbers like 1.25, not 1.2500000476837158. */
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
