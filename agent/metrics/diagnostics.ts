@@ -77,10 +77,11 @@ const unknown = (Code: CheckCode, Reason: string): CheckResult => ({ Code, Statu
 export function checkIoHang(running: boolean, points: readonly ProgressPoint[], now: number, intervalMs: number): CheckResult {
   const C = "IO_HANG";
   if (!running) return ok(C, "the instance is not running");
-  const recent = points.filter((p) => now - p.at <= Math.max(HANG_AFTER_MS * 2, intervalMs * 6));
+  const recent = points.filter((p) => now - p.at <= Math.max(HANG_AFTER_MS * 2 + intervalMs, intervalMs * 6));
   const last = recent.at(-1);
   if (!last || now - last.at > intervalMs * 3) return unknown(C, "the monitor has no recent sample of this instance (its statistics call failed or skipped it)");
-  const first = recent.find((p) => last.at - p.at >= HANG_AFTER_MS);
+  // The newest point at least HANG_AFTER_MS before the last (counters only grow: equal ends mean nothing moved between).
+  const first = [...recent].reverse().find((p) => last.at - p.at >= HANG_AFTER_MS);
   const frozenCpu = first !== undefined && first.vcpuTimeNs !== undefined && last.vcpuTimeNs !== undefined && last.vcpuTimeNs === first.vcpuTimeNs;
   if (frozenCpu && first!.diskReqs === last.diskReqs) {
     return fault(C, `no vCPU time and no disk request completed for ${Math.round((last.at - first!.at) / 1000)} s while libvirt says running: the guest (its QEMU) makes no progress`);
@@ -233,7 +234,9 @@ export function worstOf(checks: readonly CheckResult[]): CheckStatus {
 export const MAX_DIAGNOSTIC_INSTANCES = 10;
 export const REPORTS_KEPT_PER_INSTANCE = 5;
 const EVENTS_KEPT = 32;
-const POINTS_KEPT = 12;
+/** Samples kept per instance: those of the last POINTS_WINDOW_MS (at least three), at most POINTS_KEPT. */
+const POINTS_KEPT = 128;
+const POINTS_WINDOW_MS = HANG_AFTER_MS * 2;
 const CONSOLE_TAIL_BYTES = 256 * 1024;
 
 export interface DiagnosticsOptions {
@@ -301,7 +304,7 @@ export class DiagnosticsService {
       };
       const list = this.points.get(id) ?? [];
       list.push(point);
-      if (list.length > POINTS_KEPT) list.shift();
+      while (list.length > POINTS_KEPT || (list.length > 3 && sample.at - list[0]!.at > POINTS_WINDOW_MS + this.o.intervalMs)) list.shift();
       this.points.set(id, list);
     }
     for (const id of this.points.keys()) if (!sample.instances.has(id)) this.points.delete(id);

@@ -186,3 +186,36 @@ describe("DiagnosticsService", () => {
     await expect(service.create(["ins-bbbbbbbb"])).rejects.toMatchObject({ kind: "InstanceNotFound" });
   });
 });
+
+describe("DiagnosticsService's sample history", () => {
+  it("holds enough samples at a short interval (2 s) to judge 30 s of progress, and sees a stop", async () => {
+    const { DiagnosticsService } = await import("../../../../agent/metrics/diagnostics.js");
+    const { RecordingRunner } = await import("../../../support/recording-runner.js");
+    const { METRIC_COUNT } = await import("../../../../agent/monitor/metrics.js");
+    let now = T;
+    const service = new DiagnosticsService({
+      monitor: {
+        latest: () => undefined,
+        status: () => ({ samples: 0, missed: 0, overruns: 0, lastDurationMs: undefined, lastError: undefined }),
+        query: () => ({ timestamps: [], avg: [], max: [], min: [] }),
+        subscribe: () => () => undefined,
+      },
+      intervalMs: 2_000,
+      stateOf: () => "RUNNING",
+      consoleLogPath: () => "/nonexistent/console.log",
+      runner: new RecordingRunner().on((argv) => argv.includes("guestinfo"), { exitCode: 1, stderr: "error: no agent\n" }),
+      uri: "qemu:///system",
+      now: () => now,
+    });
+    const feed = (vcpuNs: number) => {
+      now += 2_000;
+      const counters = { name: "ins-aaaaaaaa", vcpuTimeNs: vcpuNs, nics: [], blocks: [{ name: "vda", rdReqs: 5, rdBytes: 0, rdTimesNs: 0, wrReqs: 5, wrBytes: 0, wrTimesNs: 0, flReqs: 0, flTimesNs: 0 }] };
+      service.onSample({ at: now, durationMs: 1, instances: new Map([["ins-aaaaaaaa", { instanceId: "ins-aaaaaaaa", at: now, state: 1, values: new Float64Array(METRIC_COUNT), counters }]]) });
+    };
+    for (let i = 0; i < 40; i++) feed(1e9 + i * 1e7);
+    const hang = async () => (await service.create(["ins-aaaaaaaa"]))[0]!.Checks.find((c) => c.Code === "IO_HANG")!;
+    expect(await hang()).toMatchObject({ Status: "OK" });
+    for (let i = 0; i < 20; i++) feed(2e9);
+    expect(await hang()).toMatchObject({ Status: "FAULT", Reason: /for 3\d s/ });
+  });
+});
