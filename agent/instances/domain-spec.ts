@@ -1,6 +1,7 @@
 /** Instance record → libvirt domain spec. Pure. */
 import type { DomainDiskSpec, DomainSpec, VirtType } from "../../drivers/libvirt/types.js";
 import type { InstanceRecord } from "../model.js";
+import { tapName } from "../network/firewall-types.js";
 import type { DataPaths } from "../paths.js";
 
 export const SMBIOS_MANUFACTURER = "cdh-agent";
@@ -94,11 +95,12 @@ export function buildDomainSpec(options: {
       // it boots after the system disk, so a disk without a boot loader falls through to it.
       { device: "cdrom", target: "hdd", bus: "ide", format: "raw", readonly: true, ...(record.iso ? { path: record.iso.path, bootOrder: 2 } : {}) },
     ],
-    nics: record.nics.map((nic) => ({
+    nics: record.nics.map((nic, index) => ({
       mac: nic.mac,
       source: { network: nic.network },
-      // Anti-spoofing: the guest may send only from its own MAC and address.
-      ...(nic.ipv4 ? { filter: { name: "clean-traffic", parameters: { IP: nic.ipv4 } } } : {}),
+      // A fixed tap name: the firewall's chains for it (anti-spoofing, security groups) exist
+      // before the guest starts (agent/network/firewall-compile.ts).
+      targetDev: tapName(record.instanceId, index),
     })),
     ...(record.rescue && options.rescue ? { directBoot: rescueBoot(record.rescue.passwordHash, options.rescue) } : {}),
     consoleLogPath: paths.consoleLog(record.instanceId),

@@ -87,10 +87,9 @@ function buildNic(nic: DomainNicSpec): XmlNode {
   };
   if (nic.targetDev !== undefined) children.target = el({ dev: nic.targetDev });
   children.model = el({ type: "virtio" });
-  if (nic.filter) {
-    const parameters = Object.entries(nic.filter.parameters).map(([name, value]) => el({ name, value }));
-    children.filterref = el({ filter: nic.filter.name }, parameters.length > 0 ? { parameter: parameters } : undefined);
-  }
+  // Anti-spoofing lives in the agent's nftables tables (agent/network/firewall-compile.ts),
+  // not in libvirt's nwfilter: a filterref is only ever read, from older definitions.
+  if (nic.filter) throw new DomainXmlError(`NIC ${nic.mac}: nwfilter references are not written (filter ${nic.filter.name})`);
   return el({ type: isNetwork ? "network" : "bridge" }, children);
 }
 

@@ -42,9 +42,12 @@ export interface DomainNicSpec {
   mac: string;
   /** libvirt network name, or a host bridge name. */
   source: { network: string } | { bridge: string };
-  /** Optional nwfilter reference with its parameters (anti-spoofing). */
+  /**
+   * An nwfilter reference with its parameters, as definitions made before the agent's own
+   * firewall carry (libvirt's clean-traffic). Read only: the builder refuses it.
+   */
   filter?: { name: string; parameters: Record<string, string> };
-  /** Host-side tap device name (e.g. "vnet-<id>"); libvirt picks one when absent. */
+  /** Host-side tap device name (the agent's: tapName(), fixed before the guest starts); libvirt picks one when absent. */
   targetDev?: string;
 }
 

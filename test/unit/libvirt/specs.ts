@@ -39,8 +39,7 @@ export const biosKvmSpec: DomainSpec = {
     {
       mac: "52:54:00:3a:7f:01",
       source: { bridge: "cdhbr0" },
-      targetDev: "cdh-7k2m9xqa",
-      filter: { name: "cdh-clean-traffic", parameters: { IP: "10.0.0.17", MAC: "52:54:00:3a:7f:01" } },
+      targetDev: "cdh7k2m9xqa0",
     },
   ],
   consoleLogPath: "/var/lib/cdh-agent/instances/ins-7k2m9xqa/console.log",
