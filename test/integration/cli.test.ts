@@ -119,14 +119,14 @@ describe("cdh-agent operator commands", () => {
     const stop = await cli(["stop", instanceId, "--hard", "--wait", "--timeout", "60"]);
     expect(stop.code).toBe(0);
     expect(stop.out).toMatch(new RegExp(`StopInstances: accepted for ${instanceId}`));
-    expect(stop.err).toBe(`${instanceId}: STOPPED\n`);
+    expect(stop.err).toBe(`${instanceId}: STOPPED`); // execa strips the final newline
     expect((await agent.client.DescribeInstances({ InstanceIds: [instanceId] })).InstanceSet![0]!.InstanceState).toBe("STOPPED");
     const start = await json<{ RequestId: string }>(["start", instanceId]);
     expect(start.RequestId).toMatch(/./);
     await waitForState(agent.client, instanceId, "RUNNING");
     const reboot = await cli(["reboot", instanceId, "--wait", "--hard", "--timeout", "60"]);
     expect(reboot.code).toBe(0);
-    expect(reboot.err).toBe(`${instanceId}: RUNNING\n`);
+    expect(reboot.err).toBe(`${instanceId}: RUNNING`);
   });
 
   it("prints the API's error code and message as they came and exits 1", async () => {
