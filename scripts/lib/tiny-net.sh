@@ -15,7 +15,8 @@
 #   cdh-net probe ID PROTO IP PORT SECS [SRC]
 #       PROTO tcp|udp|icmp (PORT is ignored for icmp); SRC a local source address to
 #       send from. Prints `CDH-NET ID ok REPLY` (REPLY: the first line the other end sent,
-#       so a TCP server that says nothing first counts as not reached) or `CDH-NET ID fail`,
+#       so a TCP server that says nothing first counts as not reached) or
+#       `CDH-NET ID fail why=refused|timeout ms=N` (refused: it ended before the bound),
 #       within SECS (+1 for udp).
 #   cdh-net watch ID PROTO IP PORT SECS
 #       Probes again and again (results `CDH-NET ID.N ok|fail ...`) until `cdh-net stop ID`.
@@ -102,6 +103,7 @@ setup() {
 probe() {
   pid=$1 proto=$2 ip=$3 port=$4 secs=${5:-1} src=${6:-}
   out=
+  t0=$(cut -d' ' -f1 /proc/uptime | tr -d .)
   case "$proto" in
     tcp)
       if [ -n "$src" ]; then
@@ -116,8 +118,12 @@ probe() {
     *) say "CDH-NET $pid fail unknown-protocol"; return 0 ;;
   esac
   out=$(echo "$out" | tr -d '\r')
-  # Reached = the other end answered a line (our responders, an SSH banner, ...).
-  if [ -n "$out" ]; then say "CDH-NET $pid ok $out"; else say "CDH-NET $pid fail"; fi
+  # Reached = the other end answered a line (our responders, an SSH banner, ...). A failure
+  # says whether it came before the bound (refused: a RST or an ICMP error) or at it (timeout).
+  t1=$(cut -d' ' -f1 /proc/uptime | tr -d .)
+  if [ -n "$out" ]; then say "CDH-NET $pid ok $out"
+  elif [ $((t1 - t0)) -lt $((secs * 100 - 30)) ]; then say "CDH-NET $pid fail why=refused ms=$(((t1 - t0) * 10))"
+  else say "CDH-NET $pid fail why=timeout ms=$(((t1 - t0) * 10))"; fi
 }
 
 cmd=${1:-}

@@ -54,6 +54,10 @@ export interface ProbeResult {
    * SSH banner), or `CDH-ICMP from=…`. A TCP server that sends nothing first is not "reached".
    */
   reply?: string;
+  /** When not ok: `why=refused ms=N` (it ended before the bound: a RST or an ICMP error) or `why=timeout ms=N`. */
+  why?: string;
+  /** For {@link NetGuest.watch}: when the result reached the test (Date.now()). */
+  at?: number;
 }
 
 const RESULT = /CDH-NET (\S+) (ok|fail)(?: (.*))?$/;
@@ -73,7 +77,7 @@ export class NetGuest {
   private partial = "";
   private closed = false;
   private readonly waiters = new Map<string, (r: { ok: boolean; rest: string }) => void>();
-  private readonly watchers = new Map<string, (seqNo: number, ok: boolean, rest: string) => void>();
+  private readonly watchers = new Map<string, (seqNo: number, ok: boolean, rest: string, at: number) => void>();
 
   private constructor(net: TinyNet, ptyPath: string) {
     this.net = net;
@@ -128,7 +132,7 @@ export class NetGuest {
       }
       const dot = id.lastIndexOf(".");
       const watcher = dot > 0 ? this.watchers.get(id.slice(0, dot)) : undefined;
-      if (watcher) watcher(Number(id.slice(dot + 1)), verdict === "ok", rest ?? "");
+      if (watcher) watcher(Number(id.slice(dot + 1)), verdict === "ok", rest ?? "", Date.now());
     }
   }
 
@@ -194,7 +198,7 @@ export class NetGuest {
     const port = o.port ?? (o.proto === "udp" ? TINY_PORTS.udp : o.proto === "tcp" ? TINY_PORTS.tcp : 0);
     const args: Array<string | number> = [o.proto, o.to, port, secs, ...(o.from ? [o.from] : [])];
     const r = await this.command("probe", args, secs * 1000 + 15_000);
-    return r.ok ? { ok: true, reply: r.rest } : { ok: false };
+    return r.ok ? { ok: true, reply: r.rest } : { ok: false, ...(r.rest ? { why: r.rest } : {}) };
   }
 
   /**
@@ -204,8 +208,8 @@ export class NetGuest {
   watch(o: { proto: ProbeProto; to: string; port?: number; timeoutMs?: number }): { results: ProbeResult[]; stop(): Promise<ProbeResult[]> } {
     const wid = nextId("w");
     const results: ProbeResult[] = [];
-    this.watchers.set(wid, (n, ok, rest) => {
-      results[n - 1] = ok ? { ok, reply: rest } : { ok };
+    this.watchers.set(wid, (n, ok, rest, at) => {
+      results[n - 1] = ok ? { ok, reply: rest, at } : { ok, at, ...(rest ? { why: rest } : {}) };
     });
     const secs = Math.max(1, Math.round((o.timeoutMs ?? 1000) / 1000));
     const port = o.port ?? (o.proto === "udp" ? TINY_PORTS.udp : o.proto === "tcp" ? TINY_PORTS.tcp : 0);
