@@ -219,6 +219,7 @@ export class Reporter {
       ...(payload.StoragePools ? { StoragePools: payload.StoragePools } : {}),
       ...(payload.Orphans ? { Orphans: payload.Orphans } : {}),
       ...(payload.PowerRestore ? { PowerRestore: payload.PowerRestore } : {}),
+      ...(payload.Alarms ? { Alarms: payload.Alarms } : {}),
     };
   }
 
