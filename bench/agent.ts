@@ -30,7 +30,7 @@ export const BENCH_CIDR = { base: "10.210.0.0", prefixLength: 21 };
 const BENCH_SUBNETS = [{ subnet_id: "subnet-default", vpc_id: "vpc-default", network: BENCH_NETWORK, bridge: BENCH_BRIDGE, cidr: `${BENCH_CIDR.base}/${BENCH_CIDR.prefixLength}` }];
 export const HOST_ID = "host-cdhbench";
 /** The bench agent's firewall tables (inet and bridge), config firewall_nft_table. */
-export const BENCH_FIREWALL_TABLE = "cdhtest_filter";
+export const BENCH_FIREWALL_TABLE = "cdhbench_filter";
 
 /** The SDK client of the integration tests, with the bench's credentials (the SDK's defaults: a new connection per call). */
 export function sdkClient(port: number): CvmClient {
