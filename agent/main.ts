@@ -50,7 +50,7 @@ import { SecurityGroupService } from "./network/security-groups/service.js";
 import { SecurityGroupStore, securityGroupsFile } from "./network/security-groups/store.js";
 import { namedGroupsOf } from "./network/security-groups/state.js";
 import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
-import { migrateNicDefinitions } from "./network/nic-migration.js";
+import { migrateNicDefinitions, needsNicMigration } from "./network/nic-migration.js";
 import { HostMonitor } from "./monitor/monitor.js";
 import { PERIODS, type Period } from "./monitor/metrics.js";
 import { SeriesStore } from "./monitor/store.js";
@@ -227,6 +227,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     host: { hostId: config.hostId, zone: config.hostZone },
     logger: logger.child({ component: "disks" }),
   });
+  // Domains start-up recovery found with NICs from before the firewall (nic-migration.ts).
+  const nicMigrationCandidates = new Set<string>();
   const instances = createInstanceOperations({
     ops,
     registry,
@@ -255,6 +257,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     launchConcurrency: launchConcurrency(config.launchConcurrency, facts.cpuCount),
     powerRestore: { enabled: config.restorePowerOnStart, concurrency: config.restorePowerConcurrency },
     healDisks: (id, spec, state) => diskService.heal(id, spec, state),
+    onAdopted: (id, spec) => {
+      if (needsNicMigration(id, spec)) nicMigrationCandidates.add(id);
+    },
     firewallHooks: { beforeStart: () => securityGroups.syncNow(), afterGone: () => securityGroups.syncNow() },
     checkpoint,
     logger: logger.child({ component: "instances" }),
@@ -286,6 +291,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // Domains defined before the firewall (clean-traffic, libvirt's vnetN taps): redefined with fixed tap names.
   await migrateNicDefinitions({
     hypervisor,
+    candidates: nicMigrationCandidates,
     instances: () => [...registry.all()].filter((e) => !e.launchFailed && !e.transition).map((e) => e.record),
     specOf: (record) => instances.specs.of(record),
     exclusive: (id, work) => ops.exclusive(id, work),

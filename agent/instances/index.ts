@@ -91,6 +91,7 @@ export interface InstanceOperationsOptions {
   powerRestore: { enabled: boolean; concurrency: number };
   /** Recovery: makes a domain's data disks match the disk store (DiskService.heal). */
   healDisks?: ConstructorParameters<typeof Recovery>[0]["healDisks"];
+  onAdopted?: ConstructorParameters<typeof Recovery>[0]["onAdopted"];
   checkpoint: Checkpoint;
   logger: Logger;
   /** The security groups' firewall: synced before a new domain starts and after an instance is gone. */
@@ -169,6 +170,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
       retyper: retype,
       hostId: o.hostId,
       ...(o.healDisks ? { healDisks: o.healDisks } : {}),
+      ...(o.onAdopted ? { onAdopted: o.onAdopted } : {}),
       logger,
     }),
   };

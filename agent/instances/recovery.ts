@@ -44,6 +44,8 @@ export class Recovery {
       hostId: string;
       /** Makes the domain's data disks match the disk store (an attach or detach cut short by a crash). */
       healDisks?: (instanceId: string, spec: DomainSpec, state: DomainPowerState) => Promise<void>;
+      /** Sees each adopted domain's definition as read (the firewall's NIC migration picks its candidates here, without reading every domain again). */
+      onAdopted?: (instanceId: string, spec: DomainSpec) => void;
       logger: Logger;
     },
   ) {}
@@ -149,6 +151,7 @@ export class Recovery {
         continue;
       }
       registry.add(newEntry(record, details.state));
+      this.o.onAdopted?.(record.instanceId, details.spec);
       // A disk copy a crash cut short may have left the guest paused or frozen.
       await undoQuiesce({ hypervisor, logger, instanceId: record.instanceId, marker: paths.quiesceMarker(record.instanceId), power: details.state });
       await this.o.healDisks?.(record.instanceId, details.spec, details.state).catch((error: unknown) =>

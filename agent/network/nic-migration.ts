@@ -19,26 +19,25 @@ export function needsNicMigration(instanceId: string, spec: Pick<DomainSpec, "ni
 }
 
 export async function migrateNicDefinitions(o: {
-  hypervisor: Pick<Hypervisor, "getDomains" | "defineDomain">;
+  hypervisor: Pick<Hypervisor, "defineDomain">;
   /** Instances at rest (no operation under way), with their records. */
   instances: () => Iterable<InstanceRecord>;
+  /** The instances whose definition, as start-up recovery read it, needsNicMigration. */
+  candidates: ReadonlySet<string>;
   /** The domain spec the agent writes for a record (DomainSpecs.of). */
   specOf: (record: InstanceRecord) => DomainSpec;
   /** Runs `work` with the instance's operations held off. */
   exclusive: (instanceId: string, work: () => Promise<void>) => Promise<void>;
   logger: Pick<Logger, "info" | "warn">;
 }): Promise<string[]> {
-  const records = [...o.instances()];
-  const found = await o.hypervisor.getDomains(records.map((r) => r.instanceId));
   const migrated: string[] = [];
-  for (const record of records) {
-    const details = found.get(record.instanceId);
-    if (!details || !needsNicMigration(record.instanceId, details.spec)) continue;
+  for (const record of o.instances()) {
+    if (!o.candidates.has(record.instanceId)) continue;
     try {
       await o.exclusive(record.instanceId, () => o.hypervisor.defineDomain(o.specOf(record)));
       migrated.push(record.instanceId);
       o.logger.info(
-        { instanceId: record.instanceId, state: details.state },
+        { instanceId: record.instanceId },
         "domain redefined with fixed tap names and without clean-traffic (the agent's firewall); a running guest takes it at its next start",
       );
     } catch (error) {
