@@ -6,11 +6,11 @@
  */
 import { execa } from "execa";
 import { readFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
 import { resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { ControllerStub } from "../support/controller-stub.js";
 import { alive } from "../support/file-lock.js";
-import { freePort, importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
+import { importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { serialLogSize, waitForSerial, TINY_READY_PATTERN } from "../support/serial.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
 
@@ -20,30 +20,8 @@ interface Report {
   PowerRestore?: { Enabled: boolean; Restarted: Array<{ InstanceId: string; Reason: string; Result: string }>; KeptStopped: string[]; StillRunning: number };
 }
 
-/** A controller that answers 200 and keeps every report. */
-class Controller {
-  readonly reports: Report[] = [];
-  port = 0;
-  private server!: Server;
-  async start(): Promise<void> {
-    this.port = await freePort();
-    this.server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on("data", (c: Buffer) => chunks.push(c));
-      req.on("end", () => {
-        this.reports.push(JSON.parse(Buffer.concat(chunks).toString("utf8")) as Report);
-        res.end("{}");
-      });
-    });
-    await new Promise<void>((r) => this.server.listen(this.port, "127.0.0.1", r));
-  }
-  close(): Promise<void> {
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
-
 describe("power across a host restart", () => {
-  const controller = new Controller();
+  const controller = new ControllerStub<Report>();
   let agent: AgentProcess;
   let ids: string[] = [];
 
