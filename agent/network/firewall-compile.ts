@@ -162,8 +162,29 @@ function compileInet(state: FirewallState, options: FirewallCompileOptions): Nft
   ]);
   const fromAgentBridge: NftMatch = { kind: "lookup", key: ["iifname"], set: "agent_bridges" };
   const toAgentBridge: NftMatch = { kind: "lookup", key: ["oifname"], set: "agent_bridges" };
-  t.chain("forward_out", [{ match: [fromAgentBridge], verdict: jump("guest_out") }], { hook: "forward", priority: INET_FILTER });
-  t.chain("forward_in", [{ match: [toAgentBridge], verdict: jump("guest_in") }], { hook: "forward", priority: INET_FILTER + INGRESS_AFTER });
+  // The subnets are isolated here, not by libvirt (their networks are in forward mode
+  // 'open', so a libvirtd restart re-adds no rules of its own one by one under running
+  // guests): only traffic bridged within one agent bridge goes on to the groups; anything
+  // routed out of or into an agent bridge is dropped.
+  const bridged = (chain: string) => bridges.map((b) => [[{ ifname: b }, { ifname: b }] as NftValue[], jump(chain)] as const);
+  t.map("bridged_out", ["ifname", "ifname"], bridged("guest_out"));
+  t.map("bridged_in", ["ifname", "ifname"], bridged("guest_in"));
+  t.chain(
+    "forward_out",
+    [
+      { match: [fromAgentBridge], verdict: { kind: "vmap", key: ["iifname", "oifname"], map: "bridged_out" } },
+      { match: [fromAgentBridge], verdict: DROP },
+    ],
+    { hook: "forward", priority: INET_FILTER },
+  );
+  t.chain(
+    "forward_in",
+    [
+      { match: [toAgentBridge], verdict: { kind: "vmap", key: ["iifname", "oifname"], map: "bridged_in" } },
+      { match: [toAgentBridge], verdict: DROP },
+    ],
+    { hook: "forward", priority: INET_FILTER + INGRESS_AFTER },
+  );
   t.chain("input_guest", [{ match: [fromAgentBridge], verdict: jump("guest_host") }], { hook: "input", priority: INET_FILTER });
   return t.build();
 }

@@ -1,6 +1,6 @@
 /**
- * libvirt networks the agent attaches NICs to. For now one isolated network (no
- * forwarding, no DHCP): guests on it reach each other and the host's bridge only.
+ * libvirt networks the agent attaches NICs to: one per subnet, in forward mode 'open'
+ * (libvirt adds no rules; the agent's nftables tables keep it isolated), no DHCP.
  */
 import { ExecError, type CommandRunner } from "../exec/runner.js";
 import { writeFile, rm } from "node:fs/promises";
@@ -31,6 +31,11 @@ export function isolatedNetworkXml(options: IsolatedNetwork): string {
   return [
     "<network>",
     `  <name>${escapeXml(options.name)}</name>`,
+    // 'open': libvirt adds no firewall rules of its own for this network; the agent's
+    // nftables tables isolate it (agent/network/firewall-compile.ts). An isolated network's
+    // rules are re-added one command at a time at every libvirtd restart, a moment in which
+    // running guests' traffic was refused (measured: 3 of 1,111 connects; 0 with 'open').
+    "  <forward mode='open'/>",
     `  <bridge name='${escapeXml(options.bridge)}' stp='off' delay='0'/>`,
     ...(options.ip ? [`  <ip address='${escapeXml(options.ip.address)}' prefix='${options.ip.prefixLength}'/>`] : []),
     "</network>",
@@ -166,6 +171,17 @@ export class VirshNetworks implements NetworkPort {
     return out;
   }
 
+  private async define(options: IsolatedNetwork): Promise<void> {
+    const file = join(this.o.tmpDir, `net-${randomBytes(4).toString("hex")}.xml`);
+    await writeFile(file, isolatedNetworkXml(options), { mode: 0o600 });
+    try {
+      const def = await this.virsh("net-define", file);
+      if (def.exitCode !== 0) throw new ExecError({ command: def.command, exitCode: def.exitCode, stdout: def.stdout, stderr: def.stderr, failure: "exit" });
+    } finally {
+      await rm(file, { force: true });
+    }
+  }
+
   async ensureIsolated(options: IsolatedNetwork): Promise<void> {
     // Before anything is defined or redefined: another network on the same bridge or subnet
     // would make libvirt refuse ours, or worse, route the guests' traffic to the wrong bridge.
@@ -178,17 +194,14 @@ export class VirshNetworks implements NetworkPort {
         await this.virsh("net-destroy", options.name);
         await this.virsh("net-undefine", options.name);
         info = await this.virsh("net-info", options.name);
+      } else if (xml.exitCode === 0 && !/<forward mode=['"]open['"]/.test(xml.stdout)) {
+        // Defined by an older agent as isolated: the definition is updated in place, and the
+        // running network (with its guests' taps) keeps libvirt's rules until it next starts.
+        await this.define(options);
       }
     }
     if (info.exitCode !== 0) {
-      const file = join(this.o.tmpDir, `net-${randomBytes(4).toString("hex")}.xml`);
-      await writeFile(file, isolatedNetworkXml(options), { mode: 0o600 });
-      try {
-        const def = await this.virsh("net-define", file);
-        if (def.exitCode !== 0) throw new ExecError({ command: def.command, exitCode: def.exitCode, stdout: def.stdout, stderr: def.stderr, failure: "exit" });
-      } finally {
-        await rm(file, { force: true });
-      }
+      await this.define(options);
       await this.virsh("net-autostart", options.name);
     }
     const again = await this.virsh("net-info", options.name);
