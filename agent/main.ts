@@ -306,7 +306,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   await snapshots.load();
   sync.start();
   // Instances that ran before the host (or libvirtd and the agent) went down start again; they show STARTING from here.
-  const powerRestored = instances.powerRestore.begin();
+  const powerRestored = instances.powerRestore.begin(instances.recovery.resumedFromJournal);
   await storage.measure();
   const inventory = new InventorySweep({
     storage,

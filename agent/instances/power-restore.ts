@@ -86,17 +86,20 @@ export class PowerRestore {
   }
 
   /**
-   * Decides at once (call after recovery, before the API serves): the instances to start show
+   * Decides at once (call after recovery, before the API serves; `resumed`: the instances whose
+   * interrupted operation recovery settled, left as it left them): the instances to start show
    * STARTING from now on; the starts run in the background, `concurrency` at a time. The
    * returned promise settles when every start has ended.
    */
-  begin(): Promise<PowerRestoreResult> {
+  begin(resumed: ReadonlySet<string> = new Set()): Promise<PowerRestoreResult> {
     const { ops, registry, logger } = this.o;
     const result: PowerRestoreResult = { enabled: this.o.enabled, startedAt: new Date().toISOString(), restarted: [], keptStopped: [], stillRunning: 0 };
     this.result = result;
     const toStart: InstanceEntry[] = [];
     for (const entry of registry.all()) {
-      if (entry.launchFailed || entry.transition) continue; // recovery's operations decide for these
+      // Recovery's operations decide for these: one under way, or one a crash interrupted that
+      // recovery finished or rolled back (a reinstall rolled back leaves the instance stopped).
+      if (entry.launchFailed || entry.transition || resumed.has(entry.record.instanceId)) continue;
       if (isPoweredOn(entry.power)) {
         result.stillRunning += 1;
         continue;

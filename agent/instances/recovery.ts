@@ -27,6 +27,9 @@ const INSTANCE_NAME = /^ins-[a-z0-9]{8}$/;
 const DOMAINS_AT_A_TIME = 250;
 
 export class Recovery {
+  /** Instances whose operation a crash interrupted, finished or rolled back by the last run: their power is that operation's to decide (power restore leaves them alone). */
+  readonly resumedFromJournal = new Set<string>();
+
   constructor(
     private readonly o: {
       hypervisor: Hypervisor;
@@ -79,6 +82,7 @@ export class Recovery {
     for (const b of bad) logger.warn({ file: b.file, aside: b.aside, reason: b.reason }, "journal entry unreadable; set aside for the operator");
     for (const j of entries) {
       const ctx = { requestId: j.requestId };
+      this.resumedFromJournal.add(j.instanceId);
       let entry = registry.get(j.instanceId);
       if (j.kind === "create") {
         if (entry?.launchFailed) {

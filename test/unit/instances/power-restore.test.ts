@@ -85,6 +85,17 @@ describe("power across a host restart", () => {
     expect(savedIntent(id!)).toBe("on");
   });
 
+  it("leaves an instance whose interrupted operation recovery settled as recovery left it", async () => {
+    const { a, d } = await fourInstances();
+    h = await h.restart(() => h.hv.powerLoss());
+    // As if start-up recovery had rolled back a reinstall of a (it stays stopped on its old disk).
+    const result = await h.instances.powerRestore.begin(new Set([a]));
+    expect(result.restarted.map((r) => r.instanceId)).toEqual([d]);
+    expect(stateOf(h, a)).toBe("STOPPED");
+    expect(h.hv.peek(a)!.state).toBe("shut off");
+    expect(h.hv.peek(d)!.state).toBe("running");
+  });
+
   it("restore_power_on_start off: everything found off stays off", async () => {
     const { a, d } = await fourInstances();
     h = await h.restart(() => h.hv.powerLoss());
