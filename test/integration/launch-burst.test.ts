@@ -76,7 +76,14 @@ describe("32 concurrent launches on the test host", () => {
     let states = new Map<string, string>();
     let mostPending = 0;
     for (;;) {
-      const r = await client.DescribeInstancesStatus({ InstanceIds: ids, Limit: 100 });
+      // One retry of a poll whose connection was reset (seen once under a loaded CI host; the
+      // poll is how the test watches, not what it tests): a second reset fails the test.
+      const poll = () => client.DescribeInstancesStatus({ InstanceIds: ids, Limit: 100 });
+      const r = await poll().catch((e: unknown) => {
+        if (!/ECONNRESET/.test(String(e))) throw e;
+        console.warn(`status poll: ${String(e)}; retrying once`);
+        return poll();
+      });
       states = new Map((r.InstanceStatusSet ?? []).map((s) => [s.InstanceId!, s.InstanceState!]));
       const pending = [...states.values()].filter((s) => s === "PENDING").length;
       mostPending = Math.max(mostPending, pending);
@@ -87,7 +94,10 @@ describe("32 concurrent launches on the test host", () => {
     }
     const launchMs = Date.now() - startedAt;
     const notRunning = ids.filter((id) => states.get(id) !== "RUNNING").map((id) => `${id}: ${states.get(id) ?? "(absent)"}`);
-    expect(notRunning).toEqual([]);
+    // Why any failed, in the assertion's message.
+    const failedIds = ids.filter((id) => states.get(id) === "LAUNCH_FAILED");
+    const why = failedIds.length ? ((await client.DescribeInstances({ InstanceIds: failedIds, Limit: 100 })).InstanceSet ?? []) : [];
+    expect(notRunning, why.map((i) => `${i.InstanceId}: ${i.LatestOperationErrorMsg ?? ""}`).join("; ")).toEqual([]);
     console.log(`32 launches: all RUNNING after ${(launchMs / 1000).toFixed(1)} s; at most ${mostPending} PENDING at once`);
 
     const described = (await client.DescribeInstances({ InstanceIds: ids, Limit: 100 })).InstanceSet ?? [];
