@@ -204,8 +204,13 @@ describe("ResetInstancesType and DescribeInstancesModification", () => {
     expect(await libvirtSize(id, true)).toEqual({ vcpus: 2, memoryMiB: 2048 });
     expect((await virsh("dumpxml", id)).stdout).toMatch(/<memory model='dimm'/);
     expect((await instance()).InstanceState).toBe("RUNNING");
-    // The same boot: the DIMM's memory is online in the guest.
-    const guest = await onlineAndCount(id);
+    // The same boot: the DIMM's memory is online in the guest (its memory blocks appear in the
+    // guest a moment after the hot-plug, so the onlining is repeated until then, 20 s at most).
+    let guest = await onlineAndCount(id);
+    for (const deadline = Date.now() + 20_000; guest.memKb <= 1.5 * 1024 * 1024 && Date.now() < deadline; ) {
+      await new Promise((r) => setTimeout(r, 1000));
+      guest = await onlineAndCount(id);
+    }
     expect(guest.cpus).toBe(2);
     expect(guest.memKb).toBeGreaterThan(1.5 * 1024 * 1024);
   });
