@@ -8,9 +8,9 @@
  * connected pty is not read). Commands go in as typed: only the tests' own fixed strings,
  * never anything from outside.
  */
-import { closeSync, constants, openSync, writeSync } from "node:fs";
+import { constants, openSync, writeSync } from "node:fs";
 import { ReadStream } from "node:tty";
-import { serialPty } from "./guest-net.js";
+import { closePty, serialPty } from "./guest-net.js";
 
 export class GuestConsole {
   readonly instanceId: string;
@@ -76,11 +76,6 @@ export class GuestConsole {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.stream.destroy();
-    try {
-      closeSync(this.fd);
-    } catch {
-      // ReadStream's handle may have closed it already.
-    }
+    closePty(this.stream, this.fd);
   }
 }

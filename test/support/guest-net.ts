@@ -260,12 +260,7 @@ export class NetGuest {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.stream.destroy();
-    try {
-      closeSync(this.fd);
-    } catch {
-      // ReadStream's handle may have closed it already.
-    }
+    closePty(this.stream, this.fd);
     for (const [id, waiter] of this.waiters) {
       this.waiters.delete(id);
       waiter({ ok: false, rest: "console closed" });
@@ -293,4 +288,14 @@ export async function openNetGuests(
     throw failed.reason;
   }
   return settled.map((s) => (s as PromiseFulfilledResult<NetGuest>).value);
+}
+
+/** Ends a serial pty opened with openSync and read through a tty ReadStream. */
+export function closePty(stream: { destroy(): void }, fd: number): void {
+  stream.destroy();
+  try {
+    closeSync(fd);
+  } catch {
+    // ReadStream's handle may have closed it already.
+  }
 }
