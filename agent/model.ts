@@ -66,6 +66,23 @@ export interface NicRecord {
   ipv4?: string;
   subnetId?: string;
   vpcId?: string;
+  /**
+   * The elastic network interface this NIC is (eni-…). Absent in records written before
+   * ENIs: the primary NIC then has no ENI of its own until one is recorded for it.
+   */
+  eniId?: string;
+  /** Secondary private IPv4 addresses of this NIC (AssignPrivateIpAddresses), in assignment order. */
+  secondaryIpv4s?: string[];
+  /**
+   * This NIC's security groups in priority order. Absent: the instance's groups
+   * (InstanceRecord.securityGroupIds); the primary NIC always follows the instance's.
+   */
+  securityGroupIds?: string[];
+  /**
+   * The NIC's fixed slot: its tap name (tapName(instanceId, slot)) and PCI slot derive from
+   * it, so detaching one NIC never renames another. Absent: its index in `nics`.
+   */
+  slot?: number;
 }
 
 /** What the guest applies at login; never a plain password (a Windows one lives in a root-only file). */
@@ -133,6 +150,11 @@ export interface InstanceRecord {
    * operation was a successful StopInstances (records written before this field).
    */
   powerIntent?: "on" | "off";
+  /**
+   * InternetAccessible.InternetMaxBandwidthOut in Mbit/s (only on a subnet with a route out
+   * of the VPC); absent: no internet cap (and none accepted).
+   */
+  internetMaxBandwidthOut?: number;
 }
 
 /** A tag of an instance (CVM's Tag: Key and Value). */

@@ -42,6 +42,10 @@ export const instanceRecordSchema = z
           ipv4: z.string().optional(),
           subnetId: z.string().optional(),
           vpcId: z.string().optional(),
+          eniId: z.string().regex(/^eni-[a-z0-9]{8}$/).optional(),
+          secondaryIpv4s: z.array(z.string()).optional(),
+          securityGroupIds: z.array(z.string().regex(/^sg-[a-z0-9]{8}$/)).optional(),
+          slot: z.number().int().nonnegative().optional(),
         })
         .passthrough(),
     ),
@@ -63,6 +67,7 @@ export const instanceRecordSchema = z
     disableApiTermination: z.boolean().optional(),
     tags: z.array(z.object({ key: z.string(), value: z.string() })).optional(),
     powerIntent: z.enum(["on", "off"]).optional(),
+    internetMaxBandwidthOut: z.number().int().nonnegative().optional(),
   })
   .passthrough();
 

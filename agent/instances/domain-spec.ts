@@ -1,7 +1,7 @@
 /** Instance record → libvirt domain spec. Pure. */
 import type { DomainDiskSpec, DomainSpec, VirtType } from "../../drivers/libvirt/types.js";
 import type { InstanceRecord } from "../model.js";
-import { tapName } from "../network/firewall-types.js";
+import { nicTapName } from "../network/firewall-types.js";
 import type { DataPaths } from "../paths.js";
 
 export const SMBIOS_MANUFACTURER = "cdh-agent";
@@ -100,7 +100,7 @@ export function buildDomainSpec(options: {
       source: { network: nic.network },
       // A fixed tap name: the firewall's chains for it (anti-spoofing, security groups) exist
       // before the guest starts (agent/network/firewall-compile.ts).
-      targetDev: tapName(record.instanceId, index),
+      targetDev: nicTapName(record.instanceId, nic, index),
     })),
     ...(record.rescue && options.rescue ? { directBoot: rescueBoot(record.rescue.passwordHash, options.rescue) } : {}),
     consoleLogPath: paths.consoleLog(record.instanceId),

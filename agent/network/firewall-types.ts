@@ -78,3 +78,8 @@ export function tapName(instanceId: string, nicIndex: number): string {
   if (!/^[a-z0-9]+$/.test(suffix) || name.length > 15) throw new Error(`no tap name for ${instanceId} NIC ${nicIndex}`);
   return name;
 }
+
+/** The tap device of an instance's NIC, from its fixed slot (NicRecord.slot) or, for older records, its index. */
+export function nicTapName(instanceId: string, nic: { readonly slot?: number | undefined }, index: number): string {
+  return tapName(instanceId, nic.slot ?? index);
+}

@@ -13,9 +13,14 @@ import type { DomainSpec, Hypervisor } from "../../drivers/libvirt/types.js";
 import type { InstanceRecord } from "../model.js";
 import { tapName } from "./firewall-types.js";
 
-/** True when a persistent definition's NICs are not what the agent writes today. */
+/**
+ * True when a persistent definition's NICs are not what the agent writes today: a filter,
+ * or a tap name that is not one of the instance's (tapName(instanceId, slot), any slot:
+ * a NIC keeps its slot when another is detached).
+ */
 export function needsNicMigration(instanceId: string, spec: Pick<DomainSpec, "nics">): boolean {
-  return spec.nics.some((nic, index) => nic.filter !== undefined || nic.targetDev !== tapName(instanceId, index));
+  const ours = tapName(instanceId, 0).slice(0, -1);
+  return spec.nics.some((nic) => nic.filter !== undefined || nic.targetDev === undefined || !new RegExp(`^${ours}\\d+$`).test(nic.targetDev));
 }
 
 export async function migrateNicDefinitions(o: {

@@ -3,7 +3,7 @@
  * and every NIC of every instance that exists (running or not; a launch that failed has no
  * NIC), with its tap, bridge, MAC, addresses, gateway and bound groups. Pure.
  */
-import { tapName, type FirewallNic, type FirewallState } from "../firewall-types.js";
+import { nicTapName, type FirewallNic, type FirewallState } from "../firewall-types.js";
 import type { Subnet } from "../subnets.js";
 import type { StoredGroup } from "./model.js";
 import { toSgRule } from "./rules.js";
@@ -11,7 +11,7 @@ import { toSgRule } from "./rules.js";
 /** What the state needs of an instance record. */
 export interface FirewallInstance {
   instanceId: string;
-  nics: ReadonlyArray<{ mac: string; network: string; ipv4?: string | undefined; subnetId?: string | undefined }>;
+  nics: ReadonlyArray<{ mac: string; network: string; ipv4?: string | undefined; subnetId?: string | undefined; slot?: number | undefined }>;
   /** Absent: the host's default group (records written before security groups). */
   securityGroupIds?: readonly string[] | undefined;
 }
@@ -40,7 +40,7 @@ export function buildFirewallState(input: {
       const subnet = input.subnets.find((s) => (nic.subnetId !== undefined ? s.subnetId === nic.subnetId : s.network === nic.network));
       if (!subnet) return; // a NIC on no configured subnet has no bridge the agent filters
       nics.push({
-        tap: tapName(instance.instanceId, index),
+        tap: nicTapName(instance.instanceId, nic, index),
         bridge: subnet.bridge,
         mac: nic.mac.toLowerCase(),
         addresses: nic.ipv4 ? [nic.ipv4] : [],
