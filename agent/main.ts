@@ -50,6 +50,7 @@ import { SecurityGroupService } from "./network/security-groups/service.js";
 import { SecurityGroupStore, securityGroupsFile } from "./network/security-groups/store.js";
 import { namedGroupsOf } from "./network/security-groups/state.js";
 import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
+import { NicEvents } from "./network/nic-events.js";
 import { migrateNicDefinitions, needsNicMigration } from "./network/nic-migration.js";
 import { HostMonitor } from "./monitor/monitor.js";
 import { PERIODS, type Period } from "./monitor/metrics.js";
@@ -203,6 +204,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger: sgLogger,
   });
   await securityGroups.load();
+  // NIC changes (ENIs, addresses, launches, terminations) reach DHCP and bandwidth caps here (agent/network/nic-events.ts).
+  const nicEvents = new NicEvents((e, instanceId) => logger.error({ err: e, instanceId }, "a NIC change did not reach everything that follows it"));
   const snapshots = new SnapshotService({
     dir: paths.snapshotsDir,
     disks,
