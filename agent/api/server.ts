@@ -36,6 +36,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { AddressInfo, Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import { sanitize } from "../../drivers/exec/sanitize.js";
 import { ApiError, type ErrorCode } from "../errors.js";
 import { parseCommand, type Command } from "./commands.js";
@@ -113,6 +114,22 @@ export interface ApiServerOptions {
   now?: () => number;
   /** Called once per answered request (Prometheus: agent/metrics/prom.ts). */
   onAnswered?: (action: string | undefined, code: string, durationMs: number) => void;
+  /** Routes beside the API on the same listener (the console: agent/console/gateway.ts, page.ts). */
+  sideRoutes?: ApiSideRoutes;
+}
+
+/**
+ * What the API listener hands to others: WebSocket handshakes (every `upgrade` event) and
+ * GET/HEAD requests the side routes answer (e.g. the console page under /console/). Their
+ * log lines are their own: the API's request log never sees these URLs (a console URL
+ * carries a one-time token).
+ */
+export interface ApiSideRoutes {
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** True when it answered the request. */
+  get(req: IncomingMessage, res: ServerResponse): boolean;
+  /** Closes what the routes hold open (upgraded connections); close() calls it first. */
+  close(): Promise<void>;
 }
 
 export interface ApiServer {
@@ -312,6 +329,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     }
     busy.set(socket, (busy.get(socket) ?? 0) + 1);
     res.once("close", () => busy.set(socket, Math.max(0, (busy.get(socket) ?? 1) - 1)));
+    if ((req.method === "GET" || req.method === "HEAD") && options.sideRoutes?.get(req, res)) return;
     const note: Partial<Outcome> = {};
     handle(req, requestId, note)
       .catch((e: unknown): Outcome | undefined => {
@@ -387,6 +405,10 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     const status = err.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "408 Request Timeout" : err.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
     socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
   });
+  if (options.sideRoutes) {
+    const side = options.sideRoutes;
+    server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => side.upgrade(req, socket, head));
+  }
   server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: Socket) => {
     debug({ code: err.code, remote: sourceOf(socket.remoteAddress) }, "api TLS handshake failed");
   });
@@ -435,11 +457,13 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
           resolve({ port: (server.address() as AddressInfo).port });
         });
       }),
-    close: () =>
-      new Promise((resolve, reject) => {
+    close: async () => {
+      await options.sideRoutes?.close();
+      await new Promise<void>((resolve, reject) => {
         server.close((e) => (e ? reject(e) : resolve()));
         server.closeAllConnections();
-      }),
+      });
+    },
   };
 }
 
