@@ -16,6 +16,10 @@ export class DataPaths {
   consoleLog(instanceId: string): string {
     return join(this.instanceDir(instanceId), "console.log");
   }
+  /** The serial port's unix socket (QEMU listens; the agent's serial console connects). */
+  serialSocket(instanceId: string): string {
+    return join(this.instanceDir(instanceId), "serial.sock");
+  }
   /** The config drive (ISO 9660, label config-2), rebuilt on every change the guest should see. */
   configDrive(instanceId: string): string {
     return join(this.instanceDir(instanceId), "config.iso");

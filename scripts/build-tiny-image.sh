@@ -31,7 +31,9 @@
 # NICs and starts its responders (TCP 7001, 7002, UDP 7003, a TCP sink on 7004, ping), then
 #   CDH-TINY-NET id=INSTANCE nics=eth0:MAC:IP/PREFIX,... gw=GATEWAY     (or CDH-TINY-NET none)
 # The serial console reads commands: a line `cdh-net ...` runs /bin/cdh-net in the background
-# (probes from inside the guest, test/support/guest-net.ts), any other line runs in sh.
+# (probes from inside the guest, test/support/guest-net.ts), a line `cdh-shell` starts an
+# interactive shell with echo and the prompt `tiny# ` until `exit` (a human at the agent's
+# serial console, test/integration/serial-console.test.ts), any other line runs in sh.
 set -euo pipefail
 
 script=$(readlink -f "$0")
@@ -196,6 +198,7 @@ fi
    while IFS= read -r line; do
      case "$line" in
        "cdh-net "*) /bin/cdh-net ${line#cdh-net } </dev/null >/dev/null 2>&1 & ;;
+       cdh-shell) stty -F "$con" echo; PS1='tiny# ' sh -i <"$con" >"$con" 2>&1; stty -F "$con" -echo ;;
        "") ;;
        *) sh -c "$line" </dev/null >"$con" 2>&1 ;;
      esac

@@ -104,6 +104,8 @@ export function buildDomainSpec(options: {
     })),
     ...(record.rescue && options.rescue ? { directBoot: rescueBoot(record.rescue.passwordHash, options.rescue) } : {}),
     consoleLogPath: paths.consoleLog(record.instanceId),
+    // A unix socket path holds at most 107 bytes: a data directory too deep for one keeps the pty.
+    ...(Buffer.byteLength(paths.serialSocket(record.instanceId)) <= 107 ? { serialSocketPath: paths.serialSocket(record.instanceId) } : {}),
     guestAgent: true,
     vnc: true,
     smbios: {

@@ -113,8 +113,16 @@ function buildDevices(spec: DomainSpec): XmlNode {
   const devices: XmlNode = {};
   if (spec.disks.length > 0) devices.disk = spec.disks.map(buildDisk);
   if (spec.nics.length > 0) devices.interface = spec.nics.map(buildNic);
-  devices.serial = el({ type: "pty" }, { log: el({ file: spec.consoleLogPath, append: "on" }), target: el({ port: 0 }) });
-  devices.console = el({ type: "pty" }, { target: el({ type: "serial", port: 0 }) });
+  if (spec.serialSocketPath !== undefined) {
+    // QEMU listens on the socket and serves one client at a time (the agent's serial console
+    // session, agent/console/serial.ts); the log gets every byte whether a client is there or not.
+    const source = el({ mode: "bind", path: spec.serialSocketPath });
+    devices.serial = el({ type: "unix" }, { source, log: el({ file: spec.consoleLogPath, append: "on" }), target: el({ port: 0 }) });
+    devices.console = el({ type: "unix" }, { source, target: el({ type: "serial", port: 0 }) });
+  } else {
+    devices.serial = el({ type: "pty" }, { log: el({ file: spec.consoleLogPath, append: "on" }), target: el({ port: 0 }) });
+    devices.console = el({ type: "pty" }, { target: el({ type: "serial", port: 0 }) });
+  }
   if (spec.guestAgent) {
     devices.channel = el({ type: "unix" }, { target: el({ type: "virtio", name: GUEST_AGENT_CHANNEL }) });
   }
@@ -348,6 +356,7 @@ export function parseDomainXml(xml: string): DomainSpec {
   const devices = asNode(domain.devices) ?? {};
   const serials = list(devices.serial);
   const consoleLog = serials.map((s) => attr(s.log, "file")).find((f) => f !== undefined);
+  const serialSocket = serials.filter((s) => attr(s, "type") === "unix").map((s) => attr(s.source, "path")).find((f) => f !== undefined);
 
   const spec: DomainSpec = {
     name: text(domain.name) ?? "",
@@ -370,6 +379,7 @@ export function parseDomainXml(xml: string): DomainSpec {
     const maxMemoryMiB = maxMemory ? memoryMiB(domain.maxMemory) : spec.memoryMiB;
     spec.hotplug = { maxVcpus, maxMemoryMiB, memorySlots: Number(attr(maxMemory, "slots") ?? 0) };
   }
+  if (serialSocket !== undefined) spec.serialSocketPath = serialSocket;
   const nvram = text(os.nvram);
   if (uefi && nvram !== undefined) spec.nvramPath = nvram;
   const kernel = text(os.kernel);

@@ -77,6 +77,11 @@ export interface DomainSpec {
   nics: DomainNicSpec[];
   /** The serial console is written to this file (a log under the data dir). */
   consoleLogPath: string;
+  /**
+   * The serial port as a unix socket QEMU listens on (one client at a time: the agent's serial
+   * console); absent, a pty as in definitions made before the serial console.
+   */
+  serialSocketPath?: string;
   /** Adds the org.qemu.guest_agent.0 virtio-serial channel. */
   guestAgent: boolean;
   /** VNC always listens on 127.0.0.1 with an automatic port. */

@@ -14,14 +14,13 @@
  * console (its init runs a line that is not `cdh-net …` in sh), and reads the counts back.
  */
 import { execa } from "execa";
-import { closeSync, constants, openSync, readdirSync, writeSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { cpus } from "node:os";
-import { ReadStream } from "node:tty";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { parseTinyReady, serialLogSize, waitForSerial, TINY_READY_PATTERN } from "../support/serial.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
-import { serialPty } from "../support/guest-net.js";
+import { SerialLink } from "../support/serial-link.js";
 
 const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
 
@@ -43,16 +42,13 @@ type Resource = { CpuAvailable: number; MemAvailable: number };
  * serial console (held open and read while the guest answers).
  */
 async function onlineAndCount(id: string, timeoutMs = 30_000): Promise<{ cpus: number; memKb: number; present: string }> {
-  const fd = openSync(await serialPty(id), constants.O_RDWR | constants.O_NOCTTY);
-  const stream = new ReadStream(fd);
-  stream.setRawMode(true);
-  stream.setEncoding("utf8");
+  const link = await SerialLink.open(id);
   let seen = "";
   try {
     const m = await new Promise<RegExpExecArray>((resolve, reject) => {
       const pattern = /CDH-HOTPLUG present=(\S+) cpus=(\d+) mem_kb=(\d+)/;
       const timer = setTimeout(() => reject(new Error(`${id}: no CDH-HOTPLUG line within ${timeoutMs} ms; the console said ${JSON.stringify(seen.slice(-800))}`)), timeoutMs);
-      stream.on("data", (chunk: string) => {
+      link.onData((chunk) => {
         seen += chunk;
         const found = pattern.exec(seen);
         if (found) {
@@ -60,9 +56,8 @@ async function onlineAndCount(id: string, timeoutMs = 30_000): Promise<{ cpus: n
           resolve(found);
         }
       });
-      stream.on("error", (e) => reject(e));
-      writeSync(
-        fd,
+      link.onClose(() => reject(new Error(`${id}: the serial port closed`)));
+      link.write(
         "for c in /sys/devices/system/cpu/cpu[0-9]*/online; do echo 1 > $c; done; " +
           "for b in /sys/devices/system/memory/memory[0-9]*/state; do grep -q offline $b && echo online > $b; done; " +
           "echo CDH-HOTPLUG present=$(cat /sys/devices/system/cpu/present) cpus=$(grep -c ^processor /proc/cpuinfo) mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)\n",
@@ -70,12 +65,7 @@ async function onlineAndCount(id: string, timeoutMs = 30_000): Promise<{ cpus: n
     });
     return { present: m[1]!, cpus: Number(m[2]), memKb: Number(m[3]) };
   } finally {
-    stream.destroy();
-    try {
-      closeSync(fd);
-    } catch {
-      // the stream closed it already
-    }
+    link.close();
   }
 }
 

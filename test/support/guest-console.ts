@@ -4,39 +4,31 @@
  * at a time. The monitor's tests use it to make load on request: a busy loop (CPU), dd on
  * the system disk past the image's 64 MiB (disk), pings (NIC).
  *
- * The pty is read for as long as it is open (QEMU stops the guest's serial output when a
- * connected pty is not read). Commands go in as typed: only the tests' own fixed strings,
- * never anything from outside.
+ * The serial port (test/support/serial-link.ts) is read for as long as it is open. Commands
+ * go in as typed: only the tests' own fixed strings, never anything from outside.
  */
-import { constants, openSync, writeSync } from "node:fs";
-import { ReadStream } from "node:tty";
-import { closePty, serialPty } from "./guest-net.js";
+import { SerialLink } from "./serial-link.js";
 
 export class GuestConsole {
   readonly instanceId: string;
-  private readonly fd: number;
-  private readonly stream: ReadStream;
+  private readonly link: SerialLink;
   private text = "";
   private closed = false;
   private seq = 0;
 
-  private constructor(instanceId: string, pty: string) {
+  private constructor(instanceId: string, link: SerialLink) {
     this.instanceId = instanceId;
-    this.fd = openSync(pty, constants.O_RDWR | constants.O_NOCTTY);
-    this.stream = new ReadStream(this.fd);
-    this.stream.setRawMode(true);
-    this.stream.setEncoding("utf8");
-    this.stream.on("data", (chunk: string) => {
+    this.link = link;
+    this.link.onData((chunk) => {
       // Keep the tail only: the tests look for lines they asked for.
       this.text = (this.text + chunk).slice(-65_536);
     });
-    this.stream.on("error", () => this.close());
-    this.stream.on("end", () => this.close());
+    this.link.onClose(() => this.close());
   }
 
-  /** Opens the running domain's serial pty and waits until the guest's shell answers. */
+  /** Opens the running domain's serial port and waits until the guest's shell answers. */
   static async open(instanceId: string, timeoutMs = 30_000): Promise<GuestConsole> {
-    const c = new GuestConsole(instanceId, await serialPty(instanceId));
+    const c = new GuestConsole(instanceId, await SerialLink.open(instanceId));
     try {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -62,7 +54,7 @@ export class GuestConsole {
     const tag = `CDH-CON-${process.pid}-${++this.seq}`;
     // `a &; b` is a syntax error: a command ending in & is followed by the echo directly.
     const line = /&\s*$/.test(command) ? `${command} echo ${tag}-END` : `${command}; echo ${tag}-END`;
-    writeSync(this.fd, `\n${line}\n`);
+    this.link.write(`\n${line}\n`);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       // Tags are unique: the command's output is what came before its tag.
@@ -76,6 +68,6 @@ export class GuestConsole {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    closePty(this.stream, this.fd);
+    this.link.close();
   }
 }

@@ -5,15 +5,12 @@
  * drive, runs responders (TCP 7001 and 7002, UDP 7003, a TCP byte sink on 7004, ping) and
  * reads `cdh-net …` command lines on ttyS0; each answers one line `CDH-NET ID ok|fail …`.
  *
- * The test holds the domain's serial pty (the `<serial type='pty'><source path=…/>` of the
- * running domain) open for as long as it talks to the guest, reading everything the guest
- * prints: QEMU stops the guest's serial output when its pty is connected and not read.
- * libvirt's console log keeps its own copy (test/support/serial.ts).
+ * The test holds the domain's serial port (its unix socket, or the pty of an older
+ * definition: test/support/serial-link.ts) open for as long as it talks to the guest, reading
+ * everything the guest prints. libvirt's console log keeps its own copy (test/support/serial.ts).
  */
-import { closeSync, constants, openSync, writeSync } from "node:fs";
-import { ReadStream } from "node:tty";
-import { execa } from "execa";
 import { waitForSerial } from "./serial.js";
+import { SerialLink } from "./serial-link.js";
 
 export type ProbeProto = "tcp" | "udp" | "icmp";
 
@@ -72,14 +69,13 @@ export class NetGuest {
   readonly mac: string;
   readonly gateway: string;
   readonly net: TinyNet;
-  private readonly fd: number;
-  private readonly stream: ReadStream;
+  private readonly link: SerialLink;
   private partial = "";
   private closed = false;
   private readonly waiters = new Map<string, (r: { ok: boolean; rest: string }) => void>();
   private readonly watchers = new Map<string, (seqNo: number, ok: boolean, rest: string, at: number) => void>();
 
-  private constructor(net: TinyNet, ptyPath: string) {
+  private constructor(net: TinyNet, link: SerialLink) {
     this.net = net;
     this.instanceId = net.instanceId;
     const eth0 = net.nics[0];
@@ -87,14 +83,10 @@ export class NetGuest {
     this.ip = eth0.ip;
     this.mac = eth0.mac;
     this.gateway = net.gateway;
-    this.fd = openSync(ptyPath, constants.O_RDWR | constants.O_NOCTTY);
-    this.stream = new ReadStream(this.fd);
-    this.stream.setRawMode(true);
-    this.stream.setEncoding("utf8");
-    this.stream.on("data", (chunk: string) => this.onData(chunk));
-    // EIO once the domain is gone: nothing more will come.
-    this.stream.on("error", () => this.close());
-    this.stream.on("end", () => this.close());
+    this.link = link;
+    this.link.onData((chunk) => this.onData(chunk));
+    // Once the domain is gone nothing more will come.
+    this.link.onClose(() => this.close());
   }
 
   /**
@@ -106,8 +98,7 @@ export class NetGuest {
     const line = await waitForSerial(o.consoleLog, TINY_NET_PATTERN, { timeoutMs });
     const net = parseTinyNet(line[0]);
     if (net.instanceId !== o.instanceId) throw new Error(`${o.consoleLog}: the guest says it is ${net.instanceId}, not ${o.instanceId}`);
-    const pty = await serialPty(o.instanceId, o.uri);
-    const guest = new NetGuest(net, pty);
+    const guest = new NetGuest(net, await SerialLink.open(o.instanceId, o.uri));
     try {
       await guest.hello(30_000);
     } catch (err) {
@@ -142,19 +133,8 @@ export class NetGuest {
     this.write(`${line}\n`);
   }
 
-  /** The pty shares libuv's non-blocking file description: a full buffer is retried, briefly. */
   private write(text: string): void {
-    const data = Buffer.from(text);
-    let off = 0;
-    const deadline = Date.now() + 5_000;
-    while (off < data.length) {
-      try {
-        off += writeSync(this.fd, data, off);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EAGAIN" || Date.now() > deadline) throw err;
-        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
-      }
-    }
+    this.link.write(text);
   }
 
   /** Sends `cdh-net CMD ID ARGS…` and waits for its result line. */
@@ -175,7 +155,8 @@ export class NetGuest {
 
   private async hello(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    // QEMU notices a connected pty within a second; a line sent before may be lost or half.
+    // QEMU notices a connected pty within a second (a line sent before may be lost or half);
+    // a socket client of a port another client holds waits until that one leaves.
     for (;;) {
       try {
         this.write("\n");
@@ -260,20 +241,12 @@ export class NetGuest {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    closePty(this.stream, this.fd);
+    this.link.close();
     for (const [id, waiter] of this.waiters) {
       this.waiters.delete(id);
       waiter({ ok: false, rest: "console closed" });
     }
   }
-}
-
-/** The serial pty of a running domain, from `virsh dumpxml`. */
-export async function serialPty(domain: string, uri = "qemu:///system"): Promise<string> {
-  const { stdout } = await execa("virsh", ["-c", uri, "dumpxml", domain], { timeout: 30_000 });
-  const m = /<serial type='pty'>\s*<source path='([^']+)'/.exec(stdout);
-  if (!m) throw new Error(`${domain}: no serial pty in its live XML`);
-  return m[1]!;
 }
 
 /** Opens every guest in parallel; closes those opened when one fails. */
@@ -288,14 +261,4 @@ export async function openNetGuests(
     throw failed.reason;
   }
   return settled.map((s) => (s as PromiseFulfilledResult<NetGuest>).value);
-}
-
-/** Ends a serial pty opened with openSync and read through a tty ReadStream. */
-export function closePty(stream: { destroy(): void }, fd: number): void {
-  stream.destroy();
-  try {
-    closeSync(fd);
-  } catch {
-    // ReadStream's handle may have closed it already.
-  }
 }

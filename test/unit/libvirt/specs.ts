@@ -43,6 +43,7 @@ export const biosKvmSpec: DomainSpec = {
     },
   ],
   consoleLogPath: "/var/lib/cdh-agent/instances/ins-7k2m9xqa/console.log",
+  serialSocketPath: "/var/lib/cdh-agent/instances/ins-7k2m9xqa/serial.sock",
   guestAgent: true,
   vnc: true,
   smbios: {
