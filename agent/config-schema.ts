@@ -22,6 +22,7 @@ const subnetSchema = z
     cidr: z.string(),
     gateway: z.string().optional(),
     dns: z.array(z.string()).optional(),
+    dhcp: z.boolean().optional(),
   })
   .strict();
 
@@ -173,7 +174,13 @@ export const configSchema = z
       .describe("largest accepted image (bytes)"),
     /** Guest subnets; empty = one isolated subnet on default_network (10.201.0.0/24). */
     subnets: z.array(subnetSchema).default([])
-      .describe('guest subnets, JSON array of {"subnet_id","vpc_id","network","bridge","cidr","gateway"?,"dns"?}; empty = one isolated subnet 10.201.0.0/24 on default_network'),
+      .describe('guest subnets, JSON array of {"subnet_id","vpc_id","network","bridge","cidr","gateway"?,"dns"?,"dhcp"?}; empty = one isolated subnet 10.201.0.0/24 on default_network; "dhcp": false = no DHCP on that subnet'),
+    /** DHCP (fixed leases, one per NIC) on every subnet whose entry does not say "dhcp": false. */
+    dhcp_enabled: z.boolean().default(true)
+      .describe('serve DHCP with fixed leases (one per NIC the agent knows) on every subnet, by one dnsmasq per subnet (true/false); a subnet entry with "dhcp": false has none'),
+    /** Lease time of the fixed DHCP leases. */
+    dhcp_lease_time_s: z.number().int().min(120).max(31_536_000).default(3600)
+      .describe("lease time of the fixed DHCP leases (seconds, at least 120); a guest renews after half of it"),
     /** Port the metadata endpoint listens on at each subnet's gateway (guests use 80 through a redirect). */
     metadata_port: z.number().int().min(1).max(65535).default(8775)
       .describe("port of the metadata endpoint on each subnet gateway; guests reach it at 169.254.169.254:80 and 169.254.0.23:80"),

@@ -77,6 +77,9 @@ export interface AgentConfig {
   readonly maxImageBytes: number;
   readonly failPoint: string;
   readonly subnets: readonly Subnet[];
+  /** DHCP on the subnets (README "DHCP"): host-wide switch and lease time. */
+  readonly dhcpEnabled: boolean;
+  readonly dhcpLeaseTimeS: number;
   readonly metadataPort: number;
   readonly metadataNftTable: string;
   readonly firewallNftTable: string;
@@ -423,6 +426,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
       prefixLength: cidr.prefixLength,
       gateway,
       dns,
+      ...(input.dhcp === false ? { dhcp: false } : {}),
     });
   });
 
@@ -498,6 +502,8 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     maxImageBytes: cfg.max_image_bytes,
     failPoint: cfg.fail_point,
     subnets,
+    dhcpEnabled: cfg.dhcp_enabled,
+    dhcpLeaseTimeS: cfg.dhcp_lease_time_s,
     metadataPort: cfg.metadata_port,
     metadataNftTable: cfg.metadata_nft_table,
     firewallNftTable: cfg.firewall_nft_table,

@@ -51,6 +51,7 @@ import { SecurityGroupStore, securityGroupsFile } from "./network/security-group
 import { namedGroupsOf } from "./network/security-groups/state.js";
 import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
 import { NicEvents } from "./network/nic-events.js";
+import { DhcpService } from "./network/dhcp/service.js";
 import { migrateNicDefinitions, needsNicMigration } from "./network/nic-migration.js";
 import { HostMonitor } from "./monitor/monitor.js";
 import { PERIODS, type Period } from "./monitor/metrics.js";
@@ -291,6 +292,22 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // The whole ruleset from the recovered instances, replacing whatever the tables held (one
   // transaction), before the API can start anything. Without it guests would run unfiltered.
   await securityGroups.resync();
+  // DHCP with fixed leases, one per NIC (agent/network/dhcp, README "DHCP"): after recovery, so
+  // every NIC the agent holds has its lease; NIC changes, launches and terminations re-render it.
+  const dhcp = new DhcpService({
+    runner,
+    dir: join(paths.root, "dhcp"),
+    subnets: config.dhcpEnabled ? config.subnets.filter((s) => s.dhcp !== false) : [],
+    leaseTimeS: config.dhcpLeaseTimeS,
+    records: () => [...registry.all()].filter((e) => !e.launchFailed).map((e) => e.record),
+    logger: logger.child({ component: "dhcp" }),
+  });
+  await dhcp.start();
+  nicEvents.on(() => dhcp.sync());
+  registry.subscribe((reason) => {
+    if (/ -> |^libvirt /.test(reason)) return; // a power state, not a NIC
+    dhcp.sync().catch((e: unknown) => logger.error({ err: e }, "DHCP: could not bring the leases up to date"));
+  });
   // Domains defined before the firewall (clean-traffic, libvirt's vnetN taps): redefined with fixed tap names.
   await migrateNicDefinitions({
     hypervisor,
@@ -483,6 +500,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       process.off("SIGHUP", onHangup);
       await api.close();
       await metadata?.close();
+      await dhcp.close();
       await runner.close();
     },
   };

@@ -18,6 +18,8 @@ export interface Subnet {
   /** The host's address on the bridge: the guests' default gateway and metadata endpoint. */
   readonly gateway: string;
   readonly dns: readonly string[];
+  /** False: no DHCP on this subnet (config `"dhcp": false`); absent: as `dhcp_enabled` says. */
+  readonly dhcp?: boolean;
 }
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
