@@ -11,6 +11,7 @@
  * whose spec boots a disk in `unbootable` fails to start (libvirt's start fails).
  */
 import type {
+  DomainNicSpec,
   DomainDetails,
   DomainEvent,
   DomainPowerState,
@@ -231,6 +232,18 @@ export class FakeHypervisor implements Hypervisor {
 
   liveDiskTargets(name: string): Promise<string[] | null> {
     return this.unmodelled("liveDiskTargets", name) as Promise<string[] | null>;
+  }
+
+  attachNic(name: string, nic: unknown, live: boolean): Promise<void> {
+    return this.unmodelled("attachNic", name, nic, live) as Promise<void>;
+  }
+
+  detachNic(name: string, mac: string, live: boolean, timeoutMs?: number): Promise<void> {
+    return this.unmodelled("detachNic", name, mac, live, timeoutMs) as Promise<void>;
+  }
+
+  liveNics(name: string): Promise<DomainNicSpec[] | null> {
+    return this.unmodelled("liveNics", name) as Promise<DomainNicSpec[] | null>;
   }
 
   setVcpusLive(name: string, count: number): Promise<void> {
