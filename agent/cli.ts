@@ -86,9 +86,14 @@ async function operator(argv: string[]): Promise<number> {
     secretKey: credential.secretKey,
     ...(pinnedCertPem !== undefined ? { pinnedCertPem } : {}),
   });
+  // Ctrl-C ends `logs -f` with exit 0 (elsewhere it interrupts as usual).
+  const stop = new AbortController();
+  if (invocation.command.kind === "logs" && invocation.command.follow) process.once("SIGINT", () => stop.abort());
   return runOperator(invocation, {
     client,
     dataDir: config.dataDir,
+    signal: stop.signal,
+    terminal: { input: process.stdin, output: process.stdout, err: (text) => process.stderr.write(text) },
     io: {
       out: (text) => process.stdout.write(text),
       err: (text) => process.stderr.write(text),

@@ -35,7 +35,10 @@ export type OperatorCommand =
   | { kind: "images" }
   | { kind: "import"; imageUrl: string; imageName: string; osType: string; osVersion: string; wait: boolean; timeoutS: number }
   | { kind: "host" }
-  | { kind: "logs"; id: string; tail?: number }
+  /** `follow`: keep printing what the guest writes until interrupted. */
+  | { kind: "logs"; id: string; tail?: number; follow: boolean }
+  /** The serial console in this terminal until Ctrl-] (agent/cli/console.ts). */
+  | { kind: "console"; id: string }
   /** `count` undefined: until interrupted when stdout is a terminal, else once. */
   | { kind: "top"; intervalS: number; count?: number };
 
@@ -45,7 +48,7 @@ export interface OperatorInvocation {
   config?: string;
 }
 
-export const OPERATOR_COMMANDS: readonly string[] = Object.freeze(["instances", "instance", "start", "stop", "reboot", "terminate", "images", "import", "host", "logs", "top"]);
+export const OPERATOR_COMMANDS: readonly string[] = Object.freeze(["instances", "instance", "start", "stop", "reboot", "terminate", "images", "import", "host", "logs", "console", "top"]);
 
 export const OPERATOR_USAGE = `operator commands (they speak to the local agent through its API, with the
 credentials the agent uses: secret_id/secret_key from the configuration, else
@@ -60,7 +63,10 @@ credentials the agent uses: secret_id/secret_key from the configuration, else
   import FILE|URL [--name NAME] [--os-type Linux] [--os-version VERSION] [--no-wait]
                                  ImportImage, then a progress bar until it is NORMAL
   host                           DescribeHosts: capacity and state
-  logs ID [--tail N]             the instance's serial console log
+  logs ID [--tail N] [-f]        the instance's serial console log (DescribeInstanceSerialLog);
+                                 --tail N: its last N lines; -f: then what the guest writes, until Ctrl-C
+  console ID                     the instance's serial console in this terminal
+                                 (DescribeInstanceSerialConsoleUrl, a WebSocket); Ctrl-] leaves
   top [--interval S] [--count N] the running instances' CPU, memory, disk and network rates
                                  (GetMonitorData), redrawn every S seconds (default 10)
 options: --json (the API's answer as JSON), --timeout SECONDS (waits; default 600 for
@@ -124,6 +130,7 @@ export function parseOperatorArgs(argv: readonly string[], cwd: string): Operato
         "os-type": { type: "string" },
         "os-version": { type: "string" },
         tail: { type: "string" },
+        follow: { type: "boolean", short: "f" },
         interval: { type: "string" },
         count: { type: "string" },
       },
@@ -143,7 +150,8 @@ export function parseOperatorArgs(argv: readonly string[], cwd: string): Operato
     images: [],
     import: ["name", "os-type", "os-version", "no-wait", "timeout"],
     host: [],
-    logs: ["tail"],
+    logs: ["tail", "follow"],
+    console: [],
     top: ["interval", "count"],
   };
   if (name === undefined || !(name in allowed)) throw new UsageError(`unknown command ${JSON.stringify(name ?? "")}`);
@@ -168,7 +176,13 @@ export function parseOperatorArgs(argv: readonly string[], cwd: string): Operato
       break;
     case "logs":
       noMore(1);
-      command = { kind: "logs", id: instanceId(rest[0], name), ...(values.tail !== undefined ? { tail: positiveInt(values.tail, "tail", 0) } : {}) };
+      if (values.follow === true && values.json === true) throw new UsageError("logs -f prints text; --json is for one read");
+      command = { kind: "logs", id: instanceId(rest[0], name), follow: values.follow === true, ...(values.tail !== undefined ? { tail: positiveInt(values.tail, "tail", 0) } : {}) };
+      break;
+    case "console":
+      noMore(1);
+      if (values.json === true) throw new UsageError("console is a terminal session; it takes no --json");
+      command = { kind: "console", id: instanceId(rest[0], name) };
       break;
     case "top":
       noMore(0);

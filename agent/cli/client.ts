@@ -17,6 +17,7 @@ import { X509Certificate } from "node:crypto";
 import { request as httpRequest, type IncomingMessage } from "node:http";
 import { isIP } from "node:net";
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from "node:tls";
+import WebSocket from "ws";
 import { signTc3 } from "../api/tc3.js";
 
 export const API_VERSION = "2017-03-12";
@@ -58,6 +59,13 @@ export type ApiResponse = Record<string, unknown>;
 
 export interface ApiClient {
   call(action: string, params?: Record<string, unknown>): Promise<ApiResponse>;
+  /**
+   * A WebSocket to `pathAndQuery` (a console URL's path and query) on the same endpoint as the
+   * API calls, over the same pinned TLS: the URL's own host is not used (it is the address the
+   * agent saw in the request, which a client on the host need not reach). Resolves once open;
+   * a refused handshake rejects with ConsoleRefusedError (its HTTP status and the agent's text).
+   */
+  openWebSocket(pathAndQuery: string): Promise<WebSocket>;
   /** Where it connects, for messages (`https://127.0.0.1:8443`). */
   readonly endpoint: string;
 }
@@ -165,5 +173,45 @@ export function createApiClient(options: ClientOptions): ApiClient {
     return r;
   }
 
-  return { call, endpoint };
+  async function openWebSocket(pathAndQuery: string): Promise<WebSocket> {
+    if (!pathAndQuery.startsWith("/")) throw new AgentUnreachableError(`not a path: ${JSON.stringify(pathAndQuery.slice(0, 40))}`);
+    const socket = tls ? await pinnedConnection() : undefined;
+    const url = `${tls ? "wss" : "ws"}://${hostHeader}${pathAndQuery}`;
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, {
+        handshakeTimeout: timeoutMs,
+        perMessageDeflate: false,
+        ...(socket ? { createConnection: () => socket } : {}),
+      });
+      ws.once("open", () => {
+        ws.removeAllListeners("error");
+        ws.removeAllListeners("unexpected-response");
+        resolve(ws);
+      });
+      ws.once("unexpected-response", (_req, res: IncomingMessage) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.length < 16 && chunks.push(c));
+        res.once("end", () => {
+          reject(new ConsoleRefusedError(res.statusCode ?? 0, Buffer.concat(chunks).toString("utf8").trim().slice(0, 500)));
+          ws.terminate();
+        });
+      });
+      ws.once("error", (e: NodeJS.ErrnoException) => {
+        reject(new AgentUnreachableError(`cannot open the console at ${endpoint}: ${e.code ?? e.message}`));
+      });
+    });
+  }
+
+  return { call, endpoint, openWebSocket };
+}
+
+/** The agent refused a console handshake (used, expired or wrong token; console not there). */
+export class ConsoleRefusedError extends Error {
+  override readonly name = "ConsoleRefusedError";
+  constructor(
+    readonly status: number,
+    readonly text: string,
+  ) {
+    super(`the agent refused the console session (HTTP ${status}): ${text}`);
+  }
 }

@@ -8,9 +8,8 @@
  * holding every page's items), pretty-printed, on stdout.
  * Errors: `cdh-agent: <Action>: <Code>: <Message> (RequestId …)` on stderr, as the API gave them.
  */
-import { readFile } from "node:fs/promises";
-import { DataPaths } from "../paths.js";
 import { EXIT, type OperatorCommand, type OperatorInvocation } from "./args.js";
+import { runConsole, type ConsoleTerminal } from "./console.js";
 import { AgentUnreachableError, ApiCallError, type ApiClient, type ApiResponse } from "./client.js";
 import { cell, gib, progressBar, renderFields, renderTable, type Column } from "./render.js";
 
@@ -28,9 +27,13 @@ export interface CliIo {
 
 export interface RunDeps {
   client: ApiClient;
-  /** The agent's data directory (config data_dir): the console logs are there. */
+  /** The agent's data directory (config data_dir). */
   dataDir: string;
   io: CliIo;
+  /** stdin/stdout for `console` (absent: `console` cannot run). */
+  terminal?: ConsoleTerminal;
+  /** Ends `logs -f` (Ctrl-C): the command then exits 0. */
+  signal?: AbortSignal;
   /** Between polls of a wait, ms. Default 1000. */
   pollMs?: number;
 }
@@ -167,35 +170,77 @@ async function run(command: OperatorCommand, json: boolean, deps: RunDeps): Prom
     }
     case "top":
       return top(command, json, deps);
-    case "logs": {
-      // The instance must be this agent's (an error otherwise, as the API says it).
-      const { instance } = await instanceOf(client, command.id);
-      if (!instance) {
-        io.err(`cdh-agent: no instance ${command.id} on this host\n`);
-        return EXIT.API_ERROR;
+    case "logs":
+      return logs(command, json, deps);
+    case "console":
+      if (!deps.terminal) {
+        io.err("cdh-agent: console needs a terminal\n");
+        return EXIT.USAGE;
       }
-      const path = new DataPaths(deps.dataDir).consoleLog(command.id);
-      let text: string;
-      try {
-        text = await readFile(path, "utf8");
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code !== "ENOENT") {
-          io.err(`cdh-agent: cannot read ${path}: ${code ?? String(error)}\n`);
-          return EXIT.LOCAL_SETUP;
-        }
-        text = "";
-        if (!json) io.err(`cdh-agent: ${command.id} has no console log yet (${path})\n`);
-      }
-      if (command.tail !== undefined) {
-        const lines = text.split("\n");
-        const trailing = text.endsWith("\n") ? 1 : 0;
-        text = lines.slice(Math.max(0, lines.length - trailing - command.tail)).join("\n");
-      }
-      io.out(json ? JSON.stringify({ InstanceId: command.id, Path: path, Log: text }, null, 2) + "\n" : text);
-      return EXIT.OK;
-    }
+      return runConsole(client, command.id, deps.terminal);
   }
+}
+
+/** Largest piece asked for at once; `--tail` looks at the log's last this many bytes. */
+const LOG_PIECE = 1024 * 1024;
+
+/**
+ * Guest output made safe for a terminal: line ends as `\n`, other control characters shown as
+ * `\xNN` (a guest's escape sequences must not move the operator's cursor or retitle the window).
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(/\r\n/g, "\n").replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+/** `logs`: DescribeInstanceSerialLog piece by piece (whole, or --tail's last lines), then with -f every second what came. */
+async function logs(command: Extract<OperatorCommand, { kind: "logs" }>, json: boolean, deps: RunDeps): Promise<number> {
+  const { client, io } = deps;
+  const read = async (offset: number, limit = LOG_PIECE) => {
+    const r = await client.call("DescribeInstanceSerialLog", { InstanceId: command.id, Offset: offset, Limit: limit });
+    return { response: r, text: String(r.Log ?? ""), next: Number(r.NextOffset ?? offset), size: Number(r.Size ?? 0) };
+  };
+  const show = (text: string) => io.out(io.outIsTty ? terminalSafe(text) : text);
+  let start = 0;
+  if (command.tail !== undefined) start = Math.max(0, (await read(0, 1)).size - LOG_PIECE);
+  let text = "";
+  let offset = start;
+  let first: ApiResponse | undefined;
+  for (;;) {
+    const piece = await read(offset);
+    first ??= piece.response;
+    text += piece.text;
+    if (piece.next <= offset || piece.next >= piece.size) {
+      offset = piece.next;
+      break;
+    }
+    offset = piece.next;
+  }
+  if (command.tail !== undefined) {
+    // From a piece's middle the first line may be partial: it is dropped unless the log starts there.
+    const lines = text.split("\n");
+    const trailing = text.endsWith("\n") ? 1 : 0;
+    const whole = start === 0 ? lines : lines.slice(1);
+    text = whole.slice(Math.max(0, whole.length - trailing - command.tail)).join("\n");
+  }
+  if (json) {
+    io.out(JSON.stringify({ ...first, Offset: start, NextOffset: offset, Log: text }, null, 2) + "\n");
+    return EXIT.OK;
+  }
+  show(text);
+  if (!command.follow) return EXIT.OK;
+  while (!deps.signal?.aborted) {
+    await io.sleep(1000);
+    if (deps.signal?.aborted) break;
+    const piece = await read(offset);
+    if (piece.size < offset) {
+      io.err(`\ncdh-agent: ${command.id}'s console log was replaced; reading it from its start\n`);
+      offset = 0;
+      continue;
+    }
+    if (piece.text) show(piece.text);
+    offset = piece.next;
+  }
+  return EXIT.OK;
 }
 
 /** What `top` shows, each the latest point of one Monitor metric (period 10 s). */

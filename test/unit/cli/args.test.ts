@@ -48,9 +48,19 @@ describe("parseOperatorArgs", () => {
     });
   });
 
-  it("parses logs with --tail", () => {
-    expect(parse("logs", "ins-abcd1234", "--tail", "20").command).toEqual({ kind: "logs", id: "ins-abcd1234", tail: 20 });
-    expect(parse("logs", "ins-abcd1234").command).toEqual({ kind: "logs", id: "ins-abcd1234" });
+  it("parses logs with --tail and -f", () => {
+    expect(parse("logs", "ins-abcd1234", "--tail", "20").command).toEqual({ kind: "logs", id: "ins-abcd1234", tail: 20, follow: false });
+    expect(parse("logs", "ins-abcd1234").command).toEqual({ kind: "logs", id: "ins-abcd1234", follow: false });
+    expect(parse("logs", "-f", "ins-abcd1234").command).toEqual({ kind: "logs", id: "ins-abcd1234", follow: true });
+    expect(parse("logs", "ins-abcd1234", "--follow", "--tail", "5").command).toEqual({ kind: "logs", id: "ins-abcd1234", tail: 5, follow: true });
+    usage("logs", "ins-abcd1234", "-f", "--json"); // a stream of text is not one JSON document
+  });
+
+  it("parses console", () => {
+    expect(parse("console", "ins-abcd1234")).toEqual({ command: { kind: "console", id: "ins-abcd1234" }, json: false });
+    usage("console"); // no ID
+    usage("console", "ins-abcd1234", "--json");
+    usage("console", "ins-abcd1234", "--tail", "3");
   });
 
   it("parses top", () => {

@@ -2,9 +2,9 @@
  * The operator commands' behaviour and exit codes over a scripted API client (fails closed:
  * an action the script does not expect throws): paging, the tables, --json as the API gave it,
  * the API's error printed as it came (exit 1), an unreachable agent (3), the import's progress
- * and deadline (5), waits on an operation's RequestId, and logs read from the data directory.
+ * and deadline (5), waits on an operation's RequestId, and logs paged through DescribeInstanceSerialLog.
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,6 +27,9 @@ function scripted(steps: Step[]): ApiClient & { left: () => number } {
       if (step.answer instanceof Error) throw step.answer;
       return { RequestId: "req-1", ...step.answer };
     },
+    async openWebSocket(path) {
+      throw new Error(`unexpected WebSocket ${path}`);
+    },
   };
 }
 
@@ -38,7 +41,7 @@ afterAll(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
 
-async function cli(argv: string[], steps: Step[], o: { tty?: boolean } = {}) {
+async function cli(argv: string[], steps: Step[], o: { tty?: boolean; outTty?: boolean; signal?: AbortSignal; onSleep?: () => void } = {}) {
   const client = scripted(steps);
   const out: string[] = [];
   const err: string[] = [];
@@ -47,11 +50,16 @@ async function cli(argv: string[], steps: Step[], o: { tty?: boolean } = {}) {
     client,
     dataDir,
     pollMs: 1000,
+    ...(o.signal ? { signal: o.signal } : {}),
     io: {
       out: (t) => out.push(t),
       err: (t) => err.push(t),
       errIsTty: o.tty ?? false,
-      sleep: async (ms) => void (clock += ms),
+      outIsTty: o.outTty ?? false,
+      sleep: async (ms) => {
+        clock += ms;
+        o.onSleep?.();
+      },
       now: () => clock,
     },
   });
@@ -203,15 +211,40 @@ describe("runOperator", () => {
     expect(parsed.GetMonitorData).toHaveLength(12);
   });
 
-  it("logs: the instance's console.log from the data directory, --tail, and an unknown instance", async () => {
-    await mkdir(join(dataDir, "instances", "ins-abcd1234"), { recursive: true });
-    await writeFile(join(dataDir, "instances", "ins-abcd1234", "console.log"), "one\ntwo\nthree\n");
-    const found = { action: "DescribeInstances", answer: { InstanceSet: [ins("ins-abcd1234")] } };
-    expect((await cli(["logs", "ins-abcd1234"], [found])).out).toBe("one\ntwo\nthree\n");
-    expect((await cli(["logs", "ins-abcd1234", "--tail", "2"], [found])).out).toBe("two\nthree\n");
-    const json = JSON.parse((await cli(["logs", "ins-abcd1234", "--json"], [found])).out) as { Log: string };
-    expect(json.Log).toBe("one\ntwo\nthree\n");
-    const missing = await cli(["logs", "ins-abcd9999"], [{ action: "DescribeInstances", answer: { InstanceSet: [] } }]);
+  it("logs: pages through DescribeInstanceSerialLog, --tail, --json, and an unknown instance", async () => {
+    const id = "ins-abcd1234";
+    const piece = (offset: number, log: string, size: number, limit = 1024 * 1024): Step => ({
+      action: "DescribeInstanceSerialLog",
+      params: { InstanceId: id, Offset: offset, Limit: limit },
+      answer: { InstanceId: id, Log: log, Offset: offset, NextOffset: offset + Buffer.byteLength(log), Size: size },
+    });
+    expect((await cli(["logs", id], [piece(0, "one\ntwo\n", 14), piece(8, "three\n", 14)])).out).toBe("one\ntwo\nthree\n");
+    expect((await cli(["logs", id, "--tail", "2"], [piece(0, "o", 14, 1), piece(0, "one\ntwo\nthree\n", 14)])).out).toBe("two\nthree\n");
+    const json = JSON.parse((await cli(["logs", id, "--json"], [piece(0, "one\ntwo\nthree\n", 14)])).out) as { Log: string; NextOffset: number };
+    expect(json).toMatchObject({ Log: "one\ntwo\nthree\n", NextOffset: 14 });
+    const notFound = new ApiCallError("DescribeInstanceSerialLog", "InvalidInstanceId.NotFound", "no such instance on this host: ins-abcd9999", "r-9");
+    const missing = await cli(["logs", "ins-abcd9999"], [{ action: "DescribeInstanceSerialLog", answer: notFound }]);
     expect(missing.code).toBe(EXIT.API_ERROR);
+    expect(missing.err).toMatch(/InvalidInstanceId\.NotFound: no such instance on this host: ins-abcd9999/);
+  });
+
+  it("logs -f prints what came after each second until interrupted; a terminal sees guest escapes as text", async () => {
+    const id = "ins-abcd1234";
+    const piece = (offset: number, log: string, size: number): Step => ({
+      action: "DescribeInstanceSerialLog",
+      params: { InstanceId: id, Offset: offset, Limit: 1024 * 1024 },
+      answer: { Log: log, NextOffset: offset + Buffer.byteLength(log), Size: size },
+    });
+    const stop = new AbortController();
+    let sleeps = 0;
+    const r = await cli(["logs", id, "-f"], [piece(0, "boot\r\n", 6), piece(6, "", 6), piece(6, "\u001b[2Jlogin: ", 21)], {
+      outTty: true,
+      signal: stop.signal,
+      onSleep: () => {
+        if (++sleeps === 3) stop.abort();
+      },
+    });
+    expect(r.code).toBe(EXIT.OK);
+    expect(r.out).toBe("boot\n\\x1b[2Jlogin: ");
   });
 });
