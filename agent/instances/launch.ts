@@ -219,7 +219,7 @@ export class Launcher {
         },
         nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId }],
         osType,
-        ...(image.configDrive === "nocloud" ? { configDrive: "nocloud" as const } : {}),
+        ...(image.configDrive !== "config-2" ? { configDrive: image.configDrive } : {}),
         login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}), ...(req.login?.keepImageLogin ? { keepImage: true as const } : {}) },
         configGeneration: 1,
         createdTime,
