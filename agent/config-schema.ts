@@ -23,6 +23,8 @@ const subnetSchema = z
     gateway: z.string().optional(),
     dns: z.array(z.string()).optional(),
     dhcp: z.boolean().optional(),
+    /** The operator routes traffic out of the VPC from this subnet: InternetMaxBandwidthOut is accepted and caps it. */
+    internet_route: z.boolean().optional(),
   })
   .strict();
 
@@ -174,7 +176,20 @@ export const configSchema = z
       .describe("largest accepted image (bytes)"),
     /** Guest subnets; empty = one isolated subnet on default_network (10.201.0.0/24). */
     subnets: z.array(subnetSchema).default([])
-      .describe('guest subnets, JSON array of {"subnet_id","vpc_id","network","bridge","cidr","gateway"?,"dns"?,"dhcp"?}; empty = one isolated subnet 10.201.0.0/24 on default_network; "dhcp": false = no DHCP on that subnet'),
+      .describe('guest subnets, JSON array of {"subnet_id","vpc_id","network","bridge","cidr","gateway"?,"dns"?,"dhcp"?,"internet_route"?}; empty = one isolated subnet 10.201.0.0/24 on default_network; "dhcp": false = no DHCP on that subnet; "internet_route": true = traffic can leave the VPC from it (InternetMaxBandwidthOut accepted and enforced)'),
+    /** Per-NIC bandwidth and packet caps enforced on the host (agent/network/bandwidth). */
+    bandwidth_caps: z.boolean().default(true)
+      .describe("enforce per-NIC bandwidth and packet-rate caps on the host with tc and nftables (true/false); false = no intranet cap, and InternetMaxBandwidthOut is recorded and shown but not enforced"),
+    /** The intranet cap rule: per vCPU within a floor and a ceiling (agent/network/bandwidth/rule.ts); a field left out keeps its default. */
+    intranet_caps: z.object({
+      mbps_per_vcpu: z.number().positive().optional(),
+      min_mbps: z.number().positive().optional(),
+      max_mbps: z.number().positive().optional(),
+      pps_per_vcpu: z.number().int().positive().optional(),
+      min_pps: z.number().int().positive().optional(),
+      max_pps: z.number().int().positive().optional(),
+    }).strict().default({})
+      .describe('intranet bandwidth and packet caps per NIC from the instance size, JSON object {"mbps_per_vcpu":187.5,"min_mbps":1500,"max_mbps":25000,"pps_per_vcpu":50000,"min_pps":100000,"max_pps":400000} (those are the defaults, modelled on the seeds\' S2 table; a field left out keeps its default; Mbit/s and packets/s, each direction)'),
     /** DHCP (fixed leases, one per NIC) on every subnet whose entry does not say "dhcp": false. */
     dhcp_enabled: z.boolean().default(true)
       .describe('serve DHCP with fixed leases (one per NIC the agent knows) on every subnet, by one dnsmasq per subnet (true/false); a subnet entry with "dhcp": false has none'),

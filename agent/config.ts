@@ -16,6 +16,7 @@ import { z } from "zod";
 import { intToIp, ipToInt, isIpv4, parseCidr, type Subnet } from "./network/subnets.js";
 import { isLoopbackHost } from "./api/tls.js";
 import { parseAlarmRules, type AlarmRule } from "./metrics/alarms.js";
+import { ruleProblems, SEED_INTRANET_RULE, type IntranetRule } from "./network/bandwidth/rule.js";
 import { CONFIG_KEYS, configSchema, DEFAULT_CONFIG_FILE, ENV_PREFIX, envVarName, type ConfigKey } from "./config-schema.js";
 
 export { CONFIG_KEYS, configSchema, DEFAULT_CONFIG_FILE, ENV_PREFIX, envVarName, type ConfigKey };
@@ -67,6 +68,9 @@ export interface AgentConfig {
   readonly metricsListen: { readonly host: string; readonly port: number } | undefined;
   readonly alarmRules: readonly AlarmRule[];
   readonly monitorDir: string;
+  /** bandwidth_caps, intranet_caps (agent/network/bandwidth/rule.ts: the seeds' rule, with this host's overrides). */
+  readonly bandwidthCaps: boolean;
+  readonly intranetRule: IntranetRule;
   readonly monitorRetentionDays: Readonly<Partial<Record<"10" | "60" | "300" | "3600" | "86400", number>>>;
   readonly libvirtProbeIntervalS: number;
   readonly libvirtProbeTimeoutS: number;
@@ -360,6 +364,16 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
   const poolInputs = cfg.storage_pools.length > 0
     ? cfg.storage_pools
     : [{ name: "local", path: `${cfg.data_dir.replace(/\/+$/, "")}/pools/local`, disk_type: "LOCAL_BASIC" as const }];
+  const caps = cfg.intranet_caps;
+  const intranetRule: IntranetRule = Object.freeze({
+    mbpsPerVcpu: caps.mbps_per_vcpu ?? SEED_INTRANET_RULE.mbpsPerVcpu,
+    minMbps: caps.min_mbps ?? SEED_INTRANET_RULE.minMbps,
+    maxMbps: caps.max_mbps ?? SEED_INTRANET_RULE.maxMbps,
+    ppsPerVcpu: caps.pps_per_vcpu ?? SEED_INTRANET_RULE.ppsPerVcpu,
+    minPps: caps.min_pps ?? SEED_INTRANET_RULE.minPps,
+    maxPps: caps.max_pps ?? SEED_INTRANET_RULE.maxPps,
+  });
+  for (const message of ruleProblems(intranetRule)) problems.push({ key: "intranet_caps", source: at("intranet_caps"), message: `intranet_caps: ${message}` });
   const storagePools: StoragePoolConfig[] = [];
   poolInputs.forEach((input, i) => {
     const clash = storagePools.find((p) => p.name === input.name || p.path === input.path);
@@ -493,6 +507,8 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     alarmRules: typeof alarmRules === "string" ? [] : alarmRules,
     monitorDir: cfg.monitor_dir === "" ? join(cfg.data_dir, "monitor") : cfg.monitor_dir,
     monitorRetentionDays: cfg.monitor_retention_days,
+    bandwidthCaps: cfg.bandwidth_caps,
+    intranetRule,
     libvirtProbeIntervalS: cfg.libvirt_probe_interval_s,
     libvirtProbeTimeoutS: cfg.libvirt_probe_timeout_s,
     logLevel: cfg.log_level,

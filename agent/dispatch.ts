@@ -59,6 +59,8 @@ export interface DispatcherDeps {
   /** ISO limits (InstanceAttachISO). */
   maxIsoBytes: number;
   downloadTimeoutMs: number;
+  /** ResetInstancesInternetMaxBandwidth (agent/network/bandwidth/reset.ts); absent: UnsupportedOperation. */
+  resetInternetMaxBandwidth?: (instanceIds: readonly string[], mbps: number) => Promise<void>;
 }
 
 /** Mutating actions answer with a TaskId at once; progress shows in the instances' states. */
@@ -174,6 +176,7 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
             ...(p.disableApiTermination ? { disableApiTermination: true } : {}),
             ...(p.tags.length ? { tags: p.tags } : {}),
             securityGroupIds: sg.launchGroups(p.securityGroupIds),
+            ...(p.internetMaxBandwidthOut ? { internetMaxBandwidthOut: p.internetMaxBandwidthOut } : {}),
             dryRun: p.dryRun,
           },
           ctx,
@@ -436,6 +439,11 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "ResetInstancesType":
         await instances.retype.retype(command.params, ctx);
         return {};
+      case "ResetInstancesInternetMaxBandwidth": {
+        if (!deps.resetInternetMaxBandwidth) throw new ApiError("UnsupportedOperation", "this agent enforces no bandwidth caps");
+        await deps.resetInternetMaxBandwidth(command.params.instanceIds, command.params.internetMaxBandwidthOut);
+        return {};
+      }
       case "DescribeInstancesModification": {
         const p = command.params;
         const set = (await instances.retype.modification(p.instanceIds))

@@ -50,6 +50,8 @@ import { SecurityGroupService } from "./network/security-groups/service.js";
 import { SecurityGroupStore, securityGroupsFile } from "./network/security-groups/store.js";
 import { namedGroupsOf } from "./network/security-groups/state.js";
 import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
+import { BandwidthCaps } from "./network/bandwidth/service.js";
+import { resetInternetMaxBandwidth } from "./network/bandwidth/reset.js";
 import { NicEvents } from "./network/nic-events.js";
 import { DhcpService } from "./network/dhcp/service.js";
 import { migrateNicDefinitions, needsNicMigration } from "./network/nic-migration.js";
@@ -177,7 +179,14 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     paths,
     registry,
     keyPairs,
-    host: { subnets: config.subnets, hostId: config.hostId, zone: config.hostZone, region: config.region, ntpServers: config.ntpServers },
+    host: {
+      subnets: config.subnets,
+      hostId: config.hostId,
+      zone: config.hostZone,
+      region: config.region,
+      ntpServers: config.ntpServers,
+      ...(config.bandwidthCaps ? { intranetRule: config.intranetRule } : {}),
+    },
     logger: logger.child({ component: "guests" }),
     // Read once the store is loaded (below, before recovery and the metadata server).
     securityGroupsOf: (record) => namedGroupsOf(sgStore.state, record),
@@ -207,6 +216,17 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   await securityGroups.load();
   // NIC changes (ENIs, addresses, launches, terminations) reach DHCP and bandwidth caps here (agent/network/nic-events.ts).
   const nicEvents = new NicEvents((e, instanceId) => logger.error({ err: e, instanceId }, "a NIC change did not reach everything that follows it"));
+  // Per-NIC bandwidth and packet caps (README "Bandwidth and packet caps"): tc and an nftables table of the agent's.
+  const bandwidth = new BandwidthCaps({
+    runner,
+    records: () => [...registry.all()].filter((e) => !e.launchFailed).map((e) => e.record),
+    subnets: config.subnets,
+    rule: config.intranetRule,
+    table: `${config.firewallNftTable}_caps`,
+    enabled: config.bandwidthCaps,
+    logger: logger.child({ component: "bandwidth" }),
+  });
+  nicEvents.on(() => bandwidth.sync());
   const snapshots = new SnapshotService({
     dir: paths.snapshotsDir,
     disks,
@@ -323,6 +343,14 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     firewall.forget();
     securityGroups.resync().catch((e: unknown) => logger.error({ err: e }, "could not rebuild the firewall after libvirtd came back"));
   });
+  // Caps on every tap there is, then on every tap that appears or changes (a domain start, a
+  // hot-plug, a record change), and all again after libvirtd came back.
+  await bandwidth.sync();
+  registry.subscribe((reason) => {
+    if (reason === "libvirt reachable") bandwidth.forget();
+    bandwidth.request();
+  });
+  bandwidth.start(config.reconcileIntervalS * 1000);
   await snapshots.load();
   sync.start();
   // Instances that ran before the host (or libvirtd and the agent) went down start again; they show STARTING from here.
@@ -417,6 +445,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     maxIsoBytes: config.maxImageBytes,
     downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
     libvirtConnected: () => registry.isConnected(),
+    resetInternetMaxBandwidth: (ids, mbps) => resetInternetMaxBandwidth({ ops, registry, caps: bandwidth }, ids, mbps),
   });
   const api = createApiServer({
     listen: config.apiListen,
@@ -490,6 +519,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     async close() {
       reporterNow.stop();
       sync.stop();
+      await bandwidth.stop();
       clearInterval(measureTimer);
       alarms.stop();
       diagnostics?.stop();

@@ -128,11 +128,8 @@ export interface InstanceRecord {
   latestOperation?: LatestOperation;
   /** From the image: decides where passwords go (cloud-init vs cloudbase-init). */
   osType?: "linux" | "windows";
-  /**
-   * From the image's cdh:config-drive tag: a NoCloud (`cidata`) drive instead of `config-2`,
-   * or no drive at all (`none`: the CD-ROM stays empty; DHCP and the metadata endpoint only).
-   */
-  configDrive?: "nocloud" | "none";
+  /** From the image's cdh:config-drive tag: a NoCloud (`cidata`) drive instead of `config-2`. */
+  configDrive?: "nocloud";
   login?: LoginRecord;
   /** Bumped with every change the guest should apply (password, keys, hostname, network). */
   configGeneration?: number;
@@ -227,7 +224,8 @@ export type InstanceAction =
   | "InstanceAttachISO"
   | "InstanceDetachISO"
   | "ModifyInstancesAttribute"
-  | "ResetInstancesType";
+  | "ResetInstancesType"
+  | "ResetInstancesInternetMaxBandwidth";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
 const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -263,6 +261,8 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   InstanceAttachISO: LOGIN_STATES,
   // Stopped; running too (live within the hot-plug headroom, or with ForceStop): agent/instances/reset-type.ts.
   ResetInstancesType: LOGIN_STATES,
+  // A record change and the host's tc classes (agent/network/bandwidth): at rest or on the way to it.
+  ResetInstancesInternetMaxBandwidth: new Set<InstanceState>(["RUNNING", "STOPPED", "STARTING", "STOPPING", "REBOOTING"]),
   // The seed: detaching needs the instance not running.
   InstanceDetachISO: new Set<InstanceState>(["STOPPED"]),
   // A record-only change (name, termination protection): any state but PENDING (no domain yet

@@ -69,6 +69,8 @@ export interface GuestConfig {
    * `security-groups` and per-MAC `security-group-ids`, Tencent's `instance/security-group`).
    */
   readonly securityGroups?: readonly GuestSecurityGroup[];
+  /** The intranet caps, Kbit/s (Tencent's `instance/bandwidth-limit-egress|ingress`); absent: none enforced. */
+  readonly bandwidthLimitKbit?: { readonly egress: number; readonly ingress: number };
 }
 
 export interface GuestSecurityGroup {

@@ -52,6 +52,7 @@ import type {
 import { parseCloneInstance, parseCreateImage, parseResetInstance, parseRunInstances } from "./schemas-run.js";
 import { parseDescribeInstancesModification, parseResetInstancesType } from "./schemas-retype.js";
 import type { DescribeInstancesModificationParams, ResetInstancesTypeParams } from "./schemas-retype.js";
+import { parseResetInstancesInternetMaxBandwidth, type ResetInstancesInternetMaxBandwidthParams } from "./schemas-bandwidth.js";
 import type { CloneInstanceParams, CreateImageParams, ResetInstanceParams, RunInstancesParams } from "./schemas-run.js";
 import {
   parseApplySnapshot,
@@ -165,6 +166,7 @@ export type Command =
   | { action: "InstanceAttachISO"; params: InstanceAttachIsoParams }
   | { action: "InstanceDetachISO"; params: InstanceIdParams }
   | { action: "ResetInstancesType"; params: ResetInstancesTypeParams }
+  | { action: "ResetInstancesInternetMaxBandwidth"; params: ResetInstancesInternetMaxBandwidthParams }
   | { action: "DescribeInstancesModification"; params: DescribeInstancesModificationParams }
   // VPC 2017-03-12: security groups (the same endpoint; action names are unique across the APIs)
   | { action: "CreateSecurityGroup"; params: CreateSecurityGroupParams }
@@ -237,6 +239,7 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   InstanceAttachISO: parseInstanceAttachIso,
   InstanceDetachISO: parseInstanceDetachIso,
   ResetInstancesType: parseResetInstancesType,
+  ResetInstancesInternetMaxBandwidth: parseResetInstancesInternetMaxBandwidth,
   DescribeInstancesModification: parseDescribeInstancesModification,
   CreateSecurityGroup: parseCreateSecurityGroup,
   CreateSecurityGroupWithPolicies: parseCreateSecurityGroupWithPolicies,

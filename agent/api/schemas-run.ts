@@ -7,6 +7,7 @@ import { z } from "zod";
 import { boundGroupList } from "./schemas-vpc.js";
 import type { InstanceTag } from "../model.js";
 import { instanceTagSpecification, toInstanceTags } from "./schemas-tags.js";
+import { MAX_INTERNET_MBPS } from "../network/bandwidth/rule.js";
 import {
   boundedString,
   defaultProjectOnly,
@@ -67,6 +68,8 @@ export interface RunInstancesParams {
   tags: InstanceTag[];
   /** SecurityGroupIds in priority order; absent: the host's default group. */
   securityGroupIds?: string[];
+  /** InternetAccessible.InternetMaxBandwidthOut, Mbit/s, when above 0 (the launch checks the subnet). */
+  internetMaxBandwidthOut?: number;
 }
 
 export const MAX_USER_DATA_BYTES = 16384;
@@ -223,17 +226,16 @@ const loginSettingsSchema = z
   });
 
 /**
- * Accepted so that common CVM clients work; only "no public network" is allowed. InternetChargeType
- * is information only (with no public bandwidth nothing is charged); any other field of CVM's
- * InternetAccessible (BandwidthPackageId, …) is an unknown parameter.
+ * InternetMaxBandwidthOut (Mbit/s, 0 to 1000) caps the traffic that leaves the VPC; the launch
+ * refuses a non-zero cap unless the instance's subnet has a route out of the VPC
+ * (subnets[].internet_route, README "Bandwidth and packet caps"). No public IP exists on a host:
+ * PublicIpAssigned true is refused. InternetChargeType is information only; any other field of
+ * CVM's InternetAccessible (BandwidthPackageId, …) is an unknown parameter.
  */
 const internetAccessibleSchema = z
-  .object({ InternetMaxBandwidthOut: z.number().int().optional(), PublicIpAssigned: z.boolean().optional(), InternetChargeType: z.string().optional() })
+  .object({ InternetMaxBandwidthOut: intInRange(0, MAX_INTERNET_MBPS).optional(), PublicIpAssigned: z.boolean().optional(), InternetChargeType: z.string().optional() })
   .strict()
   .superRefine((v, ctx) => {
-    if ((v.InternetMaxBandwidthOut ?? 0) !== 0) {
-      fail(ctx, "InvalidParameterValue", "asks for public bandwidth: there is no public network on this host", ["InternetMaxBandwidthOut"]);
-    }
     if (v.PublicIpAssigned === true) fail(ctx, "InvalidParameterValue", "asks for a public IP: there is no public network on this host", ["PublicIpAssigned"]);
   });
 
@@ -371,6 +373,7 @@ export function parseRunInstances(body: unknown): RunInstancesParams {
   }
   if (r.ClientToken !== undefined) params.clientToken = r.ClientToken;
   if (r.SecurityGroupIds !== undefined) params.securityGroupIds = [...r.SecurityGroupIds];
+  if ((r.InternetAccessible?.InternetMaxBandwidthOut ?? 0) > 0) params.internetMaxBandwidthOut = r.InternetAccessible!.InternetMaxBandwidthOut!;
   const projectId = r.ProjectId ?? p?.ProjectId;
   if (projectId !== undefined) params.projectId = projectId;
   return params;

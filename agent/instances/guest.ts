@@ -5,6 +5,7 @@
 import type { GuestConfig, GuestKey, GuestSecurityGroup } from "../../cloud-init/types.js";
 import type { Subnet } from "../network/subnets.js";
 import type { InstanceRecord } from "../model.js";
+import { intranetCap, type IntranetRule } from "../network/bandwidth/rule.js";
 
 export interface GuestHostSettings {
   subnets: readonly Subnet[];
@@ -12,6 +13,8 @@ export interface GuestHostSettings {
   zone: string;
   region: string;
   ntpServers: readonly string[];
+  /** The intranet cap rule when caps are enforced (agent/network/bandwidth/rule.ts); absent: none shown. */
+  intranetRule?: IntranetRule;
 }
 
 export function guestConfigOf(options: {
@@ -57,5 +60,11 @@ export function guestConfigOf(options: {
     ...(record.login?.keepImage ? { keepImageLogin: true } : {}),
     ...(record.userData ? { userData: Buffer.from(record.userData, "base64") } : {}),
     ...(options.securityGroups?.length ? { securityGroups: options.securityGroups } : {}),
+    ...(host.intranetRule ? { bandwidthLimitKbit: kbitOf(intranetCap(record.cpu, host.intranetRule).mbps) } : {}),
   };
+}
+
+/** The same cap both ways (the seeds give one intranet figure), in the metadata's Kbit/s. */
+function kbitOf(mbps: number): { egress: number; ingress: number } {
+  return { egress: mbps * 1000, ingress: mbps * 1000 };
 }

@@ -50,6 +50,8 @@ export interface RunRequest {
   tags?: Array<{ key: string; value: string }>;
   /** SecurityGroupIds in priority order (checked by the caller); absent: the host's default group. */
   securityGroupIds?: string[];
+  /** InternetAccessible.InternetMaxBandwidthOut (Mbit/s, > 0): only on a subnet with a route out of the VPC. */
+  internetMaxBandwidthOut?: number;
 }
 
 /** At most this many data disks per instance (CVM: 20 cloud + 1 local; the virtio targets vdb…vdv). */
@@ -129,6 +131,9 @@ export class Launcher {
     const osType = image.osFamily;
     if (req.login?.password !== undefined) checkPassword(req.login.password, osType, { field: "LoginSettings.Password" });
     const subnet = resolveSubnet(this.o.subnets, req.vpc);
+    if (req.internetMaxBandwidthOut && !subnet.internetRoute) {
+      throw new DomainError("BadValue", `InternetAccessible.InternetMaxBandwidthOut: subnet ${subnet.subnetId} has no route out of the VPC (subnets[].internet_route), so there is no traffic leaving it to cap`);
+    }
     const count = req.names.length;
     if (req.vpc?.privateIpAddress !== undefined && count > 1) {
       throw new DomainError("BadValue", "VirtualPrivateCloud.PrivateIpAddresses names one address; InstanceCount must then be 1");
@@ -219,7 +224,7 @@ export class Launcher {
         },
         nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId }],
         osType,
-        ...(image.configDrive !== "config-2" ? { configDrive: image.configDrive } : {}),
+        ...(image.configDrive === "nocloud" ? { configDrive: "nocloud" as const } : {}),
         login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}), ...(req.login?.keepImageLogin ? { keepImage: true as const } : {}) },
         configGeneration: 1,
         createdTime,
@@ -229,6 +234,7 @@ export class Launcher {
         ...(req.disableApiTermination ? { disableApiTermination: true } : {}),
         ...(req.tags?.length ? { tags: req.tags.map((t) => ({ ...t })) } : {}),
         ...(req.securityGroupIds ? { securityGroupIds: [...req.securityGroupIds] } : {}),
+        ...(req.internetMaxBandwidthOut ? { internetMaxBandwidthOut: req.internetMaxBandwidthOut } : {}),
         latestOperation: { action: "RunInstances", state: "OPERATING", requestId: ctx.requestId },
       };
       return {

@@ -70,8 +70,13 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     SecurityGroupIds: securityGroupsOf(entry, host),
     // libvirt's default topology: one core per vCPU, one thread per core.
     CpuTopology: { CoreCount: r.cpu, ThreadPerCore: 1 },
-    // No public network on a host: no public address, nothing sent to the internet.
-    InternetAccessible: { InternetChargeType: null, InternetMaxBandwidthOut: 0, PublicIpAssigned: false },
+    // No public address on a host; the cap on traffic leaving the VPC where a subnet has a route out
+    // (README "Bandwidth and packet caps"), charged as CVM's default, TRAFFIC_POSTPAID_BY_HOUR.
+    InternetAccessible: {
+      InternetChargeType: r.internetMaxBandwidthOut ? "TRAFFIC_POSTPAID_BY_HOUR" : null,
+      InternetMaxBandwidthOut: r.internetMaxBandwidthOut ?? 0,
+      PublicIpAssigned: false,
+    },
     IPv6Addresses: null,
     PublicIPv6Addresses: null,
     EnableJumboFrame: false,

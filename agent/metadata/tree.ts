@@ -203,6 +203,12 @@ function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | 
     instance.leaf("security-group", groups.map((g) => g.id).join("\n"));
   }
 
+  // The seed's intranet caps (§5.1: Kbit/s), from the host's rule (agent/network/bandwidth/rule.ts).
+  if (config.bandwidthLimitKbit) {
+    instance.leaf("bandwidth-limit-egress", String(config.bandwidthLimitKbit.egress));
+    instance.leaf("bandwidth-limit-ingress", String(config.bandwidthLimitKbit.ingress));
+  }
+
   const payment = md.folder("payment");
   payment.leaf("charge-type", CHARGE_TYPE);
   payment.leaf("create-time", tencentTime(config.createdTime));

@@ -18,6 +18,11 @@ export interface Subnet {
   /** The host's address on the bridge: the guests' default gateway and metadata endpoint. */
   readonly gateway: string;
   readonly dns: readonly string[];
+  /**
+   * The operator says traffic can leave the VPC from this subnet (subnets[].internet_route):
+   * InternetAccessible.InternetMaxBandwidthOut is accepted for its instances and caps that traffic.
+   */
+  readonly internetRoute?: boolean;
   /** False: no DHCP on this subnet (config `"dhcp": false`); absent: as `dhcp_enabled` says. */
   readonly dhcp?: boolean;
 }

@@ -110,6 +110,7 @@ const GOOD: Readonly<Record<string, unknown>> = {
   GroupDescription: "web servers",
   SecurityGroupPolicySet: { Ingress: [{ Protocol: "TCP", Port: "22", CidrBlock: "10.0.0.0/8", Action: "ACCEPT" }] },
   Policies: [{ MetricName: "CPUUsage", Operator: "GT", Threshold: 90, ContinuePeriod: 3 }],
+  InternetAccessible: { InternetMaxBandwidthOut: 10 },
 };
 
 /** A body the action takes: its required fields, found by asking the parser what is missing. */

@@ -26,6 +26,7 @@ import { LOGIN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-logins.js";
 import { MONITOR_REQUEST_SCHEMAS } from "../../../agent/api/schemas-monitor.js";
 import { MONITOR_OPS_REQUEST_SCHEMAS } from "../../../agent/api/schemas-monitor-ops.js";
 import { RETYPE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-retype.js";
+import { BANDWIDTH_REQUEST_SCHEMAS } from "../../../agent/api/schemas-bandwidth.js";
 import { RUN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-run.js";
 import { refusal } from "../../support/parse.js";
 
@@ -38,6 +39,7 @@ const SCHEMAS: Record<string, z.ZodTypeAny> = {
   ...LOGIN_REQUEST_SCHEMAS,
   ...DISK_REQUEST_SCHEMAS,
   ...RETYPE_REQUEST_SCHEMAS,
+  ...BANDWIDTH_REQUEST_SCHEMAS,
   ...MONITOR_REQUEST_SCHEMAS,
   ...MONITOR_OPS_REQUEST_SCHEMAS,
 };
@@ -104,7 +106,8 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
     ...ENHANCED,
     PurchaseSource: "info",
     SecurityGroupIds: "sg",
-    "InternetAccessible.InternetMaxBandwidthOut": { refuse: { InternetAccessible: { InternetMaxBandwidthOut: 1 } } },
+    // Checked by the launch: accepted only on a subnet with a route out of the VPC (agent/network/bandwidth).
+    "InternetAccessible.InternetMaxBandwidthOut": "checked",
     "InternetAccessible.PublicIpAssigned": { refuse: { InternetAccessible: { PublicIpAssigned: true } } },
     "InternetAccessible.InternetChargeType": "info",
     "TagSpecification[].ResourceType": { refuse: { TagSpecification: [{ ResourceType: "image", Tags: [] }] } },
@@ -291,6 +294,15 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
   ApplySnapshot: { SnapshotId: "used", DiskId: "used", AutoStopInstance: { refuse: { AutoStopInstance: true } }, AutoStartInstance: { refuse: { AutoStartInstance: true } } },
   // agent/instances/reset-type.ts: ForceStop lets a running instance be stopped for the change.
   ResetInstancesType: { InstanceIds: "used", InstanceType: "used", ForceStop: "used" },
+  // agent/network/bandwidth/reset.ts: the cap on traffic leaving the VPC; the dates are prepaid bandwidth's only.
+  ResetInstancesInternetMaxBandwidth: {
+    InstanceIds: "used",
+    "InternetAccessible.InternetMaxBandwidthOut": "used",
+    "InternetAccessible.InternetChargeType": "info",
+    "InternetAccessible.PublicIpAssigned": "info",
+    StartTime: { refuse: { StartTime: "2030-01-01" } },
+    EndTime: { refuse: { EndTime: "2030-01-01" } },
+  },
   DescribeInstancesModification: { InstanceIds: "used", "Filters[].Name": "used", "Filters[].Values": "used" },
   // The Monitor API (agent/monitor): Namespace is checked (QCE/CVM only, the one this host serves).
   GetMonitorData: {
@@ -333,6 +345,7 @@ const BASE: Record<string, Record<string, unknown>> = {
   CreateSnapshot: { DiskId: "disk-abcd1234" },
   DescribeSnapshots: {},
   ApplySnapshot: { SnapshotId: "snap-abcd1234", DiskId: "disk-abcd1234" },
+  ResetInstancesInternetMaxBandwidth: { InstanceIds: ["ins-abcd1234"], InternetAccessible: { InternetMaxBandwidthOut: 10 } },
 };
 
 /** Every field path of a schema: nested objects by `.`, arrays of objects by `[]`. */

@@ -171,11 +171,15 @@ describe("RunInstances parsing", () => {
     }
   });
 
-  it("accepts InternetAccessible only without public bandwidth", () => {
-    expect(run({ InternetAccessible: { InternetMaxBandwidthOut: 0, InternetChargeType: "TRAFFIC_POSTPAID_BY_HOUR" } }).imageId).toBe("img-abcd1234");
-    const r = refused({ InternetAccessible: { InternetMaxBandwidthOut: 10 } });
-    expect(r.code).toBe("InvalidParameterValue");
-    expect(r.message).toContain("no public network on this host");
+  it("takes InternetAccessible.InternetMaxBandwidthOut from 0 to 1000 Mbit/s (the launch checks the subnet), never a public IP", () => {
+    const none = run({ InternetAccessible: { InternetMaxBandwidthOut: 0, InternetChargeType: "TRAFFIC_POSTPAID_BY_HOUR" } });
+    expect(none.imageId).toBe("img-abcd1234");
+    expect(none.internetMaxBandwidthOut).toBeUndefined();
+    expect(run({ InternetAccessible: { InternetMaxBandwidthOut: 10 } }).internetMaxBandwidthOut).toBe(10);
+    expect(refused({ InternetAccessible: { InternetMaxBandwidthOut: 1001 } }).code).toBe("InvalidParameterValue.Range");
+    const ip = refused({ InternetAccessible: { InternetMaxBandwidthOut: 10, PublicIpAssigned: true } });
+    expect(ip.code).toBe("InvalidParameterValue");
+    expect(ip.message).toContain("no public network on this host");
   });
 
   it("refuses CVM fields this agent does not implement with InvalidParameterValue", () => {
