@@ -8,7 +8,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 runtime=(libvirt-daemon-system libvirt-clients dnsmasq-base qemu-system-x86 qemu-utils genisoimage xorriso ovmf iproute2 nftables ca-certificates)
 testing=(openssh-server openssh-client busybox-static syslinux syslinux-common extlinux mtools fdisk dosfstools cpio gzip
          debootstrap debian-archive-keyring e2fsprogs systemd nginx-light curl cloud-init wrk strace openssl
-         chromium)  # chromium: the VNC console page in a real browser (test/integration/vnc-console.test.ts)
+         chromium   # chromium: the VNC console page in a real browser (test/integration/vnc-console.test.ts)
+         tmux)      # tmux: `cdh-agent console` in a real terminal (test/integration/serial-console.test.ts)
 want=("${runtime[@]}")
 [ "${1:-}" = "--test" ] && want+=("${testing[@]}")
 
