@@ -81,6 +81,12 @@ export const configSchema = z
     /** Bytes of request bodies read but not yet verified, all connections together. */
     api_unverified_body_budget_bytes: z.number().int().min(1_048_576).default(16 * 1024 * 1024)
       .describe("bytes of API request bodies being received and not yet verified, all connections together (bytes, >= 1048576); past it RequestLimitExceeded"),
+    /** Base of the console URLs (DescribeInstanceVncUrl); "" = the API request's Host, wss:// when the API is TLS. */
+    console_url_base: z.union([z.literal(""), z.string().regex(/^wss?:\/\/(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/, "must be ws://host[:port] or wss://host[:port], without a path")]).default("")
+      .describe("base of the console URLs DescribeInstanceVncUrl answers, wss://host[:port] (the address owners' browsers reach the API at); empty = the Host the API request came to, wss:// when the API is TLS, ws:// otherwise"),
+    /** Origins whose pages may open console sessions besides the console URL's own. */
+    console_allowed_origins: z.array(z.string().regex(/^https?:\/\/[^/?#\s]+$/, "must be an origin such as https://panel.example.com")).default([])
+      .describe('origins whose pages may open console WebSocket sessions besides the console URL\'s own host, JSON array such as ["https://panel.example.com"]'),
     /** One credential pair (SecretId); both of secret_id/secret_key or neither. */
     secret_id: z.string().min(1, "must not be empty").optional()
       .describe("SecretId of one API credential pair (with secret_key)"),

@@ -34,6 +34,9 @@ export interface AgentConfig {
   readonly apiMaxConnections: number;
   readonly apiMaxConnectionsPerSource: number;
   readonly apiUnverifiedBodyBudgetBytes: number;
+  /** console_url_base; undefined = the API request's Host. */
+  readonly consoleUrlBase?: string;
+  readonly consoleAllowedOrigins: readonly string[];
   readonly credentials: readonly Credential[];
   readonly libvirtUri: string;
   readonly virtType: "kvm" | "qemu" | "auto";
@@ -329,6 +332,9 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     const present = missing === "api_tls_cert" ? "api_tls_key" : "api_tls_cert";
     problems.push({ key: missing, source: at(present), message: `${present} is set but ${missing} is not: set both or neither` });
   }
+  if (cfg.api_tls_cert !== undefined && cfg.console_url_base.startsWith("ws://")) {
+    problems.push({ key: "console_url_base", source: at("console_url_base"), message: "the API is TLS: console URLs must be wss:// (a browser refuses ws:// from an https page)" });
+  }
   if (cfg.api_tls_client_ca !== undefined && cfg.api_tls_cert === undefined) {
     problems.push({ key: "api_tls_client_ca", source: at("api_tls_client_ca"), message: "mutual TLS needs api_tls_cert and api_tls_key too" });
   }
@@ -480,6 +486,8 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     apiMaxConnections: cfg.api_max_connections,
     apiMaxConnectionsPerSource: cfg.api_max_connections_per_source,
     apiUnverifiedBodyBudgetBytes: cfg.api_unverified_body_budget_bytes,
+    ...(cfg.console_url_base !== "" ? { consoleUrlBase: cfg.console_url_base } : {}),
+    consoleAllowedOrigins: cfg.console_allowed_origins,
     credentials,
     libvirtUri: cfg.libvirt_uri,
     virtType: cfg.virt_type,

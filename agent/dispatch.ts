@@ -33,6 +33,7 @@ import type { MonitorReader } from "./monitor/monitor.js";
 import type { AlarmService } from "./metrics/alarm-service.js";
 import type { DiagnosticsService } from "./metrics/diagnostics.js";
 import { describeBaseMetrics, getMonitorData } from "./api/monitor-views.js";
+import type { ConsoleAccess } from "./console/access.js";
 
 export interface DispatcherDeps {
   instances: InstanceOperations;
@@ -56,6 +57,8 @@ export interface DispatcherDeps {
   diagnostics?: DiagnosticsService;
   nowS?: () => number;
   paths: DataPaths;
+  /** The consoles' one-time URLs (agent/console/access.ts); absent: DescribeInstanceVncUrl answers UnsupportedOperation. */
+  consoles?: Pick<ConsoleAccess, "issueUrl">;
   /** ISO limits (InstanceAttachISO). */
   maxIsoBytes: number;
   downloadTimeoutMs: number;
@@ -140,13 +143,13 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
   // Every answer passes the error map: the domain's errors become CVM codes in one table.
   return async (command: Command, context) => {
     try {
-      return await handle(command, { requestId: context.requestId });
+      return await handle(command, { requestId: context.requestId, ...(context.host !== undefined ? { host: context.host } : {}) });
     } catch (error) {
       throw toApiError(error);
     }
   };
 
-  async function handle(command: Command, ctx: { requestId: string }): Promise<Record<string, unknown>> {
+  async function handle(command: Command, ctx: { requestId: string; host?: string }): Promise<Record<string, unknown>> {
     switch (command.action) {
       case "RunInstances": {
         const p = command.params;
@@ -577,6 +580,9 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
         const set = deps.diagnostics.describe(command.params);
         return { TotalCount: set.length, DiagnosticReportSet: set };
       }
+      case "DescribeInstanceVncUrl":
+        if (!deps.consoles) throw new ApiError("UnsupportedOperation", "the console is not served by this agent");
+        return { InstanceVncUrl: deps.consoles.issueUrl("vnc", command.params.instanceId, ctx.host) };
       default: {
         const unreachable: never = command;
         throw new ApiError("InvalidAction", `action ${(unreachable as { action: string }).action} is not handled`);

@@ -53,6 +53,8 @@ import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
 import { BandwidthCaps } from "./network/bandwidth/service.js";
 import { resetInternetMaxBandwidth } from "./network/bandwidth/reset.js";
 import { NicEvents } from "./network/nic-events.js";
+import { createConsoles } from "./console/index.js";
+import { prepareVncDir } from "./console/vnc-dir.js";
 import { DhcpService } from "./network/dhcp/service.js";
 import { migrateNicDefinitions, needsNicMigration } from "./network/nic-migration.js";
 import { HostMonitor } from "./monitor/monitor.js";
@@ -88,6 +90,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
 
   await waitForLibvirt(hypervisor, logger);
   const virtType = await chooseVirtType(config.virtType, hypervisor, logger);
+  // QEMU binds each domain's VNC socket in this directory: it must be QEMU's before any domain starts.
+  await prepareVncDir(paths.vncDir, await hypervisor.qemuProcessIds());
   const networks = new VirshNetworks({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir });
   for (const subnet of config.subnets) {
     await networks.ensureIsolated({
@@ -426,7 +430,17 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   if (metricsServer) logger.info({ listen: `${config.metricsListen!.host}:${metricsServer.port}` }, "Prometheus metrics at /metrics");
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
   for (const c of credentials) addSecret(c.secretKey); // scrubbed from every log line (sanitize.ts)
+  // The consoles (agent/console): one-time URLs, the WebSocket bridge, the noVNC page, on the API listener.
+  const consoles = createConsoles({
+    registry,
+    vncSocket: (id) => paths.vncSocket(id),
+    tls: config.apiTls !== undefined,
+    ...(config.consoleUrlBase !== undefined ? { urlBase: config.consoleUrlBase } : {}),
+    extraOrigins: config.consoleAllowedOrigins,
+    logger: logger.child({ component: "console" }),
+  });
   const dispatch = createDispatcher({
+    consoles: consoles.access,
     instances,
     images,
     registry,
@@ -453,6 +467,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     dispatch,
     logger: logger.child({ component: "api" }),
     onAnswered: (action, code, durationMs) => metrics?.onApiRequest(action, code, durationMs),
+    sideRoutes: consoles.sideRoutes,
     ...(config.apiTls ? { tls: config.apiTls } : {}),
     limits: {
       maxConnections: config.apiMaxConnections,

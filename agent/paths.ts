@@ -16,6 +16,17 @@ export class DataPaths {
   consoleLog(instanceId: string): string {
     return join(this.instanceDir(instanceId), "console.log");
   }
+  /**
+   * The VNC servers' sockets: one directory that only QEMU's user (and root) may enter, since
+   * QEMU itself binds the socket there (agent/console/vnc-dir.ts makes it).
+   */
+  get vncDir(): string {
+    return join(this.root, "vnc");
+  }
+  /** An instance's VNC socket (QEMU listens; the agent's VNC console connects). */
+  vncSocket(instanceId: string): string {
+    return join(this.vncDir, `${instanceId}.sock`);
+  }
   /** The serial port's unix socket (QEMU listens; the agent's serial console connects). */
   serialSocket(instanceId: string): string {
     return join(this.instanceDir(instanceId), "serial.sock");

@@ -107,6 +107,7 @@ import type {
 } from "./schemas-vpc.js";
 
 import { parseDescribeBaseMetrics, parseGetMonitorData } from "./schemas-monitor.js";
+import { parseDescribeInstanceVncUrl, type DescribeInstanceVncUrlParams } from "./schemas-console.js";
 import type { DescribeBaseMetricsParams, GetMonitorDataParams } from "./schemas-monitor.js";
 import {
   parseCreateInstanceDiagnosticReports,
@@ -190,7 +191,9 @@ export type Command =
   | { action: "ModifyAlarmPolicies"; params: ModifyAlarmPoliciesParams }
   | { action: "DescribeAlarmPolicies"; params: Record<string, never> }
   | { action: "CreateInstanceDiagnosticReports"; params: CreateDiagnosticReportsParams }
-  | { action: "DescribeInstanceDiagnosticReports"; params: DescribeDiagnosticReportsParams };
+  | { action: "DescribeInstanceDiagnosticReports"; params: DescribeDiagnosticReportsParams }
+  // The console (agent/console): a one-time URL of the instance's VNC session
+  | { action: "DescribeInstanceVncUrl"; params: DescribeInstanceVncUrlParams };
 
 export type Action = Command["action"];
 
@@ -260,6 +263,7 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DescribeAlarmPolicies: parseDescribeAlarmPolicies,
   CreateInstanceDiagnosticReports: parseCreateInstanceDiagnosticReports,
   DescribeInstanceDiagnosticReports: parseDescribeInstanceDiagnosticReports,
+  DescribeInstanceVncUrl: parseDescribeInstanceVncUrl,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

@@ -67,6 +67,8 @@ export interface ApiLogger {
 export interface DispatchContext {
   requestId: string;
   secretId: string;
+  /** The request's Host header (signed by TC3): the address console URLs are built on. */
+  host?: string;
 }
 
 export type Dispatch = (command: Command, context: DispatchContext) => Promise<Record<string, unknown>>;
@@ -290,7 +292,8 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       return { status: 200, response: { Error: { Code: "InvalidParameter", Message: "the request body must be a JSON object" } }, code: "InvalidParameter" };
     }
     const command = parseCommand(action, json);
-    const result = await options.dispatch(command, { requestId, secretId });
+    const host = header(req, "host");
+    const result = await options.dispatch(command, { requestId, secretId, ...(host !== undefined ? { host } : {}) });
     return { status: 200, response: { ...result } };
   }
 

@@ -107,7 +107,9 @@ export function buildDomainSpec(options: {
     // A unix socket path holds at most 107 bytes: a data directory too deep for one keeps the pty.
     ...(Buffer.byteLength(paths.serialSocket(record.instanceId)) <= 107 ? { serialSocketPath: paths.serialSocket(record.instanceId) } : {}),
     guestAgent: true,
-    vnc: true,
+    // A data directory too deep for a socket path (107 bytes) gets no graphics console.
+    vnc: Buffer.byteLength(paths.vncSocket(record.instanceId)) <= 107,
+    ...(Buffer.byteLength(paths.vncSocket(record.instanceId)) <= 107 ? { vncSocketPath: paths.vncSocket(record.instanceId) } : {}),
     smbios: {
       manufacturer: SMBIOS_MANUFACTURER,
       product: SMBIOS_PRODUCT,

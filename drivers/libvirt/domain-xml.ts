@@ -127,11 +127,13 @@ function buildDevices(spec: DomainSpec): XmlNode {
     devices.channel = el({ type: "unix" }, { target: el({ type: "virtio", name: GUEST_AGENT_CHANNEL }) });
   }
   if (spec.vnc) {
-    devices.graphics = el(
-      { type: "vnc", autoport: "yes", listen: "127.0.0.1" },
-      { listen: el({ type: "address", address: "127.0.0.1" }) },
-    );
-    devices.video = { model: el({ type: "cirrus" }) };
+    // VNC on a unix socket only: no TCP port on the host, the agent's console is the way in.
+    if (spec.vncSocketPath === undefined) throw new DomainXmlError(`domain ${spec.name}: vnc needs vncSocketPath (VNC never listens on a TCP port)`);
+    devices.graphics = el({ type: "vnc" }, { listen: el({ type: "socket", socket: spec.vncSocketPath }) });
+    // Standard VGA (QEMU -vga std): legacy text mode for BIOS, boot loaders and the Linux text
+    // console, and a linear framebuffer (VBE, bochs-drm) for a cloud image's graphical console.
+    // Cirrus, which the seeds name, is QEMU's deprecated legacy device with 4 MiB of VRAM.
+    devices.video = { model: el({ type: "vga" }) };
   }
   devices.memballoon = el({ model: "virtio" }, { stats: el({ period: 10 }) });
   devices.rng = el({ model: "virtio" }, { backend: el({ model: "random" }, "/dev/urandom") });
@@ -361,6 +363,13 @@ export function parseDomainXml(xml: string): DomainSpec {
   const devices = asNode(domain.devices) ?? {};
   const serials = list(devices.serial);
   const consoleLog = serials.map((s) => attr(s.log, "file")).find((f) => f !== undefined);
+  // The agent's VNC: a <listen type='socket'>; VNC on a TCP port (older definitions) is not it.
+  const vncSocket = list(devices.graphics)
+    .filter((g) => attr(g, "type") === "vnc")
+    .flatMap((g) => (Array.isArray(g.listen) ? list(g.listen) : [asNode(g.listen) ?? {}]))
+    .filter((l) => attr(l, "type") === "socket")
+    .map((l) => attr(l, "socket"))
+    .find((s) => s !== undefined);
   const serialSocket = serials.filter((s) => attr(s, "type") === "unix").map((s) => attr(s.source, "path")).find((f) => f !== undefined);
 
   const spec: DomainSpec = {
@@ -374,7 +383,7 @@ export function parseDomainXml(xml: string): DomainSpec {
     nics: list(devices.interface).map(parseNic).filter((n): n is DomainNicSpec => n !== undefined),
     consoleLogPath: consoleLog ?? "",
     guestAgent: list(devices.channel).some((c) => attr(c.target, "name") === GUEST_AGENT_CHANNEL),
-    vnc: list(devices.graphics).some((g) => attr(g, "type") === "vnc"),
+    vnc: vncSocket !== undefined,
     smbios: parseSmbios(domain),
     metadata: parseMetadata(domain.metadata),
   };
@@ -385,6 +394,7 @@ export function parseDomainXml(xml: string): DomainSpec {
     spec.hotplug = { maxVcpus, maxMemoryMiB, memorySlots: Number(attr(maxMemory, "slots") ?? 0) };
   }
   if (serialSocket !== undefined) spec.serialSocketPath = serialSocket;
+  if (vncSocket !== undefined) spec.vncSocketPath = vncSocket;
   const nvram = text(os.nvram);
   if (uefi && nvram !== undefined) spec.nvramPath = nvram;
   const kernel = text(os.kernel);

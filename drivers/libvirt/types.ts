@@ -84,8 +84,15 @@ export interface DomainSpec {
   serialSocketPath?: string;
   /** Adds the org.qemu.guest_agent.0 virtio-serial channel. */
   guestAgent: boolean;
-  /** VNC always listens on 127.0.0.1 with an automatic port. */
+  /**
+   * A graphics console: VNC on the unix socket vncSocketPath (never a TCP port; the agent's
+   * console bridges to it, agent/console/vnc.ts) and a standard VGA display. True needs
+   * vncSocketPath. A definition whose VNC listens elsewhere (older agents: 127.0.0.1, automatic
+   * port) reads back as false.
+   */
   vnc: boolean;
+  /** The VNC server's unix socket (with vnc). */
+  vncSocketPath?: string;
   smbios: {
     manufacturer: string;
     product: string;

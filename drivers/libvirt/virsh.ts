@@ -240,6 +240,16 @@ export class VirshHypervisor implements Hypervisor {
     return { kvmUsable: await this.kvmCheck() };
   }
 
+  /**
+   * The user and group QEMU runs as: libvirt's DAC base label (`<baselabel type='kvm'>+64055:+64055`
+   * in the capabilities), or undefined when libvirt labels nothing (QEMU runs as root).
+   */
+  async qemuProcessIds(): Promise<{ uid: number; gid: number } | undefined> {
+    const xml = (await this.virsh(["capabilities"], "capabilities")).stdout;
+    const m = /<baselabel type=['"](?:kvm|qemu)['"]>\+?(\d+):\+?(\d+)<\/baselabel>/.exec(xml);
+    return m ? { uid: Number(m[1]), gid: Number(m[2]) } : undefined;
+  }
+
   async defineDomain(spec: DomainSpec): Promise<void> {
     const xml = buildDomainXml(spec);
     const file = join(this.tmpDir, `domain-${randomUUID()}.xml`);

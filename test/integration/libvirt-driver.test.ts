@@ -75,7 +75,8 @@ describe("VirshHypervisor with the real libvirtd", () => {
       nics: [{ mac: mac(), source: { network: NETWORK }, targetDev: `drvt-${suffix}` }],
       consoleLogPath: join(dir, "console.log"),
       guestAgent: true,
-      vnc: true,
+      // No graphics: QEMU binds the VNC socket itself, in a directory of its own (test/integration/vnc-console.test.ts).
+      vnc: false,
       smbios: { manufacturer: "cdh-agent tests", product: "CVM", version: "1", serial: `serial-${suffix}`, family: "CDH" },
       metadata: JSON.stringify({ instanceId: name, note: `quotes " and <xml> & ampersands` }),
     };

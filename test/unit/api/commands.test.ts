@@ -74,6 +74,8 @@ describe("parseCommand", () => {
         "DescribeAlarmPolicies",
         "CreateInstanceDiagnosticReports",
         "DescribeInstanceDiagnosticReports",
+        // The console (agent/api/schemas-console.ts)
+        "DescribeInstanceVncUrl",
         // Monitor 2018-07-24 (agent/api/schemas-monitor.ts)
         "GetMonitorData",
         "DescribeBaseMetrics",

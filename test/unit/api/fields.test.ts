@@ -28,6 +28,7 @@ import { MONITOR_OPS_REQUEST_SCHEMAS } from "../../../agent/api/schemas-monitor-
 import { RETYPE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-retype.js";
 import { BANDWIDTH_REQUEST_SCHEMAS } from "../../../agent/api/schemas-bandwidth.js";
 import { RUN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-run.js";
+import { CONSOLE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-console.js";
 import { refusal } from "../../support/parse.js";
 
 type Fate = "used" | "checked" | "info" | "sg" | { refuse: Record<string, unknown>; info?: true };
@@ -42,6 +43,7 @@ const SCHEMAS: Record<string, z.ZodTypeAny> = {
   ...BANDWIDTH_REQUEST_SCHEMAS,
   ...MONITOR_REQUEST_SCHEMAS,
   ...MONITOR_OPS_REQUEST_SCHEMAS,
+  ...CONSOLE_REQUEST_SCHEMAS,
 };
 
 /** The actions whose schemas are the security groups' (agent/api/schemas-vpc.ts, issue 10 parts 1–2), walked there. */
@@ -321,6 +323,8 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
   DescribeAlarmPolicies: {},
   CreateInstanceDiagnosticReports: { InstanceIds: "used" },
   DescribeInstanceDiagnosticReports: { InstanceIds: "used", ReportIds: "used" },
+  // The console (agent/console/access.ts).
+  DescribeInstanceVncUrl: { InstanceId: "used" },
 };
 
 /** A body each action takes, into which a refused sample is merged. */

@@ -114,7 +114,8 @@ describe("the API server with the official SDK", () => {
       action: "DescribeInstances",
       params: { instanceIds: ["ins-abcd1234"], filters: [], offset: 0, limit: 5 },
     });
-    expect(calls[0]!.context).toEqual({ requestId: result.RequestId, secretId: SECRET_ID });
+    // host: the request's Host header (console URLs are built on it).
+    expect(calls[0]!.context).toEqual({ requestId: result.RequestId, secretId: SECRET_ID, host: expect.stringMatching(/^127\.0\.0\.1:\d+$/) });
   });
 
   it("serves RunInstances with typed parameters", async () => {

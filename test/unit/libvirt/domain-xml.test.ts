@@ -95,7 +95,8 @@ describe("parseDomainXml", () => {
       ],
       consoleLogPath: "/tmp/drvtest-cap/tcg-console.log",
       guestAgent: true,
-      vnc: true,
+      // VNC on 127.0.0.1:5900 (a definition of an older agent) is not the agent's console.
+      vnc: false,
       smbios: biosKvmSpec.smbios,
       metadata: biosKvmSpec.metadata,
     });

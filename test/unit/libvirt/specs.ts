@@ -46,6 +46,7 @@ export const biosKvmSpec: DomainSpec = {
   serialSocketPath: "/var/lib/cdh-agent/instances/ins-7k2m9xqa/serial.sock",
   guestAgent: true,
   vnc: true,
+  vncSocketPath: "/var/lib/cdh-agent/vnc/ins-7k2m9xqa.sock",
   smbios: {
     manufacturer: "Tencent Cloud",
     product: "CVM",
