@@ -330,7 +330,14 @@ if [ -z "${vl:-}" ]; then
 fi
 if [ -z "$(host_libvirtd)" ]; then
   rm -f "$run_dir/libvirtd.pid"
-  daemon nsenter --net="$netns_file" --mount="$mnt_file" -- libvirtd -d -p /run/libvirt/libvirtd.pid
+  # scripts/two-hosts.sh's TCP listener for peer-to-peer migration: only while its link address exists.
+  listen=()
+  lconf=$state/etc/libvirtd-two-hosts.conf
+  if [ -f "$lconf" ]; then
+    laddr=$(sed -n 's/^listen_addr *= *"\([0-9.]*\)"/\1/p' "$lconf")
+    if [ -n "$laddr" ] && in_host ip -o -4 addr show | grep -q " inet $laddr/"; then listen=(--listen -f /etc/libvirt/libvirtd-two-hosts.conf); fi
+  fi
+  daemon nsenter --net="$netns_file" --mount="$mnt_file" -- libvirtd -d -p /run/libvirt/libvirtd.pid "${listen[@]}"
 fi
 for _ in $(seq 300); do
   if in_host virsh -c "$uri" version >/dev/null 2>&1; then

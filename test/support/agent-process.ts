@@ -96,6 +96,12 @@ export interface StartOptions {
   dataDir?: string;
   port?: number;
   env?: Record<string, string>;
+  /** A command the agent runs under, e.g. nsenter into another test host (test/support/two-hosts.ts). */
+  wrap?: string[];
+  /** The address the agent's API listens on (default 127.0.0.1; another needs TLS). */
+  host?: string;
+  /** The client the handle carries (default: the SDK over plain HTTP to 127.0.0.1). */
+  client?: (port: number) => CvmClient;
 }
 
 export async function startAgentProcess(options: StartOptions): Promise<AgentProcess> {
@@ -104,7 +110,7 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
   const logFile = join(dataDir, "..", `agent-${port}.log`);
   const env: Record<string, string> = {
     CDH_AGENT_DATA_DIR: dataDir,
-    CDH_AGENT_API_LISTEN: `127.0.0.1:${port}`,
+    CDH_AGENT_API_LISTEN: `${options.host ?? "127.0.0.1"}:${port}`,
     CDH_AGENT_SECRET_ID: SECRET_ID,
     CDH_AGENT_SECRET_KEY: SECRET_KEY,
     CDH_AGENT_VIRT_TYPE: "qemu",
@@ -127,7 +133,8 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
   };
   // The agent reads only CDH_AGENT_* and the basics a process needs.
   const baseEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", HOME: process.env.HOME ?? "/root" };
-  const child = execa("node", [...AGENT_NODE_OPTIONS, resolve(options.repoRoot, "dist/agent/cli.js"), "run"], {
+  const argv = [...(options.wrap ?? []), "node", ...AGENT_NODE_OPTIONS, resolve(options.repoRoot, "dist/agent/cli.js"), "run"];
+  const child = execa(argv[0]!, argv.slice(1), {
     env: { ...baseEnv, ...env },
     extendEnv: false,
     stdout: { file: logFile, append: true },
@@ -137,13 +144,13 @@ export async function startAgentProcess(options: StartOptions): Promise<AgentPro
   });
   const exitedPromise = child.then((r) => ({ signal: r.signal, exitCode: r.exitCode }));
 
-  await waitForPort(port, exitedPromise, logFile);
+  await waitForPort(port, exitedPromise, logFile, options.host);
   const handle: AgentProcess = {
     port,
     dataDir,
     hostId: env.CDH_AGENT_HOST_ID!,
     logFile,
-    client: sdkClient(port),
+    client: options.client ? options.client(port) : sdkClient(port),
     async kill(signal = "SIGKILL") {
       child.kill(signal);
       await exitedPromise;
@@ -191,14 +198,14 @@ export async function makeDataDir(): Promise<string> {
   return data;
 }
 
-async function waitForPort(port: number, exited: Promise<unknown>, logFile: string): Promise<void> {
+async function waitForPort(port: number, exited: Promise<unknown>, logFile: string, host = "127.0.0.1"): Promise<void> {
   let gone = false;
   void exited.then(() => (gone = true));
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
     if (gone) throw new Error(`the agent exited before it listened; see ${logFile}`);
     const ok = await new Promise<boolean>((res) => {
-      const s = connect(port, "127.0.0.1");
+      const s = connect(port, host);
       s.once("connect", () => (s.destroy(), res(true)));
       s.once("error", () => res(false));
     });
