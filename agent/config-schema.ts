@@ -247,6 +247,9 @@ export const configSchema = z
     /** Security groups the host may hold, the default group included (the seeds: 50 per region). */
     security_group_limit: z.number().int().min(1).max(10000).default(50)
       .describe("security groups this host may hold, the default group included; CreateSecurityGroup beyond it is LimitExceeded"),
+    /** How long DetachNetworkInterface waits for a running guest to release the NIC (ACPI unplug). */
+    nic_detach_timeout_s: z.number().int().min(1).max(600).default(30)
+      .describe("how long DetachNetworkInterface waits for a running guest to release the NIC before it is refused (UnsupportedOperation.InvalidState) and the NIC stays attached (seconds)"),
     /** The rescue system's kernel (scripts/build-rescue-image.sh). */
     rescue_kernel: z.string().startsWith("/", "must be an absolute path").default("/var/lib/cdh-agent/rescue/rescue-vmlinuz")
       .describe("kernel of the rescue system that EnterRescueMode boots (absolute path; built by scripts/build-rescue-image.sh)"),

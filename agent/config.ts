@@ -55,6 +55,8 @@ export interface AgentConfig {
   readonly launchConcurrency: number;
   /** Security groups the host may hold (LimitExceeded beyond). */
   readonly securityGroupLimit: number;
+  /** nic_detach_timeout_s: how long an ENI detach waits for the guest (seconds). */
+  readonly nicDetachTimeoutS: number;
   readonly softStopTimeoutS: number;
   /** restore_power_on_start, restore_power_concurrency (agent/instances/power-restore.ts). */
   readonly restorePowerOnStart: boolean;
@@ -542,6 +544,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     inventorySweepSchedule: cfg.inventory_sweep_schedule,
     orphanGracePeriodS: cfg.orphan_grace_period_s,
     securityGroupLimit: cfg.security_group_limit,
+    nicDetachTimeoutS: cfg.nic_detach_timeout_s,
     imageCacheSweepSchedule: cfg.image_cache_sweep_schedule,
     rescueKernel: cfg.rescue_kernel,
     rescueInitrd: cfg.rescue_initrd,

@@ -27,6 +27,7 @@ import type { SnapshotService } from "./disks/snapshots.js";
 import type { DataPaths } from "./paths.js";
 import { checkIsoUrl, fetchIso } from "./instances/iso.js";
 import type { SecurityGroupService } from "./network/security-groups/service.js";
+import type { EniService } from "./network/enis/service.js";
 import { checkPlacement } from "./api/placement.js";
 import { resolveWindow } from "./api/schemas-monitor.js";
 import type { MonitorReader } from "./monitor/monitor.js";
@@ -50,6 +51,8 @@ export interface DispatcherDeps {
   snapshots: SnapshotService;
   /** Security groups: the VPC actions and the CVM bindings. */
   securityGroups: SecurityGroupService;
+  /** Elastic network interfaces (the VPC ENI actions); absent, they answer UnsupportedOperation. */
+  enis?: EniService;
   /** The host monitor's series (GetMonitorData); Date.now() seconds by default as its clock. */
   monitor: Pick<MonitorReader, "query">;
   /** Alarms and the self-check (agent/metrics); absent, their actions answer UnsupportedOperation. */
@@ -138,6 +141,11 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       ...(login.keyIds ? { keyIds: [...login.keyIds] } : {}),
       keepImageLogin: login.keepImageLogin,
     };
+  }
+
+  function enis(): EniService {
+    if (!deps.enis) throw new ApiError("UnsupportedOperation", "elastic network interfaces are not served by this agent");
+    return deps.enis;
   }
 
   // Every answer passes the error map: the domain's errors become CVM codes in one table.
@@ -557,6 +565,32 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "DisassociateSecurityGroups":
         await sg.disassociate(command.params.securityGroupId, command.params.instanceIds, ctx);
         return {};
+      case "CreateNetworkInterface":
+        return { NetworkInterface: await enis().create(command.params, ctx) };
+      case "DescribeNetworkInterfaces":
+        return enis().describe(command.params);
+      case "AttachNetworkInterface":
+        await enis().attach(command.params, ctx);
+        return {};
+      case "DetachNetworkInterface":
+        await enis().detach(command.params, ctx);
+        return {};
+      case "DeleteNetworkInterface":
+        await enis().delete(command.params.eniId, ctx);
+        return {};
+      case "AssignPrivateIpAddresses":
+        return { PrivateIpAddressSet: await enis().assign(command.params, ctx) };
+      case "UnassignPrivateIpAddresses":
+        await enis().unassign(command.params, ctx);
+        return {};
+      case "MigratePrivateIpAddress":
+        await enis().migrate(command.params, ctx);
+        return {};
+      case "ModifyNetworkInterfaceAttribute":
+        await enis().modify(command.params, ctx);
+        return {};
+      case "DescribeVpcTaskResult":
+        return enis().taskResult(command.params.taskId);
       case "GetMonitorData": {
         const p = command.params;
         return getMonitorData(deps.monitor, p, resolveWindow(p, deps.nowS?.() ?? Math.floor(Date.now() / 1000)));

@@ -116,7 +116,7 @@ export const ERROR_CODES = Object.freeze({
   "InvalidParameterValue.Malformed": "A value is malformed (a security group ID, an Offset or Limit that is no number).",
   "InvalidParameterValue.Empty": "A required value or list is empty.",
   "InvalidParameterValue.Duplicate": "A value that must be unique is given twice.",
-  LimitExceeded: "The host already holds as many security groups as security_group_limit allows.",
+  LimitExceeded: "A quota is reached: security groups on the host (security_group_limit), NICs of an instance, addresses of a NIC, or the PCI slots of its definition (ENIs).",
   "LimitExceeded.SecurityGroupPolicySet": "A direction of a security group would hold more than 100 rules.",
   "UnsupportedOperation.VersionMismatch": "The SecurityGroupPolicySet.Version given is not the group's current version.",
   "UnsupportedOperation.DuplicatePolicy": "The rule already exists in that direction of the group (or is given twice).",
@@ -125,6 +125,15 @@ export const ERROR_CODES = Object.freeze({
   "InvalidSgId.Malformed": "A security group ID in a CVM action is not `sg-` followed by 8 lowercase letters or digits.",
   "LimitExceeded.AssociateUSGLimitExceeded": "An instance would be bound to more than 5 security groups.",
   "FailedOperation.SecurityGroupActionFailed": "The firewall refused the binding change; nothing was changed.",
+  // Elastic network interfaces (the VPC API's codes)
+  "ResourceInsufficient.Subnet": "The subnet has no free address left.",
+  "InvalidParameterValue.Reserved": "The address is the subnet's network, broadcast or gateway address.",
+  "InvalidParameterValue.DuplicatePara": "An address is given twice in one request.",
+  "UnsupportedOperation.AttachmentAlreadyExists": "The ENI is already attached to an instance.",
+  "UnsupportedOperation.AttachmentNotFound": "The ENI is not attached to the instance named.",
+  "UnsupportedOperation.InvalidState": "The ENI is busy with another change, the instance's state does not allow it, or the guest did not release the NIC in time.",
+  "UnsupportedOperation.PrimaryIp": "A primary address cannot be released or moved.",
+  "UnsupportedOperation.ResourceMismatch": "The subnet is not in the VPC named, or the two ENIs are in different subnets.",
   // Monitor 2018-07-24 (GetMonitorData, DescribeBaseMetrics)
   "LimitExceeded.LimitedAccess": "GetMonitorData names more than 10 instances.",
   // Outcomes

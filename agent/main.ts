@@ -53,6 +53,9 @@ import { NftFirewall, ensureBridgeNetfilter } from "./network/firewall.js";
 import { BandwidthCaps } from "./network/bandwidth/service.js";
 import { resetInternetMaxBandwidth } from "./network/bandwidth/reset.js";
 import { NicEvents } from "./network/nic-events.js";
+import { EniStore, enisFile } from "./network/enis/store.js";
+import { EniJournal } from "./network/enis/journal.js";
+import { EniService } from "./network/enis/service.js";
 import { createConsoles } from "./console/index.js";
 import { prepareVncDir } from "./console/vnc-dir.js";
 import { DhcpService } from "./network/dhcp/service.js";
@@ -208,6 +211,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // Security groups and anti-spoofing: the agent's nftables tables (README "Security groups: enforcement").
   await ensureBridgeNetfilter({ runner });
   const firewall = new NftFirewall({ runner, table: config.firewallNftTable, metadataPort: config.metadataPort, logger: logger.child({ component: "firewall" }) });
+  // Unattached ENIs (the attached ones are NICs in their records): agent/network/enis.
+  const eniStore = new EniStore({ file: enisFile(paths.root), logger: logger.child({ component: "enis" }) });
+  await eniStore.load();
   const securityGroups = new SecurityGroupService({
     store: sgStore,
     registry,
@@ -215,11 +221,36 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     firewall,
     ops,
     groupLimit: config.securityGroupLimit,
+    unattachedEnisOf: (groupId) => eniStore.state.enis.filter((e) => e.net?.securityGroupIds.includes(groupId)).map((e) => e.eniId),
     logger: sgLogger,
   });
   await securityGroups.load();
   // NIC changes (ENIs, addresses, launches, terminations) reach DHCP and bandwidth caps here (agent/network/nic-events.ts).
   const nicEvents = new NicEvents((e, instanceId) => logger.error({ err: e, instanceId }, "a NIC change did not reach everything that follows it"));
+  // Elastic network interfaces (the VPC ENI actions): README "Elastic network interfaces".
+  const enis = new EniService({
+    store: eniStore,
+    journal: new EniJournal(join(paths.root, "eni-journal")),
+    registry,
+    subnets: config.subnets,
+    hypervisor,
+    ops,
+    firewall: securityGroups,
+    drives: guests,
+    nicEvents,
+    groups: {
+      exists: (id) => sgStore.state.groups.some((g) => g.securityGroupId === id),
+      get defaultGroupId() {
+        return securityGroups.defaultGroupId;
+      },
+      replaceInstanceGroups: (groupIds, instanceId, ctx) => securityGroups.replaceGroups(groupIds, [instanceId], ctx),
+    },
+    dataDiskCount: (instanceId) => disks.attachedTo(instanceId).length,
+    zone: config.hostZone,
+    detachTimeoutMs: config.nicDetachTimeoutS * 1000,
+    checkpoint,
+    logger: logger.child({ component: "enis" }),
+  });
   // Per-NIC bandwidth and packet caps (README "Bandwidth and packet caps"): tc and an nftables table of the agent's.
   const bandwidth = new BandwidthCaps({
     runner,
@@ -288,7 +319,18 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     onAdopted: (id, spec) => {
       if (needsNicMigration(id, spec)) nicMigrationCandidates.add(id);
     },
-    firewallHooks: { beforeStart: () => securityGroups.syncNow(), afterGone: () => securityGroups.syncNow() },
+    // A launch's NICs reach the firewall, DHCP and caps before its guest starts; a terminated instance's leave them.
+    firewallHooks: {
+      beforeStart: async (record) => {
+        await securityGroups.syncNow();
+        await nicEvents.emit(record.instanceId);
+      },
+      afterGone: async (id) => {
+        await securityGroups.syncNow();
+        await nicEvents.emit(id);
+      },
+    },
+    nics: { addressesInUse: (subnetId) => enis.addressesInUse(subnetId), newEniId: () => enis.newPrimaryEniId(), beforeGone: (record) => enis.instanceGone(record) },
     checkpoint,
     logger: logger.child({ component: "instances" }),
   });
@@ -313,6 +355,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   await images.load();
   images.start();
   await instances.recovery.run();
+  // ENI changes a crash interrupted: finished (or undone) before the firewall's resync below.
+  const eniTouched = await enis.recover();
   // The whole ruleset from the recovered instances, replacing whatever the tables held (one
   // transaction), before the API can start anything. Without it guests would run unfiltered.
   await securityGroups.resync();
@@ -439,6 +483,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     extraOrigins: config.consoleAllowedOrigins,
     logger: logger.child({ component: "console" }),
   });
+  for (const id of eniTouched) await nicEvents.emit(id);
   const dispatch = createDispatcher({
     consoles: consoles.access,
     instances,
@@ -452,6 +497,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     diskService,
     snapshots,
     securityGroups,
+    enis,
     monitor: monitor.reader,
     alarms,
     diagnostics,

@@ -105,6 +105,29 @@ import type {
   SecurityGroupIdParams,
   SecurityGroupIdsParams,
 } from "./schemas-vpc.js";
+import {
+  parseAssignPrivateIpAddresses,
+  parseAttachNetworkInterface,
+  parseCreateNetworkInterface,
+  parseDeleteNetworkInterface,
+  parseDescribeNetworkInterfaces,
+  parseDescribeVpcTaskResult,
+  parseDetachNetworkInterface,
+  parseMigratePrivateIpAddress,
+  parseModifyNetworkInterfaceAttribute,
+  parseUnassignPrivateIpAddresses,
+} from "./schemas-eni.js";
+import type {
+  AssignPrivateIpAddressesParams,
+  CreateNetworkInterfaceParams,
+  DescribeNetworkInterfacesParams,
+  DescribeVpcTaskResultParams,
+  EniAttachmentParams,
+  EniIdParams,
+  MigratePrivateIpAddressParams,
+  ModifyNetworkInterfaceAttributeParams,
+  UnassignPrivateIpAddressesParams,
+} from "./schemas-eni.js";
 
 import { parseDescribeBaseMetrics, parseGetMonitorData } from "./schemas-monitor.js";
 import { parseDescribeInstanceVncUrl, type DescribeInstanceVncUrlParams } from "./schemas-console.js";
@@ -184,6 +207,17 @@ export type Command =
   // CVM: binding groups to instances
   | { action: "AssociateSecurityGroups"; params: SecurityGroupBindingParams }
   | { action: "DisassociateSecurityGroups"; params: SecurityGroupBindingParams }
+  // VPC 2017-03-12: elastic network interfaces (schemas-eni.ts)
+  | { action: "CreateNetworkInterface"; params: CreateNetworkInterfaceParams }
+  | { action: "DescribeNetworkInterfaces"; params: DescribeNetworkInterfacesParams }
+  | { action: "AttachNetworkInterface"; params: EniAttachmentParams }
+  | { action: "DetachNetworkInterface"; params: EniAttachmentParams }
+  | { action: "DeleteNetworkInterface"; params: EniIdParams }
+  | { action: "AssignPrivateIpAddresses"; params: AssignPrivateIpAddressesParams }
+  | { action: "UnassignPrivateIpAddresses"; params: UnassignPrivateIpAddressesParams }
+  | { action: "MigratePrivateIpAddress"; params: MigratePrivateIpAddressParams }
+  | { action: "ModifyNetworkInterfaceAttribute"; params: ModifyNetworkInterfaceAttributeParams }
+  | { action: "DescribeVpcTaskResult"; params: DescribeVpcTaskResultParams }
   // Monitor 2018-07-24 (X-TC-Version 2018-07-24; server.ts MONITOR_ACTIONS)
   | { action: "GetMonitorData"; params: GetMonitorDataParams }
   | { action: "DescribeBaseMetrics"; params: DescribeBaseMetricsParams }
@@ -257,6 +291,16 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DescribeSecurityGroupLimits: parseDescribeSecurityGroupLimits,
   AssociateSecurityGroups: parseAssociateSecurityGroups,
   DisassociateSecurityGroups: parseDisassociateSecurityGroups,
+  CreateNetworkInterface: parseCreateNetworkInterface,
+  DescribeNetworkInterfaces: parseDescribeNetworkInterfaces,
+  AttachNetworkInterface: parseAttachNetworkInterface,
+  DetachNetworkInterface: parseDetachNetworkInterface,
+  DeleteNetworkInterface: parseDeleteNetworkInterface,
+  AssignPrivateIpAddresses: parseAssignPrivateIpAddresses,
+  UnassignPrivateIpAddresses: parseUnassignPrivateIpAddresses,
+  MigratePrivateIpAddress: parseMigratePrivateIpAddress,
+  ModifyNetworkInterfaceAttribute: parseModifyNetworkInterfaceAttribute,
+  DescribeVpcTaskResult: parseDescribeVpcTaskResult,
   GetMonitorData: parseGetMonitorData,
   DescribeBaseMetrics: parseDescribeBaseMetrics,
   ModifyAlarmPolicies: parseModifyAlarmPolicies,

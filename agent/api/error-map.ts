@@ -6,6 +6,7 @@
 import { DomainError, type DomainErrorKind } from "../core/errors.js";
 import { ApiError, type ErrorCode } from "../errors.js";
 import { SgError, type SgErrorKind } from "../network/security-groups/errors.js";
+import { EniError, type EniErrorKind } from "../network/enis/errors.js";
 import type { InstanceState } from "../model.js";
 
 /** The CVM code for "this action is not allowed in that state". */
@@ -112,10 +113,33 @@ export const SG_CODE_OF: Readonly<Record<SgErrorKind, ErrorCode>> = Object.freez
   BindFailed: "FailedOperation.SecurityGroupActionFailed",
 } satisfies Record<SgErrorKind, ErrorCode>);
 
+/** The ENI domain's errors: the VPC API's codes (reference/tencent-api-next.md §B.2). */
+export const ENI_CODE_OF: Readonly<Record<EniErrorKind, ErrorCode>> = Object.freeze({
+  NotFound: "ResourceNotFound",
+  BadValue: "InvalidParameterValue",
+  Duplicate: "InvalidParameterValue.DuplicatePara",
+  Reserved: "InvalidParameterValue.Reserved",
+  AddressInUse: "ResourceInUse",
+  InUse: "ResourceInUse",
+  SubnetFull: "ResourceInsufficient.Subnet",
+  Limit: "LimitExceeded",
+  ListTooLong: "InvalidParameterValue.LimitExceeded",
+  Attached: "UnsupportedOperation.AttachmentAlreadyExists",
+  NotAttached: "UnsupportedOperation.AttachmentNotFound",
+  InvalidState: "UnsupportedOperation.InvalidState",
+  PrimaryNic: "UnsupportedOperation",
+  PrimaryIp: "UnsupportedOperation.PrimaryIp",
+  Mismatch: "UnsupportedOperation.ResourceMismatch",
+  FilterInvalidKey: "InvalidParameter.FilterInvalidKey",
+  Coexist: "InvalidParameter.Coexist",
+  HostFailure: "InternalError.ModuleError",
+} satisfies Record<EniErrorKind, ErrorCode>);
+
 /** The CVM code an error is answered with: a domain error's by the table, an ApiError's own, anything else InternalError. */
 export function cvmCodeOf(error: unknown): ErrorCode {
   if (error instanceof DomainError) return codeOfDomainError(error);
   if (error instanceof SgError) return SG_CODE_OF[error.kind];
+  if (error instanceof EniError) return ENI_CODE_OF[error.kind];
   if (error instanceof ApiError) return error.code;
   return "InternalError";
 }
@@ -123,5 +147,6 @@ export function cvmCodeOf(error: unknown): ErrorCode {
 /** A domain error as the ApiError the edge answers with; anything else unchanged. */
 export function toApiError(error: unknown): unknown {
   if (error instanceof SgError) return new ApiError(SG_CODE_OF[error.kind], error.message, { cause: error });
+  if (error instanceof EniError) return new ApiError(ENI_CODE_OF[error.kind], error.message, { cause: error });
   return error instanceof DomainError ? new ApiError(codeOfDomainError(error), error.message, { cause: error }) : error;
 }

@@ -49,12 +49,12 @@ function count(max: number) {
 }
 
 const addressSpec = z.object({ PrivateIpAddress: ipv4, Primary: z.boolean().optional() }).strict();
-function addressList(required: boolean) {
-  const list = z.array(addressSpec).superRefine((l, ctx) => {
-    if (required && l.length === 0) fail(ctx, "InvalidParameterValue", "must name at least one address");
+/** An address to release: the address only (a Primary flag would mean nothing). */
+const releasedSpec = z.object({ PrivateIpAddress: ipv4 }).strict();
+function addressList() {
+  return z.array(addressSpec).superRefine((l, ctx) => {
     if (l.length > 10) fail(ctx, "InvalidParameterValue.LimitExceeded", `has ${l.length} addresses; at most 10`);
   });
-  return list;
 }
 
 const tagsSchema = z
@@ -92,7 +92,7 @@ const createSchema = z
     NetworkInterfaceDescription: description60.optional(),
     SecondaryPrivateIpAddressCount: count(30).optional(),
     SecurityGroupIds: sgIds.optional(),
-    PrivateIpAddresses: addressList(false).optional(),
+    PrivateIpAddresses: addressList().optional(),
     Tags: tagsSchema.optional(),
     ClientToken: z.string().superRefine((v, ctx) => {
       if (v.length > 64 || !/^[\x20-\x7e]*$/.test(v)) fail(ctx, "InvalidParameterValue", "must be at most 64 ASCII characters");
@@ -145,7 +145,7 @@ const describeSchema = z
   })
   .strict()
   .superRefine((v, ctx) => {
-    if (v.NetworkInterfaceIds?.length && v.Filters?.length) fail(ctx, "InvalidParameter.Coexist", "NetworkInterfaceIds and Filters cannot be given together");
+    if (v.NetworkInterfaceIds?.length && v.Filters?.length) fail(ctx, "InvalidParameter.Coexist", "cannot be given together with NetworkInterfaceIds", ["Filters"]);
   });
 
 export function parseDescribeNetworkInterfaces(body: unknown): DescribeNetworkInterfacesParams {
@@ -195,7 +195,7 @@ export interface AssignPrivateIpAddressesParams {
 const assignSchema = z
   .object({
     NetworkInterfaceId: eniId,
-    PrivateIpAddresses: addressList(false)
+    PrivateIpAddresses: addressList()
       .superRefine((l, ctx) => {
         l.forEach((a, i) => {
           if (a.Primary) fail(ctx, "InvalidParameterValue", "cannot be true: an assigned address is a secondary one", [i, "Primary"]);
@@ -221,7 +221,15 @@ export interface UnassignPrivateIpAddressesParams {
   addresses: string[];
 }
 
-const unassignSchema = z.object({ NetworkInterfaceId: eniId, PrivateIpAddresses: addressList(true) }).strict();
+const unassignSchema = z
+  .object({
+    NetworkInterfaceId: eniId,
+    PrivateIpAddresses: z.array(releasedSpec).superRefine((l, ctx) => {
+      if (l.length === 0) fail(ctx, "InvalidParameterValue", "must name at least one address");
+      if (l.length > 10) fail(ctx, "InvalidParameterValue.LimitExceeded", `has ${l.length} addresses; at most 10`);
+    }),
+  })
+  .strict();
 
 export function parseUnassignPrivateIpAddresses(body: unknown): UnassignPrivateIpAddressesParams {
   const r = parseWith(unassignSchema, body);

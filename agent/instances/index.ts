@@ -96,6 +96,8 @@ export interface InstanceOperationsOptions {
   logger: Logger;
   /** The security groups' firewall: synced before a new domain starts and after an instance is gone. */
   firewallHooks?: { beforeStart(record: InstanceRecord): Promise<void>; afterGone(instanceId: string): Promise<void> };
+  /** ENIs (agent/network/enis): the subnets' address books, primary ENI IDs, and a terminated instance's ENIs going back to the store. */
+  nics?: { addressesInUse(subnetId: string): Set<string>; newEniId(): string; beforeGone(record: InstanceRecord): Promise<void> };
 }
 
 export function createInstanceOperations(o: InstanceOperationsOptions): InstanceOperations {
@@ -134,9 +136,20 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     queue: new LaunchQueue({ concurrency: o.launchConcurrency, logger }),
     checkpoint,
     logger,
+    ...(o.nics ? { addressesInUse: (subnetId: string) => o.nics!.addressesInUse(subnetId), newEniId: () => o.nics!.newEniId() } : {}),
   });
   logger.info({ concurrency: o.launchConcurrency }, "launch queue");
-  const terminate = new Terminator({ ops, registry, journal, keyPairs, provisioner, checkpoint, logger, ...(hooks ? { afterGone: (id: string) => hooks.afterGone(id) } : {}) });
+  const terminate = new Terminator({
+    ops,
+    registry,
+    journal,
+    keyPairs,
+    provisioner,
+    checkpoint,
+    logger,
+    ...(hooks ? { afterGone: (id: string) => hooks.afterGone(id) } : {}),
+    ...(o.nics ? { beforeGone: (record: InstanceRecord) => o.nics!.beforeGone(record) } : {}),
+  });
   const retype = new Retyper({ ops, registry, journal, hypervisor, specs, power, hostResource: o.hostResource, checkpoint });
   const reinstall = new Reinstaller({ ops, registry, journal, paths, images, keyPairs, storage, hypervisor, imageTool, specs, drives, power, checkpoint });
   const intents = new PowerIntents({ ops, registry, logger });

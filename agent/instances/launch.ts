@@ -93,6 +93,10 @@ export class Launcher {
       queue: Pick<LaunchQueue, "run">;
       checkpoint: Checkpoint;
       logger: Logger;
+      /** The addresses in use on a subnet: every NIC's (secondary ones too) and every unattached ENI's (agent/network/enis). */
+      addressesInUse?: (subnetId: string) => Set<string>;
+      /** A new ENI ID for an instance's primary NIC (unique among the host's ENIs). */
+      newEniId?: () => string;
     },
   ) {}
 
@@ -151,9 +155,9 @@ export class Launcher {
     // The system disk's pool also holds the instance's configuration files (instance_overhead_gib).
     const overhead = this.o.storage.instanceOverheadGiB;
     const placed = this.o.storage.place(req.names.flatMap(() => perInstance.map((d, i) => (i === 0 ? { ...d, sizeGiB: d.sizeGiB + overhead } : d))));
-    const usedIps = new Set(
-      [...registry.all()].flatMap((e) => e.record.nics.filter((n) => n.subnetId === subnet.subnetId && n.ipv4).map((n) => n.ipv4!)),
-    );
+    const usedIps =
+      this.o.addressesInUse?.(subnet.subnetId) ??
+      new Set([...registry.all()].flatMap((e) => e.record.nics.filter((n) => n.subnetId === subnet.subnetId && n.ipv4).map((n) => n.ipv4!)));
     const addresses = req.names.map(() => {
       const ip = allocateAddress(subnet, usedIps, req.vpc?.privateIpAddress);
       usedIps.add(ip);
@@ -179,6 +183,13 @@ export class Launcher {
       return id;
     };
     const diskRecords: DiskRecord[] = [];
+    const eniIds = new Set<string>();
+    const newEni = () => {
+      let id = this.o.newEniId?.() ?? `eni-${newId("ins").slice(4)}`;
+      while (eniIds.has(id)) id = this.o.newEniId?.() ?? `eni-${newId("ins").slice(4)}`;
+      eniIds.add(id);
+      return id;
+    };
     const entries: InstanceEntry[] = req.names.map((name, launchIndex) => {
       let instanceId = newId("ins");
       while (registry.has(instanceId)) instanceId = newId("ins");
@@ -222,7 +233,8 @@ export class Launcher {
           pool: systemPool,
           path: this.o.storage.pools.diskPath(systemPool, systemDiskId),
         },
-        nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId }],
+        // The primary NIC is an ENI of its own (eni-…), never detached (agent/network/enis).
+        nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId, eniId: newEni() }],
         osType,
         ...(image.configDrive === "nocloud" ? { configDrive: "nocloud" as const } : {}),
         login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}), ...(req.login?.keepImageLogin ? { keepImage: true as const } : {}) },

@@ -6,7 +6,7 @@
 import type { Logger } from "pino";
 import { DomainError } from "../core/errors.js";
 import type { Journal } from "../journal.js";
-import { isoSeconds } from "../model.js";
+import { isoSeconds, type InstanceRecord } from "../model.js";
 import type { KeyPairStore } from "../logins/keypairs.js";
 import type { Operations, RequestContext } from "../core/operations.js";
 import type { Checkpoint, Provisioner } from "./provision.js";
@@ -24,6 +24,8 @@ export class Terminator {
       logger: Logger;
       /** Runs once the instance is gone (the firewall drops its NICs' chains and set members). */
       afterGone?: (instanceId: string) => Promise<void>;
+      /** Runs once the domain is gone, before the journal and the record go (its ENIs back to the store); again after a crash. */
+      beforeGone?: (record: InstanceRecord) => Promise<void>;
     },
   ) {}
 
@@ -75,6 +77,8 @@ export class Terminator {
       }
     }
     await this.o.keyPairs.forgetInstances([instanceId]).catch((e: unknown) => log.warn({ err: e }, "could not drop the key pair bindings"));
+    const gone = this.o.registry.get(instanceId)?.record;
+    if (gone) await this.o.beforeGone?.(gone).catch((e: unknown) => log.error({ err: e }, "could not give the instance's ENIs back"));
     // The journal goes before the instance leaves the API: a client that sees it gone never races a recovery.
     await this.o.journal.remove({ kind: "terminate", instanceId });
     this.o.registry.remove(instanceId);

@@ -20,8 +20,10 @@ export type EniErrorKind =
   | "Limit"
   /** More items in one request than allowed. */
   | "ListTooLong"
-  /** The ENI is attached (DeleteNetworkInterface, AttachNetworkInterface of an attached one). */
+  /** The ENI is attached (AttachNetworkInterface of an attached one). */
   | "Attached"
+  /** The ENI is attached, so it cannot be deleted. */
+  | "InUse"
   /** The ENI is attached elsewhere or not at all (DetachNetworkInterface, …). */
   | "NotAttached"
   /** The ENI is busy with another operation, or the instance's state does not allow it. */

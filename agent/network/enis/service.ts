@@ -292,7 +292,7 @@ export class EniService {
   async delete(eniId: string, ctx: RequestContext): Promise<void> {
     await this.lock.run("eni", async () => {
       const at = this.locate(eniId);
-      if (at.kind === "attached") throw eniError("Attached", `${eniId} is attached to ${at.entry.record.instanceId}; detach it first`);
+      if (at.kind === "attached") throw eniError("InUse", `${eniId} is attached to ${at.entry.record.instanceId}; detach it first`);
       this.notBusy(eniId);
       await this.commitStore((s) => {
         s.enis = s.enis.filter((e) => e.eniId !== eniId);

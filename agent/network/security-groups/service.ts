@@ -22,7 +22,7 @@ import { sgError, SgError } from "./errors.js";
 import { MAX_GROUPS_PER_INSTANCE, MAX_POLICIES_PER_DIRECTION, newSecurityGroupId, sgTime, type SgStoreState, type StoredGroup } from "./model.js";
 import { createPolicies, deletePolicies, modifyPolicies, oneDirection, replacePolicy, type ChangeContext } from "./policies.js";
 import { parsePolicy, policyKey, type PolicySetInput } from "./rules.js";
-import { boundGroups, buildFirewallState } from "./state.js";
+import { boundGroups, buildFirewallState, groupsOfAnyNic } from "./state.js";
 import type { SecurityGroupStore } from "./store.js";
 import { checkFilterNames, POLICY_FILTERS, selectGroups, toPolicySet, toSecurityGroup, type DescribeGroupsQuery, type SgFilter } from "./views.js";
 
@@ -39,6 +39,8 @@ export interface SecurityGroupServiceOptions {
   ops: Pick<Operations, "saveRecord" | "failedOperation">;
   /** Host-wide number of groups (config security_group_limit). */
   groupLimit: number;
+  /** Unattached ENIs bound to a group (agent/network/enis): a group they name is in use. */
+  unattachedEnisOf?: (groupId: string) => string[];
   now?: () => Date;
   logger: Logger;
 }
@@ -183,7 +185,10 @@ export class SecurityGroupService {
   private removeGroup(draft: SgStoreState, id: string): void {
     const group = findGroup(draft, id, "SecurityGroupId");
     if (group.isDefault || id === draft.defaultGroupId) throw sgError("DefaultGroup", `\`SecurityGroupId\` ${id} is the host's default group, which cannot be deleted`);
-    const users = [...this.o.registry.all()].filter((e) => boundGroups(e.record, draft.defaultGroupId).includes(id)).map((e) => e.record.instanceId);
+    const users = [
+      ...[...this.o.registry.all()].filter((e) => groupsOfAnyNic(e.record, draft.defaultGroupId).has(id)).map((e) => e.record.instanceId),
+      ...(this.o.unattachedEnisOf?.(id) ?? []),
+    ];
     if (users.length) throw sgError("InUse", `\`SecurityGroupId\` ${id} is bound to ${users.sort().join(", ")}; unbind it first`);
     const referrers = draft.groups
       .filter((g) => g.securityGroupId !== id && [...g.ingress, ...g.egress].some((p) => p.securityGroupId === id))

@@ -11,7 +11,17 @@ import { toSgRule } from "./rules.js";
 /** What the state needs of an instance record. */
 export interface FirewallInstance {
   instanceId: string;
-  nics: ReadonlyArray<{ mac: string; network: string; ipv4?: string | undefined; subnetId?: string | undefined; slot?: number | undefined }>;
+  nics: ReadonlyArray<{
+    mac: string;
+    network: string;
+    ipv4?: string | undefined;
+    subnetId?: string | undefined;
+    slot?: number | undefined;
+    /** Secondary addresses (AssignPrivateIpAddresses): anti-spoofing lets them out too, and they are group members. */
+    secondaryIpv4s?: readonly string[] | undefined;
+    /** A secondary NIC's own groups (an ENI's); absent, and always for the primary NIC: the instance's. */
+    securityGroupIds?: readonly string[] | undefined;
+  }>;
   /** Absent: the host's default group (records written before security groups). */
   securityGroupIds?: readonly string[] | undefined;
 }
@@ -19,6 +29,19 @@ export interface FirewallInstance {
 /** The groups an instance is bound to, in priority order. */
 export function boundGroups(instance: Pick<FirewallInstance, "securityGroupIds">, defaultGroupId: string): readonly string[] {
   return instance.securityGroupIds ?? [defaultGroupId];
+}
+
+/** A NIC's groups in priority order: the primary NIC (index 0) follows its instance; another NIC its own, else its instance's. */
+export function nicGroups(instance: Pick<FirewallInstance, "securityGroupIds" | "nics">, index: number, defaultGroupId: string): readonly string[] {
+  const own = index === 0 ? undefined : instance.nics[index]?.securityGroupIds;
+  return own ?? boundGroups(instance, defaultGroupId);
+}
+
+/** Every group any NIC of the instance is bound to (its own and its ENIs'). */
+export function groupsOfAnyNic(instance: Pick<FirewallInstance, "securityGroupIds" | "nics">, defaultGroupId: string): Set<string> {
+  const all = new Set(boundGroups(instance, defaultGroupId));
+  instance.nics.forEach((_, i) => nicGroups(instance, i, defaultGroupId).forEach((g) => all.add(g)));
+  return all;
 }
 
 export function buildFirewallState(input: {
@@ -43,10 +66,11 @@ export function buildFirewallState(input: {
         tap: nicTapName(instance.instanceId, nic, index),
         bridge: subnet.bridge,
         mac: nic.mac.toLowerCase(),
-        addresses: nic.ipv4 ? [nic.ipv4] : [],
+        // Exactly the NIC's current addresses, primary first.
+        addresses: [...(nic.ipv4 ? [nic.ipv4] : []), ...(nic.secondaryIpv4s ?? [])],
         gateway: subnet.gateway,
         // A group deleted under a stale record would name nothing: only groups that exist.
-        securityGroupIds: boundGroups(instance, input.defaultGroupId).filter((id) => known.has(id)),
+        securityGroupIds: nicGroups(instance, index, input.defaultGroupId).filter((id) => known.has(id)),
         instanceId: instance.instanceId,
       });
     });

@@ -69,12 +69,24 @@ const FIELDS = [
   // Security groups (VPC) and their bindings (CVM)
   "SecurityGroupId", "GroupName", "GroupDescription", "SecurityGroupPolicySet", "SortPolicys", "SecurityGroups", "OrderField", "OrderDirection",
   "Tags", "OriginalSecurityGroupPolicySet",
+  // ENIs (VPC)
+  "VpcId", "SubnetId", "NetworkInterfaceName", "NetworkInterfaceDescription", "NetworkInterfaceId", "NetworkInterfaceIds", "SecondaryPrivateIpAddressCount",
+  "SourceNetworkInterfaceId", "DestinationNetworkInterfaceId", "PrivateIpAddress", "TaskId",
   // Monitor 2018-07-24
   "Namespace", "MetricName", "Instances", "Period", "StartTime", "EndTime", "SpecifyStatistics", "Dimensions",
 ];
 
 /** Right values for the fields actions require, to build a valid body per action. */
 const GOOD: Readonly<Record<string, unknown>> = {
+  VpcId: "vpc-abcd1234",
+  SubnetId: "subnet-abcd1234",
+  NetworkInterfaceName: "eni-1",
+  NetworkInterfaceId: "eni-abcd1234",
+  SourceNetworkInterfaceId: "eni-abcd1234",
+  DestinationNetworkInterfaceId: "eni-bcde2345",
+  PrivateIpAddress: "10.0.0.5",
+  PrivateIpAddresses: [{ PrivateIpAddress: "10.0.0.5" }],
+  TaskId: "0c1d2e3f-0000-4000-8000-000000000000",
   Namespace: "QCE/CVM",
   MetricName: "CPUUsage",
   Instances: [{ Dimensions: [{ Name: "InstanceId", Value: "ins-abcd1234" }] }],

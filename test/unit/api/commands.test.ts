@@ -69,6 +69,17 @@ describe("parseCommand", () => {
         "DescribeSecurityGroupLimits",
         "AssociateSecurityGroups",
         "DisassociateSecurityGroups",
+        // VPC 2017-03-12: elastic network interfaces (agent/api/schemas-eni.ts)
+        "CreateNetworkInterface",
+        "DescribeNetworkInterfaces",
+        "AttachNetworkInterface",
+        "DetachNetworkInterface",
+        "DeleteNetworkInterface",
+        "AssignPrivateIpAddresses",
+        "UnassignPrivateIpAddresses",
+        "MigratePrivateIpAddress",
+        "ModifyNetworkInterfaceAttribute",
+        "DescribeVpcTaskResult",
         // This agent's extensions: alarms and the self-check (agent/api/schemas-monitor-ops.ts)
         "ModifyAlarmPolicies",
         "DescribeAlarmPolicies",

@@ -28,6 +28,7 @@ import { MONITOR_OPS_REQUEST_SCHEMAS } from "../../../agent/api/schemas-monitor-
 import { RETYPE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-retype.js";
 import { BANDWIDTH_REQUEST_SCHEMAS } from "../../../agent/api/schemas-bandwidth.js";
 import { RUN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-run.js";
+import { ENI_REQUEST_SCHEMAS } from "../../../agent/api/schemas-eni.js";
 import { CONSOLE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-console.js";
 import { refusal } from "../../support/parse.js";
 
@@ -43,6 +44,7 @@ const SCHEMAS: Record<string, z.ZodTypeAny> = {
   ...BANDWIDTH_REQUEST_SCHEMAS,
   ...MONITOR_REQUEST_SCHEMAS,
   ...MONITOR_OPS_REQUEST_SCHEMAS,
+  ...ENI_REQUEST_SCHEMAS,
   ...CONSOLE_REQUEST_SCHEMAS,
 };
 
@@ -323,12 +325,41 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
   DescribeAlarmPolicies: {},
   CreateInstanceDiagnosticReports: { InstanceIds: "used" },
   DescribeInstanceDiagnosticReports: { InstanceIds: "used", ReportIds: "used" },
+  // ENIs (VPC 2017-03-12; agent/network/enis): fields the host has no use for are not in the schemas (unknown parameters).
+  CreateNetworkInterface: {
+    VpcId: "checked",
+    SubnetId: "checked",
+    NetworkInterfaceName: "used",
+    NetworkInterfaceDescription: "used",
+    SecondaryPrivateIpAddressCount: "used",
+    SecurityGroupIds: "checked",
+    "PrivateIpAddresses[].PrivateIpAddress": "checked",
+    "PrivateIpAddresses[].Primary": "used",
+    "Tags[].Key": "used",
+    "Tags[].Value": "used",
+    ClientToken: "used",
+  },
+  DescribeNetworkInterfaces: { NetworkInterfaceIds: "used", ...FILTERS },
+  AttachNetworkInterface: { NetworkInterfaceId: "checked", InstanceId: "checked" },
+  DetachNetworkInterface: { NetworkInterfaceId: "checked", InstanceId: "checked" },
+  DeleteNetworkInterface: { NetworkInterfaceId: "checked" },
+  AssignPrivateIpAddresses: {
+    NetworkInterfaceId: "checked",
+    "PrivateIpAddresses[].PrivateIpAddress": "checked",
+    "PrivateIpAddresses[].Primary": { refuse: { PrivateIpAddresses: [{ PrivateIpAddress: "10.0.0.5", Primary: true }] } },
+    SecondaryPrivateIpAddressCount: "used",
+  },
+  UnassignPrivateIpAddresses: { NetworkInterfaceId: "checked", "PrivateIpAddresses[].PrivateIpAddress": "checked" },
+  MigratePrivateIpAddress: { SourceNetworkInterfaceId: "checked", DestinationNetworkInterfaceId: "checked", PrivateIpAddress: "checked" },
+  ModifyNetworkInterfaceAttribute: { NetworkInterfaceId: "checked", NetworkInterfaceName: "used", NetworkInterfaceDescription: "used", SecurityGroupIds: "checked" },
+  DescribeVpcTaskResult: { TaskId: "used" },
   // The console (agent/console/access.ts).
   DescribeInstanceVncUrl: { InstanceId: "used" },
 };
 
 /** A body each action takes, into which a refused sample is merged. */
 const BASE: Record<string, Record<string, unknown>> = {
+  AssignPrivateIpAddresses: { NetworkInterfaceId: "eni-abcd1234" },
   RunInstances: { InstanceType: "CDH_1C1G", ImageId: "img-abcd1234" },
   ResetInstance: { InstanceId: "ins-abcd1234" },
   CreateImage: { InstanceId: "ins-abcd1234", ImageName: "image" },
