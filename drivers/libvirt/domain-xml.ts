@@ -152,11 +152,6 @@ export function buildNicXml(nic: DomainNicSpec): string {
   return builder.build({ interface: buildNic(nic) }) as string;
 }
 
-/** The <interface> element alone, for attach-device (NIC hot-plug) and detach-device. */
-export function buildNicXml(nic: DomainNicSpec): string {
-  return builder.build({ interface: buildNic(nic) }) as string;
-}
-
 /** A DIMM of sizeMiB on NUMA node 0, for attach-device into a domain with hot-plug headroom. */
 export function buildDimmXml(sizeMiB: number): string {
   return builder.build({ memory: el({ model: "dimm" }, { target: { size: el({ unit: "MiB" }, String(sizeMiB)), node: "0" } }) }) as string;

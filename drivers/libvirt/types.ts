@@ -223,18 +223,6 @@ export interface Hypervisor {
   detachNic(name: string, mac: string, live: boolean, timeoutMs?: number): Promise<void>;
   /** The NICs the running domain has now (live XML), or null when it is not running. */
   liveNics(name: string): Promise<DomainNicSpec[] | null>;
-  /**
-   * Adds a NIC to the persistent definition and, when `live`, hot-plugs it into the running
-   * guest (virsh attach-device --live --config): a virtio NIC with the spec's MAC and tap.
-   */
-  attachNic(name: string, nic: DomainNicSpec, live: boolean): Promise<void>;
-  /**
-   * Removes the NIC with `mac` from the persistent definition and, when `live`, unplugs it
-   * from the running guest, waiting (up to timeoutMs) until QEMU has let it go.
-   */
-  detachNic(name: string, mac: string, live: boolean, timeoutMs?: number): Promise<void>;
-  /** The NICs the running domain has now (live XML), or null when it is not running. */
-  liveNics(name: string): Promise<DomainNicSpec[] | null>;
   /** Starts one supervised `virsh event --all --loop` child, restarted if it dies. */
   watchEvents(handlers: EventHandlers): EventWatch;
 }

@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import { rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { CommandRunner, RunResult } from "../exec/runner.js";
-import { buildDimmXml, buildDiskXml, buildDomainXml, buildMetadataElement, buildNicXml, buildNicXml, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
+import { buildDimmXml, buildDiskXml, buildDomainXml, buildMetadataElement, buildNicXml, METADATA_NAMESPACE, METADATA_PREFIX, parseDomainXml } from "./domain-xml.js";
 import { mayHaveChanged, translateVirshError, virshFailureKind, type VirshFailureKind } from "./errors.js";
 import { superviseEvents, type BackoffOptions, type DriverLogger } from "./events.js";
 import { awaitStateChange, DEFAULT_STATE_CHANGE_POLICY, type Look, type StateChangePolicy } from "./state-change.js";
@@ -83,7 +83,6 @@ const isOff = (s: DomainPowerState | null) => s === null || s === "shut off" || 
 /** For calls whose effect a look cannot see (reboot, reset): a look only tells that libvirt answers. */
 const UNSEEN: Seen = { kind: "state", done: () => false };
 const hasDisk = (spec: DomainSpec | null, target: string) => spec?.disks.some((d) => d.target === target) ?? false;
-const hasNic = (spec: DomainSpec | null, mac: string) => spec?.nics.some((n) => n.mac.toLowerCase() === mac.toLowerCase()) ?? false;
 const hasNic = (spec: DomainSpec | null, mac: string) => spec?.nics.some((n) => n.mac.toLowerCase() === mac.toLowerCase()) ?? false;
 
 /** Separates the outputs of the sub-commands of the one `virsh` call in listDomains. */
@@ -479,63 +478,6 @@ export class VirshHypervisor implements Hypervisor {
     try {
       const xml = (await this.virsh(["dumpxml", "--domain", name], `dumpxml ${name}`, name)).stdout;
       return parseDomainXml(xml).disks.map((d) => d.target);
-    } catch (error) {
-      if (virshFailureKind((error as Error).cause) === "not-found") return null;
-      throw error;
-    }
-  }
-
-  async attachNic(name: string, nic: DomainNicSpec, live: boolean): Promise<void> {
-    const file = join(this.tmpDir, `nic-${randomUUID()}.xml`);
-    await writeFile(file, buildNicXml(nic), { mode: 0o600 });
-    try {
-      // libvirt applies the live part first: a NIC in the persistent definition is in both.
-      await this.change(
-        ["attach-device", "--domain", name, "--file", file, "--config", ...(live ? ["--live"] : [])],
-        `attach-device ${name} interface ${nic.mac}`,
-        name,
-        { kind: "config", done: (spec) => hasNic(spec, nic.mac) },
-      );
-    } finally {
-      await rm(file, { force: true });
-    }
-  }
-
-  async detachNic(name: string, mac: string, live: boolean, timeoutMs = 30_000): Promise<void> {
-    if (live) {
-      const present = await this.liveNics(name);
-      const nic = present?.find((n) => n.mac.toLowerCase() === mac.toLowerCase());
-      if (nic) {
-        await this.change(["detach-interface", "--domain", name, "--type", "network" in nic.source ? "network" : "bridge", "--mac", mac, "--live"], `detach-interface ${name} ${mac} --live`, name, {
-          kind: "live",
-          done: (spec) => !hasNic(spec, mac),
-        });
-        // The guest has to let the device go (ACPI eject); QEMU removes it then.
-        const deadline = Date.now() + timeoutMs;
-        for (;;) {
-          const now = await this.liveNics(name);
-          if (!now?.some((n) => n.mac.toLowerCase() === mac.toLowerCase())) break;
-          if (Date.now() > deadline) throw new DomainStateError(`the guest of ${name} did not release NIC ${mac} within ${timeoutMs / 1000} s`);
-          await new Promise((r) => setTimeout(r, 100));
-        }
-      }
-    }
-    const inactive = parseDomainXml((await this.virsh(["dumpxml", "--domain", name, "--inactive"], `dumpxml ${name}`, name)).stdout);
-    const defined = inactive.nics.find((n) => n.mac.toLowerCase() === mac.toLowerCase());
-    if (defined) {
-      await this.change(["detach-interface", "--domain", name, "--type", "network" in defined.source ? "network" : "bridge", "--mac", mac, "--config"], `detach-interface ${name} ${mac} --config`, name, {
-        kind: "config",
-        done: (spec) => !hasNic(spec, mac),
-      });
-    }
-  }
-
-  async liveNics(name: string): Promise<DomainNicSpec[] | null> {
-    const state = await this.domainState(name);
-    if (state === null || state === "shut off" || state === "crashed") return null;
-    try {
-      const xml = (await this.virsh(["dumpxml", "--domain", name], `dumpxml ${name}`, name)).stdout;
-      return parseDomainXml(xml).nics;
     } catch (error) {
       if (virshFailureKind((error as Error).cause) === "not-found") return null;
       throw error;

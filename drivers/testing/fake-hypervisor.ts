@@ -246,18 +246,6 @@ export class FakeHypervisor implements Hypervisor {
     return this.unmodelled("liveNics", name) as Promise<DomainNicSpec[] | null>;
   }
 
-  attachNic(name: string, nic: unknown, live: boolean): Promise<void> {
-    return this.unmodelled("attachNic", name, nic, live) as Promise<void>;
-  }
-
-  detachNic(name: string, mac: string, live: boolean, timeoutMs?: number): Promise<void> {
-    return this.unmodelled("detachNic", name, mac, live, timeoutMs) as Promise<void>;
-  }
-
-  liveNics(name: string): Promise<DomainNicSpec[] | null> {
-    return this.unmodelled("liveNics", name) as Promise<DomainNicSpec[] | null>;
-  }
-
   setVcpusLive(name: string, count: number): Promise<void> {
     return this.unmodelled("setVcpusLive", name, count) as Promise<void>;
   }
