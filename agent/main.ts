@@ -359,7 +359,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   const eniTouched = await enis.recover();
   // The whole ruleset from the recovered instances, replacing whatever the tables held (one
   // transaction), before the API can start anything. Without it guests would run unfiltered.
-  await securityGroups.resync();
+  // It runs beside the start-up steps below that start no guest; awaited before the power restore and the API.
+  const firewallReady = securityGroups.resync();
+  firewallReady.catch(() => undefined); // its failure stops the start at the await below
   // DHCP with fixed leases, one per NIC (agent/network/dhcp, README "DHCP"): after recovery, so
   // every NIC the agent holds has its lease; NIC changes, launches and terminations re-render it.
   const dhcp = new DhcpService({
@@ -401,8 +403,6 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   bandwidth.start(config.reconcileIntervalS * 1000);
   await snapshots.load();
   sync.start();
-  // Instances that ran before the host (or libvirtd and the agent) went down start again; they show STARTING from here.
-  const powerRestored = instances.powerRestore.begin(instances.recovery.resumedFromJournal);
   await storage.measure();
   const inventory = new InventorySweep({
     storage,
@@ -426,6 +426,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   measureTimer.unref();
   await guests.warm();
   const metadata = await startMetadata({ config, runner, guests, logger, onAnswered: (target, status) => metrics?.onMetadataRequest(target, status) });
+  await firewallReady;
+  // Instances that ran before the host (or libvirtd and the agent) went down start again; they show STARTING from here.
+  const powerRestored = instances.powerRestore.begin(instances.recovery.resumedFromJournal);
 
   const monitor = startMonitor({ config, runner, registry, logger });
   let reporter: Reporter | undefined;

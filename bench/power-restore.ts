@@ -27,6 +27,12 @@ export interface PowerRestoreBenchOptions {
   imageId: string;
   total: number;
   runs: number;
+  /**
+   * restore_power_concurrency values to sweep (--restore-concurrency 1,2,4): the rounds go
+   * through them in turn, `runs` rounds each, each beside a baseline round; empty: the
+   * agent's default only.
+   */
+  concurrencies?: readonly number[];
   workDir: string;
   tracker: Tracker;
   log: (line: string) => void;
@@ -90,19 +96,24 @@ export async function benchPowerRestore(o: PowerRestoreBenchOptions): Promise<{ 
 
   await stopAgent();
   await powerLoss();
-  const ours: number[] = [];
+  const sweep: Array<number | undefined> = o.concurrencies?.length ? [...o.concurrencies] : [undefined];
+  const ours = new Map<number | undefined, number[]>(sweep.map((c) => [c, []]));
   const base: number[] = [];
-  for (let round = 0; round < o.runs; round++) {
+  for (let round = 0; round < o.runs * sweep.length; round++) {
+    const concurrency = sweep[round % sweep.length];
     // Baseline: the agent down, the same domains started by a shell loop.
     base.push(await startLoop());
     await powerLoss();
     // Ours: the agent starts, finds them off though they ran, and starts them.
-    agent = await startAgent(o.agentOptions);
+    const options = concurrency === undefined ? o.agentOptions : { ...o.agentOptions, env: { ...o.agentOptions.env, CDH_AGENT_RESTORE_POWER_CONCURRENCY: String(concurrency) } };
+    agent = await startAgent(options);
     tracker.agent = agent;
     tracker.stoppers.set("agent", () => agent.stop());
     await waitForStates(agent.client, all, "RUNNING", { timeoutMs: 600_000, pollMs: 100 });
-    ours.push(performance.now() - agent.spawnedAt);
-    log(`  (l) round ${round + 1}: agent spawn → ${all.length} RUNNING ${ours.at(-1)!.toFixed(0)} ms (API open after ${agent.startMs.toFixed(0)} ms); virsh start loop ${base.at(-1)!.toFixed(0)} ms`);
+    ours.get(concurrency)!.push(performance.now() - agent.spawnedAt);
+    log(
+      `  (l) round ${round + 1}${concurrency === undefined ? "" : ` (restore_power_concurrency ${concurrency})`}: agent spawn → ${all.length} RUNNING ${ours.get(concurrency)!.at(-1)!.toFixed(0)} ms (API open after ${agent.startMs.toFixed(0)} ms); virsh start loop ${base.at(-1)!.toFixed(0)} ms`,
+    );
     await stopAgent();
     await powerLoss();
   }
@@ -116,16 +127,16 @@ export async function benchPowerRestore(o: PowerRestoreBenchOptions): Promise<{ 
   tracker.stoppers.set("agent", () => agent.stop());
   return {
     agent,
-    rows: [
+    rows: sweep.map((concurrency) =>
       ratioRow({
         part: "(l)",
-        what: `power restore of ${all.length} tiny guests after a simulated power loss: agent spawn → all RUNNING (median of ${o.runs})`,
-        ours: median(ours),
+        what: `power restore of ${all.length} tiny guests after a simulated power loss: agent spawn → all RUNNING (${concurrency === undefined ? "" : `restore_power_concurrency ${concurrency}, `}median of ${o.runs})`,
+        ours: median(ours.get(concurrency)!),
         baseline: median(base),
         unit: "ms",
         max: 1.1,
-        note: "vs a shell loop of virsh start over the same domains",
+        note: `vs a shell loop of virsh start over the same domains (median of ${base.length})`,
       }),
-    ],
+    ),
   };
 }

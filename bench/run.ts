@@ -54,7 +54,7 @@ const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 function usage(): string {
-  return `usage: bash scripts/in-testns.sh npm run bench [-- --only a,b,c,d,e,f,g] [--instances N] [--agent-log-level L] [--keep]
+  return `usage: bash scripts/in-testns.sh npm run bench [-- --only a,b,c,d,e,f,g] [--instances N] [--restore-concurrency 1,2,4] [--runs N] [--agent-log-level L] [--keep]
   a  RunInstances → RUNNING vs qemu-img + virsh define + virsh start; where the agent's extra time goes
   b  DescribeInstances with N defined domains (default 1000) vs virsh list --all; start-up recovery
      until DescribeInstances lists them all vs virsh reading every domain's state and persistent XML
@@ -76,6 +76,8 @@ function usage(): string {
   m  monitor collection of 200 paused instances: the agent's CPU per 10 s interval (with its virsh) and VmRSS vs the CPU
      of one virsh domstats --nowait of the same domains; the store's bytes on disk for a day of data
   n  GetMonitorData, 10 instances × 1,440 points (store filled synthetically), Monitor SDK kept alive: p99 latency
+  --restore-concurrency 1,2,4  (l): restore_power_concurrency values to sweep, one row each (default: the agent's default)
+  --runs N           (l): rounds per value (default 3, or 1 when sweeping)
   --agent-log-level  the agent's log level (default debug: every command with its duration, which (a) and (f) need
                      for their time lines; at info they print the figures without the time lines)
   --keep             keep the work directory (agent log, configs) after the run; domains are removed anyway`;
@@ -86,6 +88,8 @@ async function main(): Promise<number> {
     options: {
       only: { type: "string" },
       instances: { type: "string", default: "1000" },
+      "restore-concurrency": { type: "string" },
+      runs: { type: "string" },
       "agent-log-level": { type: "string", default: "debug" },
       keep: { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
@@ -100,6 +104,10 @@ async function main(): Promise<number> {
     if (!(PARTS as readonly string[]).includes(p)) throw new UsageError(`unknown part ${JSON.stringify(p)}\n${usage()}`);
     only.add(p as Part);
   }
+  const restoreConcurrencies = (values["restore-concurrency"] ?? "").split(",").filter((x) => x.trim() !== "").map(Number);
+  if (restoreConcurrencies.some((c) => !Number.isInteger(c) || c < 1)) throw new UsageError(`--restore-concurrency takes positive integers, comma-separated`);
+  const runsOverride = values.runs === undefined ? undefined : Number(values.runs);
+  if (runsOverride !== undefined && (!Number.isInteger(runsOverride) || runsOverride < 1)) throw new UsageError(`--runs must be a positive integer`);
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
@@ -190,7 +198,18 @@ async function main(): Promise<number> {
       }
       if (only.has("l")) {
         log("bench: (l) power restore of 50 instances after a simulated power loss vs a virsh start loop");
-        const r = await benchPowerRestore({ agent, agentOptions, dataDir, imageId, total: 50, runs: 3, workDir: join(workDir, "l"), tracker, log });
+        const r = await benchPowerRestore({
+          agent,
+          agentOptions,
+          dataDir,
+          imageId,
+          total: 50,
+          runs: runsOverride ?? (restoreConcurrencies.length > 1 ? 1 : 3),
+          concurrencies: restoreConcurrencies,
+          workDir: join(workDir, "l"),
+          tracker,
+          log,
+        });
         agent = r.agent;
         rows.push(...r.rows);
       }

@@ -298,17 +298,19 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   }
 
   function send(res: ServerResponse, req: IncomingMessage, outcome: Outcome, requestId: string): void {
-    const payload = JSON.stringify({ Response: { ...scrubbedError(outcome.response), RequestId: requestId } });
+    const payload = jsonPieces({ ...scrubbedError(outcome.response), RequestId: requestId });
     const headers: Record<string, string | number> = {
       "Content-Type": "application/json",
-      "Content-Length": Buffer.byteLength(payload),
+      "Content-Length": payload.reduce((n, piece) => n + Buffer.byteLength(piece), 0),
     };
     const traceId = header(req, "x-tc-traceid");
     if (traceId && /^[\w.:-]{1,128}$/.test(traceId)) headers["X-TC-TraceId"] = traceId;
     if (outcome.closeConnection) headers["Connection"] = "close";
     if (outcome.retryAfter) headers["Retry-After"] = "1";
     res.writeHead(outcome.status, headers);
-    res.end(payload, () => {
+    res.cork();
+    for (const piece of payload.slice(0, -1)) res.write(piece);
+    res.end(payload.at(-1), () => {
       // The rest of an unread body is never read: drop the connection.
       if (outcome.closeConnection) req.socket.destroy();
     });
@@ -468,6 +470,45 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       });
     },
   };
+}
+
+/** Pieces of a response body are joined up to about this many characters. */
+const PIECE_CHARS = 32 * 1024;
+
+/**
+ * `{"Response":…}` as JSON.stringify writes it, in pieces of at most about 32 KiB (a
+ * top-level array, such as a page of 100 instances, element by element): a body of
+ * 100+ KiB as one string is a large object for V8, which costs a few ms to allocate on
+ * every answer (bench (b)); the pieces go out corked, in one write.
+ */
+export function jsonPieces(response: Record<string, unknown>): string[] {
+  const pieces: string[] = [];
+  let current = '{"Response":{';
+  const push = (text: string) => {
+    if (current.length + text.length > PIECE_CHARS && current.length > 0) {
+      pieces.push(current);
+      current = "";
+    }
+    current += text;
+  };
+  let first = true;
+  for (const [key, value] of Object.entries(response)) {
+    const many = Array.isArray(value) && value.length > 1;
+    const text = many ? "" : (JSON.stringify(value) as string | undefined);
+    if (!many && text === undefined) continue; // left out, as JSON.stringify does (undefined, a function)
+    push(`${first ? "" : ","}${JSON.stringify(key)}:`);
+    first = false;
+    if (many) {
+      push("[");
+      (value as unknown[]).forEach((element, i) => push(`${i ? "," : ""}${JSON.stringify(element) ?? "null"}`));
+      push("]");
+    } else {
+      push(text!);
+    }
+  }
+  push("}}");
+  pieces.push(current);
+  return pieces;
 }
 
 /**

@@ -122,8 +122,21 @@ export class PowerRestore {
       result.restarted.push(row);
       const t = ops.begin(entry, "StartInstances", "STARTING", ctx);
       // The turn first, then the instance's lock: a stop or terminate meanwhile pre-empts (settle skips aborted work).
+      // A turn is held while libvirt starts the domain, not while the outcome is saved in its
+      // metadata (a virsh of its own): the next start need not wait for that save.
+      let settled: Promise<void> = Promise.resolve();
       return queue
-        .run(() => ops.exclusive(id, () => ops.settle(entry, t, "StartInstances", ctx, () => this.o.power.startNow(id))), { signal: t.abort.signal, label: id })
+        .run(
+          () =>
+            new Promise<void>((turnDone) => {
+              settled = ops.exclusive(id, () =>
+                ops.settle(entry, t, "StartInstances", ctx, () => this.o.power.startNow(id).finally(turnDone)),
+              );
+              settled.then(turnDone, turnDone); // pre-empted before the start, or failed: the turn ends too
+            }),
+          { signal: t.abort.signal, label: id },
+        )
+        .then(() => settled)
         .catch(() => undefined) // pre-empted while waiting for its turn: the newer operation reports
         .then(() => {
           const op = entry.record.latestOperation;

@@ -60,15 +60,18 @@ export class Recovery {
     await rm(paths.tmpDir, { recursive: true, force: true });
     await mkdir(paths.tmpDir, { recursive: true, mode: 0o700 });
 
-    const names = (await hypervisor.listDomains()).map((d) => d.name).filter((n) => INSTANCE_NAME.test(n));
+    const listed = (await hypervisor.listDomains()).filter((d) => INSTANCE_NAME.test(d.name));
+    const names = listed.map((d) => d.name);
+    // The states domstats gave with the list: the reads below ask libvirt only for the XML.
+    const states = new Map(listed.map((d) => [d.name, d.state]));
     // A few hundred domains at a time, the next read from libvirt while these are adopted:
     // the domain trees of 1,000 domains at once would grow the heap for good (README, bench (c)).
     const chunks: string[][] = [];
     for (let i = 0; i < names.length; i += DOMAINS_AT_A_TIME) chunks.push(names.slice(i, i + DOMAINS_AT_A_TIME));
-    let next = chunks.length ? hypervisor.getDomains(chunks[0]!) : undefined;
+    let next = chunks.length ? hypervisor.getDomains(chunks[0]!, states) : undefined;
     for (let c = 0; c < chunks.length; c++) {
       const domains = await next!;
-      next = c + 1 < chunks.length ? hypervisor.getDomains(chunks[c + 1]!) : undefined;
+      next = c + 1 < chunks.length ? hypervisor.getDomains(chunks[c + 1]!, states) : undefined;
       // Awaited on the next turn; a failure meanwhile is not an unhandled rejection.
       next?.catch(() => undefined);
       await this.adopt(chunks[c]!, domains);

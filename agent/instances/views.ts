@@ -148,6 +148,19 @@ function creationFilter(name: string, values: readonly string[]): ((entry: Insta
   };
 }
 
+/** The registry's entries by creation (time, then launch index), sorted again only when membership changed. */
+const creationOrder = new WeakMap<InstanceRegistry, { membership: number; entries: InstanceEntry[] }>();
+
+function inCreationOrder(registry: InstanceRegistry): readonly InstanceEntry[] {
+  const cached = creationOrder.get(registry);
+  if (cached && cached.membership === registry.membership) return cached.entries;
+  const entries = [...registry.all()].sort(
+    (a, b) => (a.record.createdTime < b.record.createdTime ? -1 : a.record.createdTime > b.record.createdTime ? 1 : a.record.launchIndex - b.record.launchIndex),
+  );
+  creationOrder.set(registry, { membership: registry.membership, entries });
+  return entries;
+}
+
 /** Filters are ANDed; the values within one filter are ORed (seed API §2.4). */
 export function selectInstances(options: {
   registry: InstanceRegistry;
@@ -165,9 +178,7 @@ export function selectInstances(options: {
       return entry ? [{ entry, state: registry.stateOf(entry) }] : [];
     });
   } else {
-    rows = [...registry.all()]
-      .map((entry) => ({ entry, state: registry.stateOf(entry) }))
-      .sort((a, b) => a.entry.record.createdTime.localeCompare(b.entry.record.createdTime) || a.entry.record.launchIndex - b.entry.record.launchIndex);
+    rows = inCreationOrder(registry).map((entry) => ({ entry, state: registry.stateOf(entry) }));
   }
   for (const f of options.filters ?? []) {
     if (f.Name === "security-group-id") {

@@ -160,15 +160,17 @@ export class VirshNetworks implements NetworkPort {
 
   /** Every network libvirt has (defined or only running), as its inactive definition says. */
   async definitions(): Promise<NetworkDefinition[]> {
+    return (await this.definitionsWithXml()).map((d) => d.definition);
+  }
+
+  /** The definitions with their XML, read at once (one virsh per network, side by side: start-up waits on this). */
+  private async definitionsWithXml(): Promise<Array<{ definition: NetworkDefinition; xml: string }>> {
     const list = await this.virsh("net-list", "--all", "--name");
     if (list.exitCode !== 0) throw new ExecError({ command: list.command, exitCode: list.exitCode, stdout: list.stdout, stderr: list.stderr, failure: "exit" });
-    const out: NetworkDefinition[] = [];
-    for (const name of list.stdout.split("\n").map((l) => l.trim()).filter(Boolean)) {
-      const xml = await this.virsh("net-dumpxml", "--inactive", name);
-      // A network removed meanwhile is no conflict.
-      if (xml.exitCode === 0) out.push({ ...parseNetworkXml(xml.stdout), name });
-    }
-    return out;
+    const names = list.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+    const xmls = await Promise.all(names.map((name) => this.virsh("net-dumpxml", "--inactive", name)));
+    // A network removed meanwhile is no conflict.
+    return names.flatMap((name, i) => (xmls[i]!.exitCode === 0 ? [{ definition: { ...parseNetworkXml(xmls[i]!.stdout), name }, xml: xmls[i]!.stdout }] : []));
   }
 
   private async define(options: IsolatedNetwork): Promise<void> {
@@ -185,16 +187,20 @@ export class VirshNetworks implements NetworkPort {
   async ensureIsolated(options: IsolatedNetwork): Promise<void> {
     // Before anything is defined or redefined: another network on the same bridge or subnet
     // would make libvirt refuse ours, or worse, route the guests' traffic to the wrong bridge.
-    const conflict = findNetworkConflict(options, await this.definitions());
+    const known = await this.definitionsWithXml();
+    const conflict = findNetworkConflict(options, known.map((d) => d.definition));
     if (conflict) throw new NetworkConflictError(options, conflict);
     let info = await this.virsh("net-info", options.name);
+    let changed = false;
     if (info.exitCode === 0) {
-      const xml = await this.virsh("net-dumpxml", "--inactive", options.name);
-      if (xml.exitCode === 0 && !matches(xml.stdout, options)) {
+      // The inactive definition as just read (the network was there before the list and the info).
+      const xml = known.find((d) => d.definition.name === options.name)?.xml;
+      if (xml !== undefined && !matches(xml, options)) {
         await this.virsh("net-destroy", options.name);
         await this.virsh("net-undefine", options.name);
         info = await this.virsh("net-info", options.name);
-      } else if (xml.exitCode === 0 && !/<forward mode=['"]open['"]/.test(xml.stdout)) {
+        changed = true;
+      } else if (xml !== undefined && !/<forward mode=['"]open['"]/.test(xml)) {
         // Defined by an older agent as isolated: the definition is updated in place, and the
         // running network (with its guests' taps) keeps libvirt's rules until it next starts.
         await this.define(options);
@@ -203,8 +209,10 @@ export class VirshNetworks implements NetworkPort {
     if (info.exitCode !== 0) {
       await this.define(options);
       await this.virsh("net-autostart", options.name);
+      changed = true;
     }
-    const again = await this.virsh("net-info", options.name);
+    // Asked again only when it was (re)defined here; otherwise the first answer stands.
+    const again = changed ? await this.virsh("net-info", options.name) : info;
     if (/^Active:\s+no/m.test(again.stdout)) {
       const start = await this.virsh("net-start", options.name);
       if (start.exitCode !== 0 && !/already active/.test(start.stderr)) {

@@ -161,9 +161,10 @@ export interface Hypervisor {
   getDomain(name: string): Promise<DomainDetails | null>;
   /**
    * getDomain for many domains at once (a few virsh processes, not two per domain).
-   * Domains that do not exist (or vanish meanwhile) are left out of the map.
+   * Domains that do not exist (or vanish meanwhile) are left out of the map. `knownStates`:
+   * states just read for some of them (listDomains' domstats), not asked again.
    */
-  getDomains(names: readonly string[]): Promise<Map<string, DomainDetails>>;
+  getDomains(names: readonly string[], knownStates?: ReadonlyMap<string, DomainPowerState>): Promise<Map<string, DomainDetails>>;
   listDomains(): Promise<DomainSummary[]>;
   domainState(name: string): Promise<DomainPowerState | null>;
   start(name: string): Promise<void>;

@@ -281,7 +281,7 @@ export class VirshHypervisor implements Hypervisor {
     return { spec: parseDomainXml(xml), state };
   }
 
-  async getDomains(names: readonly string[]): Promise<Map<string, DomainDetails>> {
+  async getDomains(names: readonly string[], knownStates?: ReadonlyMap<string, DomainPowerState>): Promise<Map<string, DomainDetails>> {
     const found = new Map<string, DomainDetails>();
     const plain = names.filter((n) => SAFE_NAME.test(n));
     // A name virsh's command line would need quoting for is rare: it goes on its own.
@@ -300,12 +300,17 @@ export class VirshHypervisor implements Hypervisor {
         const batch = batches[index]!;
         // virsh runs every command of the script even when one fails (a domain undefined
         // meanwhile); the final echo makes its exit status that of a success.
+        // A state already known (listDomains' domstats) is not asked again: half the calls to libvirtd.
         const script = batch
-          .flatMap((n) => [`echo ${DOMAIN_MARK} ${n}`, `domstate --domain ${n}`, `echo ${SECTION_MARK}`, `dumpxml --domain ${n} --inactive`])
+          .flatMap((n) =>
+            knownStates?.has(n)
+              ? [`echo ${DOMAIN_MARK} ${n}`, `dumpxml --domain ${n} --inactive`]
+              : [`echo ${DOMAIN_MARK} ${n}`, `domstate --domain ${n}`, `echo ${SECTION_MARK}`, `dumpxml --domain ${n} --inactive`],
+          )
           .concat(`echo ${DOMAIN_MARK}`)
           .join("; ");
         const { stdout } = await this.virsh([script], `dumpxml of ${batch.length} domains`);
-        results[index] = parseDomainBatch(stdout);
+        results[index] = parseDomainBatch(stdout, knownStates);
       }
     };
     await Promise.all(Array.from({ length: Math.min(DOMAIN_BATCHES_AT_ONCE, batches.length) }, worker));
@@ -625,7 +630,7 @@ export class VirshHypervisor implements Hypervisor {
  * state, a section mark and its persistent XML. A domain whose state or XML is missing
  * (it was undefined meanwhile; virsh said so on stderr) is left out.
  */
-export function parseDomainBatch(stdout: string): Map<string, DomainDetails> {
+export function parseDomainBatch(stdout: string, knownStates?: ReadonlyMap<string, DomainPowerState>): Map<string, DomainDetails> {
   const out = new Map<string, DomainDetails>();
   const parts = stdout.split(`${DOMAIN_MARK} `);
   for (const part of parts.slice(1)) {
@@ -633,7 +638,9 @@ export function parseDomainBatch(stdout: string): Map<string, DomainDetails> {
     if (nl < 0) continue;
     const name = part.slice(0, nl).trim();
     const body = part.slice(nl + 1).split(DOMAIN_MARK)[0]!;
-    const [stateText = "", xml = ""] = body.split(SECTION_MARK);
+    const known = knownStates?.get(name);
+    // Without a section mark: the domain's state was known, only its XML was asked for.
+    const [stateText = "", xml = ""] = known !== undefined && !body.includes(SECTION_MARK) ? [known, body] : body.split(SECTION_MARK);
     const state = stateText.trim();
     if (state === "" || !xml.includes("<domain")) continue;
     out.set(name, { spec: parseDomainXml(xml), state: STATE_NAMES.has(state) ? (state as DomainPowerState) : "no state" });

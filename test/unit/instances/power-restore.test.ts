@@ -1,6 +1,8 @@
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { LibvirtError } from "../../../drivers/libvirt/types.js";
+import { cvmCodeOf } from "../../../agent/api/error-map.js";
+import { Operations } from "../../../agent/core/operations.js";
 import { intendedPower, PowerRestore } from "../../../agent/instances/power-restore.js";
 import type { InstanceRecord } from "../../../agent/model.js";
 import { ctx, makeHarness, runRequest, stateOf, until, type Harness } from "./harness.js";
@@ -128,6 +130,42 @@ describe("power across a host restart", () => {
     expect(result.restarted.every((r) => r.result === "SUCCESS")).toBe(true);
     expect(result.restarted).toHaveLength(7);
     expect(most).toBe(2);
+  });
+
+  it("holds a turn while libvirt starts the domain, not while the outcome is saved", async () => {
+    h = await makeHarness({ cpus: 16, memoryGiB: 32 });
+    const ids = await h.instances.launch.run(runRequest(3), ctx());
+    for (const id of ids) await until(h, id, "RUNNING");
+    h = await h.restart(() => h.hv.powerLoss());
+    const events: string[] = [];
+    // Saves that take long (a virsh of their own on a busy host).
+    const ops = new Operations({
+      registry: h.registry,
+      records: {
+        setMetadata: async (id, json) => {
+          events.push(`save ${id}`);
+          await new Promise((r) => setTimeout(r, 100));
+          await h.hv.setMetadata(id, json);
+          events.push(`saved ${id}`);
+        },
+      },
+      codeOf: cvmCodeOf,
+      logger: pino({ level: "silent" }),
+    });
+    const power = {
+      startNow: async (id: string) => {
+        events.push(`start ${id}`);
+        await h.instances.power.startNow(id);
+      },
+    };
+    const restore = new PowerRestore({ ops, registry: h.registry, power, enabled: true, concurrency: 1, logger: pino({ level: "silent" }) });
+    const result = await restore.begin();
+    expect(result.restarted.map((r) => r.result)).toEqual(["SUCCESS", "SUCCESS", "SUCCESS"]);
+    // Every save is done when begin() settles, and the second start did not wait for the first save.
+    const [first, second] = result.restarted.map((r) => r.instanceId) as [string, string];
+    expect(events.filter((e) => e.startsWith("saved"))).toHaveLength(3);
+    expect(events.indexOf(`start ${second}`)).toBeLessThan(events.indexOf(`saved ${first}`));
+    expect(JSON.parse(h.hv.peek(first)!.spec.metadata!).latestOperation).toMatchObject({ action: "StartInstances", state: "SUCCESS" });
   });
 
   it("records without an intent: off only after a successful StopInstances", () => {

@@ -107,6 +107,43 @@ describe("VirshHypervisor", () => {
     ]);
   });
 
+  it("asks only for the XML of domains whose state is known, and gives them that state", async () => {
+    const other = { ...biosKvmSpec, name: "ins-bbbb2222" };
+    runner.on(
+      (argv) => argv[3]?.startsWith("echo @@cdh-agent-domain@@ ins-7k2m9xqa;") === true,
+      {
+        stdout: [
+          "@@cdh-agent-domain@@ ins-7k2m9xqa",
+          buildDomainXml(biosKvmSpec),
+          "@@cdh-agent-domain@@ ins-gone0000",
+          "@@cdh-agent-domain@@ ins-bbbb2222",
+          "paused",
+          "",
+          "@@cdh-agent-section@@",
+          buildDomainXml(other),
+          "@@cdh-agent-domain@@",
+          "",
+        ].join("\n"),
+      },
+    );
+    const known = new Map([
+      ["ins-7k2m9xqa", "shut off" as const],
+      ["ins-gone0000", "running" as const],
+    ]);
+    const got = await hv.getDomains(["ins-7k2m9xqa", "ins-gone0000", "ins-bbbb2222"], known);
+    expect(runner.commands[0]![3]).toBe(
+      "echo @@cdh-agent-domain@@ ins-7k2m9xqa; dumpxml --domain ins-7k2m9xqa --inactive; " +
+        "echo @@cdh-agent-domain@@ ins-gone0000; dumpxml --domain ins-gone0000 --inactive; " +
+        "echo @@cdh-agent-domain@@ ins-bbbb2222; domstate --domain ins-bbbb2222; echo @@cdh-agent-section@@; dumpxml --domain ins-bbbb2222 --inactive; " +
+        "echo @@cdh-agent-domain@@",
+    );
+    // The one that vanished (its dumpxml failed) is left out; the others carry the known or the read state.
+    expect([...got.entries()]).toEqual([
+      ["ins-7k2m9xqa", { spec: biosKvmSpec, state: "shut off" }],
+      ["ins-bbbb2222", { spec: other, state: "paused" }],
+    ]);
+  });
+
   it("splits many domains into batches of 125 and asks for an odd name on its own", async () => {
     const names = Array.from({ length: 300 }, (_, i) => `ins-${String(i).padStart(8, "0")}`);
     runner.on((argv) => argv[3]?.startsWith("echo ") === true, { stdout: "@@cdh-agent-domain@@\n" });
