@@ -10,7 +10,9 @@
  *    with 4001) lets go of the socket first, so QEMU accepts the new client at once;
  * 2. sends the history: the console log's last `historyBytes` (from a line start), read a
  *    moment after connecting, so that what the guest printed before is there and what it
- *    prints from now on comes live (bytes seen in both are sent once);
+ *    prints from now on comes live (bytes seen in both are sent once). The terminal queries in
+ *    it are left out (a shell's cursor-position request, ESC[6n): they are stale, and the
+ *    client's terminal would answer them into the guest's input;
  * 3. bridges: what the guest prints goes out as text frames (UTF-8; a character split across
  *    reads is kept whole; bytes that are not UTF-8 become U+FFFD), what the client sends (text
  *    or binary frames) goes to the port as bytes.
@@ -138,13 +140,20 @@ export function serialRoute(o: SerialRouteOptions): ConsoleRoute {
     early = undefined;
     if (ws.readyState !== ws.OPEN) return;
     if (history.length > 0) {
-      const text = new StringDecoder("utf8").end(history);
+      const text = withoutTerminalQueries(new StringDecoder("utf8").end(history));
       toClient += history.length;
-      ws.send(text);
+      if (text) ws.send(text);
     }
     const overlap = overlapLength(history, live);
     if (live.length > overlap) send(live.subarray(overlap));
   }
+}
+
+/** Device status and attributes requests (CSI … n, CSI … c): a terminal answers them on its input. */
+const TERMINAL_QUERY = /\x1b\[[0-9;?>=]*[nc]/g;
+
+export function withoutTerminalQueries(text: string): string {
+  return text.replace(TERMINAL_QUERY, "");
 }
 
 function connectSerial(path: string, timeoutMs: number): Promise<Socket> {

@@ -14,7 +14,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { ConsoleGateway } from "../../../../agent/console/gateway.js";
 import { incompleteTail, readSerialLog } from "../../../../agent/console/serial-log.js";
-import { overlapLength, readHistory, serialRoute } from "../../../../agent/console/serial.js";
+import { overlapLength, readHistory, serialRoute, withoutTerminalQueries } from "../../../../agent/console/serial.js";
 import { ConsoleTokens } from "../../../../agent/console/tokens.js";
 
 const ID = "ins-abcd1234";
@@ -180,6 +180,10 @@ describe("console log pieces", () => {
     writeFileSync(log, "first line\nsecond line\nthird\n");
     expect((await readHistory(log, 10)).toString()).toBe("third\n");
     expect((await readHistory(log, 1000)).toString()).toBe("first line\nsecond line\nthird\n");
+  });
+
+  it("leaves the stale terminal queries out of the history (a terminal would answer them into the guest)", () => {
+    expect(withoutTerminalQueries("tiny# \x1b[6necho hi\r\nhi\r\n\x1b[1;32mok\x1b[0m \x1b[c\x1b[>0c\x1b[5n")).toBe("tiny# echo hi\r\nhi\r\n\x1b[1;32mok\x1b[0m ");
   });
 
   it("drops live bytes the history already ends with, only for overlaps long enough to be sure", () => {
