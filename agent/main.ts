@@ -361,7 +361,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // transaction), before the API can start anything. Without it guests would run unfiltered.
   // It runs beside the start-up steps below that start no guest; awaited before the power restore and the API.
   const firewallReady = securityGroups.resync();
-  firewallReady.catch(() => undefined); // its failure stops the start at the await below
+  firewallReady.catch(() => undefined); // its failure stops the agent (awaited once the API serves)
+  // The API answers from the registry meanwhile; a guest starts only once its rules are in the kernel.
+  hypervisor.holdStartsUntil(firewallReady);
   // DHCP with fixed leases, one per NIC (agent/network/dhcp, README "DHCP"): after recovery, so
   // every NIC the agent holds has its lease; NIC changes, launches and terminations re-render it.
   const dhcp = new DhcpService({
@@ -424,10 +426,11 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     storage.measure().catch((e: unknown) => logger.warn({ err: e }, "could not measure the storage pools"));
   }, 30_000);
   measureTimer.unref();
-  await guests.warm();
-  const metadata = await startMetadata({ config, runner, guests, logger, onAnswered: (target, status) => metrics?.onMetadataRequest(target, status) });
-  await firewallReady;
-  // Instances that ran before the host (or libvirtd and the agent) went down start again; they show STARTING from here.
+  // The metadata endpoint comes up beside the API's start (awaited once the API serves).
+  const metadataReady = guests.warm().then(() => startMetadata({ config, runner, guests, logger, onAnswered: (target, status) => metrics?.onMetadataRequest(target, status) }));
+  metadataReady.catch(() => undefined);
+  // Instances that ran before the host (or libvirtd and the agent) went down start again; they show STARTING from here
+  // (their domains start once the firewall is loaded: holdStartsUntil above).
   const powerRestored = instances.powerRestore.begin(instances.recovery.resumedFromJournal);
 
   const monitor = startMonitor({ config, runner, registry, logger });
@@ -536,6 +539,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   };
   process.on("SIGHUP", onHangup);
   logger.info({ listen: `${config.apiListen.host}:${port}`, virtType }, "cdh-agent is serving");
+  // Loaded beside the API's start; a failure of either still stops the agent.
+  const metadata = await metadataReady;
+  await firewallReady;
 
   reporter = new Reporter({
     controllerUrl: config.controllerUrl,

@@ -16,12 +16,26 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { readdir } from "node:fs/promises";
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { createRequire } from "node:module";
+import type * as Prom from "prom-client";
 import type { HostResource } from "../capacity.js";
 import { METRIC_INDEX, STORED_METRICS, type StoredMetric } from "../monitor/metrics.js";
 import type { MonitorReader } from "../monitor/monitor.js";
 import type { ReporterStats } from "../reporter.js";
 import type { AlarmEvent } from "./alarms.js";
+
+/**
+ * The four classes the agent uses, each from its own file: prom-client's index also loads its
+ * push gateway, its cluster aggregator and its default metrics (with @opentelemetry/api), about
+ * 10 MiB of the agent's memory and 90 ms of its start-up for nothing it uses (bench (c)).
+ */
+const load = createRequire(import.meta.url);
+const Counter = load("prom-client/lib/counter") as typeof Prom.Counter;
+const Gauge = load("prom-client/lib/gauge") as typeof Prom.Gauge;
+const Histogram = load("prom-client/lib/histogram") as typeof Prom.Histogram;
+const Registry = load("prom-client/lib/registry") as typeof Prom.Registry;
+type Counter<T extends string = string> = Prom.Counter<T>;
+type Histogram<T extends string = string> = Prom.Histogram<T>;
 
 /** The Prometheus name of each stored metric (cdh_instance_<name>). */
 export const INSTANCE_METRIC_NAMES: Readonly<Record<StoredMetric, string>> = Object.freeze({

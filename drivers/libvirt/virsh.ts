@@ -131,6 +131,8 @@ export class VirshHypervisor implements Hypervisor {
   private readonly eventBackoff: Partial<BackoffOptions> | undefined;
   private readonly kvmCheck: () => Promise<boolean>;
   private readonly policy: StateChangePolicy;
+  /** What every start waits for first (holdStartsUntil). */
+  private startGate: Promise<unknown> = Promise.resolve();
 
   constructor(options: VirshHypervisorOptions) {
     this.runner = options.runner;
@@ -346,7 +348,17 @@ export class VirshHypervisor implements Hypervisor {
     }
   }
 
+  /**
+   * Every domain start from now on waits until `ready` settles, and fails when it rejects:
+   * at start-up the API answers while the firewall's ruleset is still being loaded, and no
+   * guest may run before its rules are in the kernel.
+   */
+  holdStartsUntil(ready: Promise<unknown>): void {
+    this.startGate = ready;
+  }
+
   async start(name: string): Promise<void> {
+    await this.startGate;
     // libvirt starts QEMU with its vCPUs paused and lets them run at the end of the start.
     await this.change(["start", "--domain", name], `start ${name}`, name, { kind: "state", done: isOn, underWay: (s) => s === "paused" });
   }
