@@ -449,6 +449,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
       gateway,
       dns,
       ...(input.dhcp === false ? { dhcp: false } : {}),
+      ...(input.internet_route ? { internetRoute: true } : {}),
     });
   });
 
