@@ -4,6 +4,7 @@
  * of it. The drive and every metadata tree come from the same GuestDocuments object.
  */
 import { readFileSync, writeFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
 import type { Logger } from "pino";
 import { buildConfigDrive, configDriveFiles } from "../cloud-init/config-drive.js";
 import { renderGuestDocuments } from "../cloud-init/documents.js";
@@ -112,6 +113,8 @@ export class GuestDocumentsService {
 
   /** Builds the instance's config drive from its record (atomically, root only). */
   async buildDrive(record: InstanceRecord): Promise<void> {
+    // An image tagged cdh:config-drive=none: no drive (a stale one from an earlier image goes).
+    if (record.configDrive === "none") return void (await rm(this.o.paths.configDrive(record.instanceId), { force: true }));
     const keys = await this.loadKeys(record);
     const { docs } = this.documents(record, keys);
     const nocloud = record.configDrive === "nocloud";
@@ -130,6 +133,7 @@ export class GuestDocumentsService {
    */
   async refresh(record: InstanceRecord): Promise<void> {
     await this.buildDrive(record);
+    if (record.configDrive === "none") return;
     await this.o.hypervisor.changeMedia(record.instanceId, "hdc", this.o.paths.configDrive(record.instanceId));
   }
 

@@ -376,8 +376,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   await dhcp.start();
   nicEvents.on(() => dhcp.sync());
-  registry.subscribe((reason) => {
-    if (/ -> |^libvirt /.test(reason)) return; // a power state, not a NIC
+  // Every change (a launch failing takes its lease too); a pass that changes nothing writes nothing.
+  registry.subscribe(() => {
     dhcp.sync().catch((e: unknown) => logger.error({ err: e }, "DHCP: could not bring the leases up to date"));
   });
   // Domains defined before the firewall (clean-traffic, libvirt's vnetN taps): redefined with fixed tap names.

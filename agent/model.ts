@@ -128,8 +128,11 @@ export interface InstanceRecord {
   latestOperation?: LatestOperation;
   /** From the image: decides where passwords go (cloud-init vs cloudbase-init). */
   osType?: "linux" | "windows";
-  /** From the image's cdh:config-drive tag: a NoCloud (`cidata`) drive instead of `config-2`. */
-  configDrive?: "nocloud";
+  /**
+   * From the image's cdh:config-drive tag: a NoCloud (`cidata`) drive instead of `config-2`,
+   * or no drive at all (`none`: the CD-ROM stays empty; DHCP and the metadata endpoint only).
+   */
+  configDrive?: "nocloud" | "none";
   login?: LoginRecord;
   /** Bumped with every change the guest should apply (password, keys, hostname, network). */
   configGeneration?: number;

@@ -55,7 +55,7 @@ export const instanceRecordSchema = z
     userData: z.string().optional(),
     latestOperation: latestOperation.optional(),
     osType: z.enum(["linux", "windows"]).optional(),
-    configDrive: z.literal("nocloud").optional(),
+    configDrive: z.enum(["nocloud", "none"]).optional(),
     login: z
       .object({ passwordHash: z.string().optional(), keyIds: z.array(z.string()), keepImage: z.literal(true).optional() })
       .passthrough()

@@ -19,22 +19,24 @@ export interface ImageTag {
 
 /**
  * The image property that picks the guest's config drive: `config-2` (OpenStack layout,
- * the default) or `nocloud` (a `cidata` NoCloud seed, for images whose cloud-init looks
- * only for that). CVM has no such field; an image tag is where CVM images carry their
- * own properties, as Glance image properties do in OpenStack.
+ * the default), `nocloud` (a `cidata` NoCloud seed, for images whose cloud-init looks
+ * only for that) or `none` (no drive: the guest configures itself by DHCP and the metadata
+ * endpoint alone, README "DHCP"). CVM has no such field; an image tag is where CVM images
+ * carry their own properties, as Glance image properties do in OpenStack.
  */
 export const CONFIG_DRIVE_TAG = "cdh:config-drive";
-export const CONFIG_DRIVE_FORMATS = ["config-2", "nocloud"] as const;
+export const CONFIG_DRIVE_FORMATS = ["config-2", "nocloud", "none"] as const;
 export type ConfigDriveFormat = (typeof CONFIG_DRIVE_FORMATS)[number];
 
 /** The config drive an image's tags ask for. */
 export function configDriveOf(tags: readonly ImageTag[] | undefined): ConfigDriveFormat {
-  return tags?.find((t) => t.key === CONFIG_DRIVE_TAG)?.value === "nocloud" ? "nocloud" : "config-2";
+  const value = tags?.find((t) => t.key === CONFIG_DRIVE_TAG)?.value;
+  return value === "nocloud" || value === "none" ? value : "config-2";
 }
 
 /** The tags that give an image the config drive `format` (none for the default). */
 export function configDriveTags(format: ConfigDriveFormat | undefined): ImageTag[] {
-  return format === "nocloud" ? [{ key: CONFIG_DRIVE_TAG, value: "nocloud" }] : [];
+  return format === "nocloud" || format === "none" ? [{ key: CONFIG_DRIVE_TAG, value: format }] : [];
 }
 
 /** The checksum fragment: "" (none) or "#sha256=" and 64 hex digits. */

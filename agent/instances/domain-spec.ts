@@ -90,7 +90,8 @@ export function buildDomainSpec(options: {
       },
       ...(options.dataDisks ?? []).map((d) => dataDiskSpec(d, options.ioLimits?.(d.pool))),
       // The config drive: read-only, IDE (machine pc; cloud kernels lack AHCI).
-      { device: "cdrom", target: "hdc", bus: "ide", path: paths.configDrive(record.instanceId), format: "raw", readonly: true },
+      // Empty for an image tagged cdh:config-drive=none (the device stays: the same definition shape).
+      { device: "cdrom", target: "hdc", bus: "ide", ...(record.configDrive === "none" ? {} : { path: paths.configDrive(record.instanceId) }), format: "raw", readonly: true },
       // The ISO tray (InstanceAttachISO): always there, so an ISO can go in while the guest runs;
       // it boots after the system disk, so a disk without a boot loader falls through to it.
       { device: "cdrom", target: "hdd", bus: "ide", format: "raw", readonly: true, ...(record.iso ? { path: record.iso.path, bootOrder: 2 } : {}) },

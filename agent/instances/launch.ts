@@ -236,7 +236,7 @@ export class Launcher {
         // The primary NIC is an ENI of its own (eni-…), never detached (agent/network/enis).
         nics: [{ mac, network: subnet.network, ipv4: addresses[launchIndex]!, subnetId: subnet.subnetId, vpcId: subnet.vpcId, eniId: newEni() }],
         osType,
-        ...(image.configDrive === "nocloud" ? { configDrive: "nocloud" as const } : {}),
+        ...(image.configDrive !== "config-2" ? { configDrive: image.configDrive } : {}),
         login: { keyIds: [...keyIds], ...(passwordHash ? { passwordHash } : {}), ...(req.login?.keepImageLogin ? { keepImage: true as const } : {}) },
         configGeneration: 1,
         createdTime,

@@ -99,7 +99,7 @@ export class Reinstaller {
       imageId,
       osName: image.osName,
       osType,
-      ...(image.configDrive === "nocloud" ? { configDrive: "nocloud" as const } : {}),
+      ...(image.configDrive !== "config-2" ? { configDrive: image.configDrive } : {}),
       systemDisk: { ...old.systemDisk, diskId, sizeGiB, path: newPath },
       login: loginRecord,
       configGeneration: generation,

@@ -88,6 +88,8 @@ describe("loadConfig", () => {
           dns: ["10.201.0.1"],
         },
       ],
+      dhcpEnabled: true,
+      dhcpLeaseTimeS: 3600,
       metadataPort: 8775,
       metadataNftTable: "cdh_metadata",
       firewallNftTable: "cdh_filter",

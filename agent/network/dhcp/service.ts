@@ -42,6 +42,9 @@ interface Server {
   readonly proc: DnsmasqProcess;
   /** The hosts file as last written (what dnsmasq last read, once it was told). */
   hostsText: string | undefined;
+  /** Failed starts in a row, and when the supervisor may try again (doubling, at most a minute). */
+  failures: number;
+  retryAt: number;
 }
 
 export interface DhcpSubnetStatus {
@@ -69,6 +72,8 @@ export class DhcpService {
         dir,
         files,
         hostsText: undefined,
+        failures: 0,
+        retryAt: 0,
         proc: new DnsmasqProcess({
           runner: o.runner,
           files,
@@ -140,6 +145,7 @@ export class DhcpService {
       if (!alive) {
         await server.proc.stop();
         const pid = await server.proc.start();
+        server.failures = 0;
         this.log.info({ subnetId: server.subnet.subnetId, bridge: server.subnet.bridge, pid, leases: hosts.length }, "DHCP: dnsmasq started");
       } else if (text !== before) {
         if (needsRestart(parseHostsFile(before ?? ""), hosts)) {
@@ -152,7 +158,10 @@ export class DhcpService {
         }
       }
     } catch (error) {
-      this.log.error({ err: error, subnetId: server.subnet.subnetId, bridge: server.subnet.bridge }, "DHCP: could not serve this subnet; retried in a few seconds");
+      server.failures += 1;
+      const waitMs = Math.min(60_000, (this.o.superviseIntervalMs ?? 5000) * 2 ** (server.failures - 1));
+      server.retryAt = Date.now() + waitMs;
+      this.log.error({ err: error, subnetId: server.subnet.subnetId, bridge: server.subnet.bridge, retryInMs: waitMs }, "DHCP: could not serve this subnet; tried again later");
     }
   }
 
@@ -162,6 +171,7 @@ export class DhcpService {
     return this.serial(async () => {
       for (const server of this.servers) {
         if (this.closed) return;
+        if (Date.now() < server.retryAt) continue;
         if (!(await server.proc.running())) {
           this.log.warn({ subnetId: server.subnet.subnetId, pid: server.proc.currentPid }, "DHCP: dnsmasq is not running; starting it again");
           await this.apply(server, false);
