@@ -46,6 +46,19 @@ const credentialSchema = z
   })
   .strict();
 
+/** A host this agent may move instances to (agent/migration). */
+const migrationPeerSchema = z
+  .object({
+    host_id: z.string().regex(HOST_ID_RE, "must be host- and 8 lowercase letters or digits"),
+    endpoint: z.string().regex(/^https?:\/\/[^/\s]+\/?$/, "must be https://ADDRESS:PORT"),
+    secret_id: z.string().min(1, "secret_id must not be empty"),
+    secret_key: z.string().min(1, "secret_key must not be empty"),
+    ca_file: z.string().startsWith("/", "must be an absolute path").optional(),
+    migration_address: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/, "must be an IPv4 address"),
+    libvirt_uri: z.string().min(1).optional(),
+  })
+  .strict();
+
 const seconds = () => z.number().int().positive();
 
 /**
@@ -277,6 +290,12 @@ export const configSchema = z
     /** Alarm rules of the host (agent/metrics/alarms.ts), until the controller sets its own (ModifyAlarmPolicies). */
     alarm_rules: z.string().default("")
       .describe("alarm rules METRIC>THRESHOLD[:SAMPLES], comma-separated, e.g. CPUUsage>90:3,MemUsage>=95:2 (operators > >= < <=; SAMPLES consecutive samples to fire and to resolve, default 1); empty = none; ModifyAlarmPolicies replaces them"),
+    /** Hosts this agent may move instances to (MigrateInstances), each with its own API credential. */
+    migration_peers: z.array(migrationPeerSchema).default([])
+      .describe('hosts this agent may move instances to (MigrateInstances), JSON array of {"host_id","endpoint","secret_id","secret_key","ca_file"?,"migration_address","libvirt_uri"?}: the peer agent\'s API and one of its credentials, the address its libvirtd and QEMU take migrations on'),
+    /** This host's address for incoming migrations (the cold path's NBD exports); "" = none. */
+    migration_address: z.string().regex(/^(\d{1,3}(\.\d{1,3}){3})?$/, "must be an IPv4 address or empty").default("")
+      .describe("this host's address for incoming migration traffic (the cold path's NBD disk exports listen there); empty = this host takes no cold migrations"),
     /** Test-only fault injection: the agent exits with SIGKILL at this named point. */
     fail_point: z.string().regex(/^[a-z:-]*$/, "must be a fail point name such as create:domain-defined").default("")
       .describe("test-only fault injection: the agent kills itself at this point (empty = off)"),

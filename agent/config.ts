@@ -85,6 +85,9 @@ export interface AgentConfig {
   readonly imageDownloadTimeoutS: number;
   readonly maxImageBytes: number;
   readonly failPoint: string;
+  /** agent/migration: the hosts this agent may move instances to, and its own migration address. */
+  readonly migrationPeers: ReadonlyArray<{ hostId: string; endpoint: string; secretId: string; secretKey: string; caFile?: string; migrationAddress: string; libvirtUri?: string }>;
+  readonly migrationAddress: string;
   readonly subnets: readonly Subnet[];
   /** DHCP on the subnets (README "DHCP"): host-wide switch and lease time. */
   readonly dhcpEnabled: boolean;
@@ -528,6 +531,16 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     imageDownloadTimeoutS: cfg.image_download_timeout_s,
     maxImageBytes: cfg.max_image_bytes,
     failPoint: cfg.fail_point,
+    migrationPeers: cfg.migration_peers.map((p) => ({
+      hostId: p.host_id,
+      endpoint: p.endpoint,
+      secretId: p.secret_id,
+      secretKey: p.secret_key,
+      ...(p.ca_file !== undefined ? { caFile: p.ca_file } : {}),
+      migrationAddress: p.migration_address,
+      ...(p.libvirt_uri !== undefined ? { libvirtUri: p.libvirt_uri } : {}),
+    })),
+    migrationAddress: cfg.migration_address,
     subnets,
     dhcpEnabled: cfg.dhcp_enabled,
     dhcpLeaseTimeS: cfg.dhcp_lease_time_s,

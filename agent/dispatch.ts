@@ -34,6 +34,7 @@ import type { MonitorReader } from "./monitor/monitor.js";
 import type { AlarmService } from "./metrics/alarm-service.js";
 import type { DiagnosticsService } from "./metrics/diagnostics.js";
 import { describeBaseMetrics, getMonitorData } from "./api/monitor-views.js";
+import type { MigrationService } from "./migration/service.js";
 import type { ConsoleAccess } from "./console/access.js";
 
 export interface DispatcherDeps {
@@ -62,6 +63,8 @@ export interface DispatcherDeps {
   paths: DataPaths;
   /** The consoles' one-time URLs (agent/console/access.ts); absent: DescribeInstanceVncUrl answers UnsupportedOperation. */
   consoles?: Pick<ConsoleAccess, "issueUrl">;
+  /** Migration (agent/migration); absent, its actions answer UnsupportedOperation. */
+  migration?: MigrationService;
   /** ISO limits (InstanceAttachISO). */
   maxIsoBytes: number;
   downloadTimeoutMs: number;
@@ -617,6 +620,17 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "DescribeInstanceVncUrl":
         if (!deps.consoles) throw new ApiError("UnsupportedOperation", "the console is not served by this agent");
         return { InstanceVncUrl: deps.consoles.issueUrl("vnc", command.params.instanceId, ctx.host) };
+      case "MigrateInstances":
+        if (!deps.migration) throw new ApiError("UnsupportedOperation", "migration is not served by this agent");
+        deps.migration.migrate(command.params, ctx);
+        return {};
+      case "CancelMigrateInstances":
+        if (!deps.migration) throw new ApiError("UnsupportedOperation", "migration is not served by this agent");
+        deps.migration.cancel(command.params.instanceIds);
+        return {};
+      case "MigrationPeerStep":
+        if (!deps.migration) throw new ApiError("UnsupportedOperation", "migration is not served by this agent");
+        return deps.migration.peerStep(command.params);
       default: {
         const unreachable: never = command;
         throw new ApiError("InvalidAction", `action ${(unreachable as { action: string }).action} is not handled`);

@@ -68,6 +68,10 @@ import { AlarmService } from "./metrics/alarm-service.js";
 import type { AlarmEvent } from "./metrics/alarms.js";
 import { DiagnosticsService } from "./metrics/diagnostics.js";
 import { isAction } from "./api/commands.js";
+import { MigrationJournal } from "./migration/journal.js";
+import { MigrationDestination } from "./migration/destination.js";
+import { MigrationSource } from "./migration/source.js";
+import { MigrationService } from "./migration/service.js";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -352,9 +356,65 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     },
   });
 
+  // Migration (agent/migration): both roles; its journal is settled before the instance recovery.
+  for (const p of config.migrationPeers) addSecret(p.secretKey);
+  const migrationJournal = new MigrationJournal(join(config.dataDir, "migrations"));
+  const migrationLog = logger.child({ component: "migration" });
+  const migration = new MigrationService({
+    source: new MigrationSource({
+      hostId: config.hostId,
+      peers: config.migrationPeers,
+      ops,
+      registry,
+      journal: migrationJournal,
+      hypervisor,
+      imageTool,
+      storage,
+      disks,
+      paths,
+      runner,
+      libvirtUri: config.libvirtUri,
+      firewallSync: () => securityGroups.syncNow(),
+      defaultGroupId: () => securityGroups.defaultGroupId,
+      nicChanged: (id) => nicEvents.emit(id),
+      softStopTimeoutMs: config.softStopTimeoutS * 1000,
+      checkpoint,
+      logger: migrationLog,
+    }),
+    destination: new MigrationDestination({
+      hostId: config.hostId,
+      registry,
+      journal: migrationJournal,
+      hypervisor,
+      specs: instances.specs,
+      drives: guests,
+      storage,
+      pools,
+      imageTool,
+      disks,
+      paths,
+      subnets: config.subnets,
+      hostResource,
+      defaultGroupId: () => securityGroups.defaultGroupId,
+      groupExists: (id) => sgStore.state.groups.some((g) => g.securityGroupId === id),
+      firewallSync: () => securityGroups.syncNow(),
+      nicChanged: (id) => nicEvents.emit(id),
+      runner,
+      ...(config.migrationAddress ? { migrationAddress: config.migrationAddress } : {}),
+      checkpoint,
+      logger: migrationLog,
+    }),
+    journal: migrationJournal,
+    registry,
+    hypervisor,
+    logger: migrationLog,
+  });
+
   await images.load();
   images.start();
+  await migration.recover();
   await instances.recovery.run();
+  migration.afterRecovery();
   // ENI changes a crash interrupted: finished (or undone) before the firewall's resync below.
   const eniTouched = await enis.recover();
   // The whole ruleset from the recovered instances, replacing whatever the tables held (one
@@ -511,6 +571,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     maxIsoBytes: config.maxImageBytes,
     downloadTimeoutMs: config.imageDownloadTimeoutS * 1000,
     libvirtConnected: () => registry.isConnected(),
+    migration,
     resetInternetMaxBandwidth: (ids, mbps) => resetInternetMaxBandwidth({ ops, registry, caps: bandwidth }, ids, mbps),
   });
   const api = createApiServer({
@@ -588,6 +649,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     images,
     async close() {
       reporterNow.stop();
+      migration.stop();
       sync.stop();
       await bandwidth.stop();
       clearInterval(measureTimer);

@@ -22,6 +22,8 @@ export type InstanceState =
   | "ENTER_RESCUE_MODE"
   | "RESCUE_MODE"
   | "EXIT_RESCUE_MODE"
+  /** Moving to another host (MigrateInstances, this agent's extension: agent/migration). */
+  | "MIGRATING"
   | "UNKNOWN";
 
 /** States an operation in progress shows. */
@@ -34,6 +36,7 @@ export type TransitionState =
   | "RESETTING"
   | "ENTER_RESCUE_MODE"
   | "EXIT_RESCUE_MODE"
+  | "MIGRATING"
   | "UPDATING";
 
 export type OperationState = "OPERATING" | "SUCCESS" | "FAILED";
@@ -228,6 +231,7 @@ export type InstanceAction =
   | "InstanceDetachISO"
   | "ModifyInstancesAttribute"
   | "ResetInstancesType"
+  | "MigrateInstances"
   | "ResetInstancesInternetMaxBandwidth";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
@@ -268,6 +272,8 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   ResetInstancesInternetMaxBandwidth: new Set<InstanceState>(["RUNNING", "STOPPED", "STARTING", "STOPPING", "REBOOTING"]),
   // The seed: detaching needs the instance not running.
   InstanceDetachISO: new Set<InstanceState>(["STOPPED"]),
+  // agent/migration: live from RUNNING, cold from RUNNING (stopped first) or STOPPED.
+  MigrateInstances: new Set<InstanceState>(["RUNNING", "STOPPED"]),
   // A record-only change (name, termination protection): any state but PENDING (no domain yet
   // to save it in) and TERMINATING; a LAUNCH_FAILED tombstone too, so its protection can be cleared.
   ModifyInstancesAttribute: new Set<InstanceState>([

@@ -51,6 +51,9 @@ import type {
 } from "./schemas-logins.js";
 import { parseCloneInstance, parseCreateImage, parseResetInstance, parseRunInstances } from "./schemas-run.js";
 import { parseDescribeInstancesModification, parseResetInstancesType } from "./schemas-retype.js";
+import { parseCancelMigrateInstances, parseMigrateInstances, parseMigrationPeerStep } from "../migration/schemas.js";
+import type { MigrateRequest } from "../migration/source.js";
+import type { PeerStepParams } from "../migration/service.js";
 import type { DescribeInstancesModificationParams, ResetInstancesTypeParams } from "./schemas-retype.js";
 import { parseResetInstancesInternetMaxBandwidth, type ResetInstancesInternetMaxBandwidthParams } from "./schemas-bandwidth.js";
 import type { CloneInstanceParams, CreateImageParams, ResetInstanceParams, RunInstancesParams } from "./schemas-run.js";
@@ -226,6 +229,10 @@ export type Command =
   | { action: "DescribeAlarmPolicies"; params: Record<string, never> }
   | { action: "CreateInstanceDiagnosticReports"; params: CreateDiagnosticReportsParams }
   | { action: "DescribeInstanceDiagnosticReports"; params: DescribeDiagnosticReportsParams }
+  // This agent's extension (agent/migration): moving instances between hosts
+  | { action: "MigrateInstances"; params: MigrateRequest }
+  | { action: "CancelMigrateInstances"; params: { instanceIds: string[] } }
+  | { action: "MigrationPeerStep"; params: PeerStepParams }
   // The console (agent/console): a one-time URL of the instance's VNC session
   | { action: "DescribeInstanceVncUrl"; params: DescribeInstanceVncUrlParams };
 
@@ -307,6 +314,9 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   DescribeAlarmPolicies: parseDescribeAlarmPolicies,
   CreateInstanceDiagnosticReports: parseCreateInstanceDiagnosticReports,
   DescribeInstanceDiagnosticReports: parseDescribeInstanceDiagnosticReports,
+  MigrateInstances: parseMigrateInstances,
+  CancelMigrateInstances: parseCancelMigrateInstances,
+  MigrationPeerStep: parseMigrationPeerStep,
   DescribeInstanceVncUrl: parseDescribeInstanceVncUrl,
 };
 

@@ -24,6 +24,7 @@ const STATE_CODE: Readonly<Record<InstanceState, ErrorCode>> = Object.freeze({
   ENTER_RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
   RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
   EXIT_RESCUE_MODE: "UnsupportedOperation.InstanceStateRescueMode",
+  MIGRATING: "InvalidInstanceState",
   UNKNOWN: "InvalidInstanceState",
 });
 

@@ -37,6 +37,8 @@ export interface InstanceEntry {
   transition?: Transition;
   /** Incremented on every libvirt reboot event (a guest reset). */
   reboots: number;
+  /** A migration under way (agent/migration): its figures as DescribeInstances shows them (MigrationProgress). */
+  migration?: Record<string, unknown>;
 }
 
 type Waiter = () => void;

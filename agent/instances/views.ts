@@ -54,6 +54,8 @@ export function toCvmInstance(entry: InstanceEntry, state: InstanceState, host: 
     LatestOperationRequestId: op?.requestId ?? null,
     LatestOperationErrorMsg: op?.errorMessage ?? null,
     LatestOperationCode: op?.errorCode ?? null,
+    // This agent's extension (README "Migration"): the figures of a migration under way.
+    ...(entry.migration ? { MigrationProgress: { ...entry.migration } } : {}),
     StateReason: entry.stateReason && state === "STOPPED" ? { Code: entry.stateReason.code, Message: entry.stateReason.message, Time: entry.stateReason.at } : null,
     LoginSettings: { KeyIds: [...(r.login?.keyIds ?? [])], ...(r.login?.keepImage ? { KeepImageLogin: "TRUE" } : {}) },
     ...(r.nics[0]?.subnetId

@@ -76,6 +76,8 @@ describe("loadConfig", () => {
       imageDownloadTimeoutS: 3600,
       maxImageBytes: 1024 ** 4,
       failPoint: "",
+      migrationPeers: [],
+      migrationAddress: "",
       subnets: [
         {
           subnetId: "subnet-default",

@@ -30,11 +30,13 @@ import { BANDWIDTH_REQUEST_SCHEMAS } from "../../../agent/api/schemas-bandwidth.
 import { RUN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-run.js";
 import { ENI_REQUEST_SCHEMAS } from "../../../agent/api/schemas-eni.js";
 import { CONSOLE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-console.js";
+import { MIGRATION_REQUEST_SCHEMAS } from "../../../agent/migration/schemas.js";
 import { refusal } from "../../support/parse.js";
 
 type Fate = "used" | "checked" | "info" | "sg" | { refuse: Record<string, unknown>; info?: true };
 
 const SCHEMAS: Record<string, z.ZodTypeAny> = {
+  ...MIGRATION_REQUEST_SCHEMAS,
   ...RUN_REQUEST_SCHEMAS,
   ...INSTANCE_REQUEST_SCHEMAS,
   ...IMAGE_REQUEST_SCHEMAS,
@@ -355,6 +357,34 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
   DescribeVpcTaskResult: { TaskId: "used" },
   // The console (agent/console/access.ts).
   DescribeInstanceVncUrl: { InstanceId: "used" },
+  // Migration (agent/migration; README "Migration").
+  MigrateInstances: {
+    InstanceIds: "checked",
+    DestinationHostId: "checked",
+    DestinationEndpoint: "used",
+    Live: "used",
+    StopType: "used",
+    MaxDowntime: "used",
+    Bandwidth: "used",
+    Deadline: "used",
+    AllowPostCopy: "used",
+    DryRun: "used",
+  },
+  CancelMigrateInstances: { InstanceIds: "checked" },
+  MigrationPeerStep: {
+    Step: "used",
+    MigrationId: "used",
+    InstanceId: "used",
+    SourceHostId: "used",
+    Live: "used",
+    WasRunning: "used",
+    Instance: "checked",
+    // Records (objects of any fields): checked by the destination (agent/migration/service.ts).
+    DataDisks: "checked",
+    DiskBytes: "used",
+    SourceDefaultGroupId: "used",
+    RequestId: "used",
+  },
 };
 
 /** A body each action takes, into which a refused sample is merged. */
