@@ -176,6 +176,7 @@ export async function benchMany(o: ManyOptions): Promise<{ rows: Row[]; agent: A
   const oursKeptAlive: number[] = [];
   const onePage: number[] = [];
   const base: number[] = [];
+  const measuredFrom = Date.now();
   for (let i = 0; i < o.calls; i++) {
     let t = performance.now();
     await listAll();
@@ -194,6 +195,10 @@ export async function benchMany(o: ManyOptions): Promise<{ rows: Row[]; agent: A
       if (lines < o.total) throw new Error(`virsh list --all shows ${lines} domains, expected at least ${o.total}`);
     }
   }
+  // The agent's own share of a page: its log times each request from its head to the answer
+  // (auth, parse, the handler), without the body's serialisation and the client's side.
+  const handled = await requestTimes(o.agentOptions.logFile, "DescribeInstances", measuredFrom);
+  if (handled.length) log(`  (b) the agent's own time per DescribeInstances page (its log, ${handled.length} requests): median ${median(handled).toFixed(1)} ms; the rest of a page's ${median(onePage).toFixed(1)} ms is the SDK client (signing, fetch, JSON of ~170 KB) and the body's serialisation`);
   if (o.want.b) {
     rows.push(
       ratioRow({
@@ -301,6 +306,22 @@ export async function startupSteps(logFile: string, from: number, spawnedAtMs: n
   };
   const parts = [...kinds].map(([k, spans]) => `${k} ${covered(spans).toFixed(0)} ms (${spans.length})`);
   return [`first command at ${firstCommand === undefined ? "?" : (firstCommand - spawnedAtMs).toFixed(0)} ms`, ...parts, `serving at ${(until - spawnedAtMs).toFixed(0)} ms`].join("; ");
+}
+
+/** durationMs of the agent's "api request" log lines for `action` written since `sinceMs` (epoch ms). */
+async function requestTimes(logFile: string, action: string, sinceMs: number): Promise<number[]> {
+  const text = await readFile(logFile, "utf8").catch(() => "");
+  const out: number[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.includes('"msg":"api request"') || !line.includes(`"action":"${action}"`)) continue;
+    try {
+      const j = JSON.parse(line) as { time: string; durationMs?: number };
+      if (Date.parse(j.time) >= sinceMs && typeof j.durationMs === "number") out.push(j.durationMs);
+    } catch {
+      // a torn line
+    }
+  }
+  return out;
 }
 
 /** VmRSS split into anonymous memory (heap and the like) and file-backed pages (node's own code). */
