@@ -13,7 +13,7 @@ import type { CommandRunner } from "../drivers/exec/runner.js";
 import type { Hypervisor } from "../drivers/libvirt/types.js";
 import type { KeyPairStore } from "./logins/keypairs.js";
 import type { GuestView } from "./metadata/server.js";
-import type { InstanceRecord } from "./model.js";
+import type { InstanceRecord, NicRecord } from "./model.js";
 import type { DataPaths } from "./paths.js";
 import type { InstanceRegistry } from "./instances/registry.js";
 import { guestConfigOf, type GuestHostSettings } from "./instances/guest.js";
@@ -25,6 +25,8 @@ interface Cached {
   groups: string;
   /** The instance name rendered (ModifyInstancesAttribute renames without a new generation: nothing for the guest to apply). */
   name: string;
+  /** The NICs rendered (record.nics as JSON): an ENI attached or detached, an address assigned or moved renders anew. */
+  nics: string;
   view: GuestView;
 }
 
@@ -47,8 +49,8 @@ export class GuestDocumentsService {
       keyPairs: KeyPairStore;
       host: GuestHostSettings;
       logger: Logger;
-      /** The instance's security groups in priority order (the metadata trees serve them). */
-      securityGroupsOf?: (record: InstanceRecord) => readonly GuestSecurityGroup[];
+      /** Security groups in priority order (the metadata trees serve them), named: an instance's, or a NIC's own. */
+      securityGroupsOf?: (bound: Pick<InstanceRecord, "securityGroupIds">) => readonly GuestSecurityGroup[];
     },
   ) {}
 
@@ -75,9 +77,13 @@ export class GuestDocumentsService {
   private documents(record: InstanceRecord, keys: readonly GuestKey[]): { docs: GuestDocuments; view: GuestView } {
     const generation = record.configGeneration ?? 1;
     const securityGroups = this.o.securityGroupsOf?.(record) ?? [];
-    const groups = securityGroups.map((g) => `${g.id}=${g.name}`).join("\n");
+    const nicSecurityGroups = (nic: NicRecord) => this.o.securityGroupsOf?.({ securityGroupIds: nic.securityGroupIds ?? [] }) ?? [];
+    // Every group the documents name (the instance's and each NIC's own), so a rename or a rebinding renders anew.
+    const nicGroups = record.nics.slice(1).flatMap((nic) => (nic.securityGroupIds ? [nicSecurityGroups(nic)] : []));
+    const groups = [securityGroups, ...nicGroups].map((set) => set.map((g) => `${g.id}=${g.name}`).join("\n")).join("\n\n");
+    const nics = JSON.stringify(record.nics);
     const cached = this.cache.get(record.instanceId);
-    if (cached && cached.generation === generation && cached.keys === keys && cached.groups === groups && cached.name === record.instanceName) return { docs: cached.view.docs, view: cached.view };
+    if (cached && cached.generation === generation && cached.keys === keys && cached.groups === groups && cached.name === record.instanceName && cached.nics === nics) return { docs: cached.view.docs, view: cached.view };
     const windowsPassword = this.windowsPassword(record);
     const config = guestConfigOf({
       record,
@@ -85,6 +91,7 @@ export class GuestDocumentsService {
       keys,
       ...(windowsPassword !== undefined ? { windowsPassword } : {}),
       ...(securityGroups.length ? { securityGroups } : {}),
+      nicSecurityGroups,
     });
     const docs = renderGuestDocuments(config);
     const passwordFile = this.o.paths.postedPassword(record.instanceId);
@@ -107,7 +114,7 @@ export class GuestDocumentsService {
         }
       },
     };
-    this.cache.set(record.instanceId, { generation, keys, groups, name: record.instanceName, view });
+    this.cache.set(record.instanceId, { generation, keys, groups, name: record.instanceName, nics, view });
     return { docs, view };
   }
 

@@ -22,7 +22,7 @@
  * plain text; the Windows plain password appears in exactly one place, `admin_pass`
  * of the OpenStack meta_data.json (cloudbase-init needs it in clear).
  */
-import type { GuestConfig, GuestDocuments } from "./types.js";
+import type { GuestConfig, GuestDocuments, GuestNic } from "./types.js";
 import { renderYaml, type YamlValue } from "./yaml.js";
 
 /** Where the metadata service lives (169.254.0.23, 169.254.169.254): routed via eth0's gateway. */
@@ -70,7 +70,10 @@ function checkConfig(cfg: GuestConfig): void {
     }
     parseIpv4(nic.ipv4);
     parseIpv4(nic.gateway);
+    for (const address of nic.secondaryIpv4s ?? []) parseIpv4(address);
   }
+  const names = cfg.nics.map((nic, i) => linkName(nic, i));
+  if (new Set(names).size !== names.length) throw new Error(`GuestConfig: two NICs with one device number (${names.join(", ")})`);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -102,36 +105,46 @@ function openstackMetaData(cfg: GuestConfig): Record<string, unknown> {
   };
 }
 
-/** Nova's network_data.json (links, networks, services), NIC n named `eth<n>`. */
+/**
+ * Nova's network_data.json (links, networks, services). A link per NIC, named `eth<device
+ * number>`; a network per address, as Nova writes one per fixed IP: the NIC's primary address
+ * first, then its secondary ones, all `ipv4` on the same link (cloud-init 22.4's
+ * convert_net_json makes each a static subnet of the link's interface). Only the primary NIC's
+ * primary network carries the routes (default and metadata) and the DNS servers.
+ */
 function openstackNetworkData(cfg: GuestConfig): Record<string, unknown> {
   const links = cfg.nics.map((nic, i) => ({
-    id: linkName(i),
+    id: linkName(nic, i),
     // Not in Nova's schema but honoured by cloud-init: the guest interface's name.
-    name: linkName(i),
+    name: linkName(nic, i),
     type: "phy",
     ethernet_mac_address: nic.mac,
     mtu: nic.mtu ?? null,
   }));
-  const networks = cfg.nics.map((nic, i) => {
-    const primary = i === 0;
-    return {
-      id: `network${i}`,
-      type: "ipv4",
-      link: linkName(i),
-      ip_address: nic.ipv4,
-      netmask: netmaskOf(nic.prefixLength),
-      routes: primary
-        ? [
-            { network: "0.0.0.0", netmask: "0.0.0.0", gateway: nic.gateway },
-            { network: LINK_LOCAL_NETWORK.network, netmask: LINK_LOCAL_NETWORK.netmask, gateway: nic.gateway },
-          ]
-        : [],
-      network_id: nic.subnetId,
-      // Nova's per-network DNS (cloudbase-init), and cloud-init's subnet key for the
-      // same servers (convert_net_json copies `dns_nameservers` into the subnet).
-      services: primary ? cfg.nameservers.map((address) => ({ type: "dns", address })) : [],
-      ...(primary && cfg.nameservers.length > 0 ? { dns_nameservers: [...cfg.nameservers] } : {}),
-    };
+  const networks: Array<Record<string, unknown>> = [];
+  cfg.nics.forEach((nic, i) => {
+    const primaryNic = i === 0;
+    addressesOf(nic).forEach((address, k) => {
+      const primary = primaryNic && k === 0;
+      networks.push({
+        id: `network${networks.length}`,
+        type: "ipv4",
+        link: linkName(nic, i),
+        ip_address: address,
+        netmask: netmaskOf(nic.prefixLength),
+        routes: primary
+          ? [
+              { network: "0.0.0.0", netmask: "0.0.0.0", gateway: nic.gateway },
+              { network: LINK_LOCAL_NETWORK.network, netmask: LINK_LOCAL_NETWORK.netmask, gateway: nic.gateway },
+            ]
+          : [],
+        network_id: nic.subnetId,
+        // Nova's per-network DNS (cloudbase-init), and cloud-init's subnet key for the
+        // same servers (convert_net_json copies `dns_nameservers` into the subnet).
+        services: primary ? cfg.nameservers.map((address) => ({ type: "dns", address })) : [],
+        ...(primary && cfg.nameservers.length > 0 ? { dns_nameservers: [...cfg.nameservers] } : {}),
+      });
+    });
   });
   return {
     links,
@@ -271,22 +284,23 @@ function singleQuoted(value: string): string {
 
 /**
  * Network config version 1 (the same content cloud-init makes of network_data.json):
- * NIC n matched by MAC and named `eth<n>`, static IPv4. Version 1 because cloud-init
- * 22.4's ENI renderer (Debian 12) writes a v2 `nameservers` block as a bogus
- * `dns {…}` line into /etc/network/interfaces.
+ * NIC n matched by MAC and named `eth<device number>`, a static IPv4 subnet per address (the
+ * primary first). Version 1 because cloud-init 22.4's ENI renderer (Debian 12) writes a v2
+ * `nameservers` block as a bogus `dns {…}` line into /etc/network/interfaces.
  */
 function nocloudNetworkConfig(cfg: GuestConfig): string {
   const config: YamlValue[] = cfg.nics.map((nic, i) => {
-    const primary = i === 0;
+    const primaryNic = i === 0;
     return {
       type: "physical",
-      name: linkName(i),
+      name: linkName(nic, i),
       mac_address: nic.mac,
       ...(nic.mtu !== undefined ? { mtu: nic.mtu } : {}),
-      subnets: [
-        {
+      subnets: addressesOf(nic).map((address, k) => {
+        const primary = primaryNic && k === 0;
+        return {
           type: "static",
-          address: nic.ipv4,
+          address,
           netmask: netmaskOf(nic.prefixLength),
           ...(primary
             ? {
@@ -297,8 +311,8 @@ function nocloudNetworkConfig(cfg: GuestConfig): string {
               }
             : {}),
           ...(primary && cfg.nameservers.length > 0 ? { dns_nameservers: [...cfg.nameservers] } : {}),
-        },
-      ],
+        };
+      }),
     };
   });
   if (cfg.nameservers.length > 0) config.push({ type: "nameserver", address: [...cfg.nameservers] });
@@ -308,8 +322,14 @@ function nocloudNetworkConfig(cfg: GuestConfig): string {
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-function linkName(index: number): string {
-  return `eth${index}`;
+/** The guest's name of a NIC: `eth<device number>` (its fixed slot; absent: its index). */
+export function linkName(nic: Pick<GuestNic, "deviceNumber">, index: number): string {
+  return `eth${nic.deviceNumber ?? index}`;
+}
+
+/** A NIC's addresses: the primary first, then the secondary ones (a repeat of one is dropped). */
+export function addressesOf(nic: Pick<GuestNic, "ipv4" | "secondaryIpv4s">): string[] {
+  return [...new Set([nic.ipv4, ...(nic.secondaryIpv4s ?? [])])];
 }
 
 /** 24 → "255.255.255.0". */

@@ -17,6 +17,17 @@ export interface GuestNic {
   readonly subnetId: string;
   /** The link MTU, when the host network needs one other than the guest's default (1500). */
   readonly mtu?: number;
+  /** Secondary private IPv4 addresses (same subnet and prefix as `ipv4`), in assignment order. */
+  readonly secondaryIpv4s?: readonly string[];
+  /** The elastic network interface this NIC is (eni-…), when it has one. */
+  readonly eniId?: string;
+  /**
+   * The NIC's fixed device number (its slot): the guest names it `eth<deviceNumber>` and EC2's
+   * `device-number` says it. Absent: its index in `nics`. Detaching one NIC renames no other.
+   */
+  readonly deviceNumber?: number;
+  /** This NIC's security groups in priority order; absent: the instance's (`GuestConfig.securityGroups`). */
+  readonly securityGroups?: readonly GuestSecurityGroup[];
 }
 
 /** A public key bound to the instance. */

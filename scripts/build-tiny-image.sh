@@ -30,6 +30,9 @@
 # in, the guest reads the config drive's openstack/latest/network_data.json, configures its
 # NICs and starts its responders (TCP 7001, 7002, UDP 7003, a TCP sink on 7004, ping), then
 #   CDH-TINY-NET id=INSTANCE nics=eth0:MAC:IP/PREFIX,... gw=GATEWAY     (or CDH-TINY-NET none)
+#   CDH-TINY-NICS gen=G nics=eth0:MAC:IP/P+IP/P,eth1:MAC:IP/P,...
+# and follows the drive (hot-swapped by the agent; read every second) and hot-plugged NICs,
+# printing a new CDH-TINY-NICS line after each change it applied.
 # The serial console reads commands: a line `cdh-net ...` runs /bin/cdh-net in the background
 # (probes from inside the guest, test/support/guest-net.ts), a line `cdh-shell` starts an
 # interactive shell with echo and the prompt `tiny# ` until `exit` (a human at the agent's

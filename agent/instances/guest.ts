@@ -2,9 +2,9 @@
  * Instance record → what its guest should know (GuestConfig), purely. The config
  * drive and every metadata tree are rendered from this one value.
  */
-import type { GuestConfig, GuestKey, GuestSecurityGroup } from "../../cloud-init/types.js";
+import type { GuestConfig, GuestKey, GuestNic, GuestSecurityGroup } from "../../cloud-init/types.js";
 import type { Subnet } from "../network/subnets.js";
-import type { InstanceRecord } from "../model.js";
+import type { InstanceRecord, NicRecord } from "../model.js";
 import { intranetCap, type IntranetRule } from "../network/bandwidth/rule.js";
 
 export interface GuestHostSettings {
@@ -25,13 +25,32 @@ export function guestConfigOf(options: {
   windowsPassword?: string;
   /** The instance's security groups, in priority order. */
   securityGroups?: readonly GuestSecurityGroup[];
+  /** A NIC's own security groups (NicRecord.securityGroupIds, named), for a NIC that has its own. */
+  nicSecurityGroups?: (nic: NicRecord) => readonly GuestSecurityGroup[];
 }): GuestConfig {
   const { record, host } = options;
   const windows = record.osType === "windows";
-  const nics = record.nics.flatMap((nic) => {
+  // Every NIC of the record, in its order (the primary first), with its secondary addresses;
+  // a NIC on a subnet this host does not have, or without an address, is not the guest's to configure.
+  const nics = record.nics.flatMap((nic, index): GuestNic[] => {
     const subnet = host.subnets.find((s) => s.subnetId === nic.subnetId);
     if (!subnet || !nic.ipv4) return [];
-    return [{ mac: nic.mac, ipv4: nic.ipv4, prefixLength: subnet.prefixLength, gateway: subnet.gateway, vpcId: subnet.vpcId, subnetId: subnet.subnetId }];
+    // The primary NIC always follows the instance's groups (agent/model.ts).
+    const ownGroups = index > 0 && nic.securityGroupIds !== undefined ? options.nicSecurityGroups?.(nic) : undefined;
+    return [
+      {
+        mac: nic.mac,
+        ipv4: nic.ipv4,
+        prefixLength: subnet.prefixLength,
+        gateway: subnet.gateway,
+        vpcId: subnet.vpcId,
+        subnetId: subnet.subnetId,
+        deviceNumber: nic.slot ?? index,
+        ...(nic.secondaryIpv4s?.length ? { secondaryIpv4s: [...nic.secondaryIpv4s] } : {}),
+        ...(nic.eniId ? { eniId: nic.eniId } : {}),
+        ...(ownGroups ? { securityGroups: ownGroups } : {}),
+      },
+    ];
   });
   const primary = host.subnets.find((s) => s.subnetId === record.nics[0]?.subnetId);
   const keyIds = record.login?.keyIds ?? [];

@@ -128,12 +128,12 @@ export function buildSite(config: GuestConfig, docs: GuestDocuments): Site {
     site.add(`/${version}`, versionListing, TEXT);
     site.add(`/${version}/`, versionListing, TEXT);
     site.folder(`/${version}/meta-data`, metaData(config, docs, macCase, flavour));
-    addMacAliases(site, `/${version}/meta-data`, config, macCase);
+    addMacAliases(site, `/${version}/meta-data`, config, macCase, flavour);
     if (hasUserData) site.add(`/${version}/user-data`, userData, BINARY);
   }
   // The versionless form (`/meta-data/local-ipv4`, the seed's legacy URLs) is 1.0.
   site.folder("/meta-data", metaData(config, docs, "upper", "tencent"));
-  addMacAliases(site, "/meta-data", config, "upper");
+  addMacAliases(site, "/meta-data", config, "upper", "tencent");
 
   // OpenStack.
   site.add("/openstack", OPENSTACK_VERSIONS.join("\n"), TEXT);
@@ -217,7 +217,7 @@ function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | 
 
   if (config.nics.length > 0) {
     const macs = md.folder("network").folder("interfaces").folder("macs");
-    config.nics.forEach((nic, index) => macs.children.set(mac(nic.mac), nicFolder(nic, index, mac, config.securityGroups)));
+    config.nics.forEach((nic, index) => macs.children.set(mac(nic.mac), nicFolder(nic, index, mac, config.securityGroups, flavour)));
   }
 
   if (config.publicKeys.length > 0) {
@@ -229,38 +229,61 @@ function metaData(config: GuestConfig, docs: GuestDocuments, macCase: "upper" | 
   return md;
 }
 
-function nicFolder(nic: GuestConfig["nics"][number], index: number, mac: (m: string) => string, groups: GuestConfig["securityGroups"] = []): Folder {
+/**
+ * One NIC's folder. Both trees: `mac`, `device-number` (its slot), `interface-id` (its ENI),
+ * `primary-local-ipv4`, `vpc-id`, `subnet-id`, `subnet-ipv4-cidr-block`, its own security
+ * groups (`security-group-ids`, `security-groups`). `local-ipv4s` lists every address of the
+ * NIC, the primary first: the Tencent versions make it a folder with a folder per address
+ * (gateway, local-ipv4, subnet-mask; seeds-cvm-manual-1 §5.3), EC2's `2009-04-04` a leaf with
+ * one address a line, as EC2 serves it and cloud-init's Ec2 datasource reads it.
+ */
+function nicFolder(
+  nic: GuestConfig["nics"][number],
+  index: number,
+  mac: (m: string) => string,
+  instanceGroups: GuestConfig["securityGroups"] = [],
+  flavour: Flavour = "tencent",
+): Folder {
   const f = new Folder();
+  const groups = nic.securityGroups ?? instanceGroups;
+  const addresses = [...new Set([nic.ipv4, ...(nic.secondaryIpv4s ?? [])])];
   f.leaf("mac", mac(nic.mac));
-  // EC2's per-interface groups: every NIC of an instance carries the instance's groups.
   f.leaf("security-group-ids", groups.map((g) => g.id).join("\n"));
   f.leaf("security-groups", groups.map((g) => oneLine(g.name) || g.id).join("\n"));
-  f.leaf("device-number", String(index));
+  f.leaf("device-number", String(nic.deviceNumber ?? index));
+  f.leaf("interface-id", nic.eniId);
   f.leaf("primary-local-ipv4", nic.ipv4);
   f.leaf("vpc-id", nic.vpcId);
   f.leaf("subnet-id", nic.subnetId);
   const cidr = networkCidr(nic.ipv4, nic.prefixLength);
   f.leaf("subnet-ipv4-cidr-block", cidr);
-  const ip = f.folder("local-ipv4s").folder(nic.ipv4);
-  ip.leaf("gateway", nic.gateway);
-  ip.leaf("local-ipv4", nic.ipv4);
-  ip.leaf("subnet-mask", prefixToMask(nic.prefixLength));
+  if (flavour === "ec2") {
+    f.leaf("local-ipv4s", addresses.join("\n"));
+    return f;
+  }
+  const ips = f.folder("local-ipv4s");
+  for (const address of addresses) {
+    const ip = ips.folder(address);
+    ip.leaf("gateway", nic.gateway);
+    ip.leaf("local-ipv4", address);
+    ip.leaf("subnet-mask", prefixToMask(nic.prefixLength));
+  }
   return f;
 }
 
 /** Unlisted aliases: the other MAC case, and the seed's singular `interfaces/mac/`. */
-function addMacAliases(site: SiteBuilder, metaPath: string, config: GuestConfig, listed: "upper" | "lower"): void {
+function addMacAliases(site: SiteBuilder, metaPath: string, config: GuestConfig, listed: "upper" | "lower", flavour: Flavour): void {
   const other = listed === "upper" ? (m: string) => m.toLowerCase() : (m: string) => m.toUpperCase();
   const same = listed === "upper" ? (m: string) => m.toUpperCase() : (m: string) => m.toLowerCase();
   const singular = new Folder();
   config.nics.forEach((nic, index) => {
-    site.folder(`${metaPath}/network/interfaces/macs/${other(nic.mac)}`, nicFolder(nic, index, same, config.securityGroups));
-    singular.children.set(same(nic.mac), nicFolder(nic, index, same, config.securityGroups));
+    site.folder(`${metaPath}/network/interfaces/macs/${other(nic.mac)}`, nicFolder(nic, index, same, config.securityGroups, flavour));
+    singular.children.set(same(nic.mac), nicFolder(nic, index, same, config.securityGroups, flavour));
   });
   if (config.nics.length === 0) return;
   site.folder(`${metaPath}/network/interfaces/mac`, singular);
   config.nics.forEach((nic, index) => {
-    site.folder(`${metaPath}/network/interfaces/mac/${other(nic.mac)}`, nicFolder(nic, index, same, config.securityGroups));
+    site.folder(`${metaPath}/network/interfaces/mac/${other(nic.mac)}`, nicFolder(nic, index, same, config.securityGroups, flavour));
   });
 }
 

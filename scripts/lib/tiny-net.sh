@@ -8,7 +8,13 @@
 #       openstack/latest/network_data.json), gives every NIC named there its address,
 #       prefix and default route (busybox ip), starts the responders and prints
 #         CDH-TINY-NET id=INSTANCE nics=eth0:MAC:IP/PREFIX,... gw=GATEWAY
-#       (or `CDH-TINY-NET none` when no drive shows up within 60 s).
+#       (or `CDH-TINY-NET none` when no drive shows up within 60 s), then
+#         CDH-TINY-NICS gen=G nics=eth0:MAC:IP/P+IP/P,eth1:MAC:IP/P,...
+#       (every NIC but lo, each with all its IPv4 addresses, the primary first; G the
+#       drive's meta.generation). It then follows the drive (re-read every second: the
+#       agent hot-swaps it on every change) and the NIC set (hot-plug, unplug): on a change
+#       it applies network_data.json again (new NICs up, addresses added and removed, a
+#       source rule per address to its NIC's table) and prints a new CDH-TINY-NICS line.
 #       Responders: TCP 7001 and 7002 answer one line `CDH-TCP port=P id=INSTANCE`,
 #       UDP 7003 answers `CDH-UDP port=7003 id=INSTANCE`, TCP 7004 reads everything and
 #       answers the byte count (a sink for throughput), ICMP echo is the kernel's.
@@ -21,6 +27,7 @@
 #   cdh-net watch ID PROTO IP PORT SECS
 #       Probes again and again (results `CDH-NET ID.N ok|fail ...`) until `cdh-net stop ID`.
 #   cdh-net stop ID
+#   cdh-net nics ID                             (`CDH-NET ID ok CDH-TINY-NICS gen=G nics=...` now)
 #   cdh-net addr ID add|del ADDR/PREFIX         (on eth0; forging a source address)
 #   cdh-net mac ID MAC                          (eth0's MAC; forging a source MAC)
 #   cdh-net send ID IP PORT MB SECS
@@ -31,31 +38,33 @@ con=/dev/ttyS0
 say() { echo "$*" >"$con"; }
 field() { echo "$1" | grep -o "\"$2\":\"[^\"]*\"" | head -n1 | cut -d'"' -f4; }
 
-setup() {
-  mkdir -p /mnt/config
-  found=
-  i=0
-  while [ $i -lt 120 ] && [ -z "$found" ]; do
-    for d in /dev/sr0 /dev/sr1; do
-      [ -b "$d" ] || continue
-      mount -t iso9660 -o ro "$d" /mnt/config 2>/dev/null || continue
-      if [ -f /mnt/config/openstack/latest/network_data.json ]; then found=$d; break; fi
-      umount /mnt/config
-    done
-    [ -n "$found" ] || usleep 500000
-    i=$((i + 1))
-  done
-  if [ -z "$found" ]; then say "CDH-TINY-NET none"; return 0; fi
-  cp /mnt/config/openstack/latest/network_data.json /etc/network_data.json
-  cp /mnt/config/openstack/latest/meta_data.json /etc/meta_data.json 2>/dev/null
-  umount /mnt/config
-  id=$(field "$(cat /etc/meta_data.json 2>/dev/null)" instance_id)
-  [ -n "$id" ] || id=unknown
+# The config drive's device (found at setup): sr0, or sr1 when an ISO sits in the first.
+drive_file=/tmp/cdh-drive
 
-  # One object a line: links ({"id":"eth0",...,"ethernet_mac_address":...}), then networks.
-  # (the file has no final newline: `read` would drop its last line)
+# Copies the config drive's network_data.json and meta_data.json to /tmp/cdh-new.*; fails
+# when the drive cannot be read now (no media, a swap under way).
+read_drive() {
+  d=$(cat "$drive_file" 2>/dev/null)
+  [ -n "$d" ] || return 1
+  mkdir -p /mnt/config
+  mount -t iso9660 -o ro "$d" /mnt/config 2>/dev/null || return 1
+  ok=1
+  cp /mnt/config/openstack/latest/network_data.json /tmp/cdh-new.net 2>/dev/null || ok=
+  cp /mnt/config/openstack/latest/meta_data.json /tmp/cdh-new.meta 2>/dev/null || : >/tmp/cdh-new.meta
+  umount /mnt/config
+  [ -n "$ok" ]
+}
+
+# Brings the NICs to what /etc/network_data.json says: every link present (found by MAC) is up
+# with every address of its networks (a network per address: the primary first, then the
+# secondary ones) and the default route of the network that has one; an address that this
+# function added before and the file no longer names is removed (an address added by
+# `cdh-net addr` is never touched). Each NIC's addresses get a source rule to a table of the
+# NIC's own (100 + N for ethN), so a reply from an address leaves through the NIC that owns
+# it, as anti-spoofing wants when two NICs share a subnet.
+apply() {
   { sed 's/{"id":/\n{"id":/g' /etc/network_data.json; echo; } >/tmp/net.lines
-  nics= gw=
+  : >/tmp/cdh-want
   while IFS= read -r obj; do
     case "$obj" in *'"type":"ipv4"'*) ;; *) continue ;; esac
     link=$(field "$obj" link)
@@ -68,15 +77,100 @@ setup() {
     done
     [ -n "$ifc" ] && [ -n "$ip" ] || continue
     prefix=$(ipcalc -p "$ip" "$mask" | cut -d= -f2)
+    net=$(ipcalc -n "$ip" "$mask" | cut -d= -f2)
+    table=$((100 + ${ifc#eth}))
     ip link set dev "$ifc" up
-    ip addr add "$ip/$prefix" dev "$ifc"
-    route=$(echo "$obj" | grep -o '{"network":"0.0.0.0","netmask":"0.0.0.0","gateway":"[0-9.]*"' | head -n1)
-    if [ -n "$route" ] && [ -z "$gw" ]; then
-      gw=$(field "$route" gateway)
-      ip route add default via "$gw" dev "$ifc"
+    echo "$ifc $ip/$prefix $table" >>/tmp/cdh-want
+    if ! ip -4 addr show dev "$ifc" | grep -q "inet $ip/$prefix "; then
+      ip addr add "$ip/$prefix" dev "$ifc"
+      (arping -U -c 1 -I "$ifc" -s "$ip" "$ip" >/dev/null 2>&1 &)
     fi
-    nics="${nics:+$nics,}$ifc:$mac:$ip/$prefix"
+    ip route replace "$net/$prefix" dev "$ifc" table "$table" 2>/dev/null
+    ip rule show | grep -q "from $ip lookup $table" || ip rule add from "$ip" table "$table" pref 1000 2>/dev/null
+    route=$(echo "$obj" | grep -o '{"network":"0.0.0.0","netmask":"0.0.0.0","gateway":"[0-9.]*"' | head -n1)
+    if [ -n "$route" ]; then
+      gw=$(field "$route" gateway)
+      echo "$gw" >/tmp/cdh-gw
+      ip route replace default via "$gw" dev "$ifc"
+    fi
   done </tmp/net.lines
+  if [ -f /tmp/cdh-have ]; then
+    while read -r ifc cidr table; do
+      grep -q "^$ifc $cidr " /tmp/cdh-want && continue
+      ip addr del "$cidr" dev "$ifc" 2>/dev/null
+      ip rule del from "${cidr%/*}" table "$table" 2>/dev/null
+    done </tmp/cdh-have
+  fi
+  mv /tmp/cdh-want /tmp/cdh-have
+}
+
+# `eth0:MAC:IP/P+IP/P,eth1:MAC:IP/P`: every NIC (not lo) with its IPv4 addresses, primary first.
+nics_now() {
+  out=
+  for d in /sys/class/net/*; do
+    ifc=$(basename "$d")
+    [ "$ifc" = lo ] && continue
+    mac=$(tr A-F a-f <"$d/address")
+    addrs=$(ip -4 addr show dev "$ifc" | grep -o 'inet [0-9./]*' | cut -d' ' -f2 | tr '\n' '+')
+    out="${out:+$out,}$ifc:$mac:${addrs%+}"
+  done
+  echo "$out"
+}
+
+generation() { field "$(cat /etc/meta_data.json 2>/dev/null)" generation; }
+
+# Follows the config drive (read every second) and the NIC set: on a change, applies the new
+# network_data.json and prints `CDH-TINY-NICS gen=G nics=...` (the drive's generation).
+follow() {
+  last_macs=$(cat /sys/class/net/*/address | sort | tr '\n' ' ')
+  while :; do
+    sleep 1
+    changed=
+    macs=$(cat /sys/class/net/*/address | sort | tr '\n' ' ')
+    [ "$macs" = "$last_macs" ] || { changed=1; last_macs=$macs; }
+    if read_drive && ! cmp -s /tmp/cdh-new.net /etc/network_data.json; then
+      cp /tmp/cdh-new.net /etc/network_data.json
+      cp /tmp/cdh-new.meta /etc/meta_data.json
+      changed=1
+    fi
+    [ -n "$changed" ] || continue
+    apply
+    say "CDH-TINY-NICS gen=$(generation) nics=$(nics_now)"
+  done
+}
+
+setup() {
+  # The drive's door is never locked while it is read: the agent swaps it at any moment
+  # (a locked tray makes libvirt's change-media time out waiting to open it).
+  echo 0 >/proc/sys/dev/cdrom/lock 2>/dev/null
+  found=
+  i=0
+  while [ $i -lt 120 ] && [ -z "$found" ]; do
+    for d in /dev/sr0 /dev/sr1; do
+      [ -b "$d" ] || continue
+      echo "$d" >"$drive_file"
+      if read_drive; then found=$d; break; fi
+    done
+    [ -n "$found" ] || usleep 500000
+    i=$((i + 1))
+  done
+  if [ -z "$found" ]; then rm -f "$drive_file"; say "CDH-TINY-NET none"; return 0; fi
+  cp /tmp/cdh-new.net /etc/network_data.json
+  cp /tmp/cdh-new.meta /etc/meta_data.json
+  id=$(field "$(cat /etc/meta_data.json 2>/dev/null)" instance_id)
+  [ -n "$id" ] || id=unknown
+  # A NIC answers ARP only for its own addresses, from its own addresses.
+  echo 1 >/proc/sys/net/ipv4/conf/all/arp_ignore
+  echo 2 >/proc/sys/net/ipv4/conf/all/arp_announce
+  apply
+  # CDH-TINY-NET names each NIC configured, with its first (primary) address.
+  nics=
+  while read -r ifc cidr table; do
+    case ",$nics" in *",$ifc:"*) continue ;; esac
+    mac=$(tr A-F a-f <"/sys/class/net/$ifc/address")
+    nics="${nics:+$nics,}$ifc:$mac:$cidr"
+  done </tmp/cdh-have
+  gw=$(cat /tmp/cdh-gw 2>/dev/null)
 
   for port in 7001 7002; do
     printf '#!/bin/sh\necho "CDH-TCP port=%s id=%s"\n' "$port" "$id" >"/bin/cdh-tcp-$port"
@@ -98,7 +192,10 @@ setup() {
     usleep 100000; i=$((i + 1))
   done
   say "CDH-TINY-NET id=$id nics=$nics gw=$gw"
+  say "CDH-TINY-NICS gen=$(generation) nics=$(nics_now)"
+  follow </dev/null >/dev/null 2>&1 &
 }
+
 
 probe() {
   pid=$1 proto=$2 ip=$3 port=$4 secs=${5:-1} src=${6:-}
@@ -140,6 +237,7 @@ case "$cmd" in
       probe "$wid.$n" "$@"
       usleep 200000
     done ;;
+  nics) say "CDH-NET $1 ok CDH-TINY-NICS gen=$(generation) nics=$(nics_now)" ;;
   stop)
     rm -f "/tmp/cdh-watch-$1"
     say "CDH-NET $1 ok stopped" ;;

@@ -44,6 +44,34 @@ export function parseTinyNet(line: string): TinyNet {
   return { instanceId: m[1]!, nics, gateway: m[3]! };
 }
 
+/** `CDH-TINY-NICS gen=G nics=eth0:MAC:IP/P+IP/P,eth1:MAC:,...`: every NIC the guest has now. */
+export const TINY_NICS_PATTERN = /CDH-TINY-NICS gen=(\S*) nics=(\S*)/;
+
+export interface TinyNicState {
+  name: string;
+  mac: string;
+  /** IPv4 addresses with prefix ("10.0.0.5/24"), the primary first. */
+  addresses: string[];
+}
+
+export interface TinyNics {
+  /** The drive's meta.generation the guest applied ("" when it had none). */
+  generation: string;
+  nics: TinyNicState[];
+}
+
+/** Parses a CDH-TINY-NICS line; throws when the line is not one. */
+export function parseTinyNics(line: string): TinyNics {
+  const m = TINY_NICS_PATTERN.exec(line);
+  if (!m) throw new Error(`not a CDH-TINY-NICS line: ${JSON.stringify(line)}`);
+  const nics = m[2]!.split(",").filter((s) => s !== "").map((item) => {
+    const n = /^(\w+):([0-9a-f:]{17}):((?:[\d.]+\/\d+)(?:\+[\d.]+\/\d+)*)?$/.exec(item);
+    if (!n) throw new Error(`bad NIC ${JSON.stringify(item)} in ${JSON.stringify(line)}`);
+    return { name: n[1]!, mac: n[2]!, addresses: n[3] ? n[3].split("+") : [] };
+  });
+  return { generation: m[1]!, nics };
+}
+
 export interface ProbeResult {
   ok: boolean;
   /**
@@ -74,6 +102,9 @@ export class NetGuest {
   private closed = false;
   private readonly waiters = new Map<string, (r: { ok: boolean; rest: string }) => void>();
   private readonly watchers = new Map<string, (seqNo: number, ok: boolean, rest: string, at: number) => void>();
+  /** The last CDH-TINY-NICS line the guest printed while the console was held. */
+  private lastNics: TinyNics | undefined;
+  private readonly nicsWaiters = new Set<(n: TinyNics) => void>();
 
   private constructor(net: TinyNet, link: SerialLink) {
     this.net = net;
@@ -93,9 +124,9 @@ export class NetGuest {
    * Waits for the guest's CDH-TINY-NET line in its console log, then opens its serial pty
    * (found with `virsh dumpxml` of the running domain) and checks that it answers.
    */
-  static async open(o: { instanceId: string; consoleLog: string; uri?: string; timeoutMs?: number }): Promise<NetGuest> {
+  static async open(o: { instanceId: string; consoleLog: string; uri?: string; timeoutMs?: number; fromOffset?: number }): Promise<NetGuest> {
     const timeoutMs = o.timeoutMs ?? 90_000;
-    const line = await waitForSerial(o.consoleLog, TINY_NET_PATTERN, { timeoutMs });
+    const line = await waitForSerial(o.consoleLog, TINY_NET_PATTERN, { timeoutMs, ...(o.fromOffset !== undefined ? { fromOffset: o.fromOffset } : {}) });
     const net = parseTinyNet(line[0]);
     if (net.instanceId !== o.instanceId) throw new Error(`${o.consoleLog}: the guest says it is ${net.instanceId}, not ${o.instanceId}`);
     const guest = new NetGuest(net, await SerialLink.open(o.instanceId, o.uri));
@@ -112,7 +143,12 @@ export class NetGuest {
     const lines = (this.partial + chunk).split("\n");
     this.partial = lines.pop() ?? "";
     for (const raw of lines) {
-      const m = RESULT.exec(raw.replace(/\r$/, ""));
+      const line = raw.replace(/\r$/, "");
+      if (TINY_NICS_PATTERN.test(line) && !line.includes("CDH-NET ")) {
+        this.onNics(parseTinyNics(line));
+        continue;
+      }
+      const m = RESULT.exec(line);
       if (!m) continue;
       const [, id, verdict, rest] = m as unknown as [string, string, string, string | undefined];
       const waiter = this.waiters.get(id);
@@ -125,6 +161,55 @@ export class NetGuest {
       const watcher = dot > 0 ? this.watchers.get(id.slice(0, dot)) : undefined;
       if (watcher) watcher(Number(id.slice(dot + 1)), verdict === "ok", rest ?? "", Date.now());
     }
+  }
+
+  private onNics(nics: TinyNics): void {
+    this.lastNics = nics;
+    for (const w of [...this.nicsWaiters]) w(nics);
+  }
+
+  /** Asks the guest for its NICs and addresses now (`cdh-net nics`). */
+  async nics(): Promise<TinyNics> {
+    const r = await this.command("nics", [], 15_000);
+    if (!r.ok) throw new Error(`${this.instanceId}: cdh-net nics failed (${r.rest})`);
+    const nics = parseTinyNics(r.rest);
+    this.lastNics = nics;
+    return nics;
+  }
+
+  /**
+   * Waits until the guest's NICs satisfy `test`: checked against what it reports by itself
+   * (the CDH-TINY-NICS line it prints after applying a changed drive or NIC set) and, every
+   * `pollMs` (default 2 s), against an explicit `cdh-net nics`. Throws after `timeoutMs`
+   * (default 30 s) with the last state seen.
+   */
+  async waitNics(test: (n: TinyNics) => boolean, o: { timeoutMs?: number; pollMs?: number; what?: string } = {}): Promise<TinyNics> {
+    const timeoutMs = o.timeoutMs ?? 30_000;
+    const deadline = Date.now() + timeoutMs;
+    let seen = this.lastNics;
+    let done: ((n: TinyNics) => void) | undefined;
+    const pushed = new Promise<TinyNics>((resolve) => {
+      done = (n) => {
+        seen = n;
+        if (test(n)) resolve(n);
+      };
+      this.nicsWaiters.add(done);
+    });
+    try {
+      if (seen && test(seen)) return seen;
+      for (;;) {
+        const now = await this.nics().catch(() => undefined);
+        if (now) seen = now;
+        if (now && test(now)) return now;
+        const left = deadline - Date.now();
+        if (left <= 0) break;
+        const winner = await Promise.race([pushed, new Promise<undefined>((r) => setTimeout(() => r(undefined), Math.min(left, o.pollMs ?? 2_000)))]);
+        if (winner) return winner;
+      }
+    } finally {
+      if (done) this.nicsWaiters.delete(done);
+    }
+    throw new Error(`${this.instanceId}: the guest's NICs did not become ${o.what ?? "as expected"} within ${timeoutMs} ms; last seen ${JSON.stringify(seen)}`);
   }
 
   private send(line: string): void {
