@@ -434,7 +434,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     records: () => [...registry.all()].filter((e) => !e.launchFailed).map((e) => e.record),
     logger: logger.child({ component: "dhcp" }),
   });
-  await dhcp.start();
+  // Not awaited: it runs beside the start-up steps below; every sync queues behind it.
+  dhcp.start().catch((e: unknown) => logger.error({ err: e }, "DHCP: could not start; the guests' leases are not served"));
   nicEvents.on(() => dhcp.sync());
   // Every change (a launch failing takes its lease too); a pass that changes nothing writes nothing.
   registry.subscribe(() => {

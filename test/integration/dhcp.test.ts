@@ -134,6 +134,12 @@ describe("DHCP with fixed leases", () => {
       await agent.kill("SIGKILL");
       expect(await oursRunning()).toEqual([before]);
       agent = await agent.restart();
+      // The new agent says it adopted it (its DHCP start runs beside the rest of its start-up).
+      const deadline = Date.now() + 30_000;
+      while (!(await readFile(agent.logFile, "utf8")).includes("DHCP: adopted the running dnsmasq")) {
+        if (Date.now() > deadline) throw new Error("the restarted agent did not adopt the running dnsmasq within 30 s");
+        await new Promise((r) => setTimeout(r, 200));
+      }
       expect(await oursRunning()).toEqual([before]);
       expect(Number((await readFile(pidFile(), "utf8")).trim())).toBe(before);
     }, 120_000);
