@@ -19,8 +19,10 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { copyFile, mkdir, readdir, readFile, stat, writeFile } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { BENCH_CIDR, imagePath, keepAliveClient, rssBytes, startAgent, waitForStates, type Agent, type AgentOptions, type CvmClient } from "./agent.js";
+import { BENCH_CIDR, imagePath, keepAliveClient, rssBytes, sdkClient, startAgent, waitForStates, type Agent, type AgentOptions, type CvmClient } from "./agent.js";
 import { run, virsh, virshScript } from "./host.js";
 import { median, ratioRow, sleep, type Row } from "./stats.js";
 import type { Tracker } from "./tracker.js";
@@ -198,6 +200,8 @@ export async function benchMany(o: ManyOptions): Promise<{ rows: Row[]; agent: A
   // The agent's own share of a page: its log times each request from its head to the answer
   // (auth, parse, the handler), without the body's serialisation and the client's side.
   const handled = await requestTimes(o.agentOptions.logFile, "DescribeInstances", measuredFrom);
+  const floor = await sdkFloor(agent.client, check.total, o.calls, listAll);
+  log(`  (b) the SDK client alone, listing the same ${pages} pages from a stub that answers the agent's bytes at once: median ${floor.toFixed(1)} ms (${(floor / median(base)).toFixed(2)}× virsh list --all): the floor of this client on this host`);
   if (handled.length) log(`  (b) the agent's own time per DescribeInstances page (its log, ${handled.length} requests): median ${median(handled).toFixed(1)} ms; the rest of a page's ${median(onePage).toFixed(1)} ms is the SDK client (signing, fetch, JSON of ~170 KB) and the body's serialisation`);
   if (o.want.b) {
     rows.push(
@@ -240,6 +244,12 @@ export async function benchMany(o: ManyOptions): Promise<{ rows: Row[]; agent: A
     for (let i = 0; i < 3; i++) await agent.client.DescribeInstances({ Limit: 100 });
     const later = await rssBytes(agent.pid);
     log(`  (c) agent memory 15 s later: ${await memoryLine(agent.pid)}`);
+    // A diagnosis run: CDH_BENCH_AGENT_NODE_ARGS="--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=DIR" and CDH_BENCH_HEAP_SNAPSHOT=1.
+    if (process.env.CDH_BENCH_HEAP_SNAPSHOT === "1") {
+      process.kill(agent.pid, "SIGUSR2");
+      await sleep(20_000);
+      log("  (c) heap snapshot asked for (SIGUSR2; written to the agent's --diagnostic-dir)");
+    }
     rows.push({
       part: "(c)",
       what: `agent VmRSS with ${check.total} instances (baseline: idle, none)`,
@@ -306,6 +316,44 @@ export async function startupSteps(logFile: string, from: number, spawnedAtMs: n
   };
   const parts = [...kinds].map(([k, spans]) => `${k} ${covered(spans).toFixed(0)} ms (${spans.length})`);
   return [`first command at ${firstCommand === undefined ? "?" : (firstCommand - spawnedAtMs).toFixed(0)} ms`, ...parts, `serving at ${(until - spawnedAtMs).toFixed(0)} ms`].join("; ");
+}
+
+/**
+ * The official SDK client's own cost of listing `total` instances: the agent's pages are
+ * taken once and served again, as they are, by a stub HTTP server in this process that
+ * answers at once; the same listing through the SDK is then timed (median of `calls`).
+ */
+async function sdkFloor(client: CvmClient, total: number, calls: number, listAll: (c: CvmClient) => Promise<{ total: number; seen: number }>): Promise<number> {
+  const bodies = new Map<number, Buffer>();
+  for (let offset = 0; offset < total; offset += 100) {
+    const r = await client.DescribeInstances({ Offset: offset, Limit: 100 });
+    bodies.set(offset, Buffer.from(JSON.stringify({ Response: r })));
+  }
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const offset = (JSON.parse(Buffer.concat(chunks).toString() || "{}") as { Offset?: number }).Offset ?? 0;
+      const body = bodies.get(offset) ?? bodies.get(0)!;
+      res.writeHead(200, { "Content-Type": "application/json", "Content-Length": body.length });
+      res.end(body);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  try {
+    const stub = sdkClient((server.address() as AddressInfo).port);
+    for (let i = 0; i < 3; i++) await listAll(stub);
+    const times: number[] = [];
+    for (let i = 0; i < calls; i++) {
+      const t = performance.now();
+      await listAll(stub);
+      times.push(performance.now() - t);
+    }
+    return median(times);
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
 }
 
 /** durationMs of the agent's "api request" log lines for `action` written since `sinceMs` (epoch ms). */
