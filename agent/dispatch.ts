@@ -453,6 +453,9 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "ResetInstancesType":
         await instances.retype.retype(command.params, ctx);
         return {};
+      case "ModifyInstancesVpcAttribute":
+        await instances.vpcAttribute.modify(command.params, ctx);
+        return {};
       case "ResetInstancesInternetMaxBandwidth": {
         if (!deps.resetInternetMaxBandwidth) throw new ApiError("UnsupportedOperation", "this agent enforces no bandwidth caps");
         await deps.resetInternetMaxBandwidth(command.params.instanceIds, command.params.internetMaxBandwidthOut);

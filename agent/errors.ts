@@ -64,9 +64,14 @@ export const ERROR_CODES = Object.freeze({
   // Networks (VirtualPrivateCloud of RunInstances; the VPC API's codes)
   "InvalidParameter.InvalidIpFormat": "An IP address is not a dotted IPv4 address.",
   "InvalidParameterValue.SubnetNotExist": "No subnet with this ID is configured on this host.",
+  "InvalidParameterValue.SubnetIdMalformed": "ModifyInstancesVpcAttribute: a subnet ID is not `subnet-` followed by lowercase letters or digits.",
+  "InvalidParameterValue.VpcIdMalformed": "ModifyInstancesVpcAttribute: a VPC ID is not `vpc-` followed by lowercase letters or digits.",
+  "InvalidParameterValue.IPAddressMalformed": "ModifyInstancesVpcAttribute: a private address is not an IPv4 address.",
+  "UnsupportedOperation.IPv6NotSupportVpcMigrate": "ModifyInstancesVpcAttribute: IPv6 addresses were asked for; this host's subnets have none.",
   "InvalidParameterValue.VpcIdSubnetIdNotMatch": "The subnet does not belong to the VPC named.",
   VpcAddrNotInSubNet: "The private IP address is not inside the subnet (or is its network, gateway or broadcast address).",
   VpcIpIsUsed: "The private IP address is already used by another instance.",
+  EniNotAllowedChangeSubnet: "ModifyInstancesVpcAttribute: the instance cannot move to another subnet while ENIs or secondary addresses are attached.",
   // Resources and state
   "ResourceInsufficient.SpecifiedInstanceType": "The host has not enough CPU, memory or disk left for the request.",
   ResourceInsufficient: "The host has not enough resources left.",

@@ -17,7 +17,9 @@ export type JournalEntry =
   /** A reinstall: `record` is the new record (new image, new system disk file at its path); `oldPath` the disk it replaces. */
   | { kind: "reset"; instanceId: string; record: InstanceRecord; oldPath: string; requestId: string; startedAt: string }
   /** A resize (ResetInstancesType): `record` has the new size; `mode` how it applies (agent/instances/reset-type.ts). */
-  | { kind: "retype"; instanceId: string; record: InstanceRecord; mode: "stopped" | "restart" | "live"; from: { cpu: number; memoryGiB: number }; requestId: string; startedAt: string };
+  | { kind: "retype"; instanceId: string; record: InstanceRecord; mode: "stopped" | "restart" | "live"; from: { cpu: number; memoryGiB: number }; requestId: string; startedAt: string }
+  /** A new primary address (ModifyInstancesVpcAttribute): `record` has it; `from` the primary NIC's before; `wasRunning` whether to start it again. */
+  | { kind: "readdress"; instanceId: string; record: InstanceRecord; from: { ipv4: string; subnetId: string; vpcId?: string; network: string }; wasRunning: boolean; requestId: string; startedAt: string };
 
 export class Journal {
   constructor(private readonly dir: string) {}

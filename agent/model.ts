@@ -232,7 +232,8 @@ export type InstanceAction =
   | "ModifyInstancesAttribute"
   | "ResetInstancesType"
   | "MigrateInstances"
-  | "ResetInstancesInternetMaxBandwidth";
+  | "ResetInstancesInternetMaxBandwidth"
+  | "ModifyInstancesVpcAttribute";
 
 /** Login changes apply to an instance at rest in either power state (live, or at its next boot). */
 const LOGIN_STATES = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -268,6 +269,8 @@ export const ALLOWED_FROM: Readonly<Record<InstanceAction, ReadonlySet<InstanceS
   InstanceAttachISO: LOGIN_STATES,
   // Stopped; running too (live within the hot-plug headroom, or with ForceStop): agent/instances/reset-type.ts.
   ResetInstancesType: LOGIN_STATES,
+  // A new primary address: a running instance is stopped and started again (agent/instances/vpc-attribute.ts).
+  ModifyInstancesVpcAttribute: LOGIN_STATES,
   // A record change and the host's tc classes (agent/network/bandwidth): at rest or on the way to it.
   ResetInstancesInternetMaxBandwidth: new Set<InstanceState>(["RUNNING", "STOPPED", "STARTING", "STOPPING", "REBOOTING"]),
   // The seed: detaching needs the instance not running.

@@ -51,6 +51,8 @@ import type {
 } from "./schemas-logins.js";
 import { parseCloneInstance, parseCreateImage, parseResetInstance, parseRunInstances } from "./schemas-run.js";
 import { parseDescribeInstancesModification, parseResetInstancesType } from "./schemas-retype.js";
+import { parseModifyInstancesVpcAttribute } from "./schemas-vpc-attribute.js";
+import type { VpcAttributeRequest } from "../instances/vpc-attribute.js";
 import { parseCancelMigrateInstances, parseMigrateInstances, parseMigrationPeerStep } from "../migration/schemas.js";
 import type { MigrateRequest } from "../migration/source.js";
 import type { PeerStepParams } from "../migration/service.js";
@@ -193,6 +195,7 @@ export type Command =
   | { action: "InstanceAttachISO"; params: InstanceAttachIsoParams }
   | { action: "InstanceDetachISO"; params: InstanceIdParams }
   | { action: "ResetInstancesType"; params: ResetInstancesTypeParams }
+  | { action: "ModifyInstancesVpcAttribute"; params: VpcAttributeRequest }
   | { action: "ResetInstancesInternetMaxBandwidth"; params: ResetInstancesInternetMaxBandwidthParams }
   | { action: "DescribeInstancesModification"; params: DescribeInstancesModificationParams }
   // VPC 2017-03-12: security groups (the same endpoint; action names are unique across the APIs)
@@ -283,6 +286,7 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   InstanceAttachISO: parseInstanceAttachIso,
   InstanceDetachISO: parseInstanceDetachIso,
   ResetInstancesType: parseResetInstancesType,
+  ModifyInstancesVpcAttribute: parseModifyInstancesVpcAttribute,
   ResetInstancesInternetMaxBandwidth: parseResetInstancesInternetMaxBandwidth,
   DescribeInstancesModification: parseDescribeInstancesModification,
   CreateSecurityGroup: parseCreateSecurityGroup,

@@ -81,6 +81,7 @@ export const CVM_CODE_OF: Readonly<Record<Exclude<DomainErrorKind, "InstanceStat
   KeyPairIdMalformed: "InvalidKeyPairId.Malformed",
   InstanceIdMalformed: "InvalidInstanceId.Malformed",
   TerminationProtected: "UnsupportedOperation.InstancesProtected",
+  EniBlocksSubnetChange: "EniNotAllowedChangeSubnet",
 });
 
 /** The CVM code of a domain error. */

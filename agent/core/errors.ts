@@ -92,7 +92,9 @@ export type DomainErrorKind =
   | "KeyPairIdMalformed"
   | "InstanceIdMalformed"
   /** TerminateInstances of an instance whose DisableApiTermination is set. */
-  | "TerminationProtected";
+  | "TerminationProtected"
+  /** ModifyInstancesVpcAttribute: a move to another subnet while ENIs (or secondary addresses) are attached. */
+  | "EniBlocksSubnetChange";
 
 export class DomainError extends Error {
   override name = "DomainError";

@@ -123,6 +123,14 @@ export const journalEntrySchema = z.discriminatedUnion("kind", [
       from: z.object({ cpu: z.number().int().positive(), memoryGiB: z.number().int().positive() }),
     })
     .passthrough(),
+  z
+    .object({
+      kind: z.literal("readdress"),
+      ...base,
+      from: z.object({ ipv4: z.string(), subnetId: z.string(), vpcId: z.string().optional(), network: z.string() }),
+      wasRunning: z.boolean(),
+    })
+    .passthrough(),
 ]);
 
 /** Why a value failed its schema, in one line: the paths and messages of the first three problems. */

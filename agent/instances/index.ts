@@ -33,6 +33,7 @@ import { RescueOperations } from "./rescue.js";
 import { ResizeOperation } from "./resize.js";
 import { Retyper } from "./reset-type.js";
 import { Terminator } from "./terminate.js";
+import { VpcAttributeOperation } from "./vpc-attribute.js";
 
 export interface InstanceOperations {
   ops: Operations;
@@ -43,6 +44,8 @@ export interface InstanceOperations {
   resize: ResizeOperation;
   /** ResetInstancesType and DescribeInstancesModification. */
   retype: Retyper;
+  /** ModifyInstancesVpcAttribute: a new primary address (and subnet). */
+  vpcAttribute: VpcAttributeOperation;
   reinstall: Reinstaller;
   rescue: RescueOperations;
   iso: IsoOperations;
@@ -115,6 +118,17 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
   });
   const power = new PowerControl({ hypervisor, registry, softStopTimeoutMs: o.softStopTimeoutMs, softStopRetryMs: o.softStopRetryMs });
   const hooks = o.firewallHooks;
+  const vpcAttribute = new VpcAttributeOperation({
+    ops, registry, journal, hypervisor, specs, power, drives, subnets: o.subnets, checkpoint,
+    ...(o.nics ? { addressesInUse: (subnetId: string) => o.nics!.addressesInUse(subnetId) } : {}),
+    ...(hooks ? { nicsChanged: (record: InstanceRecord) => hooks.beforeStart(record) } : {}),
+  });
+  /** The address books with the addresses a primary address change holds (launches allocate from these). */
+  const addressesInUse = (subnetId: string): Set<string> => {
+    const used = o.nics!.addressesInUse(subnetId);
+    for (const ip of vpcAttribute.reserved(subnetId)) used.add(ip);
+    return used;
+  };
   const provisioner = new Provisioner({
     hypervisor, imageTool, images, paths, storage, disks, specs, drives, snapshots: o.snapshots, checkpoint, logger,
     ...(hooks ? { beforeStart: (record: InstanceRecord) => hooks.beforeStart(record) } : {}),
@@ -136,7 +150,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     queue: new LaunchQueue({ concurrency: o.launchConcurrency, logger }),
     checkpoint,
     logger,
-    ...(o.nics ? { addressesInUse: (subnetId: string) => o.nics!.addressesInUse(subnetId), newEniId: () => o.nics!.newEniId() } : {}),
+    ...(o.nics ? { addressesInUse, newEniId: () => o.nics!.newEniId() } : {}),
   });
   logger.info({ concurrency: o.launchConcurrency }, "launch queue");
   const terminate = new Terminator({
@@ -163,6 +177,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
     logins: new LoginOperations({ ops, paths, keyPairs, hypervisor, drives, power, logger }),
     resize: new ResizeOperation({ ops, disks, storage, hypervisor, imageTool, power }),
     retype,
+    vpcAttribute,
     reinstall,
     specs,
     rescue: new RescueOperations({ ops, registry, hypervisor, specs, power }),
@@ -181,6 +196,7 @@ export function createInstanceOperations(o: InstanceOperationsOptions): Instance
       terminator: terminate,
       reinstaller: reinstall,
       retyper: retype,
+      vpcAttribute,
       hostId: o.hostId,
       ...(o.healDisks ? { healDisks: o.healDisks } : {}),
       ...(o.onAdopted ? { onAdopted: o.onAdopted } : {}),

@@ -20,6 +20,7 @@ import { loadLaunchFailed } from "./provision.js";
 import type { InstanceEntry, InstanceRegistry } from "./registry.js";
 import type { Reinstaller } from "./reinstall.js";
 import type { Retyper } from "./reset-type.js";
+import type { VpcAttributeOperation } from "./vpc-attribute.js";
 import type { Terminator } from "./terminate.js";
 
 const INSTANCE_NAME = /^ins-[a-z0-9]{8}$/;
@@ -43,6 +44,7 @@ export class Recovery {
       reinstaller: Pick<Reinstaller, "resumeReset" | "dropOrphanReset">;
       /** ResetInstancesType's recovery (agent/instances/reset-type.ts). */
       retyper: Pick<Retyper, "resume">;
+      vpcAttribute: Pick<VpcAttributeOperation, "resume">;
       /** This agent's host ID: domains whose record names another host are not adopted. */
       hostId: string;
       /** Makes the domain's data disks match the disk store (an attach or detach cut short by a crash). */
@@ -100,6 +102,9 @@ export class Recovery {
         for (const d of j.dataDisks ?? []) if (!this.o.disks.has(d.diskId)) await this.o.disks.save(d);
         logger.info({ instanceId: j.instanceId }, "finishing a launch interrupted by a restart");
         this.resume(entry, "create", ctx);
+      } else if (j.kind === "readdress") {
+        logger.info({ instanceId: j.instanceId }, "finishing a primary address change interrupted by a restart");
+        await this.o.vpcAttribute.resume(entry, j);
       } else if (j.kind === "retype") {
         logger.info({ instanceId: j.instanceId }, "finishing a resize interrupted by a restart");
         await this.o.retyper.resume(entry, j);

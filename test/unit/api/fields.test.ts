@@ -26,6 +26,7 @@ import { LOGIN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-logins.js";
 import { MONITOR_REQUEST_SCHEMAS } from "../../../agent/api/schemas-monitor.js";
 import { MONITOR_OPS_REQUEST_SCHEMAS } from "../../../agent/api/schemas-monitor-ops.js";
 import { RETYPE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-retype.js";
+import { VPC_ATTRIBUTE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-vpc-attribute.js";
 import { BANDWIDTH_REQUEST_SCHEMAS } from "../../../agent/api/schemas-bandwidth.js";
 import { RUN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-run.js";
 import { ENI_REQUEST_SCHEMAS } from "../../../agent/api/schemas-eni.js";
@@ -43,6 +44,7 @@ const SCHEMAS: Record<string, z.ZodTypeAny> = {
   ...LOGIN_REQUEST_SCHEMAS,
   ...DISK_REQUEST_SCHEMAS,
   ...RETYPE_REQUEST_SCHEMAS,
+  ...VPC_ATTRIBUTE_REQUEST_SCHEMAS,
   ...BANDWIDTH_REQUEST_SCHEMAS,
   ...MONITOR_REQUEST_SCHEMAS,
   ...MONITOR_OPS_REQUEST_SCHEMAS,
@@ -300,6 +302,17 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
   ApplySnapshot: { SnapshotId: "used", DiskId: "used", AutoStopInstance: { refuse: { AutoStopInstance: true } }, AutoStartInstance: { refuse: { AutoStartInstance: true } } },
   // agent/instances/reset-type.ts: ForceStop lets a running instance be stopped for the change.
   ResetInstancesType: { InstanceIds: "used", InstanceType: "used", ForceStop: "used" },
+  // agent/instances/vpc-attribute.ts: a new primary address; the host name is never changed by it.
+  ModifyInstancesVpcAttribute: {
+    InstanceIds: "used",
+    "VirtualPrivateCloud.VpcId": "checked",
+    "VirtualPrivateCloud.SubnetId": "checked",
+    "VirtualPrivateCloud.PrivateIpAddresses": "checked",
+    "VirtualPrivateCloud.AsVpcGateway": { refuse: { VirtualPrivateCloud: { AsVpcGateway: true } } },
+    "VirtualPrivateCloud.Ipv6AddressCount": { refuse: { VirtualPrivateCloud: { Ipv6AddressCount: 1 } } },
+    ForceStop: "used",
+    ReserveHostName: "info",
+  },
   // agent/network/bandwidth/reset.ts: the cap on traffic leaving the VPC; the dates are prepaid bandwidth's only.
   ResetInstancesInternetMaxBandwidth: {
     InstanceIds: "used",
@@ -411,6 +424,7 @@ const BASE: Record<string, Record<string, unknown>> = {
   DescribeSnapshots: {},
   ApplySnapshot: { SnapshotId: "snap-abcd1234", DiskId: "disk-abcd1234" },
   ResetInstancesInternetMaxBandwidth: { InstanceIds: ["ins-abcd1234"], InternetAccessible: { InternetMaxBandwidthOut: 10 } },
+  ModifyInstancesVpcAttribute: { InstanceIds: ["ins-abcd1234"], VirtualPrivateCloud: { VpcId: "vpc-default", SubnetId: "subnet-default" } },
 };
 
 /** Every field path of a schema: nested objects by `.`, arrays of objects by `[]`. */
