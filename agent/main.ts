@@ -466,7 +466,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   bandwidth.start(config.reconcileIntervalS * 1000);
   await snapshots.load();
   sync.start();
-  await storage.measure();
+  // What the pools' files take (a stat of each): beside the steps below, awaited before the API admits anything.
+  const measured = storage.measure();
+  measured.catch(() => undefined);
   const inventory = new InventorySweep({
     storage,
     registry,
@@ -589,6 +591,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       unverifiedBodyBudgetBytes: config.apiUnverifiedBodyBudgetBytes,
     },
   });
+  await measured;
   const { port } = await api.listen();
   // SIGHUP reloads the API's TLS files (open connections keep theirs).
   const onHangup = () => {
