@@ -62,7 +62,8 @@ export interface ApiClient {
   /**
    * A WebSocket to `pathAndQuery` (a console URL's path and query) on the same endpoint as the
    * API calls, over the same pinned TLS: the URL's own host is not used (it is the address the
-   * agent saw in the request, which a client on the host need not reach). Resolves once open;
+   * agent saw in the request, which a client on the host need not reach). Resolves once open,
+   * paused (nothing the server sends is lost before the caller listens: it calls resume());
    * a refused handshake rejects with ConsoleRefusedError (its HTTP status and the agent's text).
    */
   openWebSocket(pathAndQuery: string): Promise<WebSocket>;
@@ -184,6 +185,7 @@ export function createApiClient(options: ClientOptions): ApiClient {
         ...(socket ? { createConnection: () => socket } : {}),
       });
       ws.once("open", () => {
+        ws.pause();
         ws.removeAllListeners("error");
         ws.removeAllListeners("unexpected-response");
         resolve(ws);

@@ -95,5 +95,6 @@ export async function runConsole(client: ApiClient, instanceId: string, term: Co
     input.on("data", onInput);
     input.once("end", onEnd);
     input.resume();
+    ws.resume();
   });
 }

@@ -13,6 +13,7 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import WebSocket from "ws";
 import { commonClient, importImage, SECRET_ID, SECRET_KEY, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
+import { GuestConsole } from "../support/guest-console.js";
 import { TINY_READY_PATTERN, waitForSerial } from "../support/serial.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
 
@@ -161,6 +162,14 @@ describe("the serial console session", () => {
     await second.until(/second-55\r?\n/);
     expect(first.text()).not.toMatch(/second-55/);
     second.ws.close();
+    await second.closed;
+    // Between sessions the port is free for the tests' own line to it (test/support/serial-link.ts).
+    const own = await GuestConsole.open(a!.id);
+    try {
+      expect(await own.run("echo link-$((1+1))")).toMatch(/link-2/);
+    } finally {
+      own.close();
+    }
   });
 });
 
