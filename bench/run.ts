@@ -15,6 +15,7 @@
  * (g) RunInstances 50 GB + 2×100 GB disks → RUNNING vs qemu-img create ×3 + virsh define + virsh start
  * (h) a change to a 100-rule security group bound to 50 NICs (one nft transaction) vs the same nft commands one process each
  * (i) TCP throughput between two tiny guests, a 100-rule group on each NIC vs no agent table at all
+ * (j) AttachNetworkInterface → the NIC shows in a running tiny guest vs virsh attach-device --live --config of the same interface XML
  * (k) ResetInstancesType of a stopped instance → STOPPED with the new size vs virsh setvcpus + setmaxmem + setmem --config
  * (l) power restore of 50 tiny guests after a simulated power loss (agent spawn → all RUNNING) vs virsh start of them by a shell loop
  * (m) the monitor's collection of 200 paused instances: agent CPU per interval and VmRSS vs one virsh domstats --nowait
@@ -43,10 +44,11 @@ import { benchMonitor } from "./monitor.js";
 import { benchMetadata } from "./metadata.js";
 import { benchPowerRestore } from "./power-restore.js";
 import { benchResetType } from "./reset-type.js";
+import { benchEni } from "./eni.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "k", "l", "m", "n"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -68,6 +70,8 @@ function usage(): string {
      nft commands one process each (the per-rule way), in a table of the run's own
   i  TCP throughput between two tiny guests with a 100-rule group (100 inbound, 100 outbound) on each NIC vs the same
      guests with the agent's firewall tables deleted (rebuilt by the agent after each baseline run)
+  j  AttachNetworkInterface to a running tiny guest until the NIC shows in the guest (and the answer) vs virsh attach-device
+     --live --config of the same interface XML until it shows, alternating on one guest
   k  ResetInstancesType of a stopped instance until DescribeInstances shows it STOPPED with the new size vs virsh setvcpus
      + setmaxmem + setmem --config on an equivalent stopped domain
   l  power restore after a simulated power loss: 50 instances (one tiny guest, 49 copies of its domain with 64 MiB and an
@@ -111,7 +115,7 @@ async function main(): Promise<number> {
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
-  const needLibvirt = only.has("m") || only.has("n") || only.has("l") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("i") || only.has("k");
+  const needLibvirt = only.has("m") || only.has("n") || only.has("l") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("i") || only.has("j") || only.has("k");
   const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
   const agentJs = join(REPO, "dist", "agent", "cli.js");
   await preflight({ only, needLibvirt, tinyImage, agentJs });
@@ -191,6 +195,10 @@ async function main(): Promise<number> {
       if (only.has("i")) {
         log("bench: (i) TCP throughput between two tiny guests: 100-rule groups on both NICs vs no agent table");
         rows.push(...(await benchGuestThroughput({ agent, dataDir, imageId, table: BENCH_FIREWALL_TABLE, runs: 3, tracker, log })));
+      }
+      if (only.has("j")) {
+        log("bench: (j) AttachNetworkInterface → the NIC in a running guest vs virsh attach-device of the same interface XML");
+        rows.push(...(await benchEni({ agent, dataDir, imageId, workDir: join(workDir, "j"), runs: 5, tracker, log })));
       }
       if (only.has("k")) {
         log("bench: (k) ResetInstancesType of a stopped instance vs virsh setvcpus + setmaxmem + setmem --config");
