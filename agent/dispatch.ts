@@ -36,6 +36,7 @@ import type { DiagnosticsService } from "./metrics/diagnostics.js";
 import { describeBaseMetrics, getMonitorData } from "./api/monitor-views.js";
 import type { MigrationService } from "./migration/service.js";
 import type { ConsoleAccess } from "./console/access.js";
+import { readSerialLog } from "./console/serial-log.js";
 
 export interface DispatcherDeps {
   instances: InstanceOperations;
@@ -623,6 +624,15 @@ export function createDispatcher(deps: DispatcherDeps): Dispatch {
       case "DescribeInstanceVncUrl":
         if (!deps.consoles) throw new ApiError("UnsupportedOperation", "the console is not served by this agent");
         return { InstanceVncUrl: deps.consoles.issueUrl("vnc", command.params.instanceId, ctx.host) };
+      case "DescribeInstanceSerialConsoleUrl":
+        if (!deps.consoles) throw new ApiError("UnsupportedOperation", "the console is not served by this agent");
+        return { InstanceSerialConsoleUrl: deps.consoles.issueUrl("serial", command.params.instanceId, ctx.host) };
+      case "DescribeInstanceSerialLog": {
+        const p = command.params;
+        if (!registry.get(p.instanceId)) throw new DomainError("InstanceNotFound", `no such instance on this host: ${p.instanceId}`);
+        const piece = await readSerialLog(deps.paths.consoleLog(p.instanceId), p.offset, p.limit);
+        return { InstanceId: p.instanceId, Log: piece.text, Offset: piece.offset, NextOffset: piece.nextOffset, Size: piece.size };
+      }
       case "MigrateInstances":
         if (!deps.migration) throw new ApiError("UnsupportedOperation", "migration is not served by this agent");
         deps.migration.migrate(command.params, ctx);

@@ -57,6 +57,7 @@ import { EniStore, enisFile } from "./network/enis/store.js";
 import { EniJournal } from "./network/enis/journal.js";
 import { EniService } from "./network/enis/service.js";
 import { createConsoles } from "./console/index.js";
+import { serialRoute } from "./console/serial.js";
 import { prepareVncDir } from "./console/vnc-dir.js";
 import { DhcpService } from "./network/dhcp/service.js";
 import { migrateNicDefinitions, needsNicMigration } from "./network/nic-migration.js";
@@ -552,6 +553,14 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     extraOrigins: config.consoleAllowedOrigins,
     logger: logger.child({ component: "console" }),
   });
+  consoles.gateway.route(
+    serialRoute({
+      socketPath: (id) => paths.serialSocket(id),
+      consoleLogPath: (id) => paths.consoleLog(id),
+      unavailable: (id) => consoles.access.unavailable(id),
+      logger: logger.child({ component: "console" }),
+    }),
+  );
   for (const id of eniTouched) await nicEvents.emit(id);
   const dispatch = createDispatcher({
     consoles: consoles.access,

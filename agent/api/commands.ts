@@ -136,6 +136,8 @@ import type {
 
 import { parseDescribeBaseMetrics, parseGetMonitorData } from "./schemas-monitor.js";
 import { parseDescribeInstanceVncUrl, type DescribeInstanceVncUrlParams } from "./schemas-console.js";
+import { parseDescribeInstanceSerialConsoleUrl, parseDescribeInstanceSerialLog } from "./schemas-serial.js";
+import type { DescribeInstanceSerialConsoleUrlParams, DescribeInstanceSerialLogParams } from "./schemas-serial.js";
 import type { DescribeBaseMetricsParams, GetMonitorDataParams } from "./schemas-monitor.js";
 import {
   parseCreateInstanceDiagnosticReports,
@@ -237,7 +239,10 @@ export type Command =
   | { action: "CancelMigrateInstances"; params: { instanceIds: string[] } }
   | { action: "MigrationPeerStep"; params: PeerStepParams }
   // The console (agent/console): a one-time URL of the instance's VNC session
-  | { action: "DescribeInstanceVncUrl"; params: DescribeInstanceVncUrlParams };
+  | { action: "DescribeInstanceVncUrl"; params: DescribeInstanceVncUrlParams }
+  // This agent's extensions (schemas-serial.ts): the serial console's one-time URL and its log
+  | { action: "DescribeInstanceSerialConsoleUrl"; params: DescribeInstanceSerialConsoleUrlParams }
+  | { action: "DescribeInstanceSerialLog"; params: DescribeInstanceSerialLogParams };
 
 export type Action = Command["action"];
 
@@ -322,6 +327,8 @@ const PARSERS: { readonly [A in Action]: (body: unknown) => ParamsOf<A> } = {
   CancelMigrateInstances: parseCancelMigrateInstances,
   MigrationPeerStep: parseMigrationPeerStep,
   DescribeInstanceVncUrl: parseDescribeInstanceVncUrl,
+  DescribeInstanceSerialConsoleUrl: parseDescribeInstanceSerialConsoleUrl,
+  DescribeInstanceSerialLog: parseDescribeInstanceSerialLog,
 };
 
 export const ACTIONS: readonly Action[] = Object.freeze(Object.keys(PARSERS) as Action[]);

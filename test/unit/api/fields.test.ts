@@ -31,6 +31,7 @@ import { BANDWIDTH_REQUEST_SCHEMAS } from "../../../agent/api/schemas-bandwidth.
 import { RUN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-run.js";
 import { ENI_REQUEST_SCHEMAS } from "../../../agent/api/schemas-eni.js";
 import { CONSOLE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-console.js";
+import { SERIAL_REQUEST_SCHEMAS } from "../../../agent/api/schemas-serial.js";
 import { MIGRATION_REQUEST_SCHEMAS } from "../../../agent/migration/schemas.js";
 import { refusal } from "../../support/parse.js";
 
@@ -50,6 +51,7 @@ const SCHEMAS: Record<string, z.ZodTypeAny> = {
   ...MONITOR_OPS_REQUEST_SCHEMAS,
   ...ENI_REQUEST_SCHEMAS,
   ...CONSOLE_REQUEST_SCHEMAS,
+  ...SERIAL_REQUEST_SCHEMAS,
 };
 
 /** The actions whose schemas are the security groups' (agent/api/schemas-vpc.ts, issue 10 parts 1–2), walked there. */
@@ -370,6 +372,8 @@ export const FIELD_FATES: Record<string, Record<string, Fate>> = {
   DescribeVpcTaskResult: { TaskId: "used" },
   // The console (agent/console/access.ts).
   DescribeInstanceVncUrl: { InstanceId: "used" },
+  DescribeInstanceSerialConsoleUrl: { InstanceId: "used" },
+  DescribeInstanceSerialLog: { InstanceId: "used", Offset: "used", Limit: "used" },
   // Migration (agent/migration; README "Migration").
   MigrateInstances: {
     InstanceIds: "checked",
