@@ -9,8 +9,10 @@
 import { z } from "zod";
 import { ENI_ID } from "../network/enis/model.js";
 import type { EniFilter } from "../network/enis/views.js";
+import type { CreateEniRequest } from "../network/enis/service.js";
 import { SG_ID } from "../network/security-groups/model.js";
 import { fail, ID_PATTERNS, parseWith, unique } from "./schemas.js";
+import { tagsSchema } from "./schemas-vpc.js";
 
 const eniId = z.string().superRefine((v, ctx) => {
   if (!ENI_ID.test(v)) fail(ctx, "InvalidParameterValue.Malformed", `'${v}' is not an ENI ID (eni- followed by 8 lowercase letters or digits)`);
@@ -57,32 +59,9 @@ function addressList() {
   });
 }
 
-const tagsSchema = z
-  .array(z.object({ Key: z.string(), Value: z.string().optional() }).strict())
-  .superRefine((tags, ctx) => {
-    if (tags.length > 50) fail(ctx, "InvalidParameterValue.LimitExceeded", `has ${tags.length} tags; at most 50`);
-    const seen = new Set<string>();
-    tags.forEach((t, i) => {
-      if (t.Key === "" || [...t.Key].length > 127) fail(ctx, "InvalidParameterValue", "must be 1 to 127 characters", [i, "Key"]);
-      if ([...(t.Value ?? "")].length > 255) fail(ctx, "InvalidParameterValue.TooLong", "is longer than 255 characters", [i, "Value"]);
-      if (seen.has(t.Key)) fail(ctx, "InvalidParameterValue.Duplicate", `tag key '${t.Key}' is given twice`, [i, "Key"]);
-      seen.add(t.Key);
-    });
-  });
-
 // ------------------------------------------------------------------ CreateNetworkInterface
 
-export interface CreateNetworkInterfaceParams {
-  vpcId: string;
-  subnetId: string;
-  name: string;
-  description?: string;
-  securityGroupIds?: string[];
-  addresses: Array<{ ip: string; primary: boolean }>;
-  secondaryCount: number;
-  tags: Array<{ key: string; value: string }>;
-  clientToken?: string;
-}
+export type CreateNetworkInterfaceParams = CreateEniRequest;
 
 const createSchema = z
   .object({

@@ -59,7 +59,8 @@ function toPolicySet(raw: z.output<typeof policySetSchema>): PolicySetInput {
   };
 }
 
-const tagsSchema = z
+/** Tags of a VPC resource (security groups, ENIs): at most 50, keys unique. */
+export const tagsSchema = z
   .array(z.object({ Key: z.string(), Value: z.string().optional() }).strict())
   .superRefine((tags, ctx) => {
     if (tags.length > 50) fail(ctx, "InvalidParameterValue.LimitExceeded", `has ${tags.length} tags; at most 50`);
