@@ -649,6 +649,8 @@ export class EniService {
   /** The rest of a change once the host step is done: records saved, store, drives, events, journal. */
   private async finish(entry: EniJournalEntry, entries: InstanceEntry[], releasing: boolean): Promise<void> {
     await Promise.all(entries.map((e) => this.o.ops.saveRecord(e)));
+    // Indexes over the instances' NICs (the metadata endpoint's callers by address) are built anew.
+    this.o.registry.membership += 1;
     await this.commitStore((s) => applyStore(s, entry.store, "after"));
     if (releasing) await this.o.firewall.syncNow();
     for (const e of entries) {
@@ -736,6 +738,7 @@ export class EniService {
       await this.o.ops.saveRecord(entry);
       await this.o.drives.refresh(entry.record).catch((err: unknown) => this.o.logger.warn({ err, instanceId: i.instanceId }, "could not refresh the drive after recovering an ENI change"));
     }
+    this.o.registry.membership += 1;
     await this.commitStore((s) => applyStore(s, j.store, which));
   }
 
