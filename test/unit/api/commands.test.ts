@@ -87,6 +87,9 @@ describe("parseCommand", () => {
         "DescribeInstanceDiagnosticReports",
         // The console (agent/api/schemas-console.ts)
         "DescribeInstanceVncUrl",
+        // This agent's extensions: the serial console (agent/api/schemas-serial.ts)
+        "DescribeInstanceSerialConsoleUrl",
+        "DescribeInstanceSerialLog",
         // Monitor 2018-07-24 (agent/api/schemas-monitor.ts)
         "GetMonitorData",
         "DescribeBaseMetrics",
