@@ -23,6 +23,7 @@
  * of the OpenStack meta_data.json (cloudbase-init needs it in clear).
  */
 import type { GuestConfig, GuestDocuments, GuestNic } from "./types.js";
+import { netsyncCloudConfig } from "./guest-netsync.js";
 import { renderYaml, type YamlValue } from "./yaml.js";
 
 /** Where the metadata service lives (169.254.0.23, 169.254.169.254): routed via eth0's gateway. */
@@ -207,6 +208,13 @@ function renderCloudConfig(cfg: GuestConfig): string {
   }
   if (cfg.ntpServers.length > 0) {
     doc.ntp = { enabled: true, servers: [...cfg.ntpServers] };
+  }
+  if (linux) {
+    // The guest follows its NICs and addresses by itself (cloud-init/guest-netsync.ts).
+    const netsync = netsyncCloudConfig();
+    doc.updates = netsync.updates;
+    doc.write_files = [...((doc.write_files as YamlValue[] | undefined) ?? []), ...netsync.files];
+    doc.runcmd = netsync.runcmd;
   }
   return `#cloud-config\n${renderYaml(doc)}`;
 }

@@ -161,7 +161,7 @@ describe("renderGuestDocuments", () => {
     const docs = renderGuestDocuments(linuxConfig({ keepImageLogin: true, passwordHash: undefined, publicKeys: [] }));
     const text = cloudConfigOf(docs);
     expect(text).toContain('hostname: "web-1"\n');
-    for (const key of ["disable_root", "ssh_pwauth", "chpasswd", "ssh_authorized_keys", "PermitRootLogin", "write_files"]) expect(text).not.toContain(key);
+    for (const key of ["disable_root", "ssh_pwauth", "chpasswd", "ssh_authorized_keys", "PermitRootLogin", "60-cdh-agent-root-login"]) expect(text).not.toContain(key);
     expect(docs.tencentOsConf).not.toContain("password=");
     // Without the flag, the same config does manage the login.
     expect(cloudConfigOf(renderGuestDocuments(linuxConfig({ passwordHash: undefined, publicKeys: [] })))).toContain("ssh_pwauth: true\n");
