@@ -28,6 +28,7 @@
 #       Probes again and again (results `CDH-NET ID.N ok|fail ...`) until `cdh-net stop ID`.
 #   cdh-net stop ID
 #   cdh-net nics ID                             (`CDH-NET ID ok CDH-TINY-NICS gen=G nics=...` now)
+#   cdh-net get ID PATH                         (GET http://169.254.169.254/PATH: `CDH-NET ID ok BODY`, lines joined by |)
 #   cdh-net addr ID add|del ADDR/PREFIX         (on eth0; forging a source address)
 #   cdh-net mac ID MAC                          (eth0's MAC; forging a source MAC)
 #   cdh-net send ID IP PORT MB SECS
@@ -238,6 +239,9 @@ case "$cmd" in
       usleep 200000
     done ;;
   nics) say "CDH-NET $1 ok CDH-TINY-NICS gen=$(generation) nics=$(nics_now)" ;;
+  get)
+    # One metadata path, lines joined with `|` (the answer must fit one console line).
+    if body=$(wget -q -T 5 -O - "http://169.254.169.254/$2" 2>/dev/null); then say "CDH-NET $1 ok $(printf '%s' "$body" | tr '\n' '|')"; else say "CDH-NET $1 fail"; fi ;;
   stop)
     rm -f "/tmp/cdh-watch-$1"
     say "CDH-NET $1 ok stopped" ;;

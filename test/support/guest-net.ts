@@ -178,6 +178,16 @@ export class NetGuest {
   }
 
   /**
+   * GETs a path of the metadata service from inside the guest (http://169.254.169.254/PATH, busybox
+   * wget); the body's lines joined by `\n` again. Throws when the request failed (a 404 too).
+   */
+  async metadata(path: string): Promise<string> {
+    const r = await this.command("get", [path.replace(/^\//, "")], 20_000);
+    if (!r.ok) throw new Error(`${this.instanceId}: GET http://169.254.169.254/${path} failed in the guest`);
+    return r.rest.replace(/\|/g, "\n");
+  }
+
+  /**
    * Waits until the guest's NICs satisfy `test`: checked against what it reports by itself
    * (the CDH-TINY-NICS line it prints after applying a changed drive or NIC set) and, every
    * `pollMs` (default 2 s), against an explicit `cdh-net nics`. Throws after `timeoutMs`
