@@ -18,13 +18,9 @@ import type { InstanceRecord } from "../../../agent/model.js";
 import type { Subnet } from "../../../agent/network/subnets.js";
 import { linuxConfig } from "./guest-configs.js";
 
+// guest-configs' eth0 (52:54:00:ab:cd:ef, 10.20.30.40/24 on subnet-ja82n9op), with two secondary addresses.
 const ETH0: GuestNic = {
-  mac: "52:54:00:ab:cd:ef",
-  ipv4: "10.20.30.40",
-  prefixLength: 24,
-  gateway: "10.20.30.1",
-  vpcId: "vpc-ja82n9op",
-  subnetId: "subnet-ja82n9op",
+  ...linuxConfig().nics[0]!,
   secondaryIpv4s: ["10.20.30.41", "10.20.30.42"],
   eniId: "eni-prim0001",
   deviceNumber: 0,
