@@ -157,7 +157,7 @@ export class MigrationDestination {
    * Disks at their exact sizes (empty: QEMU or qemu-img fills them), the config drive, the
    * firewall and the definition. Answers the definition (live) or the NBD exports (cold).
    */
-  async prepare(migrationId: string, instanceId: string): Promise<{ domainXml: string; nbd: Array<{ target: string; port: number; name: string }> }> {
+  async prepare(migrationId: string, instanceId: string): Promise<{ domainXml: string; nbd: Array<{ target: string; port: number; name: string }>; instanceDir: string; disks: Record<string, string> }> {
     const o = this.o;
     const entry = await this.entryOf(migrationId, instanceId);
     const sizes = entry.diskBytes ?? {};
@@ -193,7 +193,7 @@ export class MigrationDestination {
     }
     await o.journal.write({ ...entry, phase: "prepared" });
     o.checkpoint("migrate:dest-prepared");
-    return { domainXml: buildDomainXml(spec), nbd };
+    return { domainXml: buildDomainXml(spec), nbd, instanceDir: o.paths.instanceDir(instanceId), disks: Object.fromEntries(disks.map((d) => [d.target, d.path])) };
   }
 
   /** The instance is this host's from here: its record (own host ID), its power, its operation's outcome. */
@@ -231,9 +231,9 @@ export class MigrationDestination {
     } else {
       o.registry.setPower(instanceId, (await o.hypervisor.domainState(instanceId)) ?? "absent");
     }
+    await o.journal.remove(instanceId, "destination");
     o.registry.setTransition(instanceId, undefined);
     o.registry.touched(instanceId, "MigrateInstances SUCCESS (arrived)");
-    await o.journal.remove(instanceId, "destination");
     o.logger.info({ instanceId, migrationId, source: entry.peerHostId }, "migration: instance taken over");
     return { state: entryNow.power };
   }
@@ -295,11 +295,11 @@ export class MigrationDestination {
       await o.disks.remove(d.diskId);
     }
     await rm(o.paths.instanceDir(id), { recursive: true, force: true });
+    await o.journal.remove(id, "destination");
     const e = o.registry.get(id);
     if (e && e.transition?.state === "MIGRATING") o.registry.remove(id);
     await o.firewallSync().catch((err: unknown) => o.logger.warn({ err, instanceId: id }, "migration: firewall sync after abort failed"));
     await o.nicChanged(id).catch(() => undefined);
-    await o.journal.remove(id, "destination");
     o.logger.info({ instanceId: id, migrationId: entry.migrationId }, "migration: aborted here; everything it made is gone");
   }
 

@@ -77,6 +77,11 @@ export class LibvirtMigration {
     );
   }
 
+  /** The running domain's definition as libvirt would send it (`dumpxml --migratable`). */
+  async migratableXml(domain: string): Promise<string> {
+    return (await this.virsh(["dumpxml", "--domain", domain, "--migratable"])).stdout;
+  }
+
   async jobFigures(domain: string, completed = false): Promise<JobFigures> {
     const r = await this.virsh(["domjobinfo", "--domain", domain, "--rawstats", ...(completed ? ["--completed", "--keep-completed"] : [])], 15_000);
     return parseJobInfo(r.stdout);
@@ -148,7 +153,8 @@ export async function exportOverNbd(runner: CommandRunner, o: { path: string; ad
   let onGone: () => void = () => undefined;
   const gone = new Promise<void>((resolve) => (onGone = resolve));
   const handle = runner.stream(
-    ["qemu-nbd", "--format", "qcow2", "--bind", o.address, "--port", String(o.port), "--export-name", o.name, "--persistent", "--shared", "1", "--cache", "none", o.path],
+    // setpriv: the export dies with the agent (a SIGKILLed agent leaves no server holding the disk).
+    ["setpriv", "--pdeathsig", "TERM", "--", "qemu-nbd", "--format", "qcow2", "--bind", o.address, "--port", String(o.port), "--export-name", o.name, "--persistent", "--shared", "1", "--cache", "none", o.path],
     {
       onLine: () => undefined,
       onStderrLine: (line) => (stderr += `${line}\n`),

@@ -81,7 +81,7 @@ export class MigrationService {
       }
       case "prepare": {
         const r = await d.prepare(p.migrationId, p.instanceId);
-        return { DomainXml: r.domainXml, Nbd: r.nbd.map((n) => ({ Target: n.target, Port: n.port, Name: n.name })) };
+        return { DomainXml: r.domainXml, Nbd: r.nbd.map((n) => ({ Target: n.target, Port: n.port, Name: n.name })), InstanceDir: r.instanceDir, Disks: r.disks };
       }
       case "commit":
         return { State: (await d.commit(p.migrationId, p.instanceId)).state };

@@ -186,7 +186,7 @@ export class MigrationSource {
       signal.throwIfAborted();
       if (req.live) {
         await phase("transferring");
-        await this.liveTransfer(entry, peer, req, String(prepared.DomainXml ?? ""), signal, log);
+        await this.liveTransfer(entry, peer, req, prepared, signal, log);
       } else {
         if (wasRunning) {
           this.progress(entry, { Phase: "STOPPING" });
@@ -247,10 +247,23 @@ export class MigrationSource {
     }
   }
 
-  private async liveTransfer(entry: InstanceEntry, peer: MigrationPeer, req: MigrateRequest, xml: string, signal: AbortSignal, log: Logger): Promise<void> {
+  private async liveTransfer(entry: InstanceEntry, peer: MigrationPeer, req: MigrateRequest, prepared: Record<string, unknown>, signal: AbortSignal, log: Logger): Promise<void> {
     const o = this.o;
     const id = entry.record.instanceId;
-    if (!xml) throw new DomainError("HostFailure", "the destination sent no definition");
+    const destXml = String(prepared.DomainXml ?? "");
+    const destDisks = (prepared.Disks ?? {}) as Record<string, string>;
+    const destDir = String(prepared.InstanceDir ?? "");
+    if (!destXml || !destDir || !destDisks.vda) throw new DomainError("HostFailure", "the destination sent no definition");
+    // libvirt checks the destination's definition against the running one (ABI): send the running
+    // one as libvirt would (--migratable), with the destination's paths and metadata.
+    const paths: Array<[string, string]> = [[entry.record.systemDisk.path, destDisks.vda]];
+    for (const d of o.disks.attachedTo(id)) {
+      const to = destDisks[d.target!];
+      if (!to) throw new DomainError("HostFailure", `the destination made no disk for ${d.target}`);
+      paths.push([d.path, to]);
+    }
+    paths.push([o.paths.instanceDir(id), destDir]);
+    const xml = retarget(await this.libvirt.migratableXml(id), paths, destXml);
     const xmlFile = join(o.paths.tmpDir, `migrate-${id}-${randomUUID()}.xml`);
     await writeFile(xmlFile, xml, { mode: 0o600 });
     const monitor = new ConvergenceMonitor(o.schedule ?? DEFAULT_SCHEDULE, { maxDowntimeMs: req.maxDowntimeMs, allowPostCopy: req.allowPostCopy });
@@ -388,12 +401,13 @@ export class MigrationSource {
       await o.disks.remove(d.diskId);
     }
     await rm(o.paths.instanceDir(id), { recursive: true, force: true });
+    // Nothing of it is left on disk: the entry goes before the instance leaves the registry (memory only).
+    await o.journal.remove(id, "source");
     // The operation ends here (ops.settle sees no transition of its own: nothing is saved into a definition that is gone).
     o.registry.setTransition(id, undefined);
     o.registry.remove(id);
     await o.firewallSync().catch((e: unknown) => o.logger.warn({ err: e, instanceId: id }, "migration: firewall sync after the move failed"));
     await o.nicChanged(id).catch(() => undefined);
-    await o.journal.remove(id, "source");
   }
 
   /** A step client for a journal entry (recovery). */
@@ -402,6 +416,20 @@ export class MigrationSource {
     const call = this.call(peer, entry.peerEndpoint);
     return (Step, body = {}, timeoutMs) => call(PEER_ACTION, { Step, MigrationId: entry.migrationId, InstanceId: entry.instanceId, SourceHostId: this.o.hostId, ...body }, timeoutMs ? { timeoutMs } : {});
   }
+}
+
+/** The running definition with the destination's file paths and its <metadata> (the destination's record). */
+export function retarget(xml: string, paths: ReadonlyArray<[string, string]>, destXml: string): string {
+  let out = xml;
+  // The destination's disks are standalone (flattened): no backing chain of the source's.
+  for (let before = ""; before !== out; ) {
+    before = out;
+    out = out.replace(/<backingStore\/>|<backingStore\b[^>]*\/>|<backingStore\b[^>]*>(?:(?!<backingStore)[\s\S])*?<\/backingStore>/g, "");
+  }
+  for (const [from, to] of paths) out = out.split(`'${from}`).join(`'${to}`).split(`"${from}`).join(`"${to}`);
+  const meta = /<metadata>[\s\S]*?<\/metadata>/.exec(destXml)?.[0];
+  if (meta) out = out.replace(/<metadata>[\s\S]*?<\/metadata>/, () => meta);
+  return out;
 }
 
 function figuresView(f: JobFigures): Record<string, unknown> {
