@@ -123,6 +123,7 @@ const GOOD: Readonly<Record<string, unknown>> = {
   SecurityGroupPolicySet: { Ingress: [{ Protocol: "TCP", Port: "22", CidrBlock: "10.0.0.0/8", Action: "ACCEPT" }] },
   Policies: [{ MetricName: "CPUUsage", Operator: "GT", Threshold: 90, ContinuePeriod: 3 }],
   InternetAccessible: { InternetMaxBandwidthOut: 10 },
+  VirtualPrivateCloud: { VpcId: "vpc-default", SubnetId: "subnet-default" },
 };
 
 /** A body the action takes: its required fields, found by asking the parser what is missing. */

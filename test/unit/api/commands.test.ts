@@ -54,6 +54,7 @@ describe("parseCommand", () => {
         "InstanceDetachISO",
         "ModifyInstancesAttribute",
         "ResetInstancesType",
+        "ModifyInstancesVpcAttribute",
         "ResetInstancesInternetMaxBandwidth",
         "DescribeInstancesModification",
         "CreateSecurityGroup",
