@@ -438,7 +438,11 @@ export async function writeCopy(o: {
   await copyFile(o.overlay, oldPath.replaceAll(oldDisk, diskId));
   const dir = join(o.dataDir, "instances", o.id);
   await mkdir(dir, { recursive: true, mode: 0o711 });
-  for (const name of o.extras) await copyFile(join(o.templateDir, name), join(dir, name));
+  // Regular files only: a running template's directory also holds sockets (its serial console's).
+  for (const name of o.extras) {
+    const from = join(o.templateDir, name);
+    if ((await stat(from).catch(() => undefined))?.isFile()) await copyFile(from, join(dir, name));
+  }
   const file = join(o.workDir, `${o.id}.xml`);
   await writeFile(file, xml);
   return file;
