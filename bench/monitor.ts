@@ -169,7 +169,15 @@ async function benchCollection(o: MonitorBenchOptions): Promise<{ rows: Row[]; a
   await waitForStates(agent.client, [template], "STOPPED", { timeoutMs: 120_000 });
   // 2. Copies up to the total, defined with virsh.
   const t1 = performance.now();
-  const xml = (await virsh(["dumpxml", "--inactive", template])).stdout
+  // The stop's outcome reaches libvirt's copy of the record just after the state does: a copy taken
+  // before would carry an operation in progress into every copy (199 settled at the next start).
+  let recordXml = "";
+  for (const deadline = Date.now() + 30_000; ; await sleep(200)) {
+    recordXml = (await virsh(["dumpxml", "--inactive", template])).stdout;
+    if (!recordXml.includes('"state":"OPERATING"')) break;
+    if (Date.now() > deadline) throw new Error(`the record of ${template} still shows an operation in progress`);
+  }
+  const xml = recordXml
     .replace(/<memory unit='KiB'>\d+<\/memory>/, `<memory unit='KiB'>${COPY_MEMORY_KIB}</memory>`)
     .replace(/<currentMemory unit='KiB'>\d+<\/currentMemory>/, `<currentMemory unit='KiB'>${COPY_MEMORY_KIB}</currentMemory>`);
   const fresh = join(o.workDir, "fresh-overlay.qcow2");
