@@ -20,6 +20,7 @@
  * (l) power restore of 50 tiny guests after a simulated power loss (agent spawn → all RUNNING) vs virsh start of them by a shell loop
  * (m) the monitor's collection of 200 paused instances: agent CPU per interval and VmRSS vs one virsh domstats --nowait
  * (n) GetMonitorData of 10 instances × 1,440 points: p99 latency
+ * (o) DescribeInstanceVncUrl → first framebuffer update over the console WebSocket vs RFB straight to the VNC socket
  *
  * (a) and (f) also print where the agent's time went, step by step beside the baseline's
  * steps, from the agent's debug log (every command with its duration; see timeline.ts).
@@ -44,11 +45,12 @@ import { benchMonitor } from "./monitor.js";
 import { benchMetadata } from "./metadata.js";
 import { benchPowerRestore } from "./power-restore.js";
 import { benchResetType } from "./reset-type.js";
+import { benchVnc } from "./vnc.js";
 import { benchEni } from "./eni.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -80,6 +82,8 @@ function usage(): string {
   m  monitor collection of 200 paused instances: the agent's CPU per 10 s interval (with its virsh) and VmRSS vs the CPU
      of one virsh domstats --nowait of the same domains; the store's bytes on disk for a day of data
   n  GetMonitorData, 10 instances × 1,440 points (store filled synthetically), Monitor SDK kept alive: p99 latency
+  o  DescribeInstanceVncUrl until the first framebuffer update over the console WebSocket vs RFB straight to the domain's
+     VNC socket until its first update (one tiny guest, the same RFB client)
   --restore-concurrency 1,2,4  (l): restore_power_concurrency values to sweep, one row each (default: the agent's default)
   --runs N           (l): rounds per value (default 3, or 1 when sweeping)
   --agent-log-level  the agent's log level (default debug: every command with its duration, which (a) and (f) need
@@ -115,7 +119,7 @@ async function main(): Promise<number> {
   const instances = Number(values.instances);
   if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances must be a positive integer`);
 
-  const needLibvirt = only.has("m") || only.has("n") || only.has("l") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("i") || only.has("j") || only.has("k");
+  const needLibvirt = only.has("m") || only.has("n") || only.has("l") || only.has("a") || only.has("b") || only.has("c") || only.has("f") || only.has("g") || only.has("i") || only.has("j") || only.has("k") || only.has("o");
   const tinyImage = join(process.env.CDH_TEST_CACHE ?? "/var/cache/cdh-agent-test", "images", "tiny-normal.raw");
   const agentJs = join(REPO, "dist", "agent", "cli.js");
   await preflight({ only, needLibvirt, tinyImage, agentJs });
@@ -203,6 +207,10 @@ async function main(): Promise<number> {
       if (only.has("k")) {
         log("bench: (k) ResetInstancesType of a stopped instance vs virsh setvcpus + setmaxmem + setmem --config");
         rows.push(...(await benchResetType({ agent, imageId, workDir: join(workDir, "k"), runs: 9, tracker, log })));
+      }
+      if (only.has("o")) {
+        log("bench: (o) DescribeInstanceVncUrl → first framebuffer update over the WebSocket vs RFB straight to the VNC socket");
+        rows.push(...(await benchVnc({ agent, dataDir, imageId, runs: 15, tracker, log })));
       }
       if (only.has("l")) {
         log("bench: (l) power restore of 50 instances after a simulated power loss vs a virsh start loop");

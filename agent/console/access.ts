@@ -2,7 +2,7 @@
  * Who may have a console URL, and what it looks like. DescribeInstanceVncUrl (and the serial
  * console's action) ask here: the instance must be this host's and RUNNING (the seeds: "not
  * available for STOPPED instances"; every other state is refused with its own code), then a
- * one-time token (tokens.ts) goes into `<base>/<path>?s=<token>`.
+ * one-time token (tokens.ts) goes into `<base>/<path>?s=<token>&InstanceId=<id>`.
  *
  * The base is console_url_base when configured (e.g. wss://agent.example:8443, the address
  * owners' browsers reach the agent at), otherwise the Host the API request came to, with wss
@@ -56,7 +56,8 @@ export class ConsoleAccess {
     }
     const base = this.base(requestHost);
     const { token } = this.o.tokens.issue(kind, instanceId);
-    return encodeURIComponent(`${base}${CONSOLE_PATHS[kind]}?s=${token}`);
+    // The instance ID rides along: the gateway refuses (and spends) the token for any other instance.
+    return encodeURIComponent(`${base}${CONSOLE_PATHS[kind]}?s=${token}&InstanceId=${instanceId}`);
   }
 
   private base(requestHost: string | undefined): string {

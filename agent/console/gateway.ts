@@ -1,6 +1,6 @@
 /**
  * The console gateway: the WebSocket upgrade route of the API listener (agent/api/server.ts
- * hands it every `Upgrade: websocket` request). A console URL is `ws(s)://<api host>/<path>?s=<token>`;
+ * hands it every `Upgrade: websocket` request). A console URL is `ws(s)://<api host>/<path>?s=<token>&InstanceId=<id>`;
  * each path is a route of one console kind (`/vnc`: agent/console/vnc.ts; `/serial`: serial.ts).
  *
  * Order of checks, all before the WebSocket handshake is answered (a refusal is a plain HTTP
@@ -165,8 +165,10 @@ export class ConsoleGateway {
       log("origin not allowed", { origin: origin?.slice(0, 200) });
       return refuse(socket, 403, "origin not allowed");
     }
-    const token = new URLSearchParams(q < 0 ? "" : target.slice(q + 1)).get("s") ?? "";
-    const spent = this.o.tokens.consume(token, route.kind);
+    const query = new URLSearchParams(q < 0 ? "" : target.slice(q + 1));
+    const token = query.get("s") ?? "";
+    // InstanceId, when the URL names one (DescribeInstanceVncUrl's do), must be the token's.
+    const spent = this.o.tokens.consume(token, route.kind, query.get("InstanceId") ?? undefined);
     if (!spent.ok) {
       log(`token ${spent.reason}`);
       return refuse(socket, 403, "the console URL is not valid (used, expired, or not this console's); ask for a new one");

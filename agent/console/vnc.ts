@@ -9,8 +9,9 @@
  * (its proxy reaches VNC over TCP, where anyone on the host or its network can too): the
  * socket file is QEMU's, in a directory only root and QEMU can enter.
  */
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import type { WebSocket } from "ws";
+import { connectUnixSocket } from "./unix-socket.js";
 import { CLOSE_CONSOLE_GONE, ConsoleUnavailable, type ConsoleLogger, type ConsoleRoute, type ConsoleSession, type PreparedSession } from "./gateway.js";
 
 export interface VncRouteOptions {
@@ -43,31 +44,21 @@ export function vncRoute(o: VncRouteOptions): ConsoleRoute {
   };
 }
 
-function connectVnc(path: string, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ path });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new ConsoleUnavailable("the instance's VNC server did not answer"));
-    }, timeoutMs);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      socket.removeAllListeners("error");
-      resolve(socket);
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      // ENOENT: no socket — the domain was defined before the console (VNC on a TCP port, or
-      // none) and takes the socket at its next start, or QEMU is not running.
-      reject(
-        new ConsoleUnavailable(
-          error.code === "ENOENT" || error.code === "ECONNREFUSED"
-            ? "the instance has no VNC console now (an instance defined before the console gets one when it next starts)"
-            : `the instance's VNC server cannot be reached (${error.code ?? "error"})`,
-        ),
-      );
-    });
-  });
+async function connectVnc(path: string, timeoutMs: number): Promise<Socket> {
+  try {
+    return await connectUnixSocket(path, timeoutMs);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // ENOENT: no socket — the domain was defined before the console (VNC on a TCP port, or
+    // none) and takes the socket at its next start, or QEMU is not running.
+    throw new ConsoleUnavailable(
+      code === "ENOENT" || code === "ECONNREFUSED"
+        ? "the instance has no VNC console now (an instance defined before the console gets one when it next starts)"
+        : code === "ETIMEDOUT"
+          ? "the instance's VNC server did not answer"
+          : `the instance's VNC server cannot be reached (${code ?? "error"})`,
+    );
+  }
 }
 
 /** Bytes both ways until either side closes; the other side follows. Backpressure both ways. */

@@ -96,9 +96,13 @@ export class RfbClient {
 
   /** Opens a WebSocket (e.g. the agent's console URL) and shakes hands over it. */
   static async overWebSocket(url: string, options: ClientOptions = {}): Promise<{ client: RfbClient; ws: WebSocket }> {
-    const ws = await openWebSocket(url, options);
+    const ws = new WebSocket(url, options);
+    // The stream goes on before the handshake ends: the server's greeting can arrive with the 101.
     const stream = createWebSocketStream(ws);
-    return { client: await RfbClient.handshake(stream), ws };
+    const handshake = RfbClient.handshake(stream);
+    handshake.catch(() => undefined); // a refused handshake rejects below, from settled()
+    await settled(ws);
+    return { client: await handshake, ws };
   }
 
   /** RFB 3.8, security None, ClientInit shared, ServerInit; then 32-bit RGB and Raw. */
@@ -138,12 +142,12 @@ export class RfbClient {
     pf.writeUInt8(8, 15);
     pf.writeUInt8(0, 16);
     stream.write(pf);
-    // SetEncodings: Raw (0) and DesktopSize (-223).
-    const enc = Buffer.alloc(4 + 8);
+    // SetEncodings: Raw only (with DesktopSize, QEMU answers SetEncodings with an update that holds
+    // nothing but the size, which a caller waiting for pixels would take for the screen).
+    const enc = Buffer.alloc(4 + 4);
     enc[0] = 2;
-    enc.writeUInt16BE(2, 2);
+    enc.writeUInt16BE(1, 2);
     enc.writeInt32BE(0, 4);
-    enc.writeInt32BE(-223, 8);
     stream.write(enc);
     void c.loop();
     return c;
@@ -255,10 +259,16 @@ export class RfbClient {
  * Opens a WebSocket; rejects with the HTTP status of a refused handshake
  * (`error.status`), or the error.
  */
-export function openWebSocket(url: string, options: ClientOptions = {}): Promise<WebSocket> {
+export async function openWebSocket(url: string, options: ClientOptions = {}): Promise<WebSocket> {
+  const ws = new WebSocket(url, options);
+  await settled(ws);
+  return ws;
+}
+
+/** Resolves when the WebSocket is open; rejects with `error.status` when the handshake was refused. */
+function settled(ws: WebSocket): Promise<void> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, options);
-    ws.once("open", () => resolve(ws));
+    ws.once("open", () => resolve());
     ws.once("unexpected-response", (_req, res) => {
       const error = Object.assign(new Error(`handshake refused: HTTP ${res.statusCode}`), { status: res.statusCode });
       res.resume();

@@ -39,6 +39,7 @@ describe("loadConfig", () => {
       apiMaxConnections: 256,
       apiMaxConnectionsPerSource: 64,
       apiUnverifiedBodyBudgetBytes: 16 * 1024 * 1024,
+      consoleAllowedOrigins: [],
       credentials: [],
       libvirtUri: "qemu:///system",
       virtType: "auto",
