@@ -199,6 +199,8 @@ export class VpcAttributeOperation {
   private async define(entry: InstanceEntry, record: InstanceRecord): Promise<void> {
     await this.o.hypervisor.defineDomain(this.o.specs.of(record));
     entry.record = record;
+    // Indexes over the instances' NICs (the metadata endpoint's callers by address) are built anew.
+    this.o.registry.membership += 1;
     this.o.registry.touched(record.instanceId, `${VPC_ATTRIBUTE_ACTION}: ${record.nics[0]?.ipv4}`);
   }
 
