@@ -73,8 +73,11 @@ export function serialRoute(o: SerialRouteOptions): ConsoleRoute {
           if (aborted) return;
           // The older session lets go of the port first: QEMU then accepts this one at once.
           held.get(session.instanceId)?.destroy();
+          // What the client sends while the port is being connected waits for it (run() resumes).
+          ws.pause();
           void run(ws, session, path).catch((error: unknown) => {
             o.logger.warn({ err: error, instanceId: session.instanceId, remote: session.remote }, "serial console session failed");
+            ws.resume();
             ws.close(CLOSE_CONSOLE_GONE, "the instance's serial port cannot be reached");
           });
         },
@@ -90,6 +93,7 @@ export function serialRoute(o: SerialRouteOptions): ConsoleRoute {
     const socket = await connectSerial(path, connectTimeoutMs);
     if (ws.readyState !== ws.OPEN) {
       socket.destroy();
+      ws.resume();
       return;
     }
     held.set(instanceId, socket);
@@ -125,6 +129,7 @@ export function serialRoute(o: SerialRouteOptions): ConsoleRoute {
         socket.once("drain", () => ws.resume());
       }
     });
+    ws.resume();
     ws.once("close", (code: number) => {
       socket.off("close", ended);
       socket.destroy();
