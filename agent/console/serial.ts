@@ -21,10 +21,11 @@
  * logs session content, only that a session opened or closed, and its byte counts.
  */
 import { open, stat } from "node:fs/promises";
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { StringDecoder } from "node:string_decoder";
 import type { WebSocket } from "ws";
 import { CLOSE_CONSOLE_GONE, ConsoleUnavailable, type ConsoleLogger, type ConsoleRoute, type ConsoleSession, type PreparedSession } from "./gateway.js";
+import { connectUnixSocket } from "./unix-socket.js";
 
 export interface SerialRouteOptions {
   /** The domain's serial socket (DataPaths.serialSocket). */
@@ -161,23 +162,12 @@ export function withoutTerminalQueries(text: string): string {
   return text.replace(TERMINAL_QUERY, "");
 }
 
-function connectSerial(path: string, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ path });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error("the serial socket did not answer"));
-    }, timeoutMs);
-    socket.once("connect", () => {
-      clearTimeout(timer);
-      socket.removeAllListeners("error");
-      resolve(socket);
-    });
-    socket.once("error", (error: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      reject(new Error(`the serial socket cannot be reached (${error.code ?? error.message})`));
-    });
-  });
+async function connectSerial(path: string, timeoutMs: number): Promise<Socket> {
+  try {
+    return await connectUnixSocket(path, timeoutMs);
+  } catch (error) {
+    throw new Error(`the serial socket cannot be reached (${(error as NodeJS.ErrnoException).code ?? "error"})`);
+  }
 }
 
 /** The log's last `max` bytes, from the first line start in them (the whole log when it is smaller). */

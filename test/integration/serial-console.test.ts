@@ -131,6 +131,12 @@ describe("the serial console session", () => {
     await first.closed;
     await expect(openSession(used)).rejects.toThrow(/HTTP 403/);
 
+    // A's token in a URL naming B opens nothing (and is spent).
+    const forB = new URL(await serialUrl(a!.id));
+    expect(forB.searchParams.get("InstanceId")).toBe(a!.id);
+    forB.searchParams.set("InstanceId", b!.id);
+    await expect(openSession(forB.href)).rejects.toThrow(/HTTP 403/);
+
     // B's token opens B: B's history, none of A's.
     const other = await openSession(await serialUrl(b!.id));
     await other.until(/CDH-TINY-READY/);
