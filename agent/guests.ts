@@ -27,6 +27,8 @@ interface Cached {
   name: string;
   /** The NICs rendered (record.nics as JSON): an ENI attached or detached, an address assigned or moved renders anew. */
   nics: string;
+  /** The size rendered (instance-type, the bandwidth caps): a live ResetInstancesType renders anew. */
+  size: string;
   view: GuestView;
 }
 
@@ -82,8 +84,11 @@ export class GuestDocumentsService {
     const nicGroups = record.nics.slice(1).flatMap((nic) => (nic.securityGroupIds ? [nicSecurityGroups(nic)] : []));
     const groups = [securityGroups, ...nicGroups].map((set) => set.map((g) => `${g.id}=${g.name}`).join("\n")).join("\n\n");
     const nics = JSON.stringify(record.nics);
+    const size = `${record.instanceType}/${record.cpu}`;
     const cached = this.cache.get(record.instanceId);
-    if (cached && cached.generation === generation && cached.keys === keys && cached.groups === groups && cached.name === record.instanceName && cached.nics === nics) return { docs: cached.view.docs, view: cached.view };
+    if (cached && cached.generation === generation && cached.keys === keys && cached.groups === groups && cached.name === record.instanceName && cached.nics === nics && cached.size === size) {
+      return { docs: cached.view.docs, view: cached.view };
+    }
     const windowsPassword = this.windowsPassword(record);
     const config = guestConfigOf({
       record,
@@ -114,7 +119,7 @@ export class GuestDocumentsService {
         }
       },
     };
-    this.cache.set(record.instanceId, { generation, keys, groups, name: record.instanceName, nics, view });
+    this.cache.set(record.instanceId, { generation, keys, groups, name: record.instanceName, nics, size, view });
     return { docs, view };
   }
 
