@@ -146,6 +146,10 @@ export class GuestDocumentsService {
   async refresh(record: InstanceRecord): Promise<void> {
     await this.buildDrive(record);
     if (record.configDrive === "none") return;
+    // libvirt leaves a running guest's CD-ROM as it is when the new source is the path it
+    // already has (the drive is rebuilt in place): the tray is emptied first, so QEMU reopens
+    // the file and the guest sees a media change.
+    await this.o.hypervisor.ejectMedia(record.instanceId, "hdc");
     await this.o.hypervisor.changeMedia(record.instanceId, "hdc", this.o.paths.configDrive(record.instanceId));
   }
 

@@ -618,8 +618,10 @@ export class EniService {
       requestId: ctx.requestId,
       startedAt: new Date().toISOString(),
     };
-    await this.o.journal.write(entry);
-    this.o.checkpoint?.(`eni-${op}:journaled`);
+    const journaled = async () => {
+      await this.o.journal.write(entry);
+      this.o.checkpoint?.(`eni-${op}:journaled`);
+    };
     const setNics = (which: "before" | "after") => {
       for (const [i, planned] of entry.instances.entries()) {
         const record = instances[i]!.entry.record;
@@ -630,9 +632,13 @@ export class EniService {
     try {
       if (!releasing) {
         setNics("after");
-        await this.o.firewall.syncNow();
+        // The journal and the firewall's rules for the new NICs at once, both before the host
+        // step (a tap with no rules could send as another NIC's address): rules for a NIC no
+        // record has are gone with the next sync or the start-up resync, should a crash come first.
+        await Promise.all([journaled(), this.o.firewall.syncNow()]);
         await hostStep?.();
       } else {
+        await journaled();
         await hostStep?.();
         setNics("after");
       }
@@ -648,13 +654,21 @@ export class EniService {
 
   /** The rest of a change once the host step is done: records saved, store, drives, events, journal. */
   private async finish(entry: EniJournalEntry, entries: InstanceEntry[], releasing: boolean): Promise<void> {
-    await Promise.all(entries.map((e) => this.o.ops.saveRecord(e)));
+    const drives = () =>
+      Promise.all(
+        entries.map((e) =>
+          this.o.drives.refresh(e.record).catch((err: unknown) => this.o.logger.error({ err, instanceId: e.record.instanceId }, "could not refresh the guest's drive after a NIC change")),
+        ),
+      );
+    // The records, the store and (when the firewall already has the new state) the guests' drives at once.
+    await Promise.all([...entries.map((e) => this.o.ops.saveRecord(e)), this.commitStore((s) => applyStore(s, entry.store, "after")), ...(releasing ? [] : [drives()])]);
     // Indexes over the instances' NICs (the metadata endpoint's callers by address) are built anew.
     this.o.registry.membership += 1;
-    await this.commitStore((s) => applyStore(s, entry.store, "after"));
-    if (releasing) await this.o.firewall.syncNow();
+    if (releasing) {
+      await this.o.firewall.syncNow();
+      await drives();
+    }
     for (const e of entries) {
-      await this.o.drives.refresh(e.record).catch((err: unknown) => this.o.logger.error({ err, instanceId: e.record.instanceId }, "could not refresh the guest's drive after a NIC change"));
       this.o.registry.touched(e.record.instanceId, `NICs changed (${entry.op} ${entry.eniId})`);
       await this.o.nicEvents.emit(e.record.instanceId);
     }
