@@ -4,7 +4,8 @@
  * 249) to the metadata addresses; a MAC the agent does not know gets nothing (a port of the
  * bridge the firewall does not guard, so it is dnsmasq that refuses); the dnsmasq survives a
  * SIGKILL of the agent and is adopted, not doubled, by the next one; a stopped instance's NIC
- * keeps its lease and a terminated one's is gone at once. Then the Debian guest, from an image
+ * keeps its lease, an ENI attached to it gets one and loses it on detach, and a terminated
+ * instance's lease is gone at once. Then the Debian guest, from an image
  * tagged cdh:config-drive=none (no drive at all), is configured by cloud-init's OpenStack
  * datasource over DHCP and the metadata endpoint alone: its address, host name, key and user
  * data.
@@ -16,7 +17,7 @@ import { join } from "node:path";
 import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { listDnsmasq, pidFileOf } from "../../agent/network/dhcp/dnsmasq.js";
-import { importImage, startAgentProcess, TEST_BRIDGE, TEST_GATEWAY, waitForState, type AgentProcess } from "../support/agent-process.js";
+import { importImage, startAgentProcess, TEST_BRIDGE, TEST_GATEWAY, vpcClient, waitForState, type AgentProcess } from "../support/agent-process.js";
 import { ensureDebianImage } from "../support/debian-image.js";
 import { GuestConsole } from "../support/guest-console.js";
 import { generateGuestKeyPair, sshExec, waitForSsh } from "../support/guest-ssh.js";
@@ -144,11 +145,22 @@ describe("DHCP with fixed leases", () => {
       expect(Number((await readFile(pidFile(), "utf8")).trim())).toBe(before);
     }, 120_000);
 
-    it("keeps a stopped instance's lease and drops a terminated one's at once", async () => {
+    it("keeps a stopped instance's lease, follows an ENI attached and detached, drops a terminated instance's at once", async () => {
       await agent.client.StopInstances({ InstanceIds: [id], StopType: "HARD" });
       await waitForState(agent.client, id, "STOPPED");
       // The guest's tap is gone; its MAC on another port of the bridge gets its lease.
       expect((await leaseOnVeth(mac))?.ip).toBe(ip);
+      // An ENI attached to it (added to its definition) has a lease of its own from then on
+      // (no host name: that is the first NIC's), and none once detached.
+      const vpc = vpcClient(agent.port);
+      const created = (await vpc.CreateNetworkInterface({ VpcId: "vpc-default", SubnetId: "subnet-default", NetworkInterfaceName: "dhcp-eni" })).NetworkInterface!;
+      const eni = { id: created.NetworkInterfaceId!, mac: created.MacAddress!.toLowerCase(), ip: created.PrivateIpAddressSet![0]!.PrivateIpAddress! };
+      expect(await leaseOnVeth(eni.mac)).toBeUndefined();
+      await vpc.AttachNetworkInterface({ NetworkInterfaceId: eni.id, InstanceId: id });
+      expect(await leaseOnVeth(eni.mac)).toMatchObject({ ip: eni.ip, host: "", router: TEST_GATEWAY, routes: ROUTES });
+      await vpc.DetachNetworkInterface({ NetworkInterfaceId: eni.id, InstanceId: id });
+      expect(await leaseOnVeth(eni.mac)).toBeUndefined();
+      await vpc.DeleteNetworkInterface({ NetworkInterfaceId: eni.id });
       await agent.client.TerminateInstances({ InstanceIds: [id] });
       const deadline = Date.now() + 120_000;
       while ((await agent.client.DescribeInstances({ InstanceIds: [id] })).TotalCount !== 0) {
