@@ -77,6 +77,13 @@ export async function startTwoHosts(o: { repoRoot: string; env?: Record<string, 
   await twoHostsUp(o.repoRoot);
   const machine = process.env.CDH_MACHINE_NS_PID;
   if (!machine) throw new Error("CDH_MACHINE_NS_PID is not set: run the tests through scripts/in-testns.sh (scripts/dev-it.sh)");
+  // cdhtest2 serves the migration tests only: instances an interrupted run left there go.
+  const inB = (...argv: string[]) => execa("nsenter", ["-t", machine, "-m", "-n", "--", "nsenter", `--net=/run/netns/${HOST_B.name}`, `--mount=/run/cdh-hosts/${HOST_B.name}.mnt`, "--", ...argv], { reject: false });
+  for (const name of (await inB("virsh", "-c", "qemu:///system", "list", "--all", "--name")).stdout.split("\n").map((x) => x.trim())) {
+    if (!/^ins-[a-z0-9]{8}$/.test(name)) continue;
+    await inB("virsh", "-c", "qemu:///system", "destroy", name);
+    await inB("virsh", "-c", "qemu:///system", "undefine", name, "--nvram");
+  }
   const certDir = await mkdtemp(join(TEST_DATA_ROOT, "two-hosts-tls-"));
   await certificates(certDir);
   const caFile = join(certDir, "ca.crt");
