@@ -415,9 +415,9 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   images.start();
   await migration.recover();
   await instances.recovery.run();
-  migration.afterRecovery();
   // ENI changes a crash interrupted: finished (or undone) before the firewall's resync below.
   const eniTouched = await enis.recover();
+  migration.afterRecovery();
   // The whole ruleset from the recovered instances, replacing whatever the tables held (one
   // transaction), before the API can start anything. Without it guests would run unfiltered.
   // It runs beside the start-up steps below that start no guest; awaited before the power restore and the API.

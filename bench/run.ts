@@ -45,8 +45,8 @@ import { benchMonitor } from "./monitor.js";
 import { benchMetadata } from "./metadata.js";
 import { benchPowerRestore } from "./power-restore.js";
 import { benchResetType } from "./reset-type.js";
-import { benchVnc } from "./vnc.js";
 import { benchEni } from "./eni.js";
+import { benchVnc } from "./vnc.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
