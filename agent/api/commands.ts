@@ -53,7 +53,7 @@ import { parseCloneInstance, parseCreateImage, parseResetInstance, parseRunInsta
 import { parseDescribeInstancesModification, parseResetInstancesType } from "./schemas-retype.js";
 import { parseModifyInstancesVpcAttribute } from "./schemas-vpc-attribute.js";
 import type { VpcAttributeRequest } from "../instances/vpc-attribute.js";
-import { parseCancelMigrateInstances, parseMigrateInstances, parseMigrationPeerStep } from "../migration/schemas.js";
+import { parseCancelMigrateInstances, parseMigrateInstances, parseMigrationPeerStep } from "./schemas-migration.js";
 import type { MigrateRequest } from "../migration/source.js";
 import type { PeerStepParams } from "../migration/service.js";
 import type { DescribeInstancesModificationParams, ResetInstancesTypeParams } from "./schemas-retype.js";

@@ -18,7 +18,7 @@ import { request as httpRequest, type IncomingMessage } from "node:http";
 import { isIP } from "node:net";
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from "node:tls";
 import WebSocket from "ws";
-import { signTc3 } from "../api/tc3.js";
+import { signTc3 } from "../core/tc3-sign.js";
 
 export const API_VERSION = "2017-03-12";
 /** The Monitor actions answer under their own version (agent/api/server.ts). */

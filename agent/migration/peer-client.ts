@@ -5,7 +5,7 @@
 import { request as httpsRequest } from "node:https";
 import { request as httpRequest } from "node:http";
 import { readFile } from "node:fs/promises";
-import { signTc3 } from "../api/tc3.js";
+import { signTc3 } from "../core/tc3-sign.js";
 import { DomainError } from "../core/errors.js";
 
 /** A peer host this agent may move instances to (config `migration_peers`). */

@@ -65,9 +65,10 @@ export function parseTinyNics(line: string): TinyNics {
   const m = TINY_NICS_PATTERN.exec(line);
   if (!m) throw new Error(`not a CDH-TINY-NICS line: ${JSON.stringify(line)}`);
   const nics = m[2]!.split(",").filter((s) => s !== "").map((item) => {
-    const n = /^(\w+):([0-9a-f:]{17}):((?:[\d.]+\/\d+)(?:\+[\d.]+\/\d+)*)?$/.exec(item);
+    // A NIC the guest's kernel is still bringing in during a hot-plug may show no MAC yet ("eth1::").
+    const n = /^(\w+):((?:[0-9a-f]{2}:){5}[0-9a-f]{2})?:((?:[\d.]+\/\d+)(?:\+[\d.]+\/\d+)*)?$/.exec(item);
     if (!n) throw new Error(`bad NIC ${JSON.stringify(item)} in ${JSON.stringify(line)}`);
-    return { name: n[1]!, mac: n[2]!, addresses: n[3] ? n[3].split("+") : [] };
+    return { name: n[1]!, mac: n[2] ?? "", addresses: n[3] ? n[3].split("+") : [] };
   });
   return { generation: m[1]!, nics };
 }
@@ -145,7 +146,14 @@ export class NetGuest {
     for (const raw of lines) {
       const line = raw.replace(/\r$/, "");
       if (TINY_NICS_PATTERN.test(line) && !line.includes("CDH-NET ")) {
-        this.onNics(parseTinyNics(line));
+        // A line the kernel's own console output cut into is skipped: the guest prints the set again on its next change.
+        let nics: TinyNics | undefined;
+        try {
+          nics = parseTinyNics(line);
+        } catch {
+          nics = undefined;
+        }
+        if (nics) this.onNics(nics);
         continue;
       }
       const m = RESULT.exec(line);

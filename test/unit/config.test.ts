@@ -67,6 +67,7 @@ describe("loadConfig", () => {
       alarmRules: [],
       monitorDir: "/var/lib/cdh-agent/monitor",
       monitorRetentionDays: {},
+      nicDetachTimeoutS: 30,
       bandwidthCaps: true,
       intranetRule: { mbpsPerVcpu: 187.5, minMbps: 1500, maxMbps: 25_000, ppsPerVcpu: 50_000, minPps: 100_000, maxPps: 400_000 },
       libvirtProbeIntervalS: 5,

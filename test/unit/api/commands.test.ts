@@ -91,6 +91,10 @@ describe("parseCommand", () => {
         // This agent's extensions: the serial console (agent/api/schemas-serial.ts)
         "DescribeInstanceSerialConsoleUrl",
         "DescribeInstanceSerialLog",
+        // This agent's extensions: migration between hosts (agent/api/schemas-migration.ts)
+        "MigrateInstances",
+        "CancelMigrateInstances",
+        "MigrationPeerStep",
         // Monitor 2018-07-24 (agent/api/schemas-monitor.ts)
         "GetMonitorData",
         "DescribeBaseMetrics",

@@ -32,7 +32,7 @@ import { RUN_REQUEST_SCHEMAS } from "../../../agent/api/schemas-run.js";
 import { ENI_REQUEST_SCHEMAS } from "../../../agent/api/schemas-eni.js";
 import { CONSOLE_REQUEST_SCHEMAS } from "../../../agent/api/schemas-console.js";
 import { SERIAL_REQUEST_SCHEMAS } from "../../../agent/api/schemas-serial.js";
-import { MIGRATION_REQUEST_SCHEMAS } from "../../../agent/migration/schemas.js";
+import { MIGRATION_REQUEST_SCHEMAS } from "../../../agent/api/schemas-migration.js";
 import { refusal } from "../../support/parse.js";
 
 type Fate = "used" | "checked" | "info" | "sg" | { refuse: Record<string, unknown>; info?: true };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseCancelMigrateInstances, parseMigrateInstances, parseMigrationPeerStep } from "../../../../agent/migration/schemas.js";
+import { parseCancelMigrateInstances, parseMigrateInstances, parseMigrationPeerStep } from "../../../../agent/api/schemas-migration.js";
 
 describe("MigrateInstances' request", () => {
   it("takes the defaults: live, SOFT_FIRST, 2.5 s of downtime, 600 s, no post-copy", () => {

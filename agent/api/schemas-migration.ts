@@ -3,9 +3,9 @@
  * and CancelMigrateInstances on the source, MigrationPeerStep (internal: one agent to another).
  */
 import { z } from "zod";
-import { fail, idList, idString, intInRange, parseWith, unique } from "../api/schemas.js";
-import type { MigrateRequest } from "./source.js";
-import type { PeerStepParams } from "./service.js";
+import { fail, idList, idString, intInRange, parseWith, unique } from "./schemas.js";
+import type { MigrateRequest } from "../migration/source.js";
+import type { PeerStepParams } from "../migration/service.js";
 
 const migrateInstancesSchema = z
   .object({
