@@ -15,20 +15,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { vpcClient, type AgentProcess, type VpcClient } from "../support/agent-process.js";
 import { openNetGuests, type NetGuest, type TinyNics } from "../support/guest-net.js";
 import { agentWithTinyGuests } from "../support/tiny-guests.js";
+import { codeOf } from "../support/sdk-code.js";
 
 const virsh = (...args: string[]) => execa("virsh", ["-c", "qemu:///system", ...args], { reject: false });
-
-/** The code of the SDK error a call fails with (an answer is a test failure). */
-async function codeOf(call: Promise<unknown>): Promise<string> {
-  try {
-    await call;
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (typeof code === "string") return code;
-    throw error;
-  }
-  throw new Error("the call was answered, not refused");
-}
 
 const hasMac = (mac: string) => (n: TinyNics) => n.nics.some((x) => x.mac === mac.toLowerCase());
 const hasAddress = (mac: string, ip: string) => (n: TinyNics) => n.nics.some((x) => x.mac === mac.toLowerCase() && x.addresses.some((a) => a.startsWith(`${ip}/`)));

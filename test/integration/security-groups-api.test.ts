@@ -8,18 +8,7 @@ import { execa } from "execa";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { importImage, startAgentProcess, vpcClient, waitForState, type AgentProcess, type VpcClient } from "../support/agent-process.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
-
-/** The code of the SDK error a call fails with (an answer is a test failure). */
-async function codeOf(call: Promise<unknown>): Promise<string> {
-  try {
-    await call;
-  } catch (error) {
-    const code = (error as { code?: string }).code;
-    if (typeof code === "string") return code;
-    throw error;
-  }
-  throw new Error("the call was answered, not refused");
-}
+import { codeOf } from "../support/sdk-code.js";
 
 async function messageOf(call: Promise<unknown>): Promise<string> {
   try {
