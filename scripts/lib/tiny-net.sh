@@ -66,11 +66,15 @@ read_drive() {
 apply() {
   { sed 's/{"id":/\n{"id":/g' /etc/network_data.json; echo; } >/tmp/net.lines
   : >/tmp/cdh-want
+  : >/tmp/cdh-named
   while IFS= read -r obj; do
     case "$obj" in *'"type":"ipv4"'*) ;; *) continue ;; esac
     link=$(field "$obj" link)
     ip=$(field "$obj" ip_address)
     mask=$(field "$obj" netmask)
+    # Every address the file names, on a NIC present or not: one whose MAC was changed in the
+    # guest (`cdh-net mac`) keeps its address; only what the file stops naming is removed.
+    [ -n "$ip" ] && echo "$ip" >>/tmp/cdh-named
     mac=$(grep "\"id\":\"$link\"" /tmp/net.lines | grep -o '"ethernet_mac_address":"[^"]*"' | head -n1 | cut -d'"' -f4 | tr A-F a-f)
     ifc=
     for f in /sys/class/net/*/address; do
@@ -98,6 +102,12 @@ apply() {
   if [ -f /tmp/cdh-have ]; then
     while read -r ifc cidr table; do
       grep -q "^$ifc $cidr " /tmp/cdh-want && continue
+      # Named by the file but on no NIC present (its MAC changed in the guest): kept. Named on
+      # another NIC present (the address moved): removed here, since that NIC has it now.
+      if grep -qx "${cidr%/*}" /tmp/cdh-named && ! grep -q " $cidr " /tmp/cdh-want; then
+        echo "$ifc $cidr $table" >>/tmp/cdh-want
+        continue
+      fi
       ip addr del "$cidr" dev "$ifc" 2>/dev/null
       ip rule del from "${cidr%/*}" table "$table" 2>/dev/null
     done </tmp/cdh-have
