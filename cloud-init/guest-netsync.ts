@@ -4,9 +4,10 @@
  *
  * cloud-init 22.4 (Debian 12) supports the `hotplug` update event for the ConfigDrive and
  * OpenStack datasources (`supported_update_events` lists HOTPLUG and BOOT), so the vendor data
- * turns on `updates.network.when: [boot-new-instance, boot-legacy, boot, hotplug]`:
- * - `boot`: every boot renders the network from the current drive again (a new primary address
- *   from ModifyInstancesVpcAttribute, ENIs and secondary addresses present at boot);
+ * turns on `updates.network.when: [boot-new-instance, hotplug]`. Not `boot`: with it, the Debian
+ * guest's root filesystem was no longer grown by growpart at the next boot (guest-config test,
+ * 2026-12-07; the cause inside cloud-init not found), and cdh-netsync below applies a new primary
+ * address, ENIs and secondary addresses at every boot anyway.
  * - `hotplug`: cc_install_hotplug installs cloud-init's udev hook, which re-reads the drive on a
  *   NIC add and writes the new NIC's configuration.
  * That is not enough live: 22.4's networkd activator only sets a hot-plugged link up (networkd is
@@ -155,7 +156,7 @@ net.ipv4.conf.all.arp_announce = 2
 `;
 
 /** cloud-init's update events for the network (see the file's comment). */
-export const NETWORK_UPDATE_EVENTS = ["boot-new-instance", "boot-legacy", "boot", "hotplug"] as const;
+export const NETWORK_UPDATE_EVENTS = ["boot-new-instance", "hotplug"] as const;
 
 /** The cloud-config parts of the guest side: files, the commands that start them, cloud-init's update events. */
 export function netsyncCloudConfig(): { updates: YamlValue; files: YamlValue[]; runcmd: YamlValue[] } {
