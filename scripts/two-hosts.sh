@@ -15,6 +15,8 @@
 #   two-hosts.sh up      both hosts, the migration link and the libvirtd listeners (a no-op when up)
 #   two-hosts.sh link    the subnet link (after the agents made their bridges); a no-op when linked
 #   two-hosts.sh down    the links, the listeners' configuration, and the second host
+#   two-hosts.sh cut     the migration link down at both ends (a pulled cable: the fault tests)
+#   two-hosts.sh mend    the migration link up again
 #   two-hosts.sh status  what is up
 # From inside a test host (a test's set-up) it acts from the machine's namespaces, through
 # CDH_MACHINE_NS_PID (scripts/in-testns.sh). Names: CDH_HOST_A / CDH_HOST_B, CDH_TEST_BRIDGE.
@@ -86,6 +88,9 @@ up() {
     ip -n "$B" link set cdhmigb up
     log "migration link cdhmiga ($ADDR_A, $A) <-> cdhmigb ($ADDR_B, $B)"
   fi
+  # Up also after a cut an interrupted fault test left.
+  ip -n "$A" link set cdhmiga up
+  ip -n "$B" link set cdhmigb up
   guard "$A" cdhmiga
   guard "$B" cdhmigb
   listen_conf "$A" "$ADDR_A"
@@ -161,6 +166,18 @@ down() {
   log "down: the links are gone, $B is down; $A's libvirtd listens on nothing once restarted"
 }
 
+cut() {
+  ip -n "$A" link set cdhmiga down
+  ip -n "$B" link set cdhmigb down
+  log "migration link cut (cdhmiga, cdhmigb down)"
+}
+
+mend() {
+  ip -n "$A" link set cdhmiga up
+  ip -n "$B" link set cdhmigb up
+  log "migration link mended"
+}
+
 status() {
   for h in "$A" "$B"; do
     if [ -e "/run/netns/$h" ]; then
@@ -175,6 +192,8 @@ case "$cmd" in
   up) up ;;
   link) link ;;
   down) down ;;
+  cut) cut ;;
+  mend) mend ;;
   status) status ;;
-  *) sed -n '2,21p' "$script"; exit 2 ;;
+  *) sed -n '2,23p' "$script"; exit 2 ;;
 esac

@@ -43,9 +43,19 @@ export class MigrationService {
       hypervisor: Pick<Hypervisor, "domainState" | "start">;
       logger: Logger;
     },
-  ) {}
+  ) {
+    // A move that failed while the destination could not be told to abort: retried here until it answers.
+    o.source.unsettled = (entry) => {
+      this.pending.set(entry.instanceId, entry);
+      this.scheduleRetry();
+    };
+  }
 
   migrate(req: MigrateRequest, ctx: RequestContext): void {
+    for (const id of req.instanceIds) {
+      const e = this.pending.get(id);
+      if (e) throw new DomainError("InstanceState", `instance ${id}: its last migration (${e.migrationId}) is not settled with host ${e.peerHostId} yet; retry once it is`, { state: "MIGRATING" });
+    }
     this.o.source.migrate(req, ctx);
   }
 

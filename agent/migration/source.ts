@@ -72,6 +72,8 @@ export const PEER_ACTION = "MigrationPeerStep";
 
 export class MigrationSource {
   readonly libvirt: LibvirtMigration;
+  /** A failed move whose destination could not be told to abort (set by MigrationService: it retries). */
+  unsettled?: (entry: MigrationEntry) => void;
   constructor(private readonly o: SourceDeps) {
     this.libvirt = new LibvirtMigration({ runner: o.runner, uri: o.libvirtUri });
   }
@@ -212,10 +214,19 @@ export class MigrationSource {
       log.warn({ err: error, migrationId }, "migration failed before the move completed; the instance stays here");
       this.progress(entry, { Phase: "ABORTING" });
       // Also when reserve itself failed: its answer may have been lost after the room was taken.
-      await step("abort", {}, 120_000).catch((e: unknown) => log.error({ err: e, reserved }, "migration: the destination could not abort; its recovery or ours removes its leftovers"));
+      const destinationClean = await step("abort", {}, 120_000).then(
+        () => true,
+        (e: unknown) => {
+          log.error({ err: e, reserved }, "migration: the destination could not abort now (unreachable?); the entry stays in the journal and the abort is retried until it answers");
+          return false;
+        },
+      );
       if (stopped && wasRunning) await o.hypervisor.start(id).catch((e: unknown) => log.error({ err: e }, "migration: could not start the instance again after the failed move"));
       if (stopped) o.registry.setPower(id, (await o.hypervisor.domainState(id).catch(() => null)) ?? "unknown");
-      await o.journal.remove(id, "source");
+      if (destinationClean) await o.journal.remove(id, "source");
+      // The destination may still hold the room, disks and drive (a cut link): settled later (MigrationService).
+      // (wasRunning false: the instance was started again above; the retry must not start it once more.)
+      else this.unsettled?.({ ...journalEntry, wasRunning: false });
       delete entry.migration;
       throw error;
     }
