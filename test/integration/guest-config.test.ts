@@ -185,11 +185,16 @@ describe("a Debian guest configured by the agent", () => {
   it("cannot reach the metadata endpoint as another address", async () => {
     // The guest claims a second address; clean-traffic drops what it sends from it.
     const other = ip.replace(/\d+$/, (n) => String((Number(n) % 200) + 20));
-    await ssh(`ip addr add ${other}/24 dev eth0`);
-    const forged = await ssh(`curl -s --max-time 5 --interface ${other} http://169.254.0.23/latest/meta-data/instance-id; echo rc=$?`);
-    expect(forged.stdout).not.toContain(id);
-    expect(forged.stdout).toMatch(/rc=(7|28)/);
-    await ssh(`ip addr del ${other}/24 dev eth0`);
+    // The guest's own follower (cdh-netsync) keeps exactly the drive's addresses on its NICs and
+    // would remove the forged one within a minute: it is paused while the guest forges.
+    await ssh(`systemctl stop cdh-netsync && ip addr add ${other}/24 dev eth0`);
+    try {
+      const forged = await ssh(`curl -s --max-time 5 --interface ${other} http://169.254.0.23/latest/meta-data/instance-id; echo rc=$?`);
+      expect(forged.stdout).not.toContain(id);
+      expect(forged.stdout).toMatch(/rc=(7|28)\b/);
+    } finally {
+      await ssh(`ip addr del ${other}/24 dev eth0; systemctl start cdh-netsync`);
+    }
   });
 
   it("cannot read a second guest's user data or keys, asking as itself or claiming that guest's address", async () => {
@@ -225,7 +230,8 @@ describe("a Debian guest configured by the agent", () => {
       expect(own.stdout.match(/rc=0\b/g) ?? []).toHaveLength(paths.length);
 
       // Claiming the second guest's address: clean-traffic drops what it sends from it.
-      await ssh(`ip addr add ${secondIp}/32 dev eth0`);
+      // The follower is paused, as above, so the forged address stays for the whole check.
+      await ssh(`systemctl stop cdh-netsync && ip addr add ${secondIp}/32 dev eth0`);
       try {
         const forged = await ssh(fetchAll(`--interface ${secondIp}`), 120_000);
         expect(forged.stdout).not.toContain(secret);
@@ -233,7 +239,7 @@ describe("a Debian guest configured by the agent", () => {
         expect(forged.stdout).not.toContain(second);
         expect(forged.stdout.match(/rc=(7|28)\b/g) ?? []).toHaveLength(paths.length);
       } finally {
-        await ssh(`ip addr del ${secondIp}/32 dev eth0`);
+        await ssh(`ip addr del ${secondIp}/32 dev eth0; systemctl start cdh-netsync`);
       }
     } finally {
       await agent.client.TerminateInstances({ InstanceIds: [second] });
