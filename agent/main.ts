@@ -86,6 +86,9 @@ export interface RunningAgent {
 
 export async function startAgent(options: { config: AgentConfig; logger: Logger; runner?: CommandRunner }): Promise<RunningAgent> {
   const { config, logger } = options;
+  // Where the start-up goes (debug; the bench prints these beside the commands' times).
+  const startupStep = (step: string) => logger.debug({ step, uptimeMs: Math.round(performance.now()) }, "start-up step");
+  startupStep("modules loaded");
   const paths = new DataPaths(config.dataDir);
   await mkdir(paths.root, { recursive: true, mode: 0o711 });
   await chmod(paths.root, 0o711); // QEMU (user libvirt-qemu) must reach the disks below it
@@ -97,19 +100,26 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   const imageTool = new QemuImg({ runner });
 
   await waitForLibvirt(hypervisor, logger);
-  const virtType = await chooseVirtType(config.virtType, hypervisor, logger);
-  // QEMU binds each domain's VNC socket in this directory: it must be QEMU's before any domain starts.
-  await prepareVncDir(paths.vncDir, await hypervisor.qemuProcessIds());
+  startupStep("libvirt answers");
+  // Independent of each other (libvirt round trips and host facts): side by side, all awaited here.
   const networks = new VirshNetworks({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir });
-  for (const subnet of config.subnets) {
-    await networks.ensureIsolated({
-      name: subnet.network,
-      bridge: subnet.bridge,
-      ip: { address: subnet.gateway, prefixLength: subnet.prefixLength },
-    });
-  }
-
-  const facts = await getHostFacts({ dataDir: config.dataDir });
+  // A network conflict (the first) is the failure shown when several fail.
+  const [, virtType, , facts] = await allSettledOrThrow([
+    (async () => {
+      for (const subnet of config.subnets) {
+        await networks.ensureIsolated({
+          name: subnet.network,
+          bridge: subnet.bridge,
+          ip: { address: subnet.gateway, prefixLength: subnet.prefixLength },
+        });
+      }
+    })(),
+    chooseVirtType(config.virtType, hypervisor, logger),
+    // QEMU binds each domain's VNC socket in this directory: it must be QEMU's before any domain starts.
+    hypervisor.qemuProcessIds().then((ids) => prepareVncDir(paths.vncDir, ids)),
+    getHostFacts({ dataDir: config.dataDir }),
+  ] as const);
+  startupStep("networks and host facts");
   const identity: HostIdentity = {
     hostId: config.hostId,
     hostName: facts.hostname,
@@ -411,10 +421,13 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     logger: migrationLog,
   });
 
+  startupStep("stores loaded");
   await images.load();
   images.start();
   await migration.recover();
+  startupStep("images and migrations");
   await instances.recovery.run();
+  startupStep("instances recovered");
   // ENI changes a crash interrupted: finished (or undone) before the firewall's resync below.
   const eniTouched = await enis.recover();
   migration.afterRecovery();
@@ -458,13 +471,17 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     securityGroups.resync().catch((e: unknown) => logger.error({ err: e }, "could not rebuild the firewall after libvirtd came back"));
   });
   // Caps on every tap there is, then on every tap that appears or changes (a domain start, a
-  // hot-plug, a record change), and all again after libvirtd came back.
-  await bandwidth.sync();
+  // hot-plug, a record change), and all again after libvirtd came back. Not awaited: the first
+  // pass (one nft transaction, tc per tap) runs beside the API's start; the caps of guests that
+  // already run catch up with it, and a guest the agent starts gets its caps from the pass its
+  // start asks for (beforeStart's NIC event and the registry change), which queues behind it.
+  bandwidth.request();
   registry.subscribe((reason) => {
     if (reason === "libvirt reachable") bandwidth.forget();
     bandwidth.request();
   });
   bandwidth.start(config.reconcileIntervalS * 1000);
+  startupStep("firewall, DHCP and caps under way");
   await snapshots.load();
   sync.start();
   // What the pools' files take (a stat of each): beside the steps below, awaited before the API admits anything.
@@ -600,6 +617,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       unverifiedBodyBudgetBytes: config.apiUnverifiedBodyBudgetBytes,
     },
   });
+  startupStep("API built");
   await measured;
   const { port } = await api.listen();
   // SIGHUP reloads the API's TLS files (open connections keep theirs).
@@ -765,6 +783,16 @@ async function startMetadata(o: {
     logger.error({ err: error }, "could not install the metadata redirect (nftables); guests rely on their config drive");
   }
   return server;
+}
+
+/**
+ * Awaits every promise (so none is left running unobserved) and throws the first failure,
+ * in the order given; otherwise the values, in that order.
+ */
+async function allSettledOrThrow<T extends readonly unknown[]>(promises: { readonly [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const settled = await Promise.allSettled(promises);
+  for (const r of settled) if (r.status === "rejected") throw r.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 async function waitForLibvirt(hypervisor: VirshHypervisor, logger: Logger): Promise<void> {

@@ -287,7 +287,7 @@ export async function startupSteps(logFile: string, from: number, spawnedAtMs: n
   const text = (await readFile(logFile, "utf8").catch(() => "")).slice(from);
   const lines = text.split("\n").flatMap((l) => {
     try {
-      return l.startsWith("{") ? [JSON.parse(l) as { time: string; msg: string; command?: string; durationMs?: number }] : [];
+      return l.startsWith("{") ? [JSON.parse(l) as { time: string; msg: string; command?: string; durationMs?: number; step?: string }] : [];
     } catch {
       return [];
     }
@@ -315,7 +315,14 @@ export async function startupSteps(logFile: string, from: number, spawnedAtMs: n
     return total;
   };
   const parts = [...kinds].map(([k, spans]) => `${k} ${covered(spans).toFixed(0)} ms (${spans.length})`);
-  return [`first command at ${firstCommand === undefined ? "?" : (firstCommand - spawnedAtMs).toFixed(0)} ms`, ...parts, `serving at ${(until - spawnedAtMs).toFixed(0)} ms`].join("; ");
+  // The agent's own marks (main.ts startupStep): when each start-up stage ended.
+  const steps = lines.filter((l) => l.msg === "start-up step" && Date.parse(l.time) <= until).map((l) => `${l.step} ${Date.parse(l.time) - spawnedAtMs}`);
+  return [
+    `first command at ${firstCommand === undefined ? "?" : (firstCommand - spawnedAtMs).toFixed(0)} ms`,
+    ...parts,
+    `serving at ${(until - spawnedAtMs).toFixed(0)} ms`,
+    ...(steps.length ? [`stages ended (ms): ${steps.join(", ")}`] : []),
+  ].join("; ");
 }
 
 /**
