@@ -11,6 +11,7 @@ import { addSecret } from "../drivers/exec/sanitize.js";
 import type { CommandRunner } from "../drivers/exec/runner.js";
 import { VirshHypervisor } from "../drivers/libvirt/virsh.js";
 import { VirshNetworks } from "../drivers/libvirt/networks.js";
+import { VirshSession } from "../drivers/libvirt/virsh-session.js";
 import type { VirtType } from "../drivers/libvirt/types.js";
 import { QemuImg } from "../drivers/storage/qemu-img.js";
 import { getHostFacts } from "../drivers/host/facts.js";
@@ -716,6 +717,8 @@ function startMonitor(o: { config: AgentConfig; runner: CommandRunner; registry:
   const monitor = new HostMonitor({
     runner: o.runner,
     uri: config.libvirtUri,
+    // One virsh shell kept for the bulk call: a process and a libvirt connection per sample were most of its cost (bench (m)).
+    session: new VirshSession({ runner: o.runner, uri: config.libvirtUri }),
     store,
     intervalMs: config.monitorIntervalS * 1000,
     instanceIds: () => new Set([...o.registry.all()].map((e) => e.record.instanceId)),

@@ -1,7 +1,8 @@
 /**
  * The monitor's figures (issue 13):
  * (m) collection for 200 running-or-paused instances: the agent's CPU time per sample
- *     interval (its own, and with the virsh it runs) and its VmRSS, against one
+ *     interval (its own, and with its children: the virsh it runs, reaped or still running —
+ *     the monitor's long-lived virsh shell, the event stream) and its VmRSS, against one
  *     `virsh domstats --nowait` of the same domains in the same run (its CPU time, from
  *     bash's `times`); the store's bytes on disk for a day of data (one instance's day
  *     written record by record into a store of its own and measured, × 200).
@@ -36,13 +37,33 @@ const DAY = 86_400;
 /** The copies' memory (see the top of this file). */
 const COPY_MEMORY_KIB = 64 * 1024;
 
-/** utime+stime and cutime+cstime of a process, seconds (/proc/PID/stat, clock ticks of 100 Hz). */
+/**
+ * utime+stime of a process, and of its children: those it has reaped (cutime+cstime) and those
+ * still running (each one's own and reaped children's, recursively: the agent's long-lived
+ * `virsh` shell and event stream); seconds (/proc/PID/stat, clock ticks of 100 Hz).
+ */
 async function cpuSeconds(pid: number): Promise<{ own: number; children: number }> {
   const stat = await readFile(`/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // Fields after the command: state is index 0, utime 11, stime 12, cutime 13, cstime 14.
   const tick = 100;
-  return { own: (Number(f[11]) + Number(f[12])) / tick, children: (Number(f[13]) + Number(f[14])) / tick };
+  let live = 0;
+  for (const child of await childPids(pid)) {
+    const c = await cpuSeconds(child).catch(() => undefined); // gone meanwhile: its time is in cutime now
+    if (c) live += c.own + c.children;
+  }
+  return { own: (Number(f[11]) + Number(f[12])) / tick, children: (Number(f[13]) + Number(f[14])) / tick + live };
+}
+
+/** The live children of a process (/proc/PID/task/TID/children of every thread). */
+async function childPids(pid: number): Promise<number[]> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  const out = new Set<number>();
+  for (const t of tasks) {
+    const text = await readFile(`/proc/${pid}/task/${t}/children`, "utf8").catch(() => "");
+    for (const p of text.trim().split(/\s+/)) if (p) out.add(Number(p));
+  }
+  return [...out];
 }
 
 /** CPU seconds (user + system) of one `virsh domstats` the monitor's way, from bash's `times`. */
@@ -259,7 +280,7 @@ async function benchCollection(o: MonitorBenchOptions): Promise<{ rows: Row[]; a
   rows.push(
     ratioRow({
       part: "(m)",
-      what: `collection of ${active} paused instances: agent CPU per 10 s interval, its own + its virsh (${o.intervals} intervals)`,
+      what: `collection of ${active} paused instances: agent CPU per 10 s interval, its own + its children's (virsh shell, event stream; ${o.intervals} intervals)`,
       ours: withChildMs,
       baseline: baseMs,
       unit: "ms",

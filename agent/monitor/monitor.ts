@@ -21,12 +21,14 @@
  *                   period: 10|60|300|3600|86400, start, end: Unix seconds inclusive }
  *   Series = { timestamps (Unix s, aligned), avg, max, min: number[] }
  *
- * Safety: one `virsh domstats --nowait` per interval with a deadline (timeoutMs); a call
+ * Safety: one `virsh domstats --nowait` per interval (in the long-lived shell when one is
+ * given: its deadline kills the shell, the next sample starts another) with a deadline (timeoutMs); a call
  * still under way when the next is due is not doubled (the tick is counted as an overrun);
  * a failed or killed call is a missed sample, logged once per streak.
  */
 import type { CommandRunner } from "../../drivers/exec/runner.js";
 import { collectDomainStats, type DomainCounters } from "../../drivers/libvirt/domstats.js";
+import type { VirshSession } from "../../drivers/libvirt/virsh-session.js";
 import { computeValues, type Reading } from "./metrics.js";
 import type { Series, SeriesQuery, SeriesStore } from "./store.js";
 
@@ -74,6 +76,11 @@ export interface HostMonitorOptions {
   timeoutMs?: number;
   /** This agent's instances (domains are named by instance ID); other domains are skipped. */
   instanceIds: () => ReadonlySet<string>;
+  /**
+   * A long-lived virsh shell for the bulk call (drivers/libvirt/virsh-session.ts: no process and
+   * connection per interval); closed by stop(). Without it, one `virsh` process per sample.
+   */
+  session?: VirshSession;
   logger: MonitorLogger;
   /** Clock, ms since the epoch. */
   now?: () => number;
@@ -137,6 +144,7 @@ export class HostMonitor implements MonitorReader {
     if (this.timer) clearTimeout(this.timer);
     this.abort.abort();
     await this.running?.catch(() => undefined);
+    this.o.session?.close();
   }
 
   private tick(): void {
@@ -161,7 +169,7 @@ export class HostMonitor implements MonitorReader {
     const started = this.now();
     let domains: DomainCounters[];
     try {
-      domains = await collectDomainStats({ runner: this.o.runner, uri: this.o.uri }, this.timeoutMs, this.abort.signal);
+      domains = await collectDomainStats({ runner: this.o.runner, uri: this.o.uri, ...(this.o.session ? { session: this.o.session } : {}) }, this.timeoutMs, this.abort.signal);
     } catch (error) {
       if (this.stopped) return undefined;
       const message = error instanceof Error ? error.message : String(error);

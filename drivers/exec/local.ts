@@ -95,11 +95,13 @@ export class LocalRunner implements CommandRunner {
       reject: false,
       shell: false,
       buffer: false,
-      stdin: "ignore",
+      stdin: options.stdin === "pipe" ? "pipe" : "ignore",
       extendEnv: false,
       env: childEnv(options.env),
       forceKillAfterDelay: false,
     });
+    // A child that exits early must not turn a late write into an unhandled EPIPE.
+    child.stdin?.on("error", () => undefined);
     child.stdout?.on("data", (chunk: Buffer | string) => out.push(chunk));
     child.stderr?.on("data", (chunk: Buffer | string) => err.push(chunk));
 
@@ -134,6 +136,11 @@ export class LocalRunner implements CommandRunner {
 
     return {
       pid: child.pid,
+      write: (text: string) => {
+        if (exited || !child.stdin || child.stdin.destroyed) return false;
+        child.stdin.write(text);
+        return true;
+      },
       kill: () => {
         if (exited || killTimer) return;
         child.kill("SIGTERM");

@@ -44,6 +44,8 @@ export interface StreamOptions {
   env?: Record<string, string>;
   /** A lone "\r" also ends a line (progress meters); empty lines are then dropped. Default false. */
   splitOnCarriageReturn?: boolean;
+  /** "pipe": the handle's write() feeds the command's stdin (a long-lived shell). Default: stdin is /dev/null. */
+  stdin?: "pipe";
 }
 
 /** A long-lived child, e.g. `virsh event --all --loop`. */
@@ -51,6 +53,8 @@ export interface StreamHandle {
   readonly pid: number | undefined;
   /** Stops the child (SIGTERM, then SIGKILL after a grace period). */
   kill(): void;
+  /** Writes to the child's stdin (only with `stdin: "pipe"`; false when the child is gone). */
+  write?(text: string): boolean;
 }
 
 export interface CommandRunner {

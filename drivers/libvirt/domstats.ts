@@ -17,6 +17,7 @@
  */
 import type { CommandRunner } from "../exec/runner.js";
 import { translateVirshError } from "./errors.js";
+import type { VirshSession } from "./virsh-session.js";
 
 /** One NIC's counters, from the guest's side. */
 export interface NicCounters {
@@ -72,6 +73,8 @@ export interface DomainCounters {
 export interface DomainStatsOptions {
   runner: CommandRunner;
   uri: string;
+  /** A long-lived virsh shell for the call (virsh-session.ts); without it, one `virsh` process per call. */
+  session?: VirshSession;
 }
 
 /**
@@ -93,6 +96,7 @@ export const DOMSTATS_ARGS: readonly string[] = Object.freeze([
 /** One bulk statistics call for all active domains, killed at timeoutMs. */
 export async function collectDomainStats(o: DomainStatsOptions, timeoutMs: number, signal?: AbortSignal): Promise<DomainCounters[]> {
   try {
+    if (o.session) return parseDomStatsLines(await o.session.run(DOMSTATS_ARGS, timeoutMs, signal));
     const { stdout } = await o.runner.run(["virsh", "-c", o.uri, ...DOMSTATS_ARGS], { timeoutMs, ...(signal ? { signal } : {}) });
     return parseDomStats(stdout);
   } catch (error) {
@@ -111,15 +115,21 @@ function num(fields: Map<string, string>, key: string): number | undefined {
 
 /** Parses `virsh domstats` output (pure). */
 export function parseDomStats(text: string): DomainCounters[] {
+  return parseDomStatsLines(text.split("\n"));
+}
+
+/** Parses `virsh domstats` output given as lines (pure); other lines (a shell's prompt) are skipped. */
+export function parseDomStatsLines(lines: Iterable<string>): DomainCounters[] {
   const out: DomainCounters[] = [];
   let name: string | undefined;
-  let fields = new Map<string, string>();
+  // One map for every domain (cleared): no map per domain for the collector to sweep.
+  const fields = new Map<string, string>();
   const flush = () => {
     if (name !== undefined) out.push(toCounters(name, fields));
     name = undefined;
-    fields = new Map();
+    fields.clear();
   };
-  for (const raw of text.split("\n")) {
+  for (const raw of lines) {
     const line = raw.trim();
     if (line === "") continue;
     const d = DOMAIN_LINE.exec(line);
