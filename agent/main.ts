@@ -262,6 +262,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
       replaceInstanceGroups: (groupIds, instanceId, ctx) => securityGroups.replaceGroups(groupIds, [instanceId], ctx),
     },
     dataDiskCount: (instanceId) => disks.attachedTo(instanceId).length,
+    // Called only by requests, once `instances` (made below) exists.
+    reservedAddresses: (subnetId) => instances.vpcAttribute.reserved(subnetId),
     zone: config.hostZone,
     detachTimeoutMs: config.nicDetachTimeoutS * 1000,
     checkpoint,

@@ -31,8 +31,12 @@ export function addressesInUse(o: {
   return used;
 }
 
-/** A requested address, checked: IPv4, a host address of the subnet, not its gateway, not used. */
-export function checkAddress(subnet: Subnet, used: ReadonlySet<string>, ip: string, field: string): string {
+/**
+ * A requested address, checked: IPv4, a host address of the subnet, not its gateway, not used;
+ * `held`: addresses a change under way holds (a primary address change), refused as in use with
+ * that said.
+ */
+export function checkAddress(subnet: Subnet, used: ReadonlySet<string>, ip: string, field: string, held: ReadonlySet<string> = new Set()): string {
   if (!isIpv4(ip)) throw eniError("BadValue", `\`${field}\` ${JSON.stringify(ip)} is not an IPv4 address`);
   const base = ipToInt(subnet.address);
   const n = ipToInt(ip);
@@ -43,6 +47,7 @@ export function checkAddress(subnet: Subnet, used: ReadonlySet<string>, ip: stri
   if (!inSubnet(subnet, ip) || ip === subnet.gateway) {
     throw eniError("Reserved", `\`${field}\` ${ip} is reserved in ${subnet.subnetId} (its network, broadcast or gateway address ${subnet.gateway})`);
   }
+  if (held.has(ip)) throw eniError("AddressInUse", `\`${field}\` ${ip} is held by an address change under way in ${subnet.subnetId} (ModifyInstancesVpcAttribute)`);
   if (used.has(ip)) throw eniError("AddressInUse", `\`${field}\` ${ip} is already used in ${subnet.subnetId}`);
   return ip;
 }

@@ -59,6 +59,12 @@ export interface EniServiceOptions {
     /** The instance's own groups replaced (the primary ENI's groups are its instance's). */
     replaceInstanceGroups(groupIds: readonly string[], instanceId: string, ctx: RequestContext): Promise<void>;
   };
+  /**
+   * Addresses of a subnet that a change under way elsewhere holds (a primary address change:
+   * VpcAttributeOperation.reserved, its new and its old address): never given to an ENI or as a
+   * secondary address. Read at each allocation, so it may name an object made after this one.
+   */
+  reservedAddresses?: (subnetId: string) => Iterable<string>;
   /** Data disks attached to an instance (each takes a PCI slot). */
   dataDiskCount: (instanceId: string) => number;
   zone: string;
@@ -92,6 +98,8 @@ export class EniService {
   /** Request IDs of the ENI actions answered (DescribeVpcTaskResult), the newest last. */
   private readonly tasks = new Map<string, string[]>();
   private readonly clientTokens = new Map<string, string>();
+  /** Addresses chosen by a create or an assign whose record or store does not have them yet: `${subnetId} ${ip}` → holders. */
+  private readonly pending = new Map<string, number>();
   private readonly now: () => Date;
 
   constructor(private readonly o: EniServiceOptions) {
@@ -110,9 +118,40 @@ export class EniService {
     return [...this.o.registry.all()].filter((e) => !e.launchFailed).map((e) => e.record);
   }
 
-  /** The addresses in use on a subnet: every NIC's and every unattached ENI's (launches allocate from these too). */
+  /**
+   * The addresses in use on a subnet: every NIC's, every unattached ENI's and those a create or
+   * an assign under way has chosen (launches and address changes allocate from these too).
+   */
   addressesInUse(subnetId: string): Set<string> {
-    return addressesInUse({ records: this.records(), enis: this.o.store.state.enis, subnetId });
+    const used = addressesInUse({ records: this.records(), enis: this.o.store.state.enis, subnetId });
+    for (const key of this.pending.keys()) {
+      const [s, ip] = key.split(" ");
+      if (s === subnetId) used.add(ip!);
+    }
+    return used;
+  }
+
+  /** What an ENI or a secondary address may not be given: the books (`used`), and what changes elsewhere hold (`held`: reservedAddresses). */
+  private unavailable(subnetId: string): { used: Set<string>; held: Set<string> } {
+    const used = this.addressesInUse(subnetId);
+    const held = new Set(this.o.reservedAddresses?.(subnetId) ?? []);
+    for (const ip of held) used.add(ip);
+    return { used, held };
+  }
+
+  /** Holds `ips` of `subnetId` in the books until `work` ends (its record or store entry has them by then, or it failed). */
+  private async holding<T>(subnetId: string, ips: readonly string[], work: () => Promise<T>): Promise<T> {
+    const keys = ips.map((ip) => `${subnetId} ${ip}`);
+    for (const k of keys) this.pending.set(k, (this.pending.get(k) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      for (const k of keys) {
+        const n = (this.pending.get(k) ?? 1) - 1;
+        if (n > 0) this.pending.set(k, n);
+        else this.pending.delete(k);
+      }
+    }
   }
 
   /** Every MAC of every NIC and ENI. */
@@ -262,12 +301,12 @@ export class EniService {
         throw eniError("Limit", `the ENI would hold ${total} addresses; at most ${MAX_ADDRESSES_UNATTACHED} (and at most the instance size's, on attach)`);
       }
       const groups = req.securityGroupIds ? this.checkGroups(req.securityGroupIds, "SecurityGroupIds") : [this.o.groups.defaultGroupId];
-      const used = this.addressesInUse(subnet.subnetId);
+      const { used, held } = this.unavailable(subnet.subnetId);
       const seen = new Set<string>();
       const given = req.addresses.map((a, i) => {
         if (seen.has(a.ip)) throw eniError("Duplicate", `\`PrivateIpAddresses.${i}.PrivateIpAddress\` ${a.ip} is given twice`);
         seen.add(a.ip);
-        return { ip: checkAddress(subnet, used, a.ip, `PrivateIpAddresses.${i}.PrivateIpAddress`), primary: a.primary };
+        return { ip: checkAddress(subnet, used, a.ip, `PrivateIpAddresses.${i}.PrivateIpAddress`, held), primary: a.primary };
       });
       for (const g of given) used.add(g.ip);
       // The primary: the one marked Primary, else the first given, else allocated.
@@ -282,7 +321,7 @@ export class EniService {
         tags: req.tags.map((t) => ({ ...t })),
         net: { mac: newMac(this.macs()), subnetId: subnet.subnetId, vpcId: subnet.vpcId, network: subnet.network, primaryIp, secondaryIps, securityGroupIds: groups },
       };
-      await this.commitStore((s) => s.enis.push(eni));
+      await this.holding(subnet.subnetId, [primaryIp, ...secondaryIps], () => this.commitStore((s) => s.enis.push(eni)));
       if (req.clientToken !== undefined) this.clientTokens.set(req.clientToken, eni.eniId);
       this.done(ctx, eni.eniId);
       return this.view(eni.eniId);
@@ -489,16 +528,16 @@ export class EniService {
       const limit = at.kind === "attached" ? nicLimitsOf(at.entry.record).addressesPerNic : MAX_ADDRESSES_UNATTACHED;
       const total = net.addresses.length + req.addresses.length + req.count;
       if (total > limit) throw eniError("Limit", `${req.eniId} would hold ${total} addresses; at most ${limit}`);
-      const used = this.addressesInUse(subnet.subnetId);
+      const { used, held } = this.unavailable(subnet.subnetId);
       const seen = new Set<string>();
       const added = req.addresses.map((ip, i) => {
         if (seen.has(ip)) throw eniError("Duplicate", `\`PrivateIpAddresses.${i}.PrivateIpAddress\` ${ip} is given twice`);
         seen.add(ip);
-        return checkAddress(subnet, used, ip, `PrivateIpAddresses.${i}.PrivateIpAddress`);
+        return checkAddress(subnet, used, ip, `PrivateIpAddresses.${i}.PrivateIpAddress`, held);
       });
       for (const ip of added) used.add(ip);
       for (let i = 0; i < req.count; i++) added.push(allocate(subnet, used));
-      await this.changeAddresses(at, (list) => [...list, ...added], ctx, false);
+      await this.holding(subnet.subnetId, added, () => this.changeAddresses(at, (list) => [...list, ...added], ctx, false));
       this.done(ctx, req.eniId);
       return added.map((ip) => ({ PrivateIpAddress: ip, Primary: false, PublicIpAddress: "", AddressId: "", Description: "", IsWanIpBlocked: false, State: "AVAILABLE" }));
     });
@@ -635,7 +674,11 @@ export class EniService {
         // The journal and the firewall's rules for the new NICs at once, both before the host
         // step (a tap with no rules could send as another NIC's address): rules for a NIC no
         // record has are gone with the next sync or the start-up resync, should a crash come first.
-        await Promise.all([journaled(), this.o.firewall.syncNow()]);
+        // Both settled before a failure is handled: the journal entry is removed below, after
+        // its write (Promise.all would reject at once and could leave the entry behind).
+        const [j, f] = await Promise.allSettled([journaled(), this.o.firewall.syncNow()]);
+        if (j.status === "rejected") throw j.reason;
+        if (f.status === "rejected") throw f.reason;
         await hostStep?.();
       } else {
         await journaled();

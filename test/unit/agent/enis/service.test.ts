@@ -13,7 +13,7 @@ import { InstanceRegistry } from "../../../../agent/instances/registry.js";
 import type { InstanceRecord, NicRecord } from "../../../../agent/model.js";
 import { EniError } from "../../../../agent/network/enis/errors.js";
 import { EniJournal } from "../../../../agent/network/enis/journal.js";
-import { EniService } from "../../../../agent/network/enis/service.js";
+import { EniService, type EniServiceOptions } from "../../../../agent/network/enis/service.js";
 import { EniStore } from "../../../../agent/network/enis/store.js";
 import type { Subnet } from "../../../../agent/network/subnets.js";
 
@@ -63,7 +63,7 @@ describe("EniService", () => {
 
   const nicsNow = () => registry.get(ID)!.record.nics.map((n) => n.mac).join(",");
 
-  function service(): EniService {
+  function service(extra: Partial<EniServiceOptions> = {}): EniService {
     return new EniService({
       store,
       journal: new EniJournal(journalDir),
@@ -120,6 +120,7 @@ describe("EniService", () => {
       zone: "zone-1",
       detachTimeoutMs: 1000,
       logger: pino({ level: "silent" }),
+      ...extra,
     });
   }
 
@@ -253,5 +254,57 @@ describe("EniService", () => {
     registry.remove(ID);
     expect(store.state.enis.map((e) => e.eniId)).toEqual([n.NetworkInterfaceId]);
     expect(store.state.enis[0]!.net).toMatchObject({ primaryIp: "10.9.0.3", securityGroupIds: ["sg-aaaaaaaa"] });
+  });
+
+  it("never gives an ENI or a secondary address what a primary address change holds (reservedAddresses), and says so when one is asked for", async () => {
+    const held = new Set(["10.9.0.3", "10.9.0.5"]);
+    svc = service({ reservedAddresses: (subnetId) => (subnetId === "subnet-a" ? held : []) });
+    const n = await svc.create({ vpcId: "vpc-a", subnetId: "subnet-a", name: "x", addresses: [], secondaryCount: 1, tags: [] }, ctx);
+    expect((n.PrivateIpAddressSet as Array<{ PrivateIpAddress: string }>).map((p) => p.PrivateIpAddress)).toEqual(["10.9.0.4", "10.9.0.6"]);
+    const asked = svc.create({ vpcId: "vpc-a", subnetId: "subnet-a", name: "y", addresses: [{ ip: "10.9.0.5", primary: true }], secondaryCount: 0, tags: [] }, ctx);
+    await expect(asked).rejects.toThrow(/10\.9\.0\.5 is held by an address change under way/);
+    const added = await svc.assign({ eniId: "eni-prim0001", addresses: [], count: 1 }, ctx);
+    expect(added.map((a) => a.PrivateIpAddress)).toEqual(["10.9.0.7"]);
+    expect(await kindOf(svc.assign({ eniId: "eni-prim0001", addresses: ["10.9.0.3"], count: 0 }, ctx))).toBe("AddressInUse");
+    // Once the change lets an address go, it is anyone's again.
+    held.delete("10.9.0.3");
+    expect((await svc.assign({ eniId: "eni-prim0001", addresses: [], count: 1 }, ctx)).map((a) => a.PrivateIpAddress)).toEqual(["10.9.0.3"]);
+    expect(store.state.enis.find((e) => e.eniId === n.NetworkInterfaceId)?.net).toMatchObject({ primaryIp: "10.9.0.4", secondaryIps: ["10.9.0.6"] });
+  });
+
+  it("counts the addresses an assign has chosen as in use while it waits for its instance, and frees them when it fails", async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let waiting = false;
+    let failSync = false;
+    svc = service({
+      ops: {
+        async saveRecord() {},
+        async exclusive(_id, work) {
+          waiting = true;
+          await gate;
+          return work();
+        },
+      },
+      firewall: {
+        async syncNow() {
+          if (failSync) throw new Error("nft said no");
+        },
+      },
+    });
+    const pending = svc.assign({ eniId: "eni-prim0001", addresses: [], count: 1 }, ctx);
+    for (let i = 0; i < 50 && !waiting; i++) await new Promise((r) => setTimeout(r, 1));
+    expect(waiting).toBe(true);
+    expect(registry.get(ID)!.record.nics[0]!.secondaryIpv4s).toBeUndefined();
+    // What a launch or an address change would allocate from now.
+    expect(svc.addressesInUse("subnet-a").has("10.9.0.3")).toBe(true);
+    open();
+    expect((await pending).map((a) => a.PrivateIpAddress)).toEqual(["10.9.0.3"]);
+    expect(registry.get(ID)!.record.nics[0]!.secondaryIpv4s).toEqual(["10.9.0.3"]);
+    failSync = true;
+    expect(await kindOf(svc.assign({ eniId: "eni-prim0001", addresses: ["10.9.0.8"], count: 0 }, ctx))).toBe("HostFailure");
+    expect(svc.addressesInUse("subnet-a").has("10.9.0.8")).toBe(false);
+    expect(await readdir(journalDir)).toEqual([]); // the entry removed after its write, not before
+    expect([...svc.addressesInUse("subnet-a")].sort()).toEqual(["10.9.0.2", "10.9.0.3"]);
   });
 });
