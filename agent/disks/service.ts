@@ -16,6 +16,7 @@ import type { LocalDiskType } from "../storage/pools.js";
 import { diskState, type DiskRecord, type DiskStore } from "./store.js";
 import type { Filter } from "../core/filter.js";
 import type { DiskFilterName } from "./filters.js";
+import { pciSlotsFree } from "../network/enis/model.js";
 
 /** Attach and detach are allowed while the instance is at rest, on or off. */
 const AT_REST = new Set<InstanceState>(["RUNNING", "STOPPED"]);
@@ -96,6 +97,7 @@ export class DiskService {
       if (d.busy) throw new DomainError("DiskBusy", `disk ${d.diskId} is ${d.busy}`);
       if (d.instanceId) throw new DomainError("DiskAttached", `disk ${d.diskId} is already attached to ${d.instanceId}`);
     }
+    this.checkPciRoom(req.instanceId, disks.length);
     const taken = new Set<string>();
     const targets = disks.map((d) => {
       const t = this.o.disks.freeTarget(req.instanceId, taken);
@@ -106,6 +108,8 @@ export class DiskService {
     // Reserved now (synchronously): a concurrent attach sees the disks busy.
     disks.forEach((d) => (d.busy = "ATTACHING"));
     await this.o.exclusive(req.instanceId, async () => {
+      // Again under the lock: an ENI attach (same lock) may have taken a slot meanwhile.
+      this.checkPciRoom(req.instanceId, disks.length);
       for (const [i, d] of disks.entries()) {
         try {
           const live = isPoweredOn(entry.power);
@@ -235,6 +239,23 @@ export class DiskService {
     const system = [...this.o.registry.all()].find((e) => e.record.systemDisk.diskId === diskId);
     if (system) throw new DomainError("DiskNotSupported", `disk ${diskId} is the system disk of ${system.record.instanceId}`);
     throw new DomainError("DiskNotFound", `no disk ${diskId} on this host`);
+  }
+
+  /**
+   * Refuses (DiskSlotsFull) before anything changes when `count` more virtio disks would not fit
+   * the definition's PCI slots, which its NICs share (agent/network/enis/model.ts pciSlotsFree):
+   * a hot-plug never finds the bus full half-way through a batch.
+   */
+  private checkPciRoom(id: string, count: number): void {
+    const disks = this.o.disks.attachedTo(id).length;
+    const nics = this.o.registry.get(id)?.record.nics.length ?? 1;
+    const free = pciSlotsFree({ virtioDisks: 1 + disks, nics });
+    if (free < count) {
+      throw new DomainError(
+        "DiskSlotsFull",
+        `instance ${id} has ${Math.max(0, free)} free PCI slot(s) for ${count} disk(s): its system disk, ${disks} data disk(s) and ${nics} NIC(s) take the rest`,
+      );
+    }
   }
 
   private atRest(instanceId: string, action: string): InstanceEntry {
