@@ -474,11 +474,10 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     securityGroups.resync().catch((e: unknown) => logger.error({ err: e }, "could not rebuild the firewall after libvirtd came back"));
   });
   // Caps on every tap there is, then on every tap that appears or changes (a domain start, a
-  // hot-plug, a record change), and all again after libvirtd came back. Not awaited: the first
-  // pass (one nft transaction, tc per tap) runs beside the API's start; the caps of guests that
-  // already run catch up with it, and a guest the agent starts gets its caps from the pass its
-  // start asks for (beforeStart's NIC event and the registry change), which queues behind it.
-  bandwidth.request();
+  // hot-plug, a record change), and all again after libvirtd came back. The first pass (one nft
+  // transaction, tc per tap) is asked for once the API listens (below), off the start-up's path;
+  // the caps of guests that already run catch up with it, and a guest the agent starts gets its
+  // caps from the pass its start asks for (beforeStart's NIC event, the registry change).
   registry.subscribe((reason) => {
     if (reason === "libvirt reachable") bandwidth.forget();
     bandwidth.request();
@@ -623,6 +622,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   startupStep("API built");
   await measured;
   const { port } = await api.listen();
+  bandwidth.request();
   // SIGHUP reloads the API's TLS files (open connections keep theirs).
   const onHangup = () => {
     try {
