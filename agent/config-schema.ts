@@ -272,6 +272,9 @@ export const configSchema = z
     /** Interval of the monitor's bulk statistics sample (virsh domstats --nowait), seconds. */
     monitor_interval_s: z.number().int().min(1).max(3600).default(10)
       .describe("interval of the monitor's bulk statistics sample of all instances (seconds, 1 to 3600); the finest period GetMonitorData answers is 10 s"),
+    /** Interval of the guests' filesystem usage (guest agent guest-get-fsinfo, agent/monitor/guest-fs.ts), seconds; 0 = off. */
+    monitor_guest_fs_interval_s: z.number().int().min(0).max(86400).default(60)
+      .describe("interval of the guest filesystem usage read through each running instance's guest agent (CvmDiskUsage, CvmDiskUsageMax; seconds, 0 = off)"),
     /** Directory of the monitor's series files; empty = <data_dir>/monitor. */
     monitor_dir: z.union([z.literal(""), z.string().startsWith("/", "must be an absolute path")]).default("")
       .describe("directory of the monitor's series files (absolute path); empty = <data_dir>/monitor"),

@@ -69,6 +69,8 @@ export interface AgentConfig {
   readonly reconcileIntervalS: number;
   /** The monitor (agent/monitor): sample interval, series directory, days kept per period. */
   readonly monitorIntervalS: number;
+  /** monitor_guest_fs_interval_s: the guests' filesystem usage through their agents; 0 = off. */
+  readonly monitorGuestFsIntervalS: number;
   /** Prometheus /metrics listener; undefined = off (metrics_listen ""). */
   readonly metricsListen: { readonly host: string; readonly port: number } | undefined;
   readonly alarmRules: readonly AlarmRule[];
@@ -517,6 +519,7 @@ export function loadConfig(options: LoadConfigOptions): AgentConfig {
     hotplugMemorySlots: cfg.hotplug_memory_slots,
     reconcileIntervalS: cfg.reconcile_interval_s,
     monitorIntervalS: cfg.monitor_interval_s,
+    monitorGuestFsIntervalS: cfg.monitor_guest_fs_interval_s,
     metricsListen: typeof metricsListen === "string" ? undefined : metricsListen,
     alarmRules: typeof alarmRules === "string" ? [] : alarmRules,
     monitorDir: cfg.monitor_dir === "" ? join(cfg.data_dir, "monitor") : cfg.monitor_dir,

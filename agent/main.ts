@@ -62,6 +62,7 @@ import { serialRoute } from "./console/serial.js";
 import { prepareVncDir } from "./console/vnc-dir.js";
 import { DhcpService } from "./network/dhcp/service.js";
 import { migrateNicDefinitions, needsNicMigration } from "./network/nic-migration.js";
+import { GuestFsCollector } from "./monitor/guest-fs.js";
 import { HostMonitor } from "./monitor/monitor.js";
 import { PERIODS, type Period } from "./monitor/metrics.js";
 import { SeriesStore } from "./monitor/store.js";
@@ -217,6 +218,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // Prometheus and the self-check (agent/metrics), made once the monitor runs; the hooks below read them late.
   let metrics: AgentMetrics | undefined;
   let diagnostics: DiagnosticsService | undefined;
+  let guestFs: GuestFsCollector | undefined;
   const ops = new Operations({
     registry,
     records: hypervisor,
@@ -367,6 +369,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     onEvent: (event) => {
       metrics?.onEvent(event.at);
       diagnostics?.onEvent(event);
+      guestFs?.onEvent(event);
     },
   });
 
@@ -516,7 +519,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // (their domains start once the firewall is loaded: holdStartsUntil above).
   const powerRestored = instances.powerRestore.begin(instances.recovery.resumedFromJournal);
 
-  const monitor = startMonitor({ config, runner, registry, logger });
+  const monitor = startMonitor({ config, runner, registry, logger, guestAgent: (id, command, timeoutS) => hypervisor.guestAgent(id, command, timeoutS) });
+  guestFs = monitor.guestFs;
   let reporter: Reporter | undefined;
   const alarms = new AlarmService({
     monitor: monitor.reader,
@@ -707,7 +711,13 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
  * monitor_interval_s into the series store under monitor_dir; the series of instances gone
  * for longer than the longest retention are swept every six hours.
  */
-function startMonitor(o: { config: AgentConfig; runner: CommandRunner; registry: InstanceRegistry; logger: Logger }): { reader: HostMonitor; stop(): Promise<void> } {
+function startMonitor(o: {
+  config: AgentConfig;
+  runner: CommandRunner;
+  registry: InstanceRegistry;
+  logger: Logger;
+  guestAgent: (instanceId: string, command: Record<string, unknown>, timeoutS: number) => Promise<unknown>;
+}): { reader: HostMonitor; guestFs: GuestFsCollector | undefined; stop(): Promise<void> } {
   const { config } = o;
   const retentionS: Partial<Record<Period, number>> = {};
   for (const p of PERIODS) {
@@ -716,6 +726,16 @@ function startMonitor(o: { config: AgentConfig; runner: CommandRunner; registry:
   }
   const store = new SeriesStore({ dir: config.monitorDir, retentionS });
   const log = o.logger.child({ component: "monitor" });
+  // The guests' filesystems through their agents, at their own slower interval (agent/monitor/guest-fs.ts).
+  const guestFs =
+    config.monitorGuestFsIntervalS > 0
+      ? new GuestFsCollector({
+          query: (id, timeoutS) => o.guestAgent(id, { execute: "guest-get-fsinfo" }, timeoutS),
+          running: () => [...o.registry.all()].filter((e) => o.registry.stateOf(e) === "RUNNING").map((e) => e.record.instanceId),
+          intervalMs: config.monitorGuestFsIntervalS * 1000,
+          logger: log,
+        })
+      : undefined;
   const monitor = new HostMonitor({
     runner: o.runner,
     uri: config.libvirtUri,
@@ -724,9 +744,11 @@ function startMonitor(o: { config: AgentConfig; runner: CommandRunner; registry:
     store,
     intervalMs: config.monitorIntervalS * 1000,
     instanceIds: () => new Set([...o.registry.all()].map((e) => e.record.instanceId)),
+    ...(guestFs ? { fill: (id: string, values: Float64Array) => guestFs.fill(id, values) } : {}),
     logger: log,
   });
   monitor.start();
+  guestFs?.start();
   const longest = Math.max(...PERIODS.map((p) => store.layout(p).slots * p));
   const sweep = () => {
     try {
@@ -740,8 +762,10 @@ function startMonitor(o: { config: AgentConfig; runner: CommandRunner; registry:
   sweepTimer.unref();
   return {
     reader: monitor,
+    guestFs,
     async stop() {
       clearInterval(sweepTimer);
+      await guestFs?.stop();
       await monitor.stop();
       store.close();
     },

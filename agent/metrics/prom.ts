@@ -55,6 +55,8 @@ export const INSTANCE_METRIC_NAMES: Readonly<Record<StoredMetric, string>> = Obj
   DiskReadIops: "disk_read_iops",
   DiskWriteIops: "disk_write_iops",
   DiskIoAwait: "disk_io_await_milliseconds",
+  CvmDiskUsage: "filesystem_usage_percent",
+  CvmDiskUsageMax: "filesystem_usage_max_percent",
 });
 
 /** The host's figures a scrape reads (computed from the registry and the pools, no libvirt call). */

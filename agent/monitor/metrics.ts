@@ -22,8 +22,11 @@
  * - LanInerrpkg / LanOuterrpkg (extension): errors plus drops per second.
  * - DiskRead/WriteTraffic (KB/s), DiskRead/WriteIops (requests/s), DiskIoAwait (ms per
  *   completed request, reads, writes and flushes), over all of the instance's disks.
+ * - CvmDiskUsage (the seeds' disk_usage, older docs' DiskUsage): used over total of the guest's
+ *   filesystems, and CvmDiskUsageMax (extension): the fullest one's, %, both from the guest
+ *   agent's guest-get-fsinfo where it answers (guest-fs.ts; not computeValues: NaN here).
  * Not computed (refused with InvalidParameterValue naming the metric): metrics that need an
- * agent inside the guest (CpuLoadavg, TcpCurrEstab, CvmDiskUsage/DiskUsage, TimeOffset).
+ * agent inside the guest (CpuLoadavg, TcpCurrEstab, TimeOffset).
  */
 import type { DomainCounters } from "../../drivers/libvirt/domstats.js";
 
@@ -47,6 +50,8 @@ export const STORED_METRICS = [
   "DiskReadIops",
   "DiskWriteIops",
   "DiskIoAwait",
+  "CvmDiskUsage",
+  "CvmDiskUsageMax",
 ] as const;
 export type StoredMetric = (typeof STORED_METRICS)[number];
 
@@ -87,6 +92,8 @@ export const METRICS: readonly MetricInfo[] = Object.freeze([
   M("DiskReadIops", "count/s", "次/秒", "avg", "Disk read requests per second, all disks", "磁盘读IOPS", "磁盘读IOPS"),
   M("DiskWriteIops", "count/s", "次/秒", "avg", "Disk write requests per second, all disks", "磁盘写IOPS", "磁盘写IOPS"),
   M("DiskIoAwait", "ms", "ms", "max", "Average time of a completed disk request", "磁盘IO等待时间", "磁盘IO等待时间"),
+  M("CvmDiskUsage", "%", "%", "max", "Used over total capacity of the guest's filesystems (guest agent)", "磁盘利用率", "磁盘利用率"),
+  M("CvmDiskUsageMax", "%", "%", "max", "Used over total capacity of the guest's fullest filesystem (guest agent; extension of this agent)", "最满文件系统利用率", "最满文件系统利用率"),
   M("WanOuttraffic", "Mbps", "Mbps", "avg", "Public network outbound bandwidth (0: no public network yet)", "外网出带宽", "外网出带宽"),
   M("WanIntraffic", "Mbps", "Mbps", "avg", "Public network inbound bandwidth (0: no public network yet)", "外网入带宽", "外网入带宽"),
   M("WanOutpkg", "packets/s", "个/秒", "avg", "Public network outbound packets (0: no public network yet)", "外网出包量", "外网出包量"),
@@ -95,7 +102,7 @@ export const METRICS: readonly MetricInfo[] = Object.freeze([
 
 const BY_KEY = new Map(METRICS.map((m) => [m.name.toLowerCase(), m]));
 /** Names the public docs spell otherwise, and the seeds' snake_case names that do not fold. */
-const ALIASES: Readonly<Record<string, MetricName>> = { cpuusage: "CPUUsage", diskioawait: "DiskIoAwait" };
+const ALIASES: Readonly<Record<string, MetricName>> = { cpuusage: "CPUUsage", diskioawait: "DiskIoAwait", diskusage: "CvmDiskUsage" };
 
 /**
  * The catalogue entry for a name as a caller spells it: case-insensitive, with the seeds'

@@ -81,6 +81,8 @@ export interface HostMonitorOptions {
    * connection per interval); closed by stop(). Without it, one `virsh` process per sample.
    */
   session?: VirshSession;
+  /** Adds what slower collectors read (guest-fs.ts: the guest's filesystems) to an instance's values before they are stored. */
+  fill?: (instanceId: string, values: Float64Array) => void;
   logger: MonitorLogger;
   /** Clock, ms since the epoch. */
   now?: () => number;
@@ -192,6 +194,7 @@ export class HostMonitor implements MonitorReader {
       const cur: Reading = { at, counters };
       const prev = this.readings.get(id);
       const values = prev ? computeValues(prev, cur) : computeValues(cur, cur);
+      this.o.fill?.(id, values);
       if (prev) this.o.store.record(id, atS, values);
       this.readings.set(id, cur);
       instances.set(id, { instanceId: id, at, state: counters.state, values, counters });

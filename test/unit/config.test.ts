@@ -63,6 +63,7 @@ describe("loadConfig", () => {
       hotplugMemorySlots: 8,
       reconcileIntervalS: 60,
       monitorIntervalS: 10,
+      monitorGuestFsIntervalS: 60,
       metricsListen: { host: "127.0.0.1", port: 9178 },
       alarmRules: [],
       monitorDir: "/var/lib/cdh-agent/monitor",

@@ -86,7 +86,7 @@ describe("findMetric", () => {
 
   it("knows nothing of metrics that need an agent inside the guest", () => {
     expect(findMetric("CpuLoadavg")).toBeUndefined();
-    expect(findMetric("disk_usage")).toBeUndefined();
+    expect(findMetric("TimeOffset")).toBeUndefined();
     expect(findMetric("TcpCurrEstab")).toBeUndefined();
   });
 
