@@ -95,8 +95,9 @@ export class RfbClient {
   }
 
   /** Opens a WebSocket (e.g. the agent's console URL) and shakes hands over it. */
-  static async overWebSocket(url: string, options: ClientOptions = {}): Promise<{ client: RfbClient; ws: WebSocket }> {
+  static async overWebSocket(url: string, options: ClientOptions = {}, onOpen?: () => void): Promise<{ client: RfbClient; ws: WebSocket }> {
     const ws = new WebSocket(url, options);
+    if (onOpen) ws.once("open", onOpen);
     // The stream goes on before the handshake ends: the server's greeting can arrive with the 101.
     const stream = createWebSocketStream(ws);
     const handshake = RfbClient.handshake(stream);
