@@ -451,6 +451,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     dir: join(paths.root, "dhcp"),
     subnets: config.dhcpEnabled ? config.subnets.filter((s) => s.dhcp !== false) : [],
     leaseTimeS: config.dhcpLeaseTimeS,
+    nftTable: `${config.firewallNftTable}_dhcp`,
     records: () => [...registry.all()].filter((e) => !e.launchFailed).map((e) => e.record),
     logger: logger.child({ component: "dhcp" }),
   });

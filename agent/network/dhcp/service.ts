@@ -14,6 +14,7 @@ import type { CommandRunner } from "../../../drivers/exec/runner.js";
 import type { Logger } from "../../log.js";
 import type { InstanceRecord } from "../../model.js";
 import type { Subnet } from "../subnets.js";
+import { chaddrRemoval, chaddrRuleset, tapMacs } from "./chaddr.js";
 import { DnsmasqProcess, endProcess, listDnsmasq, pidFileOf, type ProcInfo } from "./dnsmasq.js";
 import { dhcpHosts, dnsmasqArgs, dnsmasqFiles, needsRestart, parseHostsFile, PID_FILE_NAME, renderHostsFile, renderOptsFile, type DnsmasqFiles } from "./render.js";
 
@@ -31,6 +32,11 @@ export interface DhcpServiceOptions {
   superviseIntervalMs?: number;
   /** A dnsmasq log past this size is moved aside (one old copy kept). Default 4 MiB. */
   maxLogBytes?: number;
+  /**
+   * The nftables bridge table that holds each DHCP request's chaddr to the NIC of the tap it came
+   * in on (chaddr.ts; `<firewall_nft_table>_dhcp`), rewritten with the leases; absent: no such check.
+   */
+  nftTable?: string;
   /** Listing of the machine's dnsmasq processes (tests). */
   list?: () => Promise<ProcInfo[]>;
 }
@@ -61,6 +67,8 @@ export class DhcpService {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly log: Logger;
+  /** The chaddr table as last loaded (undefined: not yet, or the last load failed). */
+  private chaddrText: string | undefined;
 
   constructor(private readonly o: DhcpServiceOptions) {
     this.log = o.logger;
@@ -114,6 +122,7 @@ export class DhcpService {
         if (adopted === "adopted") this.log.info({ subnetId: server.subnet.subnetId, pid: server.proc.currentPid }, "DHCP: adopted the running dnsmasq");
         await this.apply(server, adopted === "adopted");
       }
+      await this.guardChaddr();
     });
     const every = this.o.superviseIntervalMs ?? 5000;
     this.timer = setInterval(() => void this.supervise(), every);
@@ -127,6 +136,7 @@ export class DhcpService {
     const run = this.serial(async () => {
       this.pendingSync = undefined;
       for (const server of this.servers) await this.apply(server, true);
+      await this.guardChaddr();
     });
     this.pendingSync = run;
     return run;
@@ -162,6 +172,24 @@ export class DhcpService {
       const waitMs = Math.min(60_000, (this.o.superviseIntervalMs ?? 5000) * 2 ** (server.failures - 1));
       server.retryAt = Date.now() + waitMs;
       this.log.error({ err: error, subnetId: server.subnet.subnetId, bridge: server.subnet.bridge, retryInMs: waitMs }, "DHCP: could not serve this subnet; tried again later");
+    }
+  }
+
+  /**
+   * Loads the chaddr table for the records' NICs when it changed (DHCP off here: removes one a
+   * previous agent left). A failure is logged and retried at the next pass; DHCP goes on.
+   */
+  private async guardChaddr(): Promise<void> {
+    const table = this.o.nftTable;
+    if (table === undefined) return;
+    const text = this.servers.length ? chaddrRuleset(table, tapMacs(this.o.records())) : chaddrRemoval(table);
+    if (text === this.chaddrText) return;
+    try {
+      await this.o.runner.run(["nft", "-f", "-"], { input: text, timeoutMs: 30_000 });
+      this.chaddrText = text;
+    } catch (error) {
+      this.chaddrText = undefined;
+      this.log.error({ err: error, table }, "DHCP: could not load the table that checks a request's client MAC against its NIC; tried again at the next change");
     }
   }
 
