@@ -437,6 +437,11 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // ENI changes a crash interrupted: finished (or undone) before the firewall's resync below.
   const eniTouched = await enis.recover();
   migration.afterRecovery();
+  await snapshots.load();
+  // What the pools' files take (a stat of each, on libuv's threads): started before the firewall's
+  // compile takes the main thread, awaited before the API admits anything.
+  const measured = storage.measure();
+  measured.catch(() => undefined);
   // The whole ruleset from the recovered instances, replacing whatever the tables held (one
   // transaction), before the API can start anything. Without it guests would run unfiltered.
   // It runs beside the start-up steps below that start no guest; awaited before the power restore and the API.
@@ -479,7 +484,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   // Caps on every tap there is, then on every tap that appears or changes (a domain start, a
   // hot-plug, a record change), and all again after libvirtd came back. The first pass (one nft
-  // transaction, tc per tap) is asked for once the API listens (below), off the start-up's path;
+  // transaction, tc per tap) is asked for once the API listens and the firewall is in (below);
   // the caps of guests that already run catch up with it, and a guest the agent starts gets its
   // caps from the pass its start asks for (beforeStart's NIC event, the registry change).
   registry.subscribe((reason) => {
@@ -488,11 +493,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   bandwidth.start(config.reconcileIntervalS * 1000);
   startupStep("firewall, DHCP and caps under way");
-  await snapshots.load();
   sync.start();
-  // What the pools' files take (a stat of each): beside the steps below, awaited before the API admits anything.
-  const measured = storage.measure();
-  measured.catch(() => undefined);
   const inventory = new InventorySweep({
     storage,
     registry,
@@ -520,6 +521,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // (their domains start once the firewall is loaded: holdStartsUntil above).
   const powerRestored = instances.powerRestore.begin(instances.recovery.resumedFromJournal);
 
+  startupStep("event stream, metadata, power restore under way");
   const monitor = startMonitor({ config, runner, registry, logger, guestAgent: (id, command, timeoutS) => hypervisor.guestAgent(id, command, timeoutS) });
   guestFs = monitor.guestFs;
   let reporter: Reporter | undefined;
@@ -566,6 +568,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   const metricsServer = config.metricsListen ? await startMetricsServer(metrics, config.metricsListen) : undefined;
   if (metricsServer) logger.info({ listen: `${config.metricsListen!.host}:${metricsServer.port}` }, "Prometheus metrics at /metrics");
+  startupStep("monitor and metrics");
   const credentials = config.credentials.length ? config.credentials : await generatedCredentials(paths, logger);
   for (const c of credentials) addSecret(c.secretKey); // scrubbed from every log line (sanitize.ts)
   // The consoles (agent/console): one-time URLs, the WebSocket bridge, the noVNC page, on the API listener.
@@ -626,8 +629,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   });
   startupStep("API built");
   await measured;
+  startupStep("storage measured");
   const { port } = await api.listen();
-  bandwidth.request();
   // SIGHUP reloads the API's TLS files (open connections keep theirs).
   const onHangup = () => {
     try {
@@ -642,6 +645,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // Loaded beside the API's start; a failure of either still stops the agent.
   const metadata = await metadataReady;
   await firewallReady;
+  // The caps' first pass: after the firewall's ruleset is in (two large nft transactions at once slow each other down).
+  bandwidth.request();
 
   reporter = new Reporter({
     controllerUrl: config.controllerUrl,
