@@ -246,6 +246,8 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // NIC changes (ENIs, addresses, launches, terminations) reach DHCP and bandwidth caps here (agent/network/nic-events.ts).
   const nicEvents = new NicEvents((e, instanceId) => logger.error({ err: e, instanceId }, "a NIC change did not reach everything that follows it"));
   // Elastic network interfaces (the VPC ENI actions): README "Elastic network interfaces".
+  // DHCP's chaddr table loaded with the firewall's sync before a hot-plug (set once DHCP exists, below).
+  let dhcpGuard: (() => Promise<void>) | undefined;
   const enis = new EniService({
     store: eniStore,
     journal: new EniJournal(join(paths.root, "eni-journal")),
@@ -253,7 +255,11 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     subnets: config.subnets,
     hypervisor,
     ops,
-    firewall: securityGroups,
+    firewall: {
+      syncNow: async () => {
+        await Promise.all([securityGroups.syncNow(), dhcpGuard?.()]);
+      },
+    },
     drives: guests,
     nicEvents,
     groups: {
@@ -463,6 +469,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   // Not awaited: it runs beside the start-up steps below; every sync queues behind it.
   dhcp.start().catch((e: unknown) => logger.error({ err: e }, "DHCP: could not start; the guests' leases are not served"));
   nicEvents.on(() => dhcp.sync());
+  dhcpGuard = () => dhcp.guardNow();
   // Every change (a launch failing takes its lease too); a pass that changes nothing writes nothing.
   registry.subscribe(() => {
     dhcp.sync().catch((e: unknown) => logger.error({ err: e }, "DHCP: could not bring the leases up to date"));

@@ -5,8 +5,9 @@
  * table of the agent's (`<firewall_nft_table>_dhcp`, replaced whole in one `nft -f -`) drops, at
  * bridge prerouting, every DHCP request (UDP 68 → 67) that arrives on one of the agent's taps
  * (`cdh*`) with a chaddr that is not the MAC of that tap's NIC: the pair (tap, chaddr) must be in
- * the table's set. A tap the set does not know yet (a hot-plug before the next sync) gets no
- * DHCP until it does: fail closed; clients retry.
+ * the table's set. A tap the set does not know gets no DHCP (fail closed); the ENI actions load
+ * the set with the firewall's rules, before a hot-plug (DhcpService.guardNow), so a new tap has
+ * its pair before it exists.
  *
  * BOOTP puts chaddr 28 bytes into its message, after the 8 bytes of the UDP header: bits
  * 288–335 of the transport header (`@th,288,48`) hold an Ethernet MAC.

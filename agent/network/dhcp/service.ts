@@ -69,6 +69,8 @@ export class DhcpService {
   private readonly log: Logger;
   /** The chaddr table as last loaded (undefined: not yet, or the last load failed). */
   private chaddrText: string | undefined;
+  /** Loads of the chaddr table, one at a time, each reading the records when its turn comes. */
+  private guardChain: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: DhcpServiceOptions) {
     this.log = o.logger;
@@ -122,7 +124,7 @@ export class DhcpService {
         if (adopted === "adopted") this.log.info({ subnetId: server.subnet.subnetId, pid: server.proc.currentPid }, "DHCP: adopted the running dnsmasq");
         await this.apply(server, adopted === "adopted");
       }
-      await this.guardChaddr();
+      await this.guardNow();
     });
     const every = this.o.superviseIntervalMs ?? 5000;
     this.timer = setInterval(() => void this.supervise(), every);
@@ -136,7 +138,7 @@ export class DhcpService {
     const run = this.serial(async () => {
       this.pendingSync = undefined;
       for (const server of this.servers) await this.apply(server, true);
-      await this.guardChaddr();
+      await this.guardNow();
     });
     this.pendingSync = run;
     return run;
@@ -173,6 +175,17 @@ export class DhcpService {
       server.retryAt = Date.now() + waitMs;
       this.log.error({ err: error, subnetId: server.subnet.subnetId, bridge: server.subnet.bridge, retryInMs: waitMs }, "DHCP: could not serve this subnet; tried again later");
     }
+  }
+
+  /**
+   * The chaddr table brought to the records' NICs now, outside the dnsmasq work (which may take
+   * seconds): the ENI actions call it with the firewall's sync, before a hot-plug, so a new tap
+   * never waits for its pair. Resolves once loaded (a failure is logged, not thrown).
+   */
+  guardNow(): Promise<void> {
+    const run = this.guardChain.then(() => this.guardChaddr());
+    this.guardChain = run.catch(() => undefined);
+    return run;
   }
 
   /**

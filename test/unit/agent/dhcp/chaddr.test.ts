@@ -129,6 +129,18 @@ describe("the DHCP service loads the chaddr table with the leases", () => {
     await svc.close();
   });
 
+  it("guardNow (the ENI actions' call, with the firewall's sync before a hot-plug) loads the new NIC's pair at once; the NIC change's sync after it has nothing left to load", async () => {
+    const svc = service([subnet]);
+    await svc.start();
+    records = [...records, rec("ins-cccc0003", [{ mac: "52:54:00:00:00:03", network: "net-a", ipv4: "10.9.0.4", subnetId: "subnet-a", slot: 0 }])];
+    await svc.guardNow();
+    expect(nft).toHaveLength(2);
+    expect(nft[1]).toContain('"cdhcccc00030" . 0x525400000003');
+    await svc.sync();
+    expect(nft).toHaveLength(2);
+    await svc.close();
+  });
+
   it("with DHCP served on no subnet, removes a table a previous agent left", async () => {
     const svc = service([]);
     await svc.start();
