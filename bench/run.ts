@@ -21,6 +21,8 @@
  * (m) the monitor's collection of 200 paused instances: agent CPU per interval and VmRSS vs one virsh domstats --nowait
  * (n) GetMonitorData of 10 instances × 1,440 points: p99 latency
  * (o) DescribeInstanceVncUrl → first framebuffer update over the console WebSocket vs RFB straight to the VNC socket
+ * (p) live migration of a tiny guest (1 GiB memory, 2 GiB disk) between the two namespaced hosts
+ *     (scripts/two-hosts.sh) through the agents vs `virsh migrate --live --p2p --copy-storage-all` by hand
  *
  * (a) and (f) also print where the agent's time went, step by step beside the baseline's
  * steps, from the agent's debug log (every command with its duration; see timeline.ts).
@@ -47,10 +49,11 @@ import { benchPowerRestore } from "./power-restore.js";
 import { benchResetType } from "./reset-type.js";
 import { benchEni } from "./eni.js";
 import { benchVnc } from "./vnc.js";
+import { benchMigration } from "./migration.js";
 import { renderTable, sleep, type Row } from "./stats.js";
 import { Tracker } from "./tracker.js";
 
-const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"] as const;
+const PARTS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"] as const;
 type Part = (typeof PARTS)[number];
 const NETNS = "cdhtest";
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -160,6 +163,11 @@ async function main(): Promise<number> {
     if (only.has("d")) {
       log("bench: (d) metadata endpoint vs nginx");
       rows.push(...(await benchMetadata({ workDir: join(workDir, "d"), rounds: 3, seconds: 5, connections: 64, tracker, log })));
+    }
+    if (only.has("p")) {
+      // Its own two agents (one per test host), before the shared agent starts.
+      log("bench: (p) live migration between the two test hosts: MigrateInstances vs virsh migrate --live --p2p --copy-storage-all");
+      rows.push(...(await benchMigration({ repo: REPO, agentJs, tinyImage, workDir: join(workDir, "p"), runs: runsOverride ?? 3, log })));
     }
     if (needLibvirt) {
       const agentOptions: AgentOptions = {

@@ -274,6 +274,9 @@ export class MigrationSource {
       paths.push([d.path, to]);
     }
     paths.push([o.paths.instanceDir(id), destDir]);
+    // The VNC socket lives outside the instance's folder (<data_dir>/vnc): the destination's own.
+    const destVnc = /<graphics\b[^>]*\btype=['"]vnc['"][\s\S]*?\bsocket=['"]([^'"]+)['"]/.exec(destXml)?.[1];
+    if (destVnc) paths.push([o.paths.vncSocket(id), destVnc]);
     const xml = retarget(await this.libvirt.migratableXml(id), paths, destXml);
     const xmlFile = join(o.paths.tmpDir, `migrate-${id}-${randomUUID()}.xml`);
     await writeFile(xmlFile, xml, { mode: 0o600 });
