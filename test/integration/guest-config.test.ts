@@ -11,6 +11,7 @@ import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { verifySha512Crypt } from "../../agent/logins/password.js";
 import { importImage, startAgentProcess, waitForState, type AgentProcess } from "../support/agent-process.js";
+import { monitorClient } from "../support/monitor-client.js";
 import { ensureDebianImage } from "../support/debian-image.js";
 import { generateGuestKeyPair, sshExec, waitForSsh } from "../support/guest-ssh.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
@@ -75,7 +76,8 @@ describe("a Debian guest configured by the agent", () => {
 
   beforeAll(async () => {
     const image = await ensureDebianImage();
-    agent = await startAgentProcess({ repoRoot: inject("repoRoot") });
+    // The guest filesystem usage every 5 s (default 60): the last case reads it without a long wait.
+    agent = await startAgentProcess({ repoRoot: inject("repoRoot"), env: { CDH_AGENT_MONITOR_GUEST_FS_INTERVAL_S: "5" } });
     const imported = await agent.client.ImportImage({
       ImageUrl: `file://${image.qcow2}`,
       ImageName: "debian12-cloud",
@@ -323,4 +325,54 @@ describe("a Debian guest configured by the agent", () => {
     const d = (await agent.client.DescribeInstances({ InstanceIds: [id] })).InstanceSet![0]!;
     expect(d.SystemDisk).toMatchObject({ DiskSize: 14 });
   }, 600_000);
+
+  it("reports the guest's filesystem usage from its guest agent through GetMonitorData (CvmDiskUsage, CvmDiskUsageMax), following what the guest writes", async () => {
+    const mon = monitorClient(agent.port);
+    /** What df says in the guest: used over used + available of its block-device filesystems, each device once; and the fullest. */
+    const dfUsage = async () => {
+      const out = (await ssh("df -B1 --output=source,used,avail | tail -n +2")).stdout;
+      const byDevice = new Map<string, [number, number]>();
+      for (const line of out.trim().split("\n")) {
+        const [source, used, avail] = line.trim().split(/\s+/);
+        if (source?.startsWith("/dev/")) byDevice.set(source, [Number(used), Number(avail)]);
+      }
+      const all = [...byDevice.values()];
+      const used = all.reduce((a, [u]) => a + u, 0);
+      const total = all.reduce((a, [u, f]) => a + u + f, 0);
+      return { usage: (used / total) * 100, fullest: Math.max(...all.map(([u, f]) => (u / (u + f)) * 100)) };
+    };
+    const latest = async (metric: string) => {
+      const end = Math.floor(Date.now() / 1000);
+      const r = await mon.GetMonitorData({
+        Namespace: "QCE/CVM",
+        MetricName: metric,
+        Period: 10,
+        StartTime: new Date((end - 60) * 1000).toISOString().replace(/\.\d{3}Z$/, "+00:00"),
+        EndTime: new Date(end * 1000).toISOString().replace(/\.\d{3}Z$/, "+00:00"),
+        Instances: [{ Dimensions: [{ Name: "InstanceId", Value: id }] }],
+      });
+      return r.DataPoints![0]!.Values!.at(-1);
+    };
+    /** Waits until the agent's latest points match df within 0.3 percentage points. */
+    const matchesDf = async (what: string) => {
+      let last = "";
+      for (const deadline = Date.now() + 60_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 2_000))) {
+        const want = await dfUsage();
+        const got = { usage: await latest("CvmDiskUsage"), fullest: await latest("CvmDiskUsageMax") };
+        last = JSON.stringify({ want, got });
+        if (got.usage !== undefined && got.fullest !== undefined && Math.abs(got.usage - want.usage) < 0.3 && Math.abs(got.fullest - want.fullest) < 0.3) return { want, got };
+      }
+      throw new Error(`${what}: CvmDiskUsage/CvmDiskUsageMax never matched df within 60 s; last ${last}`);
+    };
+    const before = await matchesDf("before");
+    await ssh("fallocate -l 3G /root/cdh-fs-fill && sync");
+    try {
+      const after = await matchesDf("after a 3 GiB file");
+      expect(after.got.usage! - before.got.usage!).toBeGreaterThan(15);
+      // The seeds' name answers the same series.
+      expect(await latest("disk_usage")).toBeCloseTo(after.got.usage!, 0);
+    } finally {
+      await ssh("rm -f /root/cdh-fs-fill");
+    }
+  }, 180_000);
 });
