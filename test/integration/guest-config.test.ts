@@ -365,10 +365,11 @@ describe("a Debian guest configured by the agent", () => {
       throw new Error(`${what}: CvmDiskUsage/CvmDiskUsageMax never matched df within 60 s; last ${last}`);
     };
     const before = await matchesDf("before");
-    await ssh("fallocate -l 3G /root/cdh-fs-fill && sync");
+    await ssh("fallocate -l 2G /root/cdh-fs-fill && sync");
     try {
-      const after = await matchesDf("after a 3 GiB file");
-      expect(after.got.usage! - before.got.usage!).toBeGreaterThan(15);
+      const after = await matchesDf("after a 2 GiB file");
+      // 2 GiB of the 4 GiB disk (alone) or of the 14 GiB one (after the growpart case above).
+      expect(after.got.usage! - before.got.usage!).toBeGreaterThan(10);
       // The seeds' name answers the same series.
       expect(await latest("disk_usage")).toBeCloseTo(after.got.usage!, 0);
     } finally {
