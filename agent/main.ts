@@ -15,10 +15,10 @@ import { VirshSession } from "../drivers/libvirt/virsh-session.js";
 import type { VirtType } from "../drivers/libvirt/types.js";
 import { QemuImg } from "../drivers/storage/qemu-img.js";
 import { getHostFacts } from "../drivers/host/facts.js";
-import { createApiServer } from "./api/server.js";
+import type { createApiServer } from "./api/server.js";
 import { computeHostResource, type HostResource } from "./capacity.js";
 import type { AgentConfig, Credential } from "./config.js";
-import { createDispatcher } from "./dispatch.js";
+import type { createDispatcher } from "./dispatch.js";
 import { ImageCatalog } from "./images/catalog.js";
 import { listQcow2Files } from "./images/sweep.js";
 import { Journal } from "./journal.js";
@@ -57,8 +57,8 @@ import { NicEvents } from "./network/nic-events.js";
 import { EniStore, enisFile } from "./network/enis/store.js";
 import { EniJournal } from "./network/enis/journal.js";
 import { EniService } from "./network/enis/service.js";
-import { createConsoles } from "./console/index.js";
-import { serialRoute } from "./console/serial.js";
+import type { createConsoles } from "./console/index.js";
+import type { serialRoute } from "./console/serial.js";
 import { prepareVncDir } from "./console/vnc-dir.js";
 import { DhcpService } from "./network/dhcp/service.js";
 import { migrateNicDefinitions, needsNicMigration } from "./network/nic-migration.js";
@@ -70,7 +70,7 @@ import { AgentMetrics, startMetricsServer } from "./metrics/prom.js";
 import { AlarmService } from "./metrics/alarm-service.js";
 import type { AlarmEvent } from "./metrics/alarms.js";
 import { DiagnosticsService } from "./metrics/diagnostics.js";
-import { isAction } from "./api/commands.js";
+import type { isAction } from "./api/commands.js";
 import { MigrationJournal } from "./migration/journal.js";
 import { MigrationDestination } from "./migration/destination.js";
 import { MigrationSource } from "./migration/source.js";
@@ -101,6 +101,10 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
   const hypervisor = new VirshHypervisor({ runner, uri: config.libvirtUri, tmpDir: paths.tmpDir, stateDir: paths.virshStateDir, logger });
   const imageTool = new QemuImg({ runner });
 
+  // What only the API's construction needs (its server, the command schemas, the dispatcher, the
+  // consoles): loaded while start-up waits for libvirt, not before it (bench (b)).
+  const apiModules = loadApiModules();
+  apiModules.catch(() => undefined); // awaited below, where its failure stops the agent
   await waitForLibvirt(hypervisor, logger);
   startupStep("libvirt answers");
   // Independent of each other (libvirt round trips and host facts): side by side, all awaited here.
@@ -551,6 +555,7 @@ export async function startAgent(options: { config: AgentConfig; logger: Logger;
     runner,
     uri: config.libvirtUri,
   });
+  const { createApiServer, createDispatcher, createConsoles, serialRoute, isAction } = await apiModules;
   metrics = new AgentMetrics({
     monitor: monitor.reader,
     isAction,
@@ -826,6 +831,30 @@ async function startMetadata(o: {
     logger.error({ err: error }, "could not install the metadata redirect (nftables); guests rely on their config drive");
   }
   return server;
+}
+
+/** The API's modules, loaded on demand (see startAgent). */
+async function loadApiModules(): Promise<{
+  createApiServer: typeof createApiServer;
+  createDispatcher: typeof createDispatcher;
+  createConsoles: typeof createConsoles;
+  serialRoute: typeof serialRoute;
+  isAction: typeof isAction;
+}> {
+  const [server, dispatch, consoles, serial, commands] = await Promise.all([
+    import("./api/server.js"),
+    import("./dispatch.js"),
+    import("./console/index.js"),
+    import("./console/serial.js"),
+    import("./api/commands.js"),
+  ]);
+  return {
+    createApiServer: server.createApiServer,
+    createDispatcher: dispatch.createDispatcher,
+    createConsoles: consoles.createConsoles,
+    serialRoute: serial.serialRoute,
+    isAction: commands.isAction,
+  };
 }
 
 /**
