@@ -35,8 +35,8 @@ export async function twoHostsUp(repoRoot: string): Promise<void> {
   await run(repoRoot, "up");
 }
 
-/** A CA and one server certificate per link address. */
-async function certificates(dir: string): Promise<void> {
+/** A CA and one server certificate per link address (<dir>/ca.crt, <dir>/<host name>.crt|.key); bench (p) uses it too. */
+export async function certificates(dir: string): Promise<void> {
   const openssl = (...args: string[]) => execa("openssl", args, { cwd: dir });
   const newKey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
   await openssl("req", "-x509", ...newKey, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=cdh-two-hosts-ca");
@@ -147,4 +147,20 @@ export async function startTwoHosts(o: { repoRoot: string; env?: Record<string, 
 /** The same agent again on its data directory and port (after a kill), with its TLS client. */
 export function restartIn(h: TwoHosts, which: "a" | "b", extraEnv?: Record<string, string>): Promise<AgentProcess> {
   return h[which].restart(extraEnv);
+}
+
+/** `virsh list --all --name` on a host (B through the machine's namespaces). */
+export async function domainsOn(host: "a" | "b"): Promise<string[]> {
+  const argv = ["virsh", "-c", "qemu:///system", "list", "--all", "--name"];
+  const r =
+    host === "a"
+      ? await execa(argv[0]!, argv.slice(1))
+      : await execa("nsenter", ["-t", process.env.CDH_MACHINE_NS_PID!, "-m", "-n", "--", "nsenter", `--net=/run/netns/${HOST_B.name}`, `--mount=/run/cdh-hosts/${HOST_B.name}.mnt`, "--", ...argv]);
+  return r.stdout.split("\n").map((s) => s.trim()).filter(Boolean);
+}
+
+/** The instance as one agent's DescribeInstances shows it, or undefined. */
+export async function instanceOn(client: CvmClient, id: string): Promise<Record<string, unknown> | undefined> {
+  const r = await client.DescribeInstances({ Limit: 100 });
+  return (r.InstanceSet ?? []).find((i) => i.InstanceId === id) as Record<string, unknown> | undefined;
 }
