@@ -7,24 +7,8 @@ import { VirshSession } from "../../../drivers/libvirt/virsh-session.js";
 /** libvirt's built-in test driver: a real virsh, no daemon. */
 const URI = "test:///default";
 
-/** A LocalRunner whose streams run `argv` instead of virsh (a shell that hangs or exits), recording their pids. */
-function standIn(argv: string[]): CommandRunner & { pids: Array<number | undefined> } {
-  const local = new LocalRunner({ defaultTimeoutMs: 10_000 });
-  const pids: Array<number | undefined> = [];
-  return {
-    description: "stand-in",
-    pids,
-    run: (a, o) => local.run(a, o),
-    stream: (_a: readonly string[], o: StreamOptions) => {
-      const h = local.stream(argv, o);
-      pids.push(h.pid);
-      return h;
-    },
-    close: () => local.close(),
-  };
-}
-
-function recordingPids(): CommandRunner & { pids: Array<number | undefined> } {
+/** A LocalRunner recording its streams' pids; with `argv`, its streams run that instead of virsh (a shell that hangs or exits). */
+function pidRecording(argv?: string[]): CommandRunner & { pids: Array<number | undefined> } {
   const local = new LocalRunner({ defaultTimeoutMs: 10_000 });
   const pids: Array<number | undefined> = [];
   return {
@@ -32,7 +16,7 @@ function recordingPids(): CommandRunner & { pids: Array<number | undefined> } {
     pids,
     run: (a, o) => local.run(a, o),
     stream: (a: readonly string[], o: StreamOptions) => {
-      const h = local.stream(a, o);
+      const h = local.stream(argv ?? a, o);
       pids.push(h.pid);
       return h;
     },
@@ -51,7 +35,7 @@ async function failureOf(p: Promise<unknown>): Promise<ExecError> {
 
 describe("VirshSession", () => {
   it("answers calls one after another from one virsh shell, without its prompt", async () => {
-    const runner = recordingPids();
+    const runner = pidRecording();
     const session = new VirshSession({ runner, uri: URI });
     try {
       for (let i = 0; i < 3; i++) {
@@ -67,7 +51,7 @@ describe("VirshSession", () => {
   });
 
   it("fails a call whose command virsh reports an error for, and starts a new shell for the next", async () => {
-    const runner = recordingPids();
+    const runner = pidRecording();
     const session = new VirshSession({ runner, uri: URI });
     try {
       const e = await failureOf(session.run(["dominfo", "--domain", "no-such-domain"], 10_000));
@@ -82,7 +66,7 @@ describe("VirshSession", () => {
   });
 
   it("kills a shell that does not answer by the deadline; the next call starts another", async () => {
-    const runner = standIn(["sleep", "30"]);
+    const runner = pidRecording(["sleep", "30"]);
     const session = new VirshSession({ runner, uri: URI });
     try {
       const t = performance.now();
@@ -98,7 +82,7 @@ describe("VirshSession", () => {
   });
 
   it("fails the call under way when the shell exits", async () => {
-    const session = new VirshSession({ runner: standIn(["true"]), uri: URI });
+    const session = new VirshSession({ runner: pidRecording(["true"]), uri: URI });
     try {
       const e = await failureOf(session.run(["domstats"], 5_000));
       expect(["exit", "spawn"]).toContain(e.failure);
@@ -108,7 +92,7 @@ describe("VirshSession", () => {
   });
 
   it("refuses anything but plain words, and calls after close", async () => {
-    const session = new VirshSession({ runner: recordingPids(), uri: URI });
+    const session = new VirshSession({ runner: pidRecording(), uri: URI });
     await expect(session.run(["domstats; destroy x"], 1_000)).rejects.toThrow(/plain word/);
     session.close();
     expect((await failureOf(session.run(["domstats"], 1_000))).failure).toBe("aborted");
