@@ -39,7 +39,7 @@ export class VirshSession {
 
   constructor(private readonly o: { runner: CommandRunner; uri: string }) {}
 
-  /** Runs one command (argv words after `virsh`); resolves with its stdout lines. */
+  /** Runs one command (argv words after `virsh`); resolves with its stdout lines (with the command line itself first where the shell echoes it). */
   async run(args: readonly string[], timeoutMs: number, signal?: AbortSignal): Promise<string[]> {
     const command = ["virsh", "-c", this.o.uri, ...args];
     const fail = (failure: "timeout" | "aborted" | "exit" | "spawn", stderr = "", cause?: unknown) =>
@@ -139,7 +139,9 @@ export class VirshSession {
       this.settle(call);
       return;
     }
-    if (!PROMPT.test(line)) call.out.push(line);
+    // The prompt (with the command it read, where the shell echoes it) is cut off, not the line:
+    // a shell that does not echo prints its prompt before the command's first line.
+    call.out.push(line.replace(PROMPT, ""));
   }
 
   private onErr(line: string): void {
