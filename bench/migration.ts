@@ -10,7 +10,7 @@
  */
 import { execa } from "execa";
 import { randomUUID } from "node:crypto";
-import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { chown, copyFile, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { Agent as HttpsAgent } from "node:https";
 import { connect } from "node:net";
 import { join } from "node:path";
@@ -205,9 +205,12 @@ export async function benchMigration(o: { repo: string; agentJs: string; tinyIma
     const instDir = join(dataA, "instances", handSource);
     const handA = join(o.workDir, "hand-a");
     const handB = join(o.workDir, "hand-b");
+    // QEMU binds the VNC socket there itself: the folders are its user's, as the agent's vnc folder is.
+    const qemuOwner = await stat(join(dataA, "vnc"));
     for (const d of [handA, handB]) {
       await mkdir(d, { recursive: true, mode: 0o755 });
       await copyFile(join(instDir, "config.iso"), join(d, "config.iso"));
+      await chown(d, qemuOwner.uid, qemuOwner.gid);
     }
     const xmlFile = join(o.workDir, "p.xml");
     const xmlBFile = join(o.workDir, "p-b.xml");

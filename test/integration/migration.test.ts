@@ -4,7 +4,6 @@
  * (CDH_1C1G, 1 GiB disks). Every move ends with the one-copy check: the instance's definition on
  * exactly one host, no files left on the other, capacity moved by exactly its size.
  */
-import { execa } from "execa";
 import { existsSync } from "node:fs";
 import { readFile, readdir } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -12,30 +11,15 @@ import { importImage, waitForState, type CvmClient } from "../support/agent-proc
 import { GuestConsole } from "../support/guest-console.js";
 import { waitForSerial, TINY_READY_PATTERN, waitForTinyData } from "../support/serial.js";
 import { ensureTinyImages } from "../support/tiny-image.js";
-import { startTwoHosts, HOST_B, type TwoHosts } from "../support/two-hosts.js";
+import { domainsOn, instanceOn, startTwoHosts, type TwoHosts } from "../support/two-hosts.js";
 
 const repoRoot = inject("repoRoot");
 let h: TwoHosts;
 let imageId: string;
 
-/** `virsh list --all --name` on a host (B through the machine's namespaces). */
-async function domainsOn(host: "a" | "b"): Promise<string[]> {
-  const argv = ["virsh", "-c", "qemu:///system", "list", "--all", "--name"];
-  const r =
-    host === "a"
-      ? await execa(argv[0]!, argv.slice(1))
-      : await execa("nsenter", ["-t", process.env.CDH_MACHINE_NS_PID!, "-m", "-n", "--", "nsenter", `--net=/run/netns/${HOST_B.name}`, `--mount=/run/cdh-hosts/${HOST_B.name}.mnt`, "--", ...argv]);
-  return r.stdout.split("\n").map((s) => s.trim()).filter(Boolean);
-}
-
 async function hostResource(client: CvmClient): Promise<{ CpuAvailable: number; MemAvailable: number }> {
   const r = (await client.DescribeHosts({})).HostSet![0]!.HostResource!;
   return { CpuAvailable: r.CpuAvailable!, MemAvailable: r.MemAvailable! };
-}
-
-async function instanceOn(client: CvmClient, id: string): Promise<Record<string, unknown> | undefined> {
-  const r = await client.DescribeInstances({ Limit: 100 });
-  return (r.InstanceSet ?? []).find((i) => i.InstanceId === id) as Record<string, unknown> | undefined;
 }
 
 /** Waits until the move settled: on B in `state`, gone from A (its API, its libvirtd, its files). */
