@@ -4,10 +4,12 @@
  * guest could ask for another NIC's lease by writing that NIC's MAC there. An nftables `bridge`
  * table of the agent's (`<firewall_nft_table>_dhcp`, replaced whole in one `nft -f -`) drops, at
  * bridge prerouting, every DHCP request (UDP 68 → 67) that arrives on one of the agent's taps
- * (`cdh*`) with a chaddr that is not the MAC of that tap's NIC: the pair (tap, chaddr) must be in
- * the table's set. A tap the set does not know gets no DHCP (fail closed); the ENI actions load
- * the set with the firewall's rules, before a hot-plug (DhcpService.guardNow), so a new tap has
- * its pair before it exists.
+ * (the set `agent_taps`) with a chaddr that is not the MAC of that tap's NIC: the pair (tap,
+ * chaddr) must be in the set `nic_macs`. Only the taps this agent lists are checked, so a table
+ * another agent left in the same network namespace (another table name) never touches this
+ * agent's taps. The ENI actions load the sets with the firewall's rules, before a hot-plug
+ * (DhcpService.guardNow), and a launch before its domain starts, so a tap is listed before it
+ * exists.
  *
  * BOOTP puts chaddr 28 bytes into its message, after the 8 bytes of the UDP header: bits
  * 288–335 of the transport header (`@th,288,48`) hold an Ethernet MAC.
@@ -23,9 +25,6 @@ export interface TapMac {
 
 const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const TAP_RE = /^[a-z0-9]{1,15}$/;
-/** Every tap the agent makes starts so (firewall-types.ts tapName). */
-export const AGENT_TAP_GLOB = "cdh*";
-
 /** Every NIC of every record, as its tap and MAC (malformed ones left out: they match nothing, so they get no DHCP). */
 export function tapMacs(records: Iterable<Pick<InstanceRecord, "instanceId" | "nics">>): TapMac[] {
   const out: TapMac[] = [];
@@ -44,7 +43,7 @@ export function tapMacs(records: Iterable<Pick<InstanceRecord, "instanceId" | "n
   return out.sort((a, b) => (a.tap < b.tap ? -1 : a.tap > b.tap ? 1 : 0));
 }
 
-/** The table: `table bridge <table>` with the set of (tap, MAC) pairs and the one rule that drops the rest. */
+/** The table: `table bridge <table>` with the agent's taps, their (tap, MAC) pairs and the one rule that drops the rest. */
 export function chaddrRuleset(table: string, pairs: readonly TapMac[]): string {
   if (!/^[A-Za-z][A-Za-z0-9_]{0,63}$/.test(table)) throw new Error(`bad nftables table name ${JSON.stringify(table)}`);
   const elements = pairs.map((p) => {
@@ -52,17 +51,22 @@ export function chaddrRuleset(table: string, pairs: readonly TapMac[]): string {
     if (!MAC_RE.test(p.mac)) throw new Error(`bad MAC ${JSON.stringify(p.mac)}`);
     return `"${p.tap}" . 0x${p.mac.replace(/:/g, "")}`;
   });
+  const taps = [...new Set(pairs.map((p) => `"${p.tap}"`))];
   return [
     `table bridge ${table}`,
     `delete table bridge ${table}`,
     `table bridge ${table} {`,
+    "  set agent_taps {",
+    "    typeof iifname",
+    ...(taps.length ? [`    elements = { ${taps.join(", ")} }`] : []),
+    "  }",
     "  set nic_macs {",
     "    typeof iifname . @th,288,48",
     ...(elements.length ? [`    elements = { ${elements.join(", ")} }`] : []),
     "  }",
     "  chain dhcp_requests {",
     "    type filter hook prerouting priority -260; policy accept;",
-    `    iifname "${AGENT_TAP_GLOB}" udp sport 68 udp dport 67 iifname . @th,288,48 != @nic_macs counter drop`,
+    "    iifname @agent_taps udp sport 68 udp dport 67 iifname . @th,288,48 != @nic_macs counter drop",
     "  }",
     "}",
     "",

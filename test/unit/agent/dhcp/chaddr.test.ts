@@ -2,8 +2,8 @@
  * A DHCP request's chaddr held to the NIC of the tap it came in on (agent/network/dhcp/chaddr.ts):
  * the table's text, and the DHCP service loading it with the leases (a recording runner that
  * fails closed: dnsmasq "fails to start", anything but nft and dnsmasq throws). That the kernel
- * drops by it was checked on a bridge with busybox udhcpc (own MAC: passes; another NIC's MAC
- * from the same port: dropped); test/integration/dhcp.test.ts checks it on the test subnet.
+ * drops by it was checked on a scratch bridge (`unshare -n`) with busybox udhcpc (own MAC: passes;
+ * another NIC's MAC from the same port: dropped); no integration test yet.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -46,13 +46,17 @@ describe("the chaddr table", () => {
         "table bridge cdh_filter_dhcp",
         "delete table bridge cdh_filter_dhcp",
         "table bridge cdh_filter_dhcp {",
+        "  set agent_taps {",
+        "    typeof iifname",
+        '    elements = { "cdhaaaa00010", "cdhbbbb00020" }',
+        "  }",
         "  set nic_macs {",
         "    typeof iifname . @th,288,48",
         '    elements = { "cdhaaaa00010" . 0x525400000001, "cdhbbbb00020" . 0x525400aabbcc }',
         "  }",
         "  chain dhcp_requests {",
         "    type filter hook prerouting priority -260; policy accept;",
-        '    iifname "cdh*" udp sport 68 udp dport 67 iifname . @th,288,48 != @nic_macs counter drop',
+        "    iifname @agent_taps udp sport 68 udp dport 67 iifname . @th,288,48 != @nic_macs counter drop",
         "  }",
         "}",
         "",
@@ -60,10 +64,11 @@ describe("the chaddr table", () => {
     );
   });
 
-  it("with no NIC at all, the set is empty and every request from an agent tap is dropped (fail closed)", () => {
+  it("checks only the taps this agent lists (a table another agent left touches none of them); with no NIC, none", () => {
     const text = chaddrRuleset("t", []);
     expect(text).not.toContain("elements");
-    expect(text).toContain('iifname "cdh*" udp sport 68 udp dport 67 iifname . @th,288,48 != @nic_macs counter drop');
+    expect(text).toContain("iifname @agent_taps udp sport 68 udp dport 67 iifname . @th,288,48 != @nic_macs counter drop");
+    expect(text).not.toContain("cdh*");
     expect(chaddrRemoval("t")).toBe("table bridge t\ndelete table bridge t\n");
   });
 
