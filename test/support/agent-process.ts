@@ -224,6 +224,11 @@ export async function waitForState(client: CvmClient, instanceId: string, state:
     const r = await client.DescribeInstancesStatus({ InstanceIds: [instanceId] });
     last = r.InstanceStatusSet?.[0]?.InstanceState ?? "(absent)";
     if (wanted.includes(last)) return last;
+    if (last === "LAUNCH_FAILED") {
+      // Terminal: say why at once (the agent's own message), instead of waiting out the deadline.
+      const i = (await client.DescribeInstances({ InstanceIds: [instanceId] })).InstanceSet?.[0];
+      throw new Error(`instance ${instanceId} is LAUNCH_FAILED: ${i?.LatestOperationErrorMsg ?? "(no message)"}`);
+    }
     await new Promise((res) => setTimeout(res, 200));
   }
   throw new Error(`instance ${instanceId} did not reach ${wanted.join("|")} within ${timeoutMs} ms (last: ${last})`);
